@@ -1,0 +1,1 @@
+"""Sub-commands of the `carbonshift` CLI, one module each (see carbonshift.cli)."""
