@@ -1,0 +1,256 @@
+"""CarbonAwareJob: a batch/v1 Job template plus when it must be done and how it may be moved in time.
+
+The operator creates the Job from `spec.template` (always suspended first), plans its run windows against the grid's
+carbon-intensity forecast, and resumes and suspends it. Status explains every decision and ends with a receipt.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field, StringConstraints, field_validator
+
+from carbonshift.api.base import API_VERSION, ApiModel, Duration, ObjectMeta, Rule, positive
+from carbonshift.api.conditions import Condition
+
+KIND = "CarbonAwareJob"
+PLURAL = "carbonawarejobs"
+
+# Defaults grounded in the measured H100 run (../shared/data/gpu-power, bundled under docs/data):
+# steady training draw 683 W; a checkpoint of 3 GB took 3.9-4.5 s and restart to the first step 12 s, so a
+# suspend/resume cycle costs about 17 s on the GPU; 60 s leaves room for pod scheduling and image start.
+DEFAULT_WATTS_PER_GPU = 683.0
+DEFAULT_CHECKPOINT_OVERHEAD = "60s"
+DEFAULT_GRACE_PERIOD = "2m"
+DEFAULT_MIN_RUN = "15m"
+
+
+class Policy(StrEnum):
+    OPTIMAL = "Optimal"
+    THRESHOLD = "Threshold"
+    IMMEDIATE = "Immediate"
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    WAITING = "Waiting"
+    RUNNING = "Running"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class EnergySource(StrEnum):
+    DCGM = "dcgm"
+    ESTIMATE = "estimate"
+
+
+class Checkpoint(ApiModel):
+    """How an interruptible job stops and restarts."""
+
+    overhead: Duration = Field(
+        default=DEFAULT_CHECKPOINT_OVERHEAD,
+        description="Run time lost per suspend/resume cycle (checkpoint, restart, reload); planned for.",
+    )
+    grace_period: Duration = Field(
+        default=DEFAULT_GRACE_PERIOD,
+        description="How long before a planned suspension the Job and its pods are annotated, so the workload "
+        "can checkpoint ahead of the SIGTERM.",
+    )
+    min_run_duration: Duration = Field(
+        default=DEFAULT_MIN_RUN, description="Shortest run chunk worth resuming for (overheads included)."
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "duration(self.gracePeriod) > duration('0s')",
+            "checkpoint.gracePeriod must be positive",
+            lambda c: positive(c.grace_period),
+        ),
+        Rule(
+            "duration(self.minRunDuration) > duration('0s')",
+            "checkpoint.minRunDuration must be positive",
+            lambda c: positive(c.min_run_duration),
+        ),
+    )
+
+
+class Placement(ApiModel):
+    """Where the job may run."""
+
+    clusters: list[Annotated[str, StringConstraints(max_length=253)]] = Field(
+        default_factory=list,
+        description="Names of the ComputeClusters the job may run in; empty means any.",
+        max_length=64,
+    )
+    migratable: bool = Field(
+        default=False,
+        description="Whether a job that has already run may be moved to another cluster (needs a checkpoint "
+        "that the other cluster can read).",
+    )
+
+
+class Power(ApiModel):
+    """Power used for planning and for filling gaps in measurements."""
+
+    watts_per_gpu: float = Field(
+        default=DEFAULT_WATTS_PER_GPU,
+        gt=0,
+        le=5000,
+        description="Expected board power per GPU in watts, used until DCGM measurements exist and to fill gaps "
+        "in them (then flagged energySource=estimate). Default: a measured H100 training run (683 W).",
+    )
+
+
+class JobTemplate(ApiModel):
+    """A batch/v1 JobTemplateSpec (metadata and spec). Validated by the API server when the Job is created."""
+
+    model_config = ApiModel.model_config | {"extra": "forbid"}
+
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="Labels and annotations for the Job the operator creates."
+    )
+    spec: dict[str, Any] = Field(description="A batch/v1 JobSpec. `suspend` is managed by the operator.")
+
+    @field_validator("spec")
+    @classmethod
+    def _has_pod_template(cls, spec: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(spec.get("template"), dict):
+            raise ValueError("template.spec.template (the pod template) is required")
+        return spec
+
+
+class CarbonAwareJobSpec(ApiModel):
+    """What to run, by when, and how it may be shifted."""
+
+    template: JobTemplate = Field(description="The batch/v1 Job to run (metadata and spec).")
+    deadline: datetime | None = Field(
+        default=None, description="When the job must be complete (RFC 3339). Exactly one of deadline, maxDelay."
+    )
+    max_delay: Duration | None = Field(
+        default=None,
+        description="How long after creation the job must be complete, e.g. 24h. Exactly one of deadline, "
+        "maxDelay.",
+    )
+    duration: Duration = Field(description="Expected run time at full speed, e.g. 4h. Refined from progress.")
+    interruptible: bool = Field(
+        default=False, description="Whether the job checkpoints and may be suspended and resumed."
+    )
+    checkpoint: Checkpoint | None = Field(
+        default=None, description="Checkpoint settings; only for interruptible jobs."
+    )
+    policy: Policy = Field(
+        default=Policy.OPTIMAL,
+        description="Optimal: lowest forecast emissions that meet the deadline. Threshold: run while intensity "
+        "<= maxIntensity, forced by the deadline. Immediate: run now, account only.",
+    )
+    max_intensity: float | None = Field(
+        default=None, gt=0, le=2000, description="Intensity limit in gCO2e/kWh for policy Threshold."
+    )
+    placement: Placement | None = Field(default=None, description="Which clusters the job may use.")
+    power: Power | None = Field(default=None, description="Power estimate for planning and gaps.")
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "has(self.deadline) != has(self.maxDelay)",
+            "exactly one of spec.deadline or spec.maxDelay must be set",
+            lambda s: (s.deadline is None) != (s.max_delay is None),
+        ),
+        Rule(
+            "self.policy != 'Threshold' || has(self.maxIntensity)",
+            "spec.maxIntensity is required when spec.policy is Threshold",
+            lambda s: s.policy != Policy.THRESHOLD or s.max_intensity is not None,
+        ),
+        Rule(
+            "!has(self.checkpoint) || self.interruptible",
+            "spec.checkpoint is only allowed when spec.interruptible is true",
+            lambda s: s.checkpoint is None or s.interruptible,
+        ),
+        Rule(
+            "duration(self.duration) > duration('0s')",
+            "spec.duration must be positive",
+            lambda s: positive(s.duration),
+        ),
+        Rule(
+            "!has(self.maxDelay) || duration(self.maxDelay) > duration('0s')",
+            "spec.maxDelay must be positive",
+            lambda s: positive(s.max_delay),
+        ),
+    )
+
+
+class PlannedWindow(ApiModel):
+    start: datetime = Field(description="Window start (RFC 3339).")
+    end: datetime = Field(description="Window end (RFC 3339).")
+    g_per_kwh: float = Field(description="Mean forecast intensity over the window in gCO2e/kWh.")
+
+
+class PlanStatus(ApiModel):
+    """The plan in force: where and when the job runs, and what the forecast said."""
+
+    windows: list[PlannedWindow] = Field(default_factory=list, description="Planned run windows, in order.")
+    zone: str | None = Field(default=None, description="Grid zone of the chosen cluster.")
+    provider: str | None = Field(default=None, description="Carbon-intensity source the plan used.")
+    signal: Literal["average", "marginal"] | None = Field(
+        default=None, description="Intensity signal the plan used."
+    )
+    planned_emissions_grams: float | None = Field(
+        default=None, description="Forecast emissions of the plan (gCO2e)."
+    )
+    run_now_emissions_grams: float | None = Field(
+        default=None, description="Forecast emissions of running at once (gCO2e)."
+    )
+    latest_safe_start: datetime | None = Field(
+        default=None, description="Latest start that still meets the deadline with overheads and margin."
+    )
+    computed_at: datetime | None = Field(default=None, description="When the plan was computed.")
+
+
+class Display(ApiModel):
+    """Human-readable summaries for `kubectl get` columns."""
+
+    co2e: str | None = Field(default=None, description="Emissions so far, e.g. 12.4 kg.")
+    saved: str | None = Field(default=None, description="Emissions avoided versus running at once, e.g. 31%.")
+
+
+class CarbonAwareJobStatus(ApiModel):
+    """Observed state, the plan, and the carbon receipt."""
+
+    phase: Phase | None = Field(default=None, description="Summary: Pending, Waiting, Running, Suspended, ...")
+    cluster: str | None = Field(default=None, description="ComputeCluster the Job is placed in.")
+    job_name: str | None = Field(default=None, description="Name of the owned batch/v1 Job.")
+    deadline: datetime | None = Field(default=None, description="Effective deadline (from deadline or maxDelay).")
+    plan: PlanStatus | None = Field(default=None, description="The plan in force.")
+    next_transition_time: datetime | None = Field(
+        default=None, description="When the operator next resumes or suspends the Job."
+    )
+    run_seconds: float | None = Field(default=None, ge=0, description="Wall-clock seconds the Job has run.")
+    suspensions: int | None = Field(default=None, ge=0, description="How many times the Job was suspended.")
+    energy_kwh: float | None = Field(
+        default=None, alias="energyKWh", ge=0, description="GPU energy used so far (kWh)."
+    )
+    energy_source: EnergySource | None = Field(
+        default=None, description="dcgm when measured throughout, estimate when any part was estimated."
+    )
+    emissions_grams: float | None = Field(default=None, ge=0, description="Emissions so far (gCO2e).")
+    baseline_emissions_grams: float | None = Field(
+        default=None, ge=0, description="Emissions of the same energy profile run at submission time."
+    )
+    avoided_emissions_grams: float | None = Field(
+        default=None, description="baselineEmissionsGrams - emissionsGrams (may be negative)."
+    )
+    display: Display | None = Field(default=None, description="Human-readable summaries.")
+    conditions: list[Condition] = Field(default_factory=list, description="Standard conditions.")
+    observed_generation: int | None = Field(default=None, description="Last generation acted on.")
+
+
+class CarbonAwareJob(ApiModel):
+    """A training Job that runs when and where the grid is cleanest, by its deadline."""
+
+    api_version: Literal["carbonshift.io/v1alpha1"] = Field(default=API_VERSION, description="API version.")
+    kind: Literal["CarbonAwareJob"] = Field(default=KIND, description="Kind.")
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Standard object metadata.")
+    spec: CarbonAwareJobSpec = Field(description="Desired behaviour.")
+    status: CarbonAwareJobStatus | None = Field(default=None, description="Observed state.")

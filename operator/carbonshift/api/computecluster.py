@@ -1,0 +1,54 @@
+"""ComputeCluster: a Kubernetes cluster jobs can be placed in, with its grid zone and power usage effectiveness."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from carbonshift.api.base import API_VERSION, ApiModel, ObjectMeta
+from carbonshift.api.conditions import Condition
+
+KIND = "ComputeCluster"
+PLURAL = "computeclusters"
+ZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
+
+
+class SecretKeyRef(ApiModel):
+    name: str = Field(description="Name of the Secret holding a kubeconfig.", max_length=253)
+    namespace: str = Field(description="Namespace of the Secret.", max_length=63)
+    key: str = Field(default="kubeconfig", description="Key in the Secret's data.", max_length=253)
+
+
+class ComputeClusterSpec(ApiModel):
+    zone: Annotated[str, StringConstraints(pattern=ZONE_PATTERN)] = Field(
+        description="Grid zone code the cluster draws power from, e.g. DE, GB, US-CAL-CISO."
+    )
+    pue: float = Field(
+        default=1.2, ge=1.0, le=3.0, description="Power usage effectiveness of the data centre (>= 1.0)."
+    )
+    kubeconfig_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret with a kubeconfig for this cluster; absent means the local cluster."
+    )
+    gpu_capacity: int | None = Field(
+        default=None, ge=0, description="GPUs carbonshift may use in this cluster; absent means all it finds."
+    )
+
+
+class ComputeClusterStatus(ApiModel):
+    gpus_total: int | None = Field(default=None, description="nvidia.com/gpu allocatable in the cluster.")
+    gpus_free: int | None = Field(default=None, description="GPUs not requested by running pods.")
+    g_per_kwh: float | None = Field(default=None, description="Latest grid intensity for the zone.")
+    last_seen: datetime | None = Field(default=None, description="Last successful contact.")
+    conditions: list[Condition] = Field(default_factory=list, description="Standard conditions (Ready).")
+
+
+class ComputeCluster(ApiModel):
+    """A cluster that CarbonAwareJobs can be placed in."""
+
+    api_version: Literal["carbonshift.io/v1alpha1"] = Field(default=API_VERSION, description="API version.")
+    kind: Literal["ComputeCluster"] = Field(default=KIND, description="Kind.")
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta, description="Standard object metadata.")
+    spec: ComputeClusterSpec = Field(description="Desired state.")
+    status: ComputeClusterStatus | None = Field(default=None, description="Observed state.")

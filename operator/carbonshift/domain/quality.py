@@ -1,0 +1,266 @@
+"""Data-quality guards that every carbon-intensity source passes through before its numbers are used.
+
+This module owns the rules that decide whether a raw (timestamp, value) point from a provider or a trace
+file may become part of an IntensitySeries, and the record of why a point was refused. It owns unit
+normalisation too: values are converted to gCO2e/kWh exactly once, here, at the edge.
+
+Rules, in the order they are applied to each point:
+
+* the timestamp is missing or has no timezone (naive)          -> rejected (never assumed UTC);
+* the value is missing (null / empty cell)                      -> rejected;
+* the value is not a finite number (NaN, inf, text)             -> rejected;
+* the value is -1 (the common "no data" sentinel)               -> rejected;
+* the value is zero or negative (physically impossible average) -> rejected;
+* the value, after unit conversion, is above `max_g_per_kwh`    -> rejected (absurd; 2000 g/kWh is well
+  above the dirtiest real grid, about 1,100 g/kWh for lignite);
+* the timestamp equals an earlier point's timestamp              -> rejected (the later copies; if the copies
+  disagree, the first accepted one is withdrawn too, because nobody can tell which one is right);
+* the timestamp is earlier than the previous accepted point     -> rejected as out of order (sources are
+  documented to be sorted; a point that goes backwards is not trusted);
+* and, per series: the latest point older than `max_age` before `now` -> every point rejected as stale;
+  a forecast whose issue time lies after `now`                  -> every point rejected.
+
+An unknown unit rejects the whole batch: a number whose unit is unknown is not a number we can use.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+LBS_PER_MWH_TO_G_PER_KWH = 0.45359237
+"""1 lb = 453.59237 g and 1 MWh = 1000 kWh, so 1 lb/MWh = 0.45359237 g/kWh (exact by definition)."""
+
+KG_PER_KWH_TO_G_PER_KWH = 1000.0
+
+DEFAULT_MAX_G_PER_KWH = 2000.0
+
+SENTINEL_VALUE = -1.0
+
+
+class Reason(StrEnum):
+    """Why a point was refused. The value is the human-readable phrase used in reports."""
+
+    MISSING_TIMESTAMP = "missing or unparseable timestamp"
+    NAIVE_TIMESTAMP = "timestamp has no timezone"
+    NULL_VALUE = "value is null"
+    NOT_A_NUMBER = "value is not a finite number"
+    SENTINEL = "value is the -1 no-data sentinel"
+    NON_POSITIVE = "value is zero or negative"
+    ABSURD = "value is implausibly high"
+    DUPLICATE = "duplicate timestamp"
+    CONFLICTING_DUPLICATE = "duplicate timestamp with a different value"
+    OUT_OF_ORDER = "timestamp earlier than the previous point (unsorted)"
+    OFF_GRID = "timestamp is not on the series' slot grid"
+    STALE = "data is stale"
+    FUTURE_FORECAST = "forecast issued in the future"
+    UNKNOWN_UNIT = "unknown unit"
+    MALFORMED_ROW = "malformed row"
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedPoint:
+    """One point that was not used, and why.
+
+    `start` is the slot start when it could be read (None when the timestamp itself was the problem),
+    `value` the raw value as received (before unit conversion), `detail` adds specifics such as the
+    line number or the limit that was exceeded.
+    """
+
+    start: datetime | None
+    reason: Reason
+    value: float | None = None
+    detail: str = ""
+
+    def describe(self) -> str:
+        """One line for humans: reason plus detail."""
+        return f"{self.reason.value} ({self.detail})" if self.detail else self.reason.value
+
+
+class UnknownUnitError(ValueError):
+    """A value came with a unit that cannot be converted to gCO2e/kWh."""
+
+
+_UNIT_FACTORS: dict[str, float] = {
+    "g_per_kwh": 1.0,
+    "gco2_per_kwh": 1.0,
+    "gco2e_per_kwh": 1.0,
+    "gco2eq_per_kwh": 1.0,
+    "g/kwh": 1.0,
+    "gco2/kwh": 1.0,
+    "gco2e/kwh": 1.0,
+    "gco2eq/kwh": 1.0,
+    "kg/mwh": 1.0,
+    "kgco2/mwh": 1.0,
+    "kg_per_mwh": 1.0,
+    "lbs_co2_per_mwh": LBS_PER_MWH_TO_G_PER_KWH,
+    "lbs_per_mwh": LBS_PER_MWH_TO_G_PER_KWH,
+    "lb_per_mwh": LBS_PER_MWH_TO_G_PER_KWH,
+    "lbs/mwh": LBS_PER_MWH_TO_G_PER_KWH,
+    "lb/mwh": LBS_PER_MWH_TO_G_PER_KWH,
+    "kg_per_kwh": KG_PER_KWH_TO_G_PER_KWH,
+    "kgco2_per_kwh": KG_PER_KWH_TO_G_PER_KWH,
+    "kg_co2_per_kwh": KG_PER_KWH_TO_G_PER_KWH,
+    "kg/kwh": KG_PER_KWH_TO_G_PER_KWH,
+    "kgco2/kwh": KG_PER_KWH_TO_G_PER_KWH,
+}
+
+
+def known_units() -> list[str]:
+    """Every unit spelling the guards accept."""
+    return sorted(_UNIT_FACTORS)
+
+
+def unit_factor_to_g_per_kwh(unit: str) -> float:
+    """Multiplier that turns a value in `unit` into gCO2e/kWh; UnknownUnitError for anything else."""
+    key = unit.strip().lower().replace(" ", "").replace("₂", "2")
+    if key not in _UNIT_FACTORS:
+        raise UnknownUnitError(f"unknown carbon-intensity unit {unit!r}; known units: {', '.join(known_units())}")
+    return _UNIT_FACTORS[key]
+
+
+@dataclass(frozen=True, slots=True)
+class QualityLimits:
+    """Thresholds the guards apply. `max_age` None disables the staleness check."""
+
+    max_g_per_kwh: float = DEFAULT_MAX_G_PER_KWH
+    max_age: timedelta | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GuardedPoints:
+    """Points that passed every guard (UTC, sorted, unique, in gCO2e/kWh) and the ones that did not."""
+
+    points: list[tuple[datetime, float]]
+    rejected: list[RejectedPoint] = field(default_factory=list)
+
+
+RawPoint = tuple[datetime | None, float | str | None]
+"""A point as a source gave it: a timestamp (maybe naive, maybe missing) and a value (maybe null/text)."""
+
+
+def _value_problem(value: float | str | None, factor: float, limits: QualityLimits) -> tuple[Reason, str] | None:
+    if value is None or (isinstance(value, str) and value.strip() == ""):
+        return Reason.NULL_VALUE, ""
+    if isinstance(value, bool):
+        return Reason.NOT_A_NUMBER, repr(value)
+    try:
+        number = float(value)
+    except ValueError:
+        return Reason.NOT_A_NUMBER, repr(value)
+    if not math.isfinite(number):
+        return Reason.NOT_A_NUMBER, repr(value)
+    if number == SENTINEL_VALUE:
+        return Reason.SENTINEL, ""
+    if number <= 0:
+        return Reason.NON_POSITIVE, f"{number:g}"
+    if number * factor > limits.max_g_per_kwh:
+        return Reason.ABSURD, f"{number * factor:g} g/kWh > {limits.max_g_per_kwh:g}"
+    return None
+
+
+def _as_float_or_none(value: float | str | None) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def guard_points(
+    raw: Iterable[RawPoint],
+    *,
+    unit: str = "g_per_kwh",
+    limits: QualityLimits | None = None,
+    details: Sequence[str] | None = None,
+) -> GuardedPoints:
+    """Run the per-point guards over `raw` and convert accepted values to gCO2e/kWh.
+
+    `details`, if given, is one string per raw point (e.g. "line 12") copied into each rejection.
+    Raises UnknownUnitError when `unit` is not convertible.
+    """
+    factor = unit_factor_to_g_per_kwh(unit)
+    limits = limits or QualityLimits()
+    accepted: dict[datetime, tuple[float, str]] = {}  # insertion-ordered: raw value and detail
+    rejected: list[RejectedPoint] = []
+    conflicted: set[datetime] = set()
+    last: datetime | None = None
+    for i, (moment, value) in enumerate(raw):
+        detail = details[i] if details is not None else ""
+        if moment is None:
+            rejected.append(RejectedPoint(None, Reason.MISSING_TIMESTAMP, _as_float_or_none(value), detail))
+            continue
+        if moment.tzinfo is None or moment.utcoffset() is None:
+            rejected.append(RejectedPoint(moment, Reason.NAIVE_TIMESTAMP, _as_float_or_none(value), detail))
+            continue
+        moment = moment.astimezone(UTC)
+        problem = _value_problem(value, factor, limits)
+        if problem is not None:
+            reason, extra = problem
+            text = ", ".join(part for part in (detail, extra) if part)
+            rejected.append(RejectedPoint(moment, reason, _as_float_or_none(value), text))
+            continue
+        number = float(value)  # type: ignore[arg-type]  # _value_problem proved it is a finite number
+        if moment in conflicted:
+            rejected.append(RejectedPoint(moment, Reason.CONFLICTING_DUPLICATE, number, detail))
+        elif moment in accepted:
+            first_value, first_detail = accepted[moment]
+            if first_value == number:
+                rejected.append(RejectedPoint(moment, Reason.DUPLICATE, number, detail))
+                continue
+            conflicted.add(moment)
+            del accepted[moment]
+            rejected.append(RejectedPoint(moment, Reason.CONFLICTING_DUPLICATE, first_value, first_detail))
+            rejected.append(RejectedPoint(moment, Reason.CONFLICTING_DUPLICATE, number, detail))
+            last = next(reversed(accepted)) if accepted else None
+        elif last is not None and moment < last:
+            rejected.append(RejectedPoint(moment, Reason.OUT_OF_ORDER, number, detail))
+        else:
+            accepted[moment] = (number, detail)
+            last = moment
+    points = [(moment, raw_value * factor) for moment, (raw_value, _) in accepted.items()]
+    return GuardedPoints(points=points, rejected=rejected)
+
+
+def guard_freshness(
+    guarded: GuardedPoints,
+    *,
+    now: datetime,
+    max_age: timedelta,
+) -> GuardedPoints:
+    """Reject every point when the latest one started more than `max_age` before `now` (stale source)."""
+    if not guarded.points:
+        return guarded
+    latest = guarded.points[-1][0]
+    age = now.astimezone(UTC) - latest
+    if age <= max_age:
+        return guarded
+    detail = f"latest point {latest.isoformat()} is {age} old, more than {max_age}"
+    stale = [RejectedPoint(moment, Reason.STALE, value, detail) for moment, value in guarded.points]
+    return GuardedPoints(points=[], rejected=[*guarded.rejected, *stale])
+
+
+def guard_issue_time(
+    guarded: GuardedPoints,
+    *,
+    issued_at: datetime | None,
+    now: datetime,
+    tolerance: timedelta = timedelta(minutes=5),
+) -> GuardedPoints:
+    """Reject every point of a forecast whose issue time is after `now` (beyond a small clock-skew
+    tolerance): a forecast from the future means a broken clock or a mislabelled payload."""
+    if issued_at is None:
+        return guarded
+    if issued_at.tzinfo is None or issued_at.utcoffset() is None:
+        detail = f"issue time {issued_at.isoformat()} has no timezone"
+        naive = [RejectedPoint(m, Reason.NAIVE_TIMESTAMP, v, detail) for m, v in guarded.points]
+        return GuardedPoints(points=[], rejected=[*guarded.rejected, *naive])
+    if issued_at.astimezone(UTC) <= now.astimezone(UTC) + tolerance:
+        return guarded
+    detail = f"issued at {issued_at.isoformat()}, now is {now.isoformat()}"
+    future = [RejectedPoint(m, Reason.FUTURE_FORECAST, v, detail) for m, v in guarded.points]
+    return GuardedPoints(points=[], rejected=[*guarded.rejected, *future])
