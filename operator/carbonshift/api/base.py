@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
 from carbonshift.api.durations import DURATION_PATTERN, parse_duration
@@ -22,6 +22,11 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length=32)]
 """A duration such as 90s, 15m, 4h or 1h30m (units ms, s, m, h)."""
+
+# The API server does not coerce "yes" to true or "5" to 5; neither do the models.
+Bool = Annotated[bool, Strict()]
+Number = Annotated[float, Strict()]
+Integer = Annotated[int, Strict()]
 
 
 @dataclass(frozen=True)

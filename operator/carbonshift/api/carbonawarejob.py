@@ -12,7 +12,17 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, StringConstraints, field_validator
 
-from carbonshift.api.base import API_VERSION, ApiModel, Duration, ObjectMeta, Rule, positive
+from carbonshift.api.base import (
+    API_VERSION,
+    ApiModel,
+    Bool,
+    Duration,
+    Integer,
+    Number,
+    ObjectMeta,
+    Rule,
+    positive,
+)
 from carbonshift.api.conditions import Condition
 
 KIND = "CarbonAwareJob"
@@ -85,7 +95,7 @@ class Placement(ApiModel):
         description="Names of the ComputeClusters the job may run in; empty means any.",
         max_length=64,
     )
-    migratable: bool = Field(
+    migratable: Bool = Field(
         default=False,
         description="Whether a job that has already run may be moved to another cluster (needs a checkpoint "
         "that the other cluster can read).",
@@ -95,8 +105,9 @@ class Placement(ApiModel):
 class Power(ApiModel):
     """Power used for planning and for filling gaps in measurements."""
 
-    watts_per_gpu: float = Field(
+    watts_per_gpu: Number = Field(
         default=DEFAULT_WATTS_PER_GPU,
+        alias="wattsPerGPU",
         gt=0,
         le=5000,
         description="Expected board power per GPU in watts, used until DCGM measurements exist and to fill gaps "
@@ -127,26 +138,24 @@ class CarbonAwareJobSpec(ApiModel):
 
     template: JobTemplate = Field(description="The batch/v1 Job to run (metadata and spec).")
     deadline: datetime | None = Field(
-        default=None, description="When the job must be complete (RFC 3339). Exactly one of deadline, maxDelay."
+        default=None,
+        description="When the job must be complete (RFC 3339). Exactly one of deadline, maxDelay.",
     )
     max_delay: Duration | None = Field(
         default=None,
-        description="How long after creation the job must be complete, e.g. 24h. Exactly one of deadline, "
-        "maxDelay.",
+        description="How long after creation the job must be complete, e.g. 24h. Exactly one of deadline, maxDelay.",
     )
     duration: Duration = Field(description="Expected run time at full speed, e.g. 4h. Refined from progress.")
-    interruptible: bool = Field(
+    interruptible: Bool = Field(
         default=False, description="Whether the job checkpoints and may be suspended and resumed."
     )
-    checkpoint: Checkpoint | None = Field(
-        default=None, description="Checkpoint settings; only for interruptible jobs."
-    )
+    checkpoint: Checkpoint | None = Field(default=None, description="Checkpoint settings; only for interruptible jobs.")
     policy: Policy = Field(
         default=Policy.OPTIMAL,
         description="Optimal: lowest forecast emissions that meet the deadline. Threshold: run while intensity "
         "<= maxIntensity, forced by the deadline. Immediate: run now, account only.",
     )
-    max_intensity: float | None = Field(
+    max_intensity: Number | None = Field(
         default=None, gt=0, le=2000, description="Intensity limit in gCO2e/kWh for policy Threshold."
     )
     placement: Placement | None = Field(default=None, description="Which clusters the job may use.")
@@ -184,7 +193,7 @@ class CarbonAwareJobSpec(ApiModel):
 class PlannedWindow(ApiModel):
     start: datetime = Field(description="Window start (RFC 3339).")
     end: datetime = Field(description="Window end (RFC 3339).")
-    g_per_kwh: float = Field(description="Mean forecast intensity over the window in gCO2e/kWh.")
+    g_per_kwh: Number = Field(description="Mean forecast intensity over the window in gCO2e/kWh.")
 
 
 class PlanStatus(ApiModel):
@@ -193,13 +202,9 @@ class PlanStatus(ApiModel):
     windows: list[PlannedWindow] = Field(default_factory=list, description="Planned run windows, in order.")
     zone: str | None = Field(default=None, description="Grid zone of the chosen cluster.")
     provider: str | None = Field(default=None, description="Carbon-intensity source the plan used.")
-    signal: Literal["average", "marginal"] | None = Field(
-        default=None, description="Intensity signal the plan used."
-    )
-    planned_emissions_grams: float | None = Field(
-        default=None, description="Forecast emissions of the plan (gCO2e)."
-    )
-    run_now_emissions_grams: float | None = Field(
+    signal: Literal["average", "marginal"] | None = Field(default=None, description="Intensity signal the plan used.")
+    planned_emissions_grams: Number | None = Field(default=None, description="Forecast emissions of the plan (gCO2e).")
+    run_now_emissions_grams: Number | None = Field(
         default=None, description="Forecast emissions of running at once (gCO2e)."
     )
     latest_safe_start: datetime | None = Field(
@@ -226,24 +231,24 @@ class CarbonAwareJobStatus(ApiModel):
     next_transition_time: datetime | None = Field(
         default=None, description="When the operator next resumes or suspends the Job."
     )
-    run_seconds: float | None = Field(default=None, ge=0, description="Wall-clock seconds the Job has run.")
-    suspensions: int | None = Field(default=None, ge=0, description="How many times the Job was suspended.")
-    energy_kwh: float | None = Field(
+    run_seconds: Number | None = Field(default=None, ge=0, description="Wall-clock seconds the Job has run.")
+    suspensions: Integer | None = Field(default=None, ge=0, description="How many times the Job was suspended.")
+    energy_kwh: Number | None = Field(
         default=None, alias="energyKWh", ge=0, description="GPU energy used so far (kWh)."
     )
     energy_source: EnergySource | None = Field(
         default=None, description="dcgm when measured throughout, estimate when any part was estimated."
     )
-    emissions_grams: float | None = Field(default=None, ge=0, description="Emissions so far (gCO2e).")
-    baseline_emissions_grams: float | None = Field(
+    emissions_grams: Number | None = Field(default=None, ge=0, description="Emissions so far (gCO2e).")
+    baseline_emissions_grams: Number | None = Field(
         default=None, ge=0, description="Emissions of the same energy profile run at submission time."
     )
-    avoided_emissions_grams: float | None = Field(
+    avoided_emissions_grams: Number | None = Field(
         default=None, description="baselineEmissionsGrams - emissionsGrams (may be negative)."
     )
     display: Display | None = Field(default=None, description="Human-readable summaries.")
     conditions: list[Condition] = Field(default_factory=list, description="Standard conditions.")
-    observed_generation: int | None = Field(default=None, description="Last generation acted on.")
+    observed_generation: Integer | None = Field(default=None, description="Last generation acted on.")
 
 
 class CarbonAwareJob(ApiModel):

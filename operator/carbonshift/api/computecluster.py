@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from carbonshift.api.base import API_VERSION, ApiModel, ObjectMeta
+from carbonshift.api.base import API_VERSION, ApiModel, Integer, Number, ObjectMeta
 from carbonshift.api.conditions import Condition
 
 KIND = "ComputeCluster"
@@ -25,21 +25,21 @@ class ComputeClusterSpec(ApiModel):
     zone: Annotated[str, StringConstraints(pattern=ZONE_PATTERN)] = Field(
         description="Grid zone code the cluster draws power from, e.g. DE, GB, US-CAL-CISO."
     )
-    pue: float = Field(
+    pue: Number = Field(
         default=1.2, ge=1.0, le=3.0, description="Power usage effectiveness of the data centre (>= 1.0)."
     )
     kubeconfig_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret with a kubeconfig for this cluster; absent means the local cluster."
     )
-    gpu_capacity: int | None = Field(
+    gpu_capacity: Integer | None = Field(
         default=None, ge=0, description="GPUs carbonshift may use in this cluster; absent means all it finds."
     )
 
 
 class ComputeClusterStatus(ApiModel):
-    gpus_total: int | None = Field(default=None, description="nvidia.com/gpu allocatable in the cluster.")
-    gpus_free: int | None = Field(default=None, description="GPUs not requested by running pods.")
-    g_per_kwh: float | None = Field(default=None, description="Latest grid intensity for the zone.")
+    gpus_total: Integer | None = Field(default=None, description="nvidia.com/gpu allocatable in the cluster.")
+    gpus_free: Integer | None = Field(default=None, description="GPUs not requested by running pods.")
+    g_per_kwh: Number | None = Field(default=None, description="Latest grid intensity for the zone.")
     last_seen: datetime | None = Field(default=None, description="Last successful contact.")
     conditions: list[Condition] = Field(default_factory=list, description="Standard conditions (Ready).")
 

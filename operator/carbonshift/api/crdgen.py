@@ -63,7 +63,11 @@ RESOURCES: tuple[Resource, ...] = (
         ("caj",),
         "Namespaced",
         (
-            _col("Phase", ".status.phase", description="Pending, Waiting, Running, Suspended, Succeeded, Failed"),
+            _col(
+                "Phase",
+                ".status.phase",
+                description="Pending, Waiting, Running, Suspended, Succeeded, Failed",
+            ),
             _col("Cluster", ".status.cluster", description="ComputeCluster the Job is placed in"),
             _col("Next", ".status.nextTransitionTime", "date", "Next planned resume or suspend"),
             _col("Deadline", ".status.deadline", "date", "Effective deadline"),
@@ -166,9 +170,7 @@ def structural(
         props = node.get("properties")
         extra = node.get("additionalProperties")
         if props:
-            out["properties"] = {
-                key: structural(value, defs, models, f"{path}.{key}") for key, value in props.items()
-            }
+            out["properties"] = {key: structural(value, defs, models, f"{path}.{key}") for key, value in props.items()}
         elif isinstance(extra, dict) and extra:
             out["additionalProperties"] = structural(extra, defs, models, f"{path}[*]")
         else:
@@ -224,7 +226,10 @@ def openapi_schema(resource: Resource) -> dict[str, Any]:
         "description": resource.model.__doc__.strip() if resource.model.__doc__ else resource.kind,
         "required": ["spec"],
         "properties": {
-            "apiVersion": {"type": "string", "description": "APIVersion of this object: carbonshift.io/v1alpha1."},
+            "apiVersion": {
+                "type": "string",
+                "description": "APIVersion of this object: carbonshift.io/v1alpha1.",
+            },
             "kind": {"type": "string", "description": f"Kind of this object: {resource.kind}."},
             "metadata": {"type": "object", "description": "Standard object metadata."},
             "spec": spec,

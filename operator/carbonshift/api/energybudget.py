@@ -8,7 +8,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, StringConstraints
 
-from carbonshift.api.base import API_VERSION, ApiModel, LabelSelector, ObjectMeta, Rule
+from carbonshift.api.base import API_VERSION, ApiModel, Integer, LabelSelector, Number, ObjectMeta, Rule
 from carbonshift.api.conditions import Condition
 from carbonshift.api.durations import parse_duration
 
@@ -27,8 +27,8 @@ class Action(StrEnum):
 class Limits(ApiModel):
     """At least one limit; a job is held once any limit is reached."""
 
-    energy_kwh: float | None = Field(default=None, alias="energyKWh", ge=0, description="Energy limit (kWh).")
-    emissions_kg: float | None = Field(default=None, ge=0, description="Emissions limit (kgCO2e).")
+    energy_kwh: Number | None = Field(default=None, alias="energyKWh", ge=0, description="Energy limit (kWh).")
+    emissions_kg: Number | None = Field(default=None, ge=0, description="Emissions limit (kgCO2e).")
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
@@ -58,7 +58,7 @@ class EnergyBudgetSpec(ApiModel):
         description="Suspend: suspend interruptible jobs and hold new ones until the next period. Defer: only "
         "run below deferBelowIntensity. Notify: events and metrics only.",
     )
-    defer_below_intensity: float | None = Field(
+    defer_below_intensity: Number | None = Field(
         default=None, gt=0, le=2000, description="For action Defer: intensity limit in gCO2e/kWh."
     )
 
@@ -77,20 +77,20 @@ class EnergyBudgetSpec(ApiModel):
 
 
 class EnergyBudgetStatus(ApiModel):
-    used_energy_kwh: float | None = Field(default=None, alias="usedEnergyKWh", description="kWh used this period.")
-    used_emissions_kg: float | None = Field(default=None, description="kgCO2e used this period.")
-    remaining_energy_kwh: float | None = Field(
+    used_energy_kwh: Number | None = Field(default=None, alias="usedEnergyKWh", description="kWh used this period.")
+    used_emissions_kg: Number | None = Field(default=None, description="kgCO2e used this period.")
+    remaining_energy_kwh: Number | None = Field(
         default=None, alias="remainingEnergyKWh", description="kWh left this period."
     )
-    remaining_emissions_kg: float | None = Field(default=None, description="kgCO2e left this period.")
-    used_ratio: float | None = Field(default=None, description="Largest used/limit ratio over the limits.")
+    remaining_emissions_kg: Number | None = Field(default=None, description="kgCO2e left this period.")
+    used_ratio: Number | None = Field(default=None, description="Largest used/limit ratio over the limits.")
     period_start: datetime | None = Field(default=None, description="Start of the current period.")
     period_end: datetime | None = Field(default=None, description="End of the current period.")
     projected_exhaustion: datetime | None = Field(
         default=None, description="When the budget runs out at the current rate, if within the period."
     )
     conditions: list[Condition] = Field(default_factory=list, description="Standard conditions (Exceeded).")
-    observed_generation: int | None = Field(default=None, description="Last generation acted on.")
+    observed_generation: Integer | None = Field(default=None, description="Last generation acted on.")
 
 
 class EnergyBudget(ApiModel):

@@ -12,7 +12,9 @@ from carbonshift.api.crdgen import render_all
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("crds"), help="directory for the YAML files (crds/)")
     parser.add_argument(
-        "--check", action="store_true", help="write nothing; exit 1 naming each file that differs from the models"
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 naming each file that differs from the models",
     )
 
 
@@ -31,5 +33,8 @@ def run(args: argparse.Namespace) -> int:
         path.write_text(text, encoding="utf-8")
         print(f"wrote {path}")
     for path in stale:
-        print(f"{path}: differs from the API models; run `carbonshift crds` (make crds) and commit", file=sys.stderr)
+        print(
+            f"{path}: differs from the API models; run `carbonshift crds` (make crds) and commit",
+            file=sys.stderr,
+        )
     return 1 if stale else 0
