@@ -118,7 +118,9 @@ def unit_factor_to_g_per_kwh(unit: str) -> float:
     """Multiplier that turns a value in `unit` into gCO2e/kWh; UnknownUnitError for anything else."""
     key = unit.strip().lower().replace(" ", "").replace("₂", "2")
     if key not in _UNIT_FACTORS:
-        raise UnknownUnitError(f"unknown carbon-intensity unit {unit!r}; known units: {', '.join(known_units())}")
+        raise UnknownUnitError(
+            f"unknown carbon-intensity unit {unit!r}; known units: {', '.join(known_units())}"
+        )
     return _UNIT_FACTORS[key]
 
 
@@ -142,7 +144,9 @@ RawPoint = tuple[datetime | None, float | str | None]
 """A point as a source gave it: a timestamp (maybe naive, maybe missing) and a value (maybe null/text)."""
 
 
-def _value_problem(value: float | str | None, factor: float, limits: QualityLimits) -> tuple[Reason, str] | None:
+def _value_problem(
+    value: float | str | None, factor: float, limits: QualityLimits
+) -> tuple[Reason, str] | None:
     if value is None or (isinstance(value, str) and value.strip() == ""):
         return Reason.NULL_VALUE, ""
     if isinstance(value, bool):

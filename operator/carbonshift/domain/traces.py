@@ -80,15 +80,19 @@ def _read_table(text: str, source: str) -> _Table:
     header = [cell.strip().lower() for cell in parsed[0]]
     if "timestamp" not in header:
         raise TraceError(
-            f"{source}: line {numbered[0][0]} must be a header with a 'timestamp' column, got {numbered[0][1]!r}"
+            f"{source}: line {numbered[0][0]} must be a header with a 'timestamp' column, "
+            f"got {numbered[0][1]!r}"
         )
     rows: list[tuple[int, list[str]]] = []
     malformed: list[RejectedPoint] = []
     for (line_no, line), cells in zip(numbered[1:], parsed[1:], strict=True):
         if len(cells) < len(header):
-            detail = f"line {line_no}: {len(cells)} fields, expected {len(header)}: {line[:60]!r}"
-            malformed.append(RejectedPoint(_parse_timestamp(cells[0]) if cells else None, Reason.MALFORMED_ROW,
-                                           None, detail))
+            detail = f"line {line_no}, {len(cells)} fields instead of {len(header)}: {line[:60]!r}"
+            malformed.append(
+                RejectedPoint(
+                    _parse_timestamp(cells[0]) if cells else None, Reason.MALFORMED_ROW, None, detail
+                )
+            )
             continue
         rows.append((line_no, cells))
     return _Table(header=header, rows=rows, malformed=malformed)
@@ -243,7 +247,13 @@ def parse_trace_csv(
 
 def _by_line(rejected: list[RejectedPoint]) -> list[RejectedPoint]:
     """Rejections in time order (unknown times first), so reports read like the file."""
-    return sorted(rejected, key=lambda r: (r.start is not None, r.start or _EPOCH))
+
+    def key(r: RejectedPoint) -> tuple[bool, datetime]:
+        if r.start is None:
+            return False, _EPOCH
+        return True, r.start if r.start.tzinfo is not None else r.start.replace(tzinfo=UTC)
+
+    return sorted(rejected, key=key)
 
 
 def parse_forecast_vs_actual_csv(
@@ -271,7 +281,9 @@ def parse_forecast_vs_actual_csv(
     forecast_guarded = _guard_column(
         table, f_col, _unit_of_column(table.header[f_col], "forecast_"), limits, "forecast"
     )
-    actual_guarded = _guard_column(table, a_col, _unit_of_column(table.header[a_col], "actual_"), limits, "actual")
+    actual_guarded = _guard_column(
+        table, a_col, _unit_of_column(table.header[a_col], "actual_"), limits, "actual"
+    )
     ts_index = table.header.index("timestamp")
     stamps = sorted(
         {
@@ -285,12 +297,25 @@ def parse_forecast_vs_actual_csv(
     resolution = infer_resolution(np.asarray(stamps, dtype=np.int64))
     labels = {"source": source}
     forecast, f_off = build_series(
-        forecast_guarded, zone, resolution=resolution, source=source, signal=signal,
-        kind=Kind.FORECAST, provider=provider, labels={**labels, "forecast_model": f"recorded:{source}"},
+        forecast_guarded,
+        zone,
+        resolution=resolution,
+        source=source,
+        signal=signal,
+        kind=Kind.FORECAST,
+        provider=provider,
+        labels={**labels, "forecast_model": f"recorded:{source}"},
     )
     actual, a_off = build_series(
-        actual_guarded, zone, resolution=resolution, source=source, signal=signal, provider=provider,
+        actual_guarded,
+        zone,
+        resolution=resolution,
+        source=source,
+        signal=signal,
+        provider=provider,
         labels=labels,
     )
-    rejected = _by_line([*table.malformed, *forecast_guarded.rejected, *actual_guarded.rejected, *f_off, *a_off])
+    rejected = _by_line(
+        [*table.malformed, *forecast_guarded.rejected, *actual_guarded.rejected, *f_off, *a_off]
+    )
     return ForecastVsActual(forecast=forecast, actual=actual, rejected=rejected)

@@ -1,0 +1,317 @@
+"""Forecast models: what a scheduler would have been told about the future of a measured trace.
+
+This module owns the declared error models that turn actuals into forecasts, so that simulated savings are
+honest (a simulator must never plan on the actuals without saying so). Every model is pure and seeded.
+
+Models (spec strings for `parse_forecast_model`):
+
+* ``oracle`` - the actuals themselves: perfect information. Its name says "oracle" and `is_oracle` is True
+  so that reports can flag results that used it.
+* ``gaussian:E`` - the actuals plus independent Gaussian noise per slot with sigma = E x the mean of the
+  whole trace (E as a fraction, ``gaussian:0.05``, or a percentage, ``gaussian:5%``). As in Wiesner et al.,
+  "Let's Wait Awhile" (Middleware '21): ONE noisy series per seed, drawn once for the whole trace, so
+  forecasts issued at different times see the same error for the same slot. The noise is not clipped, so
+  with large E on a low-carbon grid a forecast value can be negative (the paper does the same).
+* ``persistence`` - each slot is forecast as the value of the same slot one day earlier; for slots more
+  than one day ahead it steps back whole days until it reaches a slot that ended before the issue slot.
+  It never reads the slot containing the issue time or anything after it.
+* ``file:LOCATION`` - a recorded forecast (e.g. NESO's GB file), aligned to the actuals' grid. Reading
+  the file is I/O, so the caller injects the reader (`carbonshift.data.load_forecast_model` does).
+
+`forecast(actual, issued_at, horizon)` returns the slots from the one containing `issued_at` to
+`issued_at + horizon` (clipped to the trace), kind=forecast, with `issued_at` set and the model in
+`labels["forecast_model"]`. For speed, `noisy_view(actual)` gives the whole forecast array at once,
+computed once per actual series and cached (read-only). It is exactly what `forecast` slices for oracle,
+gaussian and file models (their error does not depend on the issue time); for persistence it is the
+one-day shift, which equals `forecast` for slots less than one day after the issue slot
+(`exact_view_horizon`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from carbonshift.domain.series import (
+    FloatArray,
+    IntensitySeries,
+    Kind,
+    SeriesError,
+    require_utc,
+)
+
+ONE_DAY = timedelta(days=1)
+_VIEW_CACHE_SIZE = 16
+
+
+class ForecastSpecError(ValueError):
+    """A forecast model spec string that cannot be understood."""
+
+
+class ForecastError(ValueError):
+    """A forecast that cannot be made honestly (bad horizon, wrong zone or signal, incompatible grid)."""
+
+
+@runtime_checkable
+class ForecastModel(Protocol):
+    """Anything that can forecast a measured trace from a given issue time."""
+
+    @property
+    def name(self) -> str:
+        """Label for reports, e.g. 'gaussian:0.05 seed=0' or 'oracle (perfect information)'."""
+        ...
+
+    @property
+    def is_oracle(self) -> bool:
+        """True when the forecast is the actuals (results must be flagged as perfect information)."""
+        ...
+
+    @property
+    def exact_view_horizon(self) -> timedelta | None:
+        """Horizon up to which `noisy_view` equals `forecast` (None: any horizon)."""
+        ...
+
+    def forecast(self, actual: IntensitySeries, issued_at: datetime, horizon: timedelta) -> IntensitySeries:
+        """The forecast issued at `issued_at` (aware datetime) for the next `horizon`."""
+        ...
+
+    def noisy_view(self, actual: IntensitySeries) -> FloatArray:
+        """The whole forecast array on `actual`'s grid (read-only, cached)."""
+        ...
+
+
+class _ViewCache:
+    """Views keyed by the identity of the actual series (held, so the id cannot be reused)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[IntensitySeries, FloatArray]] = {}
+
+    def get(self, actual: IntensitySeries, compute: Callable[[IntensitySeries], FloatArray]) -> FloatArray:
+        entry = self._entries.get(id(actual))
+        if entry is not None and entry[0] is actual:
+            return entry[1]
+        view = np.array(compute(actual), dtype=np.float64)
+        if view.shape != actual.values.shape:
+            raise ForecastError(f"forecast view has shape {view.shape}, actuals {actual.values.shape}")
+        view.flags.writeable = False
+        if len(self._entries) >= _VIEW_CACHE_SIZE:
+            self._entries.pop(next(iter(self._entries)))
+        self._entries[id(actual)] = (actual, view)
+        return view
+
+
+def _slot_range(actual: IntensitySeries, issued_at: datetime, horizon: timedelta) -> tuple[int, int, int]:
+    """(issue slot index, first, last) of the forecast slots, first/last clipped to the series."""
+    if not isinstance(horizon, timedelta) or horizon <= timedelta(0):
+        raise ForecastError(f"forecast horizon must be a positive duration, got {horizon!r}")
+    if not isinstance(issued_at, datetime):
+        raise ForecastError(f"issued_at must be a datetime, got {issued_at!r}")
+    issued = require_utc(issued_at, "forecast issue time")
+    issue_slot = actual.index_of(issued)
+    last = actual.index_of(issued + horizon - timedelta(microseconds=1)) + 1
+    first = min(max(issue_slot, 0), len(actual))
+    last = min(max(last, first), len(actual))
+    return issue_slot, first, last
+
+
+class _ViewModel:
+    """Shared machinery: models whose forecast is a slice of one precomputed array."""
+
+    def __init__(self, name: str, is_oracle: bool) -> None:
+        self._name = name
+        self._is_oracle = is_oracle
+        self._cache = _ViewCache()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def is_oracle(self) -> bool:
+        return self._is_oracle
+
+    @property
+    def exact_view_horizon(self) -> timedelta | None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"<forecast model {self._name}>"
+
+    def _compute_view(self, actual: IntensitySeries) -> FloatArray:
+        raise NotImplementedError
+
+    def noisy_view(self, actual: IntensitySeries) -> FloatArray:
+        return self._cache.get(actual, self._compute_view)
+
+    def _values(self, actual: IntensitySeries, issue_slot: int, first: int, last: int) -> FloatArray:
+        return self.noisy_view(actual)[first:last]
+
+    def forecast(self, actual: IntensitySeries, issued_at: datetime, horizon: timedelta) -> IntensitySeries:
+        issue_slot, first, last = _slot_range(actual, issued_at, horizon)
+        return IntensitySeries(
+            zone=actual.zone,
+            start=actual.slot_start(first),
+            resolution=actual.resolution,
+            values=self._values(actual, issue_slot, first, last),
+            signal=actual.signal,
+            kind=Kind.FORECAST,
+            provider=actual.provider,
+            issued_at=issued_at,
+            labels={**actual.labels, "forecast_model": self._name, "oracle": str(self._is_oracle).lower()},
+        )
+
+
+class OracleForecast(_ViewModel):
+    """Perfect information: the forecast is the actuals. Flagged as oracle in its name and labels."""
+
+    def __init__(self) -> None:
+        super().__init__("oracle (perfect information)", is_oracle=True)
+
+    def _compute_view(self, actual: IntensitySeries) -> FloatArray:
+        return actual.values
+
+
+class GaussianForecast(_ViewModel):
+    """Actuals + N(0, (error_ratio x trace mean)^2) per slot; one fixed noise draw per seed and trace."""
+
+    def __init__(self, error_ratio: float, seed: int = 0) -> None:
+        if not math.isfinite(error_ratio) or error_ratio < 0:
+            raise ForecastSpecError(f"gaussian error ratio must be a finite number >= 0, got {error_ratio}")
+        super().__init__(f"gaussian:{error_ratio:g} seed={seed}", is_oracle=False)
+        self.error_ratio = error_ratio
+        self.seed = seed
+
+    def sigma_g_per_kwh(self, actual: IntensitySeries) -> float:
+        """Standard deviation of the noise for this trace: error_ratio x mean of the whole trace."""
+        return self.error_ratio * actual.mean()
+
+    def _compute_view(self, actual: IntensitySeries) -> FloatArray:
+        if len(actual) == 0:
+            return actual.values
+        sigma = self.sigma_g_per_kwh(actual)
+        if not math.isfinite(sigma):
+            raise ForecastError(f"trace for zone {actual.zone} has no values to take a mean of")
+        noise = np.random.default_rng(self.seed).normal(0.0, sigma, size=len(actual))
+        return actual.values + noise
+
+
+def _slots_per_day(actual: IntensitySeries) -> int:
+    ratio = ONE_DAY / actual.resolution
+    per_day = round(ratio)
+    if per_day < 1 or not math.isclose(ratio, per_day):
+        raise ForecastError(f"persistence needs a resolution that divides one day, got {actual.resolution}")
+    return per_day
+
+
+class PersistenceForecast(_ViewModel):
+    """Yesterday's value for the same slot; never reads the issue slot or anything after it."""
+
+    def __init__(self) -> None:
+        super().__init__("persistence (same slot one day earlier)", is_oracle=False)
+
+    @property
+    def exact_view_horizon(self) -> timedelta | None:
+        return ONE_DAY
+
+    def _compute_view(self, actual: IntensitySeries) -> FloatArray:
+        per_day = _slots_per_day(actual)
+        view = np.full(len(actual), np.nan)
+        if len(actual) > per_day:
+            view[per_day:] = actual.values[:-per_day]
+        return view
+
+    def _values(self, actual: IntensitySeries, issue_slot: int, first: int, last: int) -> FloatArray:
+        per_day = _slots_per_day(actual)
+        targets = np.arange(first, last)
+        days_back = (targets - issue_slot) // per_day + 1
+        sources = targets - days_back * per_day  # always < issue_slot
+        usable = (sources >= 0) & (sources < len(actual))
+        values = np.full(targets.shape, np.nan)
+        values[usable] = actual.values[sources[usable]]
+        values.flags.writeable = False
+        return values
+
+
+class RecordedForecast(_ViewModel):
+    """A forecast recorded from a real provider (e.g. NESO's GB file), placed on the actuals' grid."""
+
+    def __init__(self, recorded: IntensitySeries, location: str) -> None:
+        super().__init__(f"recorded:{location}", is_oracle=False)
+        self.recorded = recorded
+
+    def _compute_view(self, actual: IntensitySeries) -> FloatArray:
+        recorded = self.recorded
+        if recorded.zone != actual.zone:
+            raise ForecastError(f"{self.name} is a forecast for zone {recorded.zone}, not {actual.zone}")
+        actual.compatible_with(recorded)
+        try:
+            recorded = recorded.resample(actual.resolution)
+        except SeriesError as exc:
+            raise ForecastError(f"{self.name}: {exc}") from None
+        offset_slots = (recorded.start - actual.start) / actual.resolution
+        offset = round(offset_slots)
+        if not math.isclose(offset_slots, offset, abs_tol=1e-9):
+            raise ForecastError(f"{self.name} starts at {recorded.start}, off the actuals' slot grid")
+        view = np.full(len(actual), np.nan)
+        lo, hi = max(offset, 0), min(offset + len(recorded), len(actual))
+        if hi > lo:
+            view[lo:hi] = recorded.values[lo - offset : hi - offset]
+        return view
+
+
+SPEC_FORMS = "oracle, gaussian:E (e.g. gaussian:0.05 or gaussian:5%), persistence, file:PATH"
+
+
+def _parse_ratio(text: str, spec: str) -> float:
+    raw = text.strip()
+    try:
+        ratio = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise ForecastSpecError(
+            f"forecast model {spec!r}: {text!r} is not a number (forms: {SPEC_FORMS})"
+        ) from None
+    if not math.isfinite(ratio) or ratio < 0:
+        raise ForecastSpecError(f"forecast model {spec!r}: the error must be a finite number >= 0")
+    return ratio
+
+
+def parse_forecast_model(
+    spec: str,
+    seed: int = 0,
+    *,
+    read_recorded: Callable[[str], IntensitySeries] | None = None,
+) -> ForecastModel:
+    """Build a model from its spec string (see the module docstring for the forms).
+
+    `file:` specs need `read_recorded(location) -> IntensitySeries` (a forecast series); the domain layer
+    does no I/O, so use carbonshift.data.load_forecast_model for the ready-wired version.
+    """
+    text = spec.strip()
+    kind, sep, argument = text.partition(":")
+    kind = kind.strip().lower()
+    if kind in {"oracle", "perfect"} and not sep:
+        return OracleForecast()
+    if kind == "persistence" and not sep:
+        return PersistenceForecast()
+    if kind == "gaussian":
+        if not sep or not argument.strip():
+            raise ForecastSpecError(f"forecast model {spec!r}: gaussian needs an error, e.g. gaussian:0.05")
+        return GaussianForecast(_parse_ratio(argument, spec), seed=seed)
+    if kind == "file":
+        location = argument.strip()
+        if not location:
+            raise ForecastSpecError(f"forecast model {spec!r}: file needs a location, e.g. file:GB_2023")
+        if read_recorded is None:
+            raise ForecastSpecError(
+                f"forecast model {spec!r} reads a file; call carbonshift.data.load_forecast_model "
+                "or pass read_recorded"
+            )
+        recorded = read_recorded(location)
+        if recorded.kind != Kind.FORECAST:
+            raise ForecastSpecError(f"forecast model {spec!r}: {location} holds actuals, not a forecast")
+        return RecordedForecast(recorded, location)
+    raise ForecastSpecError(f"unknown forecast model {spec!r}; expected one of: {SPEC_FORMS}")
