@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import Field, StringConstraints, field_validator
 
@@ -25,7 +25,7 @@ from carbonshift.api.base import (
 )
 from carbonshift.api.conditions import Condition
 
-KIND = "CarbonAwareJob"
+KIND: Final = "CarbonAwareJob"
 PLURAL = "carbonawarejobs"
 
 # Defaults grounded in the measured H100 run (../shared/data/gpu-power, bundled under docs/data):

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, StringConstraints
 
 from carbonshift.api.base import API_VERSION, ApiModel, Integer, Number, ObjectMeta
 from carbonshift.api.conditions import Condition
 
-KIND = "ComputeCluster"
+KIND: Final = "ComputeCluster"
 PLURAL = "computeclusters"
 ZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 

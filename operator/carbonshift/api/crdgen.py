@@ -146,6 +146,8 @@ def structural(
                 resolved["x-kubernetes-validations"] = rules
         if "description" in node:
             resolved["description"] = node["description"]
+        if node.get("default") not in (None, [], {}):
+            resolved["default"] = node["default"]
         return resolved
     if "anyOf" in node:
         branches = [b for b in node.pop("anyOf") if b.get("type") != "null"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Final, Literal
 
 from pydantic import Field, StringConstraints
 
@@ -12,7 +12,7 @@ from carbonshift.api.base import API_VERSION, ApiModel, Integer, LabelSelector, 
 from carbonshift.api.conditions import Condition
 from carbonshift.api.durations import parse_duration
 
-KIND = "EnergyBudget"
+KIND: Final = "EnergyBudget"
 PLURAL = "energybudgets"
 CALENDAR_PERIODS = ("Daily", "Weekly", "Monthly")
 PERIOD_PATTERN = r"^(Daily|Weekly|Monthly|([0-9]+(\.[0-9]+)?(ms|s|m|h))+)$"

@@ -1,0 +1,72 @@
+# carbonshift: `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV_VERSION := 0.13.9
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: setup
+setup: python-deps tools ## Install everything: Python deps (uv, locked) and the control-plane binaries (cached)
+
+.PHONY: python-deps
+python-deps: ## Install the Python environment from uv.lock into .venv
+	@uv --version 2>/dev/null | grep -q "uv $(UV_VERSION)" || python3 -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+	@uv sync --locked --quiet
+	@echo "python deps: ok ($(VENV))"
+
+.PHONY: tools
+tools: ## Build or reuse kube-apiserver, controller-manager, scheduler, kubectl, etcd, kwok, helm; install prometheus
+	@hack/install-tools.sh
+
+.PHONY: lint
+lint: python-deps ## ruff (lint + format check), mypy --strict, import contracts
+	$(VENV)/bin/ruff check operator tests e2e bench
+	$(VENV)/bin/ruff format --check operator tests e2e bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/carbonshift crds --check
+
+.PHONY: test
+test: setup lint ## Set up, lint, then run every test (unit, providers, real control plane, real Prometheus)
+	$(VENV)/bin/pytest tests
+
+.PHONY: test-unit
+test-unit: python-deps ## Only the fast tests that need no cluster
+	$(VENV)/bin/pytest tests -m "not cluster and not prometheus"
+
+.PHONY: e2e
+e2e: setup ## End-to-end suite on a local control plane (or the cluster in E2E_KUBECONFIG)
+	$(VENV)/bin/pytest e2e
+
+.PHONY: e2e-kind
+e2e-kind: ## End-to-end suite on a kind cluster (needs Docker; not available on the project's CI machines)
+	hack/e2e-kind.sh
+
+.PHONY: crds
+crds: python-deps ## Regenerate crds/ from the API models
+	$(VENV)/bin/carbonshift crds
+
+.PHONY: bench
+bench: setup ## Run every benchmark (bench/bench_*.py); each prints its numbers against a baseline
+	@set -e; for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done
+
+.PHONY: dev-cluster
+dev-cluster: setup ## Start a local control plane with fake GPU nodes and leave it running
+	$(PY) -m carbonshift.devcluster up --detach
+
+.PHONY: dev-cluster-down
+dev-cluster-down: ## Stop the control plane started by `make dev-cluster`
+	$(PY) -m carbonshift.devcluster down
+
+.PHONY: demo
+demo: python-deps ## Replay real grid traces through the planner and print the savings (the live demo comes later)
+	$(VENV)/bin/carbonshift simulate --zone DE --scenario II --out-dir out/demo
+
+.PHONY: clean
+clean: ## Remove build and test outputs (not the cached binaries)
+	rm -rf out .pytest_cache .mypy_cache .ruff_cache .hypothesis

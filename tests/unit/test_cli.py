@@ -1,0 +1,31 @@
+"""The command line lists its commands, and a command not built yet says so and exits 2."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from carbonshift import cli
+
+
+def test_help_lists_every_command() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "carbonshift.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for name in ("run", "simulate", "forecast", "crds", "receipt"):
+        assert name in out
+
+
+def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([]) == 2
+    assert "COMMAND" in capsys.readouterr().out
+
+
+def test_missing_command_module_says_not_built(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(cli.COMMANDS, "teleport", "not a real command")
+    assert cli.main(["teleport"]) == 2
+    assert capsys.readouterr().err.strip() == "carbonshift teleport: not built yet in this release"
