@@ -1,0 +1,201 @@
+"""Fidelity of the dev cluster: the Job controller, the scheduler, kwok's fake GPU nodes and RBAC are real."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from carbonshift.devcluster import COMPLETE_ANNOTATION, FAIL_ANNOTATION, GPU_RESOURCE, ZONE_LABEL, DevCluster
+from carbonshift.devcluster.testing import api_client_from_kubeconfig, token_api_client, wait_for
+from tests.integration.conftest import GPUS_PER_NODE, NODES, ZONES
+
+pytestmark = pytest.mark.cluster
+
+
+def gpu_job(
+    name: str, gpus: int, parallelism: int, suspend: bool, annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "suspend": suspend,
+            "parallelism": parallelism,
+            "completions": parallelism,
+            "backoffLimit": 0,
+            "template": {
+                "metadata": {"annotations": annotations or {}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "terminationGracePeriodSeconds": 5,
+                    "containers": [
+                        {
+                            "name": "train",
+                            "image": "registry.example/train:1",
+                            "resources": {"limits": {GPU_RESOURCE: str(gpus)}},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def job_pods(core: client.CoreV1Api, namespace: str, job: str) -> list[Any]:
+    return list(core.list_namespaced_pod(namespace, label_selector=f"job-name={job}").items)
+
+
+def running_pods(core: client.CoreV1Api, namespace: str, job: str, expected: int) -> list[Any] | None:
+    """The job's Running pods once there are exactly `expected` of them, else None."""
+    running = [p for p in job_pods(core, namespace, job) if p.status.phase == "Running"]
+    return running if len(running) == expected else None
+
+
+def job_condition(batch: client.BatchV1Api, namespace: str, job: str, condition: str) -> bool:
+    status = batch.read_namespaced_job_status(job, namespace).status
+    return any(c.type == condition and c.status == "True" for c in status.conditions or [])
+
+
+def test_fake_nodes_advertise_gpus_and_zones(api_client: client.ApiClient) -> None:
+    nodes = client.CoreV1Api(api_client).list_node(label_selector="type=kwok").items
+    assert len(nodes) == NODES
+    assert {n.metadata.labels[ZONE_LABEL] for n in nodes} == set(ZONES)
+    for node in nodes:
+        assert node.status.allocatable[GPU_RESOURCE] == str(GPUS_PER_NODE)
+        assert node.status.capacity[GPU_RESOURCE] == str(GPUS_PER_NODE)
+        ready = [c for c in node.status.conditions if c.type == "Ready"]
+        assert ready and ready[0].status == "True"
+
+
+def test_suspended_job_runs_only_while_resumed(api_client: client.ApiClient, namespace: str) -> None:
+    core, batch = client.CoreV1Api(api_client), client.BatchV1Api(api_client)
+    batch.create_namespaced_job(namespace, gpu_job("train", gpus=4, parallelism=2, suspend=True))
+    # The Job controller has seen the Job once it marks it Suspended; a suspended Job has no pods.
+    wait_for(lambda: job_condition(batch, namespace, "train", "Suspended"), "Job train Suspended")
+    assert job_pods(core, namespace, "train") == []
+
+    batch.patch_namespaced_job("train", namespace, {"spec": {"suspend": False}})
+    running = wait_for(lambda: running_pods(core, namespace, "train", 2), "2 running pods of Job train")
+    gpu_nodes = {n.metadata.name for n in core.list_node(label_selector="type=kwok").items}
+    for pod in running:
+        assert pod.spec.node_name in gpu_nodes
+        assert pod.spec.containers[0].resources.limits[GPU_RESOURCE] == "4"
+        assert any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions)
+        assert pod.status.pod_ip
+
+    batch.patch_namespaced_job("train", namespace, {"spec": {"suspend": True}})
+    wait_for(lambda: job_pods(core, namespace, "train") == [], "pods of Job train deleted after suspend")
+    assert job_condition(batch, namespace, "train", "Suspended")
+    assert not batch.read_namespaced_job_status("train", namespace).status.active
+
+
+def test_pod_asking_for_more_gpus_than_any_node_stays_unschedulable(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    core = client.CoreV1Api(api_client)
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "too-big"},
+        "spec": {
+            "containers": [
+                {"name": "train", "image": "x", "resources": {"limits": {GPU_RESOURCE: str(GPUS_PER_NODE + 1)}}}
+            ]
+        },
+    }
+    core.create_namespaced_pod(namespace, pod)
+
+    def unschedulable() -> Any:
+        status = core.read_namespaced_pod_status("too-big", namespace).status
+        return next(
+            (c for c in status.conditions or [] if c.type == "PodScheduled" and c.reason == "Unschedulable"), None
+        )
+
+    condition = wait_for(unschedulable, "pod too-big marked Unschedulable")
+    assert f"Insufficient {GPU_RESOURCE}" in condition.message
+    current = core.read_namespaced_pod("too-big", namespace)
+    assert current.status.phase == "Pending"
+    assert current.spec.node_name is None
+
+
+def test_job_finishes_only_when_its_pods_are_annotated(api_client: client.ApiClient, namespace: str) -> None:
+    batch = client.BatchV1Api(api_client)
+    batch.create_namespaced_job(namespace, gpu_job("done", 1, 1, False, {COMPLETE_ANNOTATION: "true"}))
+    batch.create_namespaced_job(namespace, gpu_job("broken", 1, 1, False, {FAIL_ANNOTATION: "true"}))
+    batch.create_namespaced_job(namespace, gpu_job("forever", 1, 1, False))
+    wait_for(lambda: job_condition(batch, namespace, "done", "Complete"), "Job done Complete")
+    wait_for(lambda: job_condition(batch, namespace, "broken", "Failed"), "Job broken Failed")
+    forever = batch.read_namespaced_job_status("forever", namespace).status
+    assert forever.active == 1
+    assert not forever.succeeded
+    assert not any(c.status == "True" for c in forever.conditions or [])
+
+
+def test_service_account_token_without_rights_is_forbidden(api_client: client.ApiClient, namespace: str) -> None:
+    core, rbac = client.CoreV1Api(api_client), client.RbacAuthorizationV1Api(api_client)
+    core.create_namespaced_service_account(namespace, {"metadata": {"name": "nobody"}})
+    request = {"spec": {"audiences": [], "expirationSeconds": 600}}
+    token = core.create_namespaced_service_account_token("nobody", namespace, request).status.token
+    as_nobody = client.CoreV1Api(token_api_client(api_client, token))
+    with pytest.raises(ApiException) as refused:
+        as_nobody.list_namespaced_pod(namespace)
+    assert refused.value.status == 403  # authenticated (not 401) but not authorised
+    assert f"system:serviceaccount:{namespace}:nobody" in str(refused.value.body)
+
+    rbac.create_namespaced_role(
+        namespace,
+        {"metadata": {"name": "pod-reader"}, "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]},
+    )
+    rbac.create_namespaced_role_binding(
+        namespace,
+        {
+            "metadata": {"name": "nobody-reads-pods"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": "nobody", "namespace": namespace}],
+        },
+    )
+
+    def allowed() -> bool:
+        try:
+            as_nobody.list_namespaced_pod(namespace)
+        except ApiException as exc:
+            if exc.status == 403:
+                return False
+            raise
+        return True
+
+    wait_for(allowed, "the RoleBinding to take effect")
+    with pytest.raises(ApiException) as still_refused:
+        as_nobody.list_namespaced_secret(namespace)
+    assert still_refused.value.status == 403
+
+
+@pytest.mark.slow
+def test_two_clusters_run_side_by_side_independently(
+    dev_cluster: DevCluster, second_cluster: DevCluster, api_client: client.ApiClient, namespace: str
+) -> None:
+    assert dev_cluster.server_url != second_cluster.server_url
+    other = api_client_from_kubeconfig(second_cluster.kubeconfig)
+    try:
+        other_core = client.CoreV1Api(other)
+        other_nodes = other_core.list_node().items
+        assert [n.metadata.labels[ZONE_LABEL] for n in other_nodes] == ["zone-c"]
+        assert other_nodes[0].status.allocatable[GPU_RESOURCE] == "4"
+        other_names = {ns.metadata.name for ns in other_core.list_namespace().items}
+        assert namespace not in other_names
+        with pytest.raises(ApiException) as unknown:  # one cluster's token means nothing to the other
+            client.CoreV1Api(token_api_client(other, _token_of(api_client))).list_node()
+        assert unknown.value.status == 401
+    finally:
+        other.close()
+    dev_cluster.check_running()
+    second_cluster.check_running()
+
+
+def _token_of(api: client.ApiClient) -> str:
+    header = api.configuration.api_key["authorization"]
+    return str(header).removeprefix("Bearer ").strip()
