@@ -164,3 +164,13 @@ def test_every_point_is_either_used_or_reported(raw_points: list[tuple[int, floa
     moments = [m for m, _ in guarded.points]
     assert moments == sorted(set(moments))
     assert all(0 < v <= 2000 for _, v in guarded.points)
+
+
+def test_measured_points_from_the_future_are_refused() -> None:
+    from carbonshift.domain.quality import guard_not_future
+
+    guarded = guard_points([(at(0), 100.0), (at(1), 110.0), (at(2), 120.0)])
+    checked = guard_not_future(guarded, now=at(1))
+    assert [m for m, _ in checked.points] == [at(0), at(1)]
+    assert [(r.start, r.reason) for r in checked.rejected] == [(at(2), Reason.FUTURE_ACTUAL)]
+    assert guard_not_future(guarded, now=at(5)) is guarded

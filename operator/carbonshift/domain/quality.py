@@ -18,7 +18,8 @@ Rules, in the order they are applied to each point:
 * the timestamp is earlier than the previous accepted point     -> rejected as out of order (sources are
   documented to be sorted; a point that goes backwards is not trusted);
 * and, per series: the latest point older than `max_age` before `now` -> every point rejected as stale;
-  a forecast whose issue time lies after `now`                  -> every point rejected.
+  a forecast whose issue time lies after `now`                  -> every point rejected;
+  a measured (actual) point for a slot starting after `now`     -> rejected.
 
 An unknown unit rejects the whole batch: a number whose unit is unknown is not a number we can use.
 """
@@ -57,6 +58,7 @@ class Reason(StrEnum):
     OFF_GRID = "timestamp is not on the series' slot grid"
     STALE = "data is stale"
     FUTURE_FORECAST = "forecast issued in the future"
+    FUTURE_ACTUAL = "measured value for a slot that has not started yet"
     UNKNOWN_UNIT = "unknown unit"
     MALFORMED_ROW = "malformed row"
 
@@ -118,9 +120,7 @@ def unit_factor_to_g_per_kwh(unit: str) -> float:
     """Multiplier that turns a value in `unit` into gCO2e/kWh; UnknownUnitError for anything else."""
     key = unit.strip().lower().replace(" ", "").replace("₂", "2")
     if key not in _UNIT_FACTORS:
-        raise UnknownUnitError(
-            f"unknown carbon-intensity unit {unit!r}; known units: {', '.join(known_units())}"
-        )
+        raise UnknownUnitError(f"unknown carbon-intensity unit {unit!r}; known units: {', '.join(known_units())}")
     return _UNIT_FACTORS[key]
 
 
@@ -144,17 +144,15 @@ RawPoint = tuple[datetime | None, float | str | None]
 """A point as a source gave it: a timestamp (maybe naive, maybe missing) and a value (maybe null/text)."""
 
 
-def _value_problem(
-    value: float | str | None, factor: float, limits: QualityLimits
-) -> tuple[Reason, str] | None:
+def _value_problem(value: float | str | None, factor: float, limits: QualityLimits) -> tuple[Reason, str] | None:
     if value is None or (isinstance(value, str) and value.strip() == ""):
         return Reason.NULL_VALUE, ""
     if isinstance(value, bool):
         return Reason.NOT_A_NUMBER, repr(value)
     try:
         number = float(value)
-    except ValueError:
-        return Reason.NOT_A_NUMBER, repr(value)
+    except (TypeError, ValueError):
+        return Reason.NOT_A_NUMBER, repr(value)[:40]
     if not math.isfinite(number):
         return Reason.NOT_A_NUMBER, repr(value)
     if number == SENTINEL_VALUE:
@@ -171,7 +169,7 @@ def _as_float_or_none(value: float | str | None) -> float | None:
         return None
     try:
         return float(value)
-    except ValueError:
+    except (TypeError, ValueError):
         return None
 
 
@@ -246,6 +244,17 @@ def guard_freshness(
     detail = f"latest point {latest.isoformat()} is {age} old, more than {max_age}"
     stale = [RejectedPoint(moment, Reason.STALE, value, detail) for moment, value in guarded.points]
     return GuardedPoints(points=[], rejected=[*guarded.rejected, *stale])
+
+
+def guard_not_future(guarded: GuardedPoints, *, now: datetime) -> GuardedPoints:
+    """Refuse measured (actual) points whose slot starts after `now`: nobody measured the future."""
+    cutoff = now.astimezone(UTC)
+    kept = [(m, v) for m, v in guarded.points if m <= cutoff]
+    if len(kept) == len(guarded.points):
+        return guarded
+    detail = f"now is {cutoff.isoformat()}"
+    future = [RejectedPoint(m, Reason.FUTURE_ACTUAL, v, detail) for m, v in guarded.points if m > cutoff]
+    return GuardedPoints(points=kept, rejected=[*guarded.rejected, *future])
 
 
 def guard_issue_time(

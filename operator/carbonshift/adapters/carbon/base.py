@@ -1,0 +1,141 @@
+"""The one interface every carbon-intensity provider implements, and the guard pipeline they share.
+
+This module owns `CarbonProvider` (current / forecast / history for a zone, `now` always passed in),
+`ProviderResult` (an IntensitySeries plus the points that were refused, and where it came from) and
+`build_result`, the single place where a provider's raw points go through the quality guards, get their
+unit normalised to gCO2e/kWh and are placed on the slot grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol, runtime_checkable
+
+from carbonshift.adapters.carbon.errors import ProviderDataError
+from carbonshift.domain.quality import (
+    QualityLimits,
+    RawPoint,
+    RejectedPoint,
+    UnknownUnitError,
+    guard_freshness,
+    guard_issue_time,
+    guard_not_future,
+    guard_points,
+)
+from carbonshift.domain.series import IntensitySeries, Kind, Signal, require_utc
+from carbonshift.domain.traces import TraceError, build_series
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderResult:
+    """What one provider answered: the usable series and every refused point with its reason."""
+
+    provider: str
+    zone: str
+    series: IntensitySeries
+    rejected: list[RejectedPoint] = field(default_factory=list)
+    stale: bool = False
+    notes: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class CarbonProvider(Protocol):
+    """A source of grid carbon intensity. All times are aware datetimes; `now` is always given."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def current(self, zone: str, now: datetime) -> ProviderResult:
+        """The latest measured (or, where the provider only has that, estimated) slot at `now`."""
+        ...
+
+    async def forecast(self, zone: str, now: datetime, horizon: timedelta) -> ProviderResult:
+        """Forecast slots from the one containing `now` to `now + horizon` (kind=forecast)."""
+        ...
+
+    async def history(self, zone: str, begin: datetime, end: datetime, now: datetime) -> ProviderResult:
+        """Measured slots overlapping [begin, end)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def build_result(
+    provider: str,
+    zone: str,
+    raw: Sequence[RawPoint],
+    *,
+    now: datetime,
+    unit: str,
+    signal: Signal,
+    kind: Kind,
+    resolution: timedelta | None,
+    issued_at: datetime | None = None,
+    max_age: timedelta | None = None,
+    limits: QualityLimits | None = None,
+    window: tuple[datetime, datetime] | None = None,
+    labels: dict[str, str] | None = None,
+) -> ProviderResult:
+    """Guard raw points, normalise units, build the series and cut it to `window`.
+
+    Raises ProviderDataError (with the refused points) when nothing usable is left."""
+    now = require_utc(now, "now")
+    if not raw:
+        raise ProviderDataError(provider, f"no data points for zone {zone}")
+    try:
+        guarded = guard_points(raw, unit=unit, limits=limits)
+    except UnknownUnitError as exc:
+        raise ProviderDataError(provider, f"refusing the whole answer: {exc}") from None
+    if kind == Kind.FORECAST:
+        guarded = guard_issue_time(guarded, issued_at=issued_at, now=now)
+    else:
+        guarded = guard_not_future(guarded, now=now)
+    if max_age is not None:
+        guarded = guard_freshness(guarded, now=now, max_age=max_age)
+    if not guarded.points:
+        reasons = sorted({r.reason.value for r in guarded.rejected})
+        raise ProviderDataError(
+            provider,
+            f"no usable data for zone {zone}: {len(guarded.rejected)} points refused ({'; '.join(reasons)})",
+            guarded.rejected,
+        )
+    try:
+        series, off_grid = build_series(
+            guarded,
+            zone,
+            resolution=resolution,
+            source=provider,
+            signal=signal,
+            kind=kind,
+            provider=provider,
+            issued_at=issued_at,
+            labels=labels,
+        )
+    except TraceError as exc:
+        raise ProviderDataError(provider, str(exc), guarded.rejected) from None
+    if window is not None:
+        series = series.window(*window)
+        if len(series) == 0:
+            raise ProviderDataError(
+                provider,
+                f"no data for zone {zone} between {window[0].isoformat()} and {window[1].isoformat()}",
+                guarded.rejected,
+            )
+    return ProviderResult(provider=provider, zone=zone, series=series, rejected=[*guarded.rejected, *off_grid])
+
+
+def parse_time(value: object) -> datetime | None:
+    """An ISO 8601 timestamp from a payload; None when missing or unreadable (the guards report it)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+
+
+def forecast_window(now: datetime, horizon: timedelta) -> tuple[datetime, datetime]:
+    """[now, now + horizon): series.window keeps the slot containing `now`."""
+    return now, now + horizon
