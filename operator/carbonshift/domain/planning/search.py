@@ -1,0 +1,314 @@
+"""The search algorithms over one cost vector: which slots to run in.
+
+Each function takes `costs` (grams of CO2e for running one whole slot, +inf where the job cannot run, e.g.
+no free GPUs) and returns slot indices; they know nothing about dates, jobs or clusters. Work is counted
+in slots and may be fractional (the last slot of a job is often only partly used).
+
+- `cheapest_window`: one contiguous block (sliding sums over a cumulative sum), earliest on ties.
+- `cheapest_slots`: the k cheapest slots anywhere (the zero-overhead interruptible case), earliest on ties.
+- `chunked_runs`: a dynamic programme that picks the cheapest set of slots where every chunk after a
+  suspension pays its overhead in time and energy, and every chunk lasts at least `min_run_slots`.
+- `threshold_runs`: run while the intensity is at or below a threshold, forced when the deadline
+  otherwise could not be met.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from carbonshift.domain.series import FloatArray
+
+IntArray = npt.NDArray[np.int64]
+EPS = 1e-9
+_TIE = 1e-9  # relative tolerance under which two costs count as equal (cumulative sums are not exact)
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Chosen slot indices (sorted) and how many chunks must pay the suspend/resume overhead."""
+
+    slots: tuple[int, ...]
+    paying_chunks: int
+
+    def chunks(self) -> list[tuple[int, int]]:
+        """The runs of consecutive slots as [first, last+1)."""
+        return runs_of(self.slots)
+
+
+def runs_of(slots: tuple[int, ...] | list[int]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for s in slots:
+        if out and out[-1][1] == s:
+            out[-1] = (out[-1][0], s + 1)
+        else:
+            out.append((s, s + 1))
+    return out
+
+
+def whole_slots(work_slots: float) -> int:
+    """Slots needed to hold `work_slots` of work (a partly used slot counts as one)."""
+    return max(0, math.ceil(work_slots - EPS))
+
+
+def _first_minimum(values: FloatArray) -> int:
+    """Index of the earliest value within the tie tolerance of the minimum."""
+    best = float(np.min(values))
+    tolerance = _TIE * max(1.0, abs(best))
+    return int(np.flatnonzero(values <= best + tolerance)[0])
+
+
+def window_costs(costs: FloatArray, work_slots: float) -> FloatArray:
+    """Cost of a contiguous run of `work_slots` starting at each slot s (inf where it does not fit or is
+    blocked). The last, partly used slot is charged for its used fraction only."""
+    n = costs.shape[0]
+    span = whole_slots(work_slots)
+    starts = n - span + 1
+    if span == 0:
+        return np.zeros(max(n, 1))
+    if starts <= 0:
+        return np.empty(0)
+    full = math.floor(work_slots + EPS)
+    fraction = max(0.0, work_slots - full)
+    blocked = ~np.isfinite(costs)
+    finite = np.where(blocked, 0.0, costs)
+    cumulative = np.concatenate(([0.0], np.cumsum(finite)))
+    total = cumulative[full : full + starts] - cumulative[:starts]
+    if fraction > EPS:
+        total = total + fraction * finite[full : full + starts]
+    blocked_count = np.concatenate(([0], np.cumsum(blocked)))
+    hit = blocked_count[span : span + starts] - blocked_count[:starts]
+    return np.where(hit > 0, np.inf, total)
+
+
+def cheapest_window(costs: FloatArray, work_slots: float) -> int | None:
+    """Start slot of the cheapest contiguous run of `work_slots`, earliest on ties; None if none fits."""
+    totals = window_costs(costs, work_slots)
+    if totals.shape[0] == 0 or not np.isfinite(totals).any():
+        return None
+    return _first_minimum(totals)
+
+
+def cheapest_slots(costs: FloatArray, count: int) -> tuple[int, ...] | None:
+    """The `count` cheapest slots (sorted by time), earliest on ties; None if fewer are available."""
+    if count == 0:
+        return ()
+    finite = np.isfinite(costs)
+    if int(np.count_nonzero(finite)) < count:
+        return None
+    order = np.argsort(np.where(finite, costs, np.inf), kind="stable")
+    return tuple(sorted(int(i) for i in order[:count]))
+
+
+def chunked_runs(
+    costs: FloatArray,
+    work_slots: float,
+    *,
+    overhead_slots: float = 0.0,
+    resume_costs: FloatArray | None = None,
+    min_run_slots: int = 1,
+    first_start_free: bool = True,
+    running: bool = False,
+) -> Selection | None:
+    """The cheapest set of slots holding `work_slots` of work, by dynamic programming over slots.
+
+    Every chunk that pays (all chunks but a first one that starts a fresh job, or that continues a job
+    running at slot 0) needs `overhead_slots` more run time and adds `resume_costs[i]` when it starts at
+    slot i. Every chunk lasts at least `min_run_slots`, except a last one that completes the job.
+    See `ChunkedSearch` for the method.
+    """
+    search = ChunkedSearch(
+        costs,
+        work_slots,
+        overhead_slots=overhead_slots,
+        resume_costs=resume_costs,
+        min_run_slots=min_run_slots,
+        first_start_free=first_start_free,
+        running=running,
+    )
+    return search.best(costs.shape[0])
+
+
+class ChunkedSearch:
+    """The chunked dynamic programme, answerable for any horizon (`best(horizon)`).
+
+    State (row, j, i): after the first i slots, with j slots run so far, in row 0 = suspended, rows
+    1..m-1 = inside a chunk shorter than the minimum m, row m = inside a chunk that may stop, row m+1 =
+    finished from a short last chunk (never restarts). The programme is computed layer by layer in j
+    (slots run), each layer a handful of numpy operations over all slots at once: the run rows of layer
+    j come from layer j-1 shifted by one slot, and the suspended row is a running minimum
+    (`np.minimum.accumulate`). Cost: O(count x slots) array work in a Python loop of `count` steps. All
+    layers are kept, so jobs that differ only by their deadline share one search, and the back-tracking
+    recomputes each step's choice from the stored values (a min returns one of its operands exactly).
+
+    With zero time overhead the answer is exact. With a time overhead, the cheapest solution of each
+    slot count is checked for enough run time (count >= work + overhead x paying chunks) and the
+    cheapest sufficient one is returned.
+    """
+
+    def __init__(
+        self,
+        costs: FloatArray,
+        work_slots: float,
+        *,
+        overhead_slots: float = 0.0,
+        resume_costs: FloatArray | None = None,
+        min_run_slots: int = 1,
+        first_start_free: bool = True,
+        running: bool = False,
+    ) -> None:
+        n = costs.shape[0]
+        self.n = n
+        self.costs = costs
+        self.rc = np.zeros(n) if resume_costs is None else np.asarray(resume_costs, dtype=np.float64)
+        self.work = work_slots
+        self.overhead = overhead_slots
+        self.first_start_free = first_start_free
+        self.running = running
+        self.base = base = whole_slots(work_slots)
+        self.m = m = max(1, min_run_slots)
+        extra = math.ceil(overhead_slots * (n / m + 1) - EPS) if overhead_slots > 0 else 0
+        self.top = top = min(n, base + extra)
+        self.rows = rows = m + 2 if m > 1 else m + 1
+        self.layers = np.full((max(top, 0) + 1, rows, n + 1), np.inf)
+        if base == 0 or top < base:
+            return
+        layers = self.layers
+        first = layers[0]
+        if running:
+            first[m, 0] = 0.0
+            first[0, 1:] = 0.0
+        else:
+            first[0, :] = 0.0
+        c = costs
+        for j in range(1, top + 1):
+            prev, cur = layers[j - 1], layers[j]
+            pay = 0.0 if (j == 1 and first_start_free) else 1.0
+            start = prev[0, :n] + c + self.rc * pay
+            if m == 1:
+                np.minimum(start, prev[1, :n] + c, out=cur[1, 1:])
+            else:
+                cur[1, 1:] = start
+                if m > 2:
+                    np.add(prev[1 : m - 1, :n], c, out=cur[2:m, 1:])
+                np.minimum(prev[m - 1, :n], prev[m, :n], out=cur[m, 1:])
+                cur[m, 1:] += c
+            np.minimum.accumulate(cur[m, :n], out=cur[0, 1:])
+            if m > 1 and j >= base:
+                shortest = np.min(cur[1:m, :n], axis=0)
+                np.minimum.accumulate(shortest, out=cur[m + 1, 1:])
+
+    def best(self, horizon: int) -> Selection | None:
+        """The cheapest sufficient selection using only slots [0, horizon)."""
+        if self.base == 0:
+            return Selection((), 0)
+        if self.top < self.base or horizon <= 0 or horizon > self.n:
+            return None
+        final = self.layers[self.base : self.top + 1, :, horizon]  # (counts, rows)
+        final_rows = np.argmin(final, axis=1)
+        final_costs = final[np.arange(final.shape[0]), final_rows]
+        order = sorted(range(final_costs.shape[0]), key=lambda k: (final_costs[k], k))
+        for k in order:
+            if not np.isfinite(final_costs[k]):
+                break
+            count = self.base + k
+            slots = self._backtrack(int(final_rows[k]), count, horizon)
+            chunks = runs_of(slots)
+            free_first = (self.first_start_free and not self.running) or (
+                self.running and bool(slots) and slots[0] == 0
+            )
+            paying = len(chunks) - (1 if free_first and chunks else 0)
+            if count + EPS >= self.work + paying * self.overhead:
+                return Selection(tuple(slots), paying)
+        return None
+
+    def _backtrack(self, row: int, j: int, i: int) -> list[int]:
+        """Recover the run slots of the state (row, j, i) by recomputing each step's choice."""
+        layers, m, c = self.layers, self.m, self.costs
+        slots: list[int] = []
+        while i > 0:
+            value = layers[j, row, i]
+            if row == 0:
+                if j == 0 and not (self.running and i == 1):
+                    break
+                if layers[j, 0, i - 1] != value:
+                    row = m
+                i -= 1
+            elif row == m + 1:
+                if layers[j, row, i - 1] != value:
+                    row = 1 + int(np.argmin(layers[j, 1:m, i - 1]))
+                i -= 1
+            else:
+                i -= 1
+                slots.append(i)
+                prev = layers[j - 1]
+                if row == 1:
+                    pay = 0.0 if (j == 1 and self.first_start_free) else 1.0
+                    from_start = prev[0, i] + c[i] + self.rc[i] * pay
+                    row = 0 if (m > 1 or from_start == value) else 1
+                elif row < m:
+                    row -= 1
+                else:
+                    row = m - 1 if prev[m - 1, i] + c[i] == value else m
+                j -= 1
+        slots.reverse()
+        return slots
+
+
+def threshold_runs(
+    costs: FloatArray,
+    g_per_kwh: FloatArray,
+    allowed: npt.NDArray[np.bool_],
+    work_slots: float,
+    *,
+    overhead_slots: float = 0.0,
+    min_run_slots: int = 1,
+    first_start_free: bool = True,
+    running: bool = False,
+) -> tuple[Selection, bool] | None:
+    """Run in slots where `allowed` (intensity at or below the threshold), but start or keep running
+    whenever waiting longer would miss the end of the grid. Returns the selection and whether any slot
+    was forced; None when blocked slots (inf cost) make the work impossible to fit."""
+    n = costs.shape[0]
+    runnable = np.isfinite(costs)
+    left = work_slots
+    debt = 0.0
+    in_chunk = running
+    chunk_length = min_run_slots if running else 0
+    started = running or not first_start_free
+    slots: list[int] = []
+    paying = 0
+    forced_any = False
+    for i in range(n):
+        if left <= EPS:
+            break
+        after = n - i - 1
+        pay_later = overhead_slots if (started or in_chunk) else 0.0
+        if in_chunk:
+            must = left + debt + pay_later > after + EPS or chunk_length < min_run_slots
+        else:
+            must = left + pay_later > after + EPS
+        want = bool(allowed[i]) or must
+        if not runnable[i]:
+            want = False
+        if want:
+            if not in_chunk:
+                if started:
+                    paying += 1
+                    debt += overhead_slots
+                in_chunk, chunk_length, started = True, 0, True
+            forced_any = forced_any or not bool(allowed[i])
+            slots.append(i)
+            chunk_length += 1
+            progress = 1.0
+            paid = min(debt, progress)
+            debt -= paid
+            left -= progress - paid
+        else:
+            in_chunk = False
+    if left > EPS or debt > EPS:
+        return None
+    return Selection(tuple(slots), paying), forced_any

@@ -1,0 +1,368 @@
+"""Planning one job: when to run it (and where, among candidate clusters) to emit the least CO2e.
+
+`plan_job(job, clusters, forecasts, now, margin)` is pure and deterministic. The steps:
+
+1. Safety first. The latest safe start is deadline - remaining - overhead (when starting means resuming)
+   - margin. A deadline already passed, or a job longer than the time left, gets a best-effort plan that
+   runs now, flagged infeasible. A job at or past its latest safe start runs now, whatever the forecast.
+2. For each candidate cluster with enough free GPUs, build the planning grid of its zone's forecast
+   (carbonshift.domain.planning.grid) up to deadline - margin and search it with the job's policy:
+   Optimal non-interruptible -> cheapest contiguous window; Optimal interruptible -> the chunked dynamic
+   programme (or the k cheapest slots when suspending is free); Threshold -> run at or below the job's
+   max intensity, forced by the deadline; Immediate -> now.
+3. Keep the cluster whose plan has the lowest forecast emissions (energy x PUE x intensity), earliest
+   cluster in the given order on ties. With no forecast for any cluster the job runs at its latest safe
+   start (reason NoData).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from carbonshift.domain.planning.grid import BoolArray, Grid, planning_grid
+from carbonshift.domain.planning.model import Cluster, Flag, Job, Plan, PlanningError, Policy, Reason, RunWindow
+from carbonshift.domain.planning.search import (
+    EPS,
+    Selection,
+    cheapest_slots,
+    chunked_runs,
+    runs_of,
+    threshold_runs,
+    whole_slots,
+    window_costs,
+)
+from carbonshift.domain.series import FloatArray, IntensitySeries, require_utc
+
+DEFAULT_CLUSTER = Cluster(name="local", zone="local")
+
+
+def latest_safe_start(job: Job, margin: timedelta = timedelta(0)) -> datetime:
+    """The last moment the job can (re)start and still finish by its deadline, keeping `margin` spare.
+
+    A running job continues for free; a suspended one pays its overhead when it resumes."""
+    overhead = timedelta(0) if job.running or not job.started else job.overhead
+    return job.deadline - job.remaining - overhead - margin
+
+
+def plan_job(
+    job: Job,
+    clusters: Sequence[Cluster],
+    forecasts: Mapping[str, IntensitySeries | None],
+    now: datetime,
+    margin: timedelta = timedelta(0),
+) -> Plan:
+    """The plan for `job` over `clusters`, with `forecasts` keyed by zone (None or absent = no data)."""
+    now = require_utc(now, "planning time")
+    if margin < timedelta(0):
+        raise PlanningError(f"safety margin must not be negative, got {margin}")
+    candidates = list(clusters) or [DEFAULT_CLUSTER]
+    usable = [c for c in candidates if c.free_gpus is None or c.free_gpus >= job.gpus or c.free_gpus_by_slot]
+    if job.remaining <= timedelta(0):
+        return _empty(job, usable[0] if usable else candidates[0], now, margin, Reason.DONE, feasible=True)
+    if not usable:
+        return _empty(job, candidates[0], now, margin, Reason.NO_CAPACITY, feasible=False)
+    plans = [_plan_on(job, cluster, forecasts.get(cluster.zone), now, margin) for cluster in usable]
+    return min(plans, key=_rank)
+
+
+def _rank(plan: Plan) -> tuple[int, float]:
+    if plan.reason is Reason.NO_CAPACITY:
+        return (2, 0.0)
+    if math.isnan(plan.planned_grams):
+        return (1, 0.0)
+    return (0, plan.planned_grams)
+
+
+def _empty(job: Job, cluster: Cluster, now: datetime, margin: timedelta, reason: Reason, *, feasible: bool) -> Plan:
+    return Plan(
+        job=job.name,
+        cluster=cluster.name,
+        zone=cluster.zone,
+        windows=(),
+        planned_grams=0.0 if reason is Reason.DONE else math.nan,
+        baseline_grams=0.0 if reason is Reason.DONE else math.nan,
+        latest_safe_start=latest_safe_start(job, margin),
+        reason=reason,
+        feasible=feasible,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Costs:
+    """Per-slot numbers for one job on one cluster's grid."""
+
+    grid: Grid
+    grams_per_slot: FloatArray  # emissions of one whole slot of running (inf = no free GPUs)
+    resume_grams: FloatArray  # emissions of the per-cycle overhead energy when a chunk starts there
+    horizon: int  # slots usable before deadline - margin
+
+
+def _costs(job: Job, cluster: Cluster, grid: Grid, horizon: int) -> _Costs:
+    factor = job.power_kw * grid.hours_per_slot * cluster.pue
+    grams = grid.g_per_kwh * factor
+    if cluster.free_gpus_by_slot is not None or cluster.free_gpus is not None:
+        free = np.full(len(grid), np.inf if cluster.free_gpus is None else float(cluster.free_gpus))
+        if cluster.free_gpus_by_slot is not None:
+            known = min(len(grid), len(cluster.free_gpus_by_slot))
+            free[:known] = np.asarray(cluster.free_gpus_by_slot[:known], dtype=np.float64)
+        grams = np.where(free >= job.gpus, grams, np.inf)
+    resume = grid.g_per_kwh * (job.overhead_kwh * cluster.pue)
+    return _Costs(grid=grid, grams_per_slot=grams, resume_grams=resume, horizon=horizon)
+
+
+def _plan_on(job: Job, cluster: Cluster, forecast: IntensitySeries | None, now: datetime, margin: timedelta) -> Plan:
+    lss = latest_safe_start(job, margin)
+    continuing = job.running or not job.started
+    need_now = job.remaining + (timedelta(0) if continuing else job.overhead)
+    flags: set[Flag] = set()
+    feasible = True
+    reason: Reason | None = None
+    if job.deadline <= now:
+        reason, feasible = Reason.DEADLINE_PASSED, False
+    elif now + need_now > job.deadline:
+        reason, feasible = Reason.INFEASIBLE_DEADLINE, False
+    elif job.policy is Policy.IMMEDIATE:
+        reason = Reason.IMMEDIATE
+    elif now >= lss:
+        reason = Reason.LATEST_SAFE_START
+    if not feasible:
+        flags.add(Flag.BEST_EFFORT)
+    horizon_end = max(job.deadline - margin, now + need_now)
+    grid = planning_grid(forecast, now, horizon_end)
+    if grid is None:
+        flags.add(Flag.NO_FORECAST)
+        start = now if reason is not None else lss
+        window = RunWindow(start=start, end=start + need_now, mean_g_per_kwh=math.nan)
+        return Plan(
+            job=job.name,
+            cluster=cluster.name,
+            zone=cluster.zone,
+            windows=(window,),
+            planned_grams=math.nan,
+            baseline_grams=math.nan,
+            latest_safe_start=lss,
+            reason=reason or Reason.NO_DATA,
+            feasible=feasible,
+            flags=frozenset(flags),
+            energy_kwh=job.power_kw * need_now.total_seconds() / 3600.0,
+        )
+    horizon = grid.slots_between(job.deadline - margin)
+    if not grid.known[: max(horizon, 1)].all():
+        flags.add(Flag.PARTIAL_FORECAST)
+    costs = _costs(job, cluster, grid, horizon)
+    res = grid.resolution.total_seconds()
+    work = job.remaining.total_seconds() / res
+    overhead = job.overhead.total_seconds() / res
+    now_need = work + (0.0 if continuing else overhead)
+    now_paying = 0 if continuing else 1
+    baseline = _contiguous(costs, 0, now_need, paying=now_paying)
+    selection: Selection | None = None
+    if reason is None:
+        selection, reason = _search(job, costs, work, overhead, flags)
+    if selection is None:
+        # Run now: forced by the latest safe start, best effort, Immediate, or a grid too tight to search.
+        if not math.isfinite(baseline):
+            return _empty(job, cluster, now, margin, Reason.NO_CAPACITY, feasible=False)
+        selection = Selection(tuple(range(whole_slots(now_need))), now_paying)
+        if reason is None or reason in (Reason.OPTIMAL, Reason.THRESHOLD):
+            reason = Reason.LATEST_SAFE_START
+    windows, planned, energy = _windows(job, costs, selection, work, overhead)
+    return Plan(
+        job=job.name,
+        cluster=cluster.name,
+        zone=cluster.zone,
+        windows=windows,
+        planned_grams=planned,
+        baseline_grams=baseline,
+        latest_safe_start=lss,
+        reason=reason,
+        feasible=feasible,
+        flags=frozenset(flags),
+        energy_kwh=energy,
+        cycles=selection.paying_chunks,
+    )
+
+
+def _search(job: Job, costs: _Costs, work: float, overhead: float, flags: set[Flag]) -> tuple[Selection | None, Reason]:
+    """Run the policy's search on the usable part of the grid; None when the grid cannot hold the job."""
+    usable = costs.grams_per_slot[: costs.horizon]
+    if job.policy is Policy.THRESHOLD:
+        threshold = float(job.max_intensity_g_per_kwh or 0.0)
+        g = costs.grid.g_per_kwh[: costs.horizon]
+        allowed = (g <= threshold) & costs.grid.known[: costs.horizon]
+        if not job.interruptible:
+            start = _threshold_start(usable, allowed, work, overhead, job)
+            if start is None:
+                return None, Reason.LATEST_SAFE_START
+            whole = whole_slots(work + (overhead if _pays_first(job, start) else 0.0))
+            if not bool(allowed[start]):
+                flags.add(Flag.FORCED)
+            return Selection(tuple(range(start, start + whole)), int(_pays_first(job, start))), Reason.THRESHOLD
+        result = threshold_runs(
+            usable,
+            g,
+            allowed,
+            work,
+            overhead_slots=overhead,
+            min_run_slots=_min_run_slots(job, costs),
+            first_start_free=not job.started or job.running,
+            running=job.running,
+        )
+        if result is None:
+            return None, Reason.LATEST_SAFE_START
+        selection, forced = result
+        if forced:
+            flags.add(Flag.FORCED)
+        return selection, Reason.THRESHOLD
+    if not job.interruptible:
+        return _best_block(job, usable, work, overhead, costs.resume_grams), Reason.OPTIMAL
+    free_to_split = overhead <= 0 and job.overhead_kwh <= 0 and _min_run_slots(job, costs) <= 1
+    if free_to_split:
+        slots = cheapest_slots(usable, whole_slots(work))
+        if slots is None:
+            return None, Reason.LATEST_SAFE_START
+        return Selection(slots, _paying_chunks(job, slots)), Reason.OPTIMAL
+    chunked = chunked_runs(
+        usable,
+        work,
+        overhead_slots=overhead,
+        resume_costs=costs.resume_grams[: costs.horizon],
+        min_run_slots=_min_run_slots(job, costs),
+        first_start_free=not job.started and not job.running,
+        running=job.running,
+    )
+    block = _best_block(job, usable, work, overhead, costs.resume_grams)
+    if chunked is None:
+        return block, Reason.OPTIMAL
+    if block is not None and _selection_cost(costs, block) <= _selection_cost(costs, chunked) + EPS:
+        return block, Reason.OPTIMAL
+    return chunked, Reason.OPTIMAL
+
+
+def _min_run_slots(job: Job, costs: _Costs) -> int:
+    return max(1, math.ceil(job.min_run / costs.grid.resolution - EPS))
+
+
+def _pays_first(job: Job, start: int) -> bool:
+    """Whether a chunk starting at `start` pays the overhead."""
+    if job.running:
+        return start > 0
+    return job.started
+
+
+def _paying_chunks(job: Job, slots: tuple[int, ...]) -> int:
+    """How many chunks of `slots` pay the suspend/resume overhead."""
+    chunks = runs_of(slots)
+    if not chunks:
+        return 0
+    return len(chunks) - (0 if _pays_first(job, chunks[0][0]) else 1)
+
+
+def _best_block(job: Job, usable: FloatArray, work: float, overhead: float, resume: FloatArray) -> Selection | None:
+    """The cheapest single contiguous run, earliest on ties; a start that means resuming needs the
+    overhead time and energy too (for a running job, every start but slot 0)."""
+    n = usable.shape[0]
+    totals = np.full(n, np.inf)
+    for start_at, pays in ((0, _pays_first(job, 0)), (1, _pays_first(job, 1))):
+        need = work + (overhead if pays else 0.0)
+        windows = window_costs(usable, need)
+        stop = windows.shape[0] if start_at == 1 else min(1, windows.shape[0])
+        if stop > start_at:
+            totals[start_at:stop] = windows[start_at:stop] + (resume[start_at:stop] if pays else 0.0)
+    if not np.isfinite(totals).any():
+        return None
+    best = float(np.min(totals))
+    start = int(np.flatnonzero(totals <= best + 1e-9 * max(1.0, abs(best)))[0])
+    pays = _pays_first(job, start)
+    return Selection(tuple(range(start, start + whole_slots(work + (overhead if pays else 0.0)))), int(pays))
+
+
+def _window_total(usable: FloatArray, start: int, need: float) -> float:
+    full = math.floor(need + EPS)
+    fraction = max(0.0, need - full)
+    total = float(np.sum(usable[start : start + full]))
+    if fraction > EPS and start + full < usable.shape[0]:
+        total += fraction * float(usable[start + full])
+    return total
+
+
+def _threshold_start(usable: FloatArray, allowed: BoolArray, work: float, overhead: float, job: Job) -> int | None:
+    """First slot at or below the threshold where the whole job fits, else the latest slot that fits."""
+    latest: int | None = None
+    for start in range(usable.shape[0]):
+        need = work + (overhead if _pays_first(job, start) else 0.0)
+        end = start + whole_slots(need)
+        if end > usable.shape[0]:
+            continue
+        if not np.isfinite(usable[start:end]).all():
+            continue
+        if bool(allowed[start]):
+            return start
+        latest = start
+    return latest
+
+
+def _contiguous_cost(costs: _Costs, start: int, need: float) -> float:
+    return (
+        _window_total(costs.grams_per_slot, start, need) if start + whole_slots(need) <= len(costs.grid) else math.inf
+    )
+
+
+def _contiguous(costs: _Costs, start: int, need: float, *, paying: int) -> float:
+    total = _contiguous_cost(costs, start, need)
+    return total + paying * float(costs.resume_grams[start]) if math.isfinite(total) else math.inf
+
+
+def _selection_cost(costs: _Costs, selection: Selection) -> float:
+    """Whole-slot emissions plus the overhead energy of each paying chunk (the DP's objective)."""
+    slots = list(selection.slots)
+    total = float(np.sum(costs.grams_per_slot[slots]))
+    chunks = runs_of(slots)
+    skip = len(chunks) - selection.paying_chunks
+    total += sum(float(costs.resume_grams[a]) for a, _ in chunks[skip:])
+    return total
+
+
+def _windows(
+    job: Job, costs: _Costs, selection: Selection, work: float, overhead: float
+) -> tuple[tuple[RunWindow, ...], float, float]:
+    """Turn slot indices into run windows, trimming the unused end of the last slot, with their
+    forecast emissions (incl. per-cycle overhead energy) and energy."""
+    grid = costs.grid
+    chunks = runs_of(list(selection.slots))
+    need = work + selection.paying_chunks * overhead  # slots of run time, overheads included
+    skip = len(chunks) - selection.paying_chunks
+    windows: list[RunWindow] = []
+    grams = 0.0
+    factor = costs.grams_per_slot  # grams per whole slot
+    used = 0.0
+    for index, (first, stop) in enumerate(chunks):
+        length = min(float(stop - first), max(need - used, 0.0))
+        if length <= EPS:
+            break
+        used += length
+        full = math.floor(length + EPS)
+        fraction = max(0.0, length - full)
+        g = grid.g_per_kwh
+        total_g = float(np.sum(g[first : first + full]))
+        chunk_grams = float(np.sum(factor[first : first + full]))
+        if fraction > EPS:
+            total_g += fraction * float(g[first + full])
+            chunk_grams += fraction * float(factor[first + full])
+        if index >= skip:
+            chunk_grams += float(costs.resume_grams[first])
+        grams += chunk_grams
+        windows.append(
+            RunWindow(
+                start=grid.slot_start(first),
+                end=grid.slot_start(first + length),
+                mean_g_per_kwh=total_g / length,
+            )
+        )
+    energy = job.power_kw * used * grid.hours_per_slot + selection.paying_chunks * job.overhead_kwh
+    return tuple(windows), grams, energy
