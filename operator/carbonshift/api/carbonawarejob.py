@@ -193,7 +193,9 @@ class CarbonAwareJobSpec(ApiModel):
 class PlannedWindow(ApiModel):
     start: datetime = Field(description="Window start (RFC 3339).")
     end: datetime = Field(description="Window end (RFC 3339).")
-    g_per_kwh: Number = Field(description="Mean forecast intensity over the window in gCO2e/kWh.")
+    g_per_kwh: Number | None = Field(
+        default=None, alias="gPerKWh", description="Mean forecast intensity over the window in gCO2e/kWh."
+    )
 
 
 class PlanStatus(ApiModel):
@@ -230,6 +232,12 @@ class CarbonAwareJobStatus(ApiModel):
     plan: PlanStatus | None = Field(default=None, description="The plan in force.")
     next_transition_time: datetime | None = Field(
         default=None, description="When the operator next resumes or suspends the Job."
+    )
+    submitted_at: datetime | None = Field(
+        default=None, description="When the operator first saw the job (planning time); the receipt's baseline."
+    )
+    running_since: datetime | None = Field(
+        default=None, description="When the Job was last resumed, while it runs (run-time accounting)."
     )
     run_seconds: Number | None = Field(default=None, ge=0, description="Wall-clock seconds the Job has run.")
     suspensions: Integer | None = Field(default=None, ge=0, description="How many times the Job was suspended.")

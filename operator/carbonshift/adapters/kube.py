@@ -1,0 +1,162 @@
+"""Kubernetes access for the operator: Jobs, pods, nodes and CarbonAwareJob status, through the official client.
+
+The official client is synchronous; every call runs in a worker thread so the kopf event loop never blocks.
+Throttling (429), server errors and conflicts are retried with backoff a bounded number of times, then raised as
+`KubeUnavailableError` for the handler to report and retry on its next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from carbonshift.api.base import GROUP, VERSION
+from carbonshift.api.carbonawarejob import PLURAL
+from carbonshift.api.jobs import ANNOTATION_SUSPEND_AT, GPU_RESOURCE, LABEL_CAJ
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+RETRYABLE = {409, 429, 500, 502, 503, 504}
+
+
+class KubeUnavailableError(RuntimeError):
+    """The API server kept failing or throttling; try again on the next tick."""
+
+
+@dataclass
+class Kube:
+    """One cluster's API: `name` is the ComputeCluster name (or "local")."""
+
+    name: str
+    api: client.ApiClient
+    attempts: int = 5
+    base_delay: float = 0.2
+
+    def __post_init__(self) -> None:
+        self.batch = client.BatchV1Api(self.api)
+        self.core = client.CoreV1Api(self.api)
+        self.custom = client.CustomObjectsApi(self.api)
+
+    async def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        delay = self.base_delay
+        for attempt in range(1, self.attempts + 1):
+            try:
+                return await asyncio.to_thread(fn, *args, **kwargs)
+            except ApiException as exc:
+                if exc.status not in RETRYABLE or attempt == self.attempts:
+                    if exc.status in RETRYABLE:
+                        raise KubeUnavailableError(f"{what} on cluster {self.name}: HTTP {exc.status}") from exc
+                    raise
+                retry_after = (exc.headers or {}).get("Retry-After") if exc.headers else None
+                wait = float(retry_after) if retry_after and retry_after.isdigit() else delay
+                log.info("%s on %s: HTTP %s, retrying in %.1fs", what, self.name, exc.status, wait)
+                await asyncio.sleep(wait)
+                delay = min(delay * 2, 5.0)
+            except OSError as exc:  # connection refused/reset: the API server is restarting
+                if attempt == self.attempts:
+                    raise KubeUnavailableError(f"{what} on cluster {self.name}: {exc}") from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable")
+
+    def _plain(self, obj: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self.api.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
+        return result
+
+    # -- Jobs ------------------------------------------------------------------------------------------------
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            job = await self._call("read job", self.batch.read_namespaced_job, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return self._plain(job)
+
+    async def create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Create the Job; if it already exists (a restarted operator), return the existing one."""
+        namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+        try:
+            created = await self._call("create job", self.batch.create_namespaced_job, namespace, manifest)
+            return self._plain(created)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        existing = await self.get_job(namespace, name)
+        if existing is None:
+            raise KubeUnavailableError(f"job {namespace}/{name} reported as existing but not found")
+        return existing
+
+    async def set_suspend(self, namespace: str, name: str, suspend: bool) -> None:
+        body = {"spec": {"suspend": suspend}}
+        await self._call("patch job", self.batch.patch_namespaced_job, name, namespace, body)
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            await self._call(
+                "delete job",
+                self.batch.delete_namespaced_job,
+                name,
+                namespace,
+                propagation_policy="Background",
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def annotate_suspend_at(self, namespace: str, name: str, value: str | None) -> None:
+        """Annotate the Job and its pods with the planned suspension time (None removes it)."""
+        body = {"metadata": {"annotations": {ANNOTATION_SUSPEND_AT: value}}}
+        await self._call("annotate job", self.batch.patch_namespaced_job, name, namespace, body)
+        pods = await self._call(
+            "list pods", self.core.list_namespaced_pod, namespace, label_selector=f"{LABEL_CAJ}={name}"
+        )
+        for pod in pods.items:
+            if pod.metadata is None or pod.metadata.name is None:
+                continue
+            try:
+                await self._call("annotate pod", self.core.patch_namespaced_pod, pod.metadata.name, namespace, body)
+            except ApiException as exc:
+                if exc.status != 404:  # a pod that just went away needs no warning
+                    raise
+
+    # -- capacity --------------------------------------------------------------------------------------------
+    async def gpu_capacity(self) -> tuple[int, int]:
+        """(allocatable GPUs on schedulable nodes, GPUs requested by pods that are not finished)."""
+        nodes = await self._call("list nodes", self.core.list_node)
+        total = 0
+        for node in nodes.items:
+            if node.spec and node.spec.unschedulable:
+                continue
+            allocatable = (node.status.allocatable if node.status else None) or {}
+            total += int(allocatable.get(GPU_RESOURCE, 0))
+        pods = await self._call(
+            "list pods",
+            self.core.list_pod_for_all_namespaces,
+            field_selector="status.phase!=Succeeded,status.phase!=Failed",
+        )
+        used = 0
+        for pod in pods.items:
+            for container in (pod.spec.containers if pod.spec else None) or []:
+                limits = (container.resources.limits or {}) if container.resources else {}
+                used += int(limits.get(GPU_RESOURCE, 0))
+        return total, used
+
+    # -- CarbonAwareJob status (management cluster only) ------------------------------------------------------
+    async def patch_caj_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        await self._call(
+            "patch status",
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": status},
+        )

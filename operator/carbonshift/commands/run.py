@@ -1,0 +1,149 @@
+"""`carbonshift run`: the operator. Reads its settings from flags and the environment, then runs kopf.
+
+Providers: `--providers electricitymaps,watttime` (keys from the environment or mounted Secret files, never logged),
+then the bundled trace of each zone unless `--no-trace-fallback`. With no API provider the bundled traces replay
+the same date a year earlier, with the forecast model of `--forecast` (persistence by default: honest, no
+look-ahead; `oracle` is for demos and is labelled as such).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+
+from carbonshift.adapters.carbon.base import CarbonProvider
+from carbonshift.adapters.carbon.config import api_provider_from_env
+from carbonshift.adapters.carbon.errors import ProviderConfigError
+from carbonshift.adapters.carbon.trace import TraceProvider
+from carbonshift.adapters.clock import Clock
+from carbonshift.adapters.intensity import ZoneForecasts
+from carbonshift.adapters.kube import Kube
+from carbonshift.api.durations import parse_duration
+from carbonshift.domain.forecasting import ForecastSpecError, parse_forecast_model
+from carbonshift.handlers.state import OperatorState, Settings, install
+
+log = logging.getLogger("carbonshift")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    parser.add_argument("--kubeconfig", default=env("KUBECONFIG"), help="kubeconfig file (default: in-cluster)")
+    parser.add_argument(
+        "--namespace", action="append", default=[], help="watch this namespace (repeat); default: all namespaces"
+    )
+    parser.add_argument("--zone", default=env("CARBONSHIFT_ZONE", "DE"), help="grid zone of the local cluster")
+    parser.add_argument("--pue", type=float, default=float(env("CARBONSHIFT_PUE", "1.2")), help="PUE of it")
+    parser.add_argument(
+        "--providers",
+        default=env("CARBONSHIFT_PROVIDERS", ""),
+        help="comma-separated API providers in fallback order: electricitymaps, watttime, carbon-aware-sdk, "
+        "gb-carbon-intensity (default: none, bundled traces only)",
+    )
+    parser.add_argument(
+        "--trace",
+        action="append",
+        default=[],
+        metavar="ZONE=PATH",
+        help="use this CSV (timestamp,gco2_per_kwh) as the trace of ZONE instead of the bundled one (repeat)",
+    )
+    parser.add_argument(
+        "--no-trace-fallback", action="store_true", help="do not fall back to the bundled trace of a zone"
+    )
+    parser.add_argument(
+        "--forecast",
+        default=env("CARBONSHIFT_FORECAST", "persistence"),
+        help="forecast model for traces: persistence, gaussian:E, oracle, file:PATH",
+    )
+    parser.add_argument("--tick", default=env("CARBONSHIFT_TICK", "5m"), help="re-plan at least this often")
+    parser.add_argument("--margin", default=env("CARBONSHIFT_MARGIN", "10m"), help="spare time before deadlines")
+    parser.add_argument(
+        "--clock",
+        default=env("CARBONSHIFT_CLOCK", ""),
+        help="accelerated planning clock for demos and tests: speed=S,epoch=RFC3339[,anchor=UNIX_SECONDS]",
+    )
+    parser.add_argument("--peering", default=env("CARBONSHIFT_PEERING", "carbonshift"), help="kopf peering name")
+    parser.add_argument("--standalone", action="store_true", help="no peering (a single replica)")
+    parser.add_argument(
+        "--liveness", default=env("CARBONSHIFT_LIVENESS", "http://0.0.0.0:8080/healthz"), help="liveness endpoint"
+    )
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+
+
+def _api_client(kubeconfig: str | None) -> client.ApiClient:
+    if kubeconfig:
+        api: client.ApiClient = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+        return api
+    config.load_incluster_config()  # type: ignore[no-untyped-call]
+    return client.ApiClient()
+
+
+def build_state(args: argparse.Namespace) -> OperatorState:
+    """Everything the handlers need; raises ValueError or ProviderConfigError with a one-line reason."""
+    clock = Clock.parse(args.clock)
+    model = parse_forecast_model(args.forecast)
+    providers: list[CarbonProvider] = [
+        api_provider_from_env(name.strip(), os.environ) for name in args.providers.split(",") if name.strip()
+    ]
+
+    files: dict[str, str] = {}
+    for item in args.trace:
+        zone, sep, path = item.partition("=")
+        if not sep or not zone or not path:
+            raise ValueError(f"--trace {item!r}: expected ZONE=PATH")
+        files[zone] = path
+
+    def trace_for(zone: str) -> CarbonProvider:
+        if zone in files:
+            return TraceProvider.from_csv(files[zone], zone, forecast_model=model, replay=True)
+        return TraceProvider.bundled(zone, forecast_model=model, replay=True)
+
+    settings = Settings(
+        zone=args.zone, pue=args.pue, tick=parse_duration(args.tick), margin=parse_duration(args.margin)
+    )
+    forecasts = ZoneForecasts(providers, None if args.no_trace_fallback else trace_for)
+    return OperatorState(settings, clock, Kube("local", _api_client(args.kubeconfig)), forecasts)
+
+
+def configure_kopf(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Progress and diff-base in annotations: the status belongs to carbonshift's schema alone.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="carbonshift.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="carbonshift.io", key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # our own events explain decisions; kopf's would be noise
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 30
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    try:
+        state = build_state(args)
+    except (ValueError, ProviderConfigError, ForecastSpecError, config.ConfigException) as exc:
+        print(f"carbonshift run: {exc}", file=sys.stderr)
+        return 2
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig  # kopf logs in with the same credentials
+    install(state)
+    import carbonshift.handlers.carbonawarejob  # noqa: F401  (registers the handlers)
+
+    kopf.on.startup()(configure_kopf)
+    asyncio.run(
+        kopf.operator(
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            standalone=args.standalone,
+            peering_name=None if args.standalone else args.peering,
+            liveness_endpoint=args.liveness or None,
+        )
+    )
+    return 0

@@ -1,0 +1,392 @@
+"""kopf handlers of CarbonAwareJob: one long-lived daemon per object runs read -> plan -> decide -> act -> report.
+
+Each tick:
+1. read the CarbonAwareJob and its Job (in the cluster it is placed in);
+2. plan with the domain planner on fresh forecasts (cached by the providers);
+3. decide with `domain.lifecycle.decide`;
+4. act on the Job (create suspended, resume, annotate ahead of a suspension, suspend), in the order that keeps
+   accounting safe if the operator dies between two steps (a crash may only under-count run time, which makes
+   the deadline safer, never later);
+5. report: status (patched only on change), conditions, and an Event per decision, in numbers.
+The daemon sleeps until the next planned transition or the next tick, whichever comes first, and wakes early when
+the spec or the Job changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import kopf
+from pydantic import ValidationError
+
+from carbonshift.adapters.kube import KubeUnavailableError
+from carbonshift.api.base import GROUP, VERSION
+from carbonshift.api.carbonawarejob import PLURAL, CarbonAwareJob, CarbonAwareJobStatus
+from carbonshift.api.conditions import Condition, ConditionType, Reason, set_condition
+from carbonshift.api.jobs import (
+    ANNOTATION_SUSPEND_AT,
+    LABEL_CAJ,
+    LABEL_MANAGED,
+    build_job,
+    job_condition,
+    owned_by,
+    parse_time,
+)
+from carbonshift.domain.lifecycle import Accounting, Decision, Observed, Phase, decide
+from carbonshift.domain.planning.model import Plan
+from carbonshift.domain.planning.model import Reason as PlanReason
+from carbonshift.domain.planning.single import plan_job
+from carbonshift.handlers import translate
+from carbonshift.handlers.state import LOCAL, OperatorState, current
+
+log = logging.getLogger(__name__)
+AT_RISK = {
+    PlanReason.DEADLINE_PASSED: Reason.DEADLINE_PASSED,
+    PlanReason.INFEASIBLE_DEADLINE: Reason.DURATION_EXCEEDS_TIME_LEFT,
+    PlanReason.NO_CAPACITY: Reason.NOT_ENOUGH_GPUS,
+}
+
+
+def observe(job: dict[str, Any] | None) -> Observed:
+    if job is None:
+        return Observed(exists=False)
+    failed = job_condition(job, "Failed")
+    annotations = job.get("metadata", {}).get("annotations") or {}
+    return Observed(
+        exists=True,
+        suspended=bool(job.get("spec", {}).get("suspend")),
+        active_pods=int((job.get("status") or {}).get("active") or 0),
+        complete=job_condition(job, "Complete") is not None,
+        failed=failed is not None,
+        failure_reason=(failed or {}).get("reason"),
+        failure_message=(failed or {}).get("message"),
+        suspend_at_annotation=parse_time(annotations.get(ANNOTATION_SUSPEND_AT)),
+    )
+
+
+class Tick:
+    """One reconcile of one CarbonAwareJob: holds what was read and what will be written."""
+
+    def __init__(self, state: OperatorState, body: dict[str, Any]) -> None:
+        self.state = state
+        self.body = body
+        self.meta = body["metadata"]
+        self.namespace: str = self.meta["namespace"]
+        self.name: str = self.meta["name"]
+        self.generation = int(self.meta.get("generation", 0))
+        self.old_status: dict[str, Any] = dict(body.get("status") or {})
+        self.status: dict[str, Any] = dict(self.old_status)
+        self.conditions = [Condition.model_validate(c) for c in self.old_status.get("conditions") or []]
+        self.now = state.clock.now()
+        self.events: list[tuple[str, str, str]] = []
+
+    # -- reporting -------------------------------------------------------------------------------------------
+    def condition(self, type_: str, status: bool, reason: str, message: str, *, event: str | None = None) -> None:
+        self.conditions, changed = set_condition(
+            self.conditions, type_, status, reason, message, self.now, self.generation
+        )
+        if changed and status and event:
+            self.events.append((event, reason, message))
+
+    def event(self, kind: str, reason: str, message: str) -> None:
+        self.events.append((kind, reason, message))
+
+    async def flush(self) -> None:
+        self.status["conditions"] = [c.model_dump(mode="json", by_alias=True) for c in self.conditions]
+        self.status["observedGeneration"] = self.generation
+        # What we send must be what the CRD accepts: a typo here fails in tests, not in the API server.
+        CarbonAwareJobStatus.model_validate({k: v for k, v in self.status.items() if v is not None})
+        if self.status != self.old_status:
+            patch = {k: v for k, v in self.status.items() if self.old_status.get(k) != v}
+            patch.update({k: None for k in self.old_status if k not in self.status})
+            await self.state.local.patch_caj_status(self.namespace, self.name, patch)
+            self.old_status = dict(self.status)
+        for kind, reason, message in self.events:
+            kopf.event(cast(kopf.Body, self.body), type=kind, reason=reason, message=message)
+        self.events.clear()
+
+    # -- the steps -------------------------------------------------------------------------------------------
+    def accounting(self) -> Accounting:
+        return Accounting(
+            run_seconds=float(self.status.get("runSeconds") or 0.0),
+            running_since=parse_time(self.status.get("runningSince")),
+            suspensions=int(self.status.get("suspensions") or 0),
+        )
+
+    def store_accounting(self, acc: Accounting, spec_gpus: int, watts: float) -> None:
+        self.status["runSeconds"] = round(acc.run_seconds, 3)
+        self.status["runningSince"] = translate.iso(acc.running_since)
+        if self.status["runningSince"] is None:
+            del self.status["runningSince"]
+        self.status["suspensions"] = acc.suspensions
+        seconds = acc.total_seconds(self.now)
+        # An estimate until the DCGM reader replaces it with measured energy.
+        if self.status.get("energySource") != "dcgm":
+            self.status["energyKWh"] = round(seconds * spec_gpus * watts / 3.6e6, 6)
+            self.status["energySource"] = "estimate"
+
+
+async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | None:
+    """One tick. Returns the planning time of the next transition, or None when the job is finished."""
+    tick = Tick(state, body)
+    try:
+        caj = CarbonAwareJob.model_validate(body)
+    except ValidationError as exc:
+        tick.condition(ConditionType.INVALID_SPEC, True, "InvalidSpec", str(exc).splitlines()[0], event="Warning")
+        tick.status["phase"] = Phase.PENDING
+        await tick.flush()
+        return None
+    if translate.terminal(tick.status.get("phase")):
+        return None
+    spec = caj.spec
+    submitted = parse_time(tick.status.get("submittedAt")) or tick.now
+    tick.status["submittedAt"] = translate.iso(submitted)
+    deadline = translate.effective_deadline(spec, submitted)
+    tick.status["deadline"] = translate.iso(deadline)
+
+    # Placement: once a cluster is recorded it is kept (the Job may have run there).
+    cluster_name: str | None = tick.status.get("cluster")
+    kube = state.kube_for(cluster_name) if cluster_name else None
+    job = await kube.get_job(tick.namespace, tick.name) if kube else None
+    if job is not None and not owned_by(job, tick.meta["uid"]):
+        tick.condition(
+            ConditionType.FAILED, True, "JobNameTaken",
+            f"a Job named {tick.name} exists that carbonshift did not create; rename the CarbonAwareJob",
+            event="Warning",
+        )  # fmt: skip
+        tick.status["phase"] = Phase.FAILED
+        await tick.flush()
+        return None
+    observed = observe(job)
+    acc = tick.accounting()
+    running = observed.exists and not observed.suspended
+    if running and acc.running_since is None:  # resumed just before a crash: count from now (under-count)
+        acc = acc.resumed(tick.now)
+    if not running and acc.running_since is not None:  # suspended by someone else, or the Job finished
+        acc = acc.suspended(tick.now)
+
+    # Plan.
+    allowed = spec.placement.clusters if spec.placement else []
+    if cluster_name:
+        allowed = [cluster_name]
+    candidates = await state.planner_clusters(allowed)
+    horizon = max(deadline - tick.now, timedelta(hours=1)) + timedelta(hours=1)
+    forecasts = {}
+    degraded: list[str] = []
+    provider: str | None = None
+    signal: str | None = None
+    for zone in sorted({c.zone for c in candidates}):
+        answer = await state.forecasts.forecast(zone, tick.now, horizon)
+        forecasts[zone] = answer.series
+        if answer.degraded:
+            degraded.append(f"{zone}: {answer.message}")
+        provider = provider or answer.provider
+        if answer.series is not None:
+            signal = str(answer.series.signal)
+    pjob = translate.planner_job(tick.name, spec, deadline, acc, tick.now, running=running)
+    if not candidates:
+        tick.condition(
+            ConditionType.DEADLINE_AT_RISK, True, Reason.UNKNOWN_CLUSTER,
+            f"none of the clusters {allowed} exists", event="Warning",
+        )  # fmt: skip
+        tick.status["phase"] = Phase.PENDING
+        await tick.flush()
+        return tick.now + state.settings.tick
+    plan = plan_job(pjob, candidates, forecasts, tick.now, state.settings.margin)
+    report_plan(tick, plan, provider, signal, degraded, forecasts)
+
+    # Place and create the Job (suspended) once the plan names a cluster.
+    if job is None and plan.cluster is not None and plan.reason is not PlanReason.NO_CAPACITY:
+        if not cluster_name:
+            cluster_name = plan.cluster
+            tick.status["cluster"] = cluster_name
+            await tick.flush()  # record the placement before creating anything there
+        kube = state.kube_for(cluster_name)
+        job = await kube.create_job(build_job(body, local=cluster_name == LOCAL))
+        tick.event("Normal", "JobCreated", f"Created Job {tick.name} (suspended) in cluster {cluster_name}")
+        observed = observe(job)
+    tick.status["jobName"] = tick.name if job is not None else None
+
+    _, grace, _ = translate.checkpoint_settings(spec)
+    decision = decide(
+        plan, observed, tick.now, interruptible=spec.interruptible, grace=grace,
+        has_run=acc.run_seconds > 0 or acc.running_since is not None,
+    )  # fmt: skip
+    acc = await act(tick, decision, plan, acc, observed)
+    watts = spec.power.watts_per_gpu if spec.power else 683.0
+    tick.store_accounting(acc, pjob.gpus, watts)
+    report_decision(tick, decision, plan, observed)
+    await tick.flush()
+    if decision.phase in (Phase.SUCCEEDED, Phase.FAILED):
+        return None
+    return decision.next_transition
+
+
+async def act(tick: Tick, decision: Decision, plan: Plan, acc: Accounting, observed: Observed) -> Accounting:
+    kube = tick.state.kube_for(tick.status.get("cluster"))
+    ns, name = tick.namespace, tick.name
+    if decision.resume:
+        await kube.set_suspend(ns, name, False)  # Job first, then status: a crash between under-counts
+        acc = acc.resumed(tick.now)
+        tick.event("Normal", "Resumed", f"Resumed: {decision.why} (until {translate.iso(decision.next_transition)})")
+    elif decision.suspend:
+        acc = acc.suspended(tick.now)
+        tick.store_accounting(acc, 1, 0.0)
+        await tick.flush()  # status first, then the Job: a crash between under-counts
+        await kube.set_suspend(ns, name, True)
+        await kube.annotate_suspend_at(ns, name, None)
+        tick.event(
+            "Normal", "Suspended", f"Suspended: {decision.why}; next window {translate.iso(decision.next_transition)}"
+        )
+    if decision.annotate_suspend_at and observed.suspend_at_annotation != decision.annotate_suspend_at:
+        await kube.annotate_suspend_at(ns, name, translate.iso(decision.annotate_suspend_at))
+        tick.event(
+            "Normal", "SuspendPlanned", f"Checkpoint now: suspending at {translate.iso(decision.annotate_suspend_at)}"
+        )
+    return acc
+
+
+def report_plan(
+    tick: Tick,
+    plan: Plan,
+    provider: str | None,
+    signal: str | None,
+    degraded: list[str],
+    forecasts: dict[str, Any],
+) -> None:
+    series = forecasts.get(plan.zone) if plan.zone else None
+    now_g = series.at(tick.now) if series is not None else None
+    old_start = ((tick.old_status.get("plan") or {}).get("windows") or [{}])[0].get("start")
+    tick.status["plan"] = translate.plan_status(plan, provider, signal, tick.now)
+    summary = translate.plan_summary(plan, now_g, tick.now)
+    new_start = translate.iso(plan.start)
+    planned_reason = Reason.PLAN_COMPUTED
+    tick.condition(ConditionType.PLANNED, plan.reason is not PlanReason.NO_CAPACITY, planned_reason, summary)
+    deferred = plan.start is not None and plan.start > tick.now
+    if plan.windows and (old_start is None or (deferred and new_start != old_start)):
+        tick.event("Normal", "Planned", summary)
+    at_risk = AT_RISK.get(plan.reason)
+    if at_risk is not None or not plan.feasible:
+        tick.condition(
+            ConditionType.DEADLINE_AT_RISK, True, at_risk or Reason.DURATION_EXCEEDS_TIME_LEFT, summary, event="Warning"
+        )
+    else:
+        tick.condition(
+            ConditionType.DEADLINE_AT_RISK,
+            False,
+            "DeadlineSafe",
+            f"latest safe start {translate.iso(plan.latest_safe_start)}",
+        )
+    if degraded:
+        reason = Reason.NO_INTENSITY_DATA if plan.reason is PlanReason.NO_DATA else Reason.PROVIDER_FALLBACK
+        tick.condition(ConditionType.PROVIDER_DEGRADED, True, reason, "; ".join(degraded), event="Warning")
+    else:
+        tick.condition(ConditionType.PROVIDER_DEGRADED, False, Reason.PROVIDER_HEALTHY, f"forecast from {provider}")
+
+
+def report_decision(tick: Tick, decision: Decision, plan: Plan, observed: Observed) -> None:
+    phase = decision.phase
+    tick.status["phase"] = str(phase)
+    tick.status["nextTransitionTime"] = translate.iso(decision.next_transition)
+    if tick.status["nextTransitionTime"] is None:
+        del tick.status["nextTransitionTime"]
+    running = phase is Phase.RUNNING
+    if running:
+        reason = {
+            PlanReason.IMMEDIATE: Reason.RUNNING_IMMEDIATE_POLICY,
+            PlanReason.LATEST_SAFE_START: Reason.RUNNING_AT_LATEST_SAFE_START,
+            PlanReason.NO_DATA: Reason.RUNNING_AT_LATEST_SAFE_START,
+        }.get(plan.reason, Reason.RUNNING_IN_PLANNED_WINDOW)
+        tick.condition(ConditionType.RUNNING, True, reason, decision.why)
+    else:
+        tick.condition(ConditionType.RUNNING, False, Reason.DEFERRED_TO_LOW_CARBON_WINDOW, decision.why)
+    tick.condition(
+        ConditionType.WAITING, phase is Phase.WAITING, Reason.DEFERRED_TO_LOW_CARBON_WINDOW,
+        f"next window {translate.iso(decision.next_transition)}",
+    )  # fmt: skip
+    tick.condition(
+        ConditionType.SUSPENDED, phase is Phase.SUSPENDED, Reason.SUSPENDED_BETWEEN_WINDOWS,
+        f"next window {translate.iso(decision.next_transition)}",
+    )  # fmt: skip
+    if phase is Phase.SUCCEEDED:
+        tick.condition(ConditionType.SUCCEEDED, True, Reason.JOB_COMPLETED, "the Job completed", event="Normal")
+    if phase is Phase.FAILED:
+        message = f"{observed.failure_reason}: {observed.failure_message}" if observed.failure_reason else "failed"
+        tick.condition(ConditionType.FAILED, True, Reason.JOB_FAILED, message, event="Warning")
+    planned = plan.planned_grams
+    if math.isfinite(planned) and math.isfinite(plan.baseline_grams) and plan.baseline_grams > 0:
+        saved = 100 * (plan.baseline_grams - planned) / plan.baseline_grams
+        tick.status["display"] = {"co2e": translate.kg(planned), "saved": f"{saved:.0f}%"}
+
+
+# -- kopf wiring --------------------------------------------------------------------------------------------------
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=10.0)
+async def run_carbonawarejob(
+    body: kopf.Body,
+    name: str,
+    namespace: str | None,
+    stopped: kopf.DaemonStopped,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    **_: Any,
+) -> None:
+    assert namespace is not None  # CarbonAwareJob is namespaced
+    state = current()
+    wake = state.wake_event(namespace, name)
+    failures = 0
+    while not stopped:
+        wake.clear()
+        try:
+            nxt = await reconcile(state, dict(body))
+            failures = 0
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never let one object's failure stop its daemon: report, back off, retry
+            failures += 1
+            level = logging.WARNING if isinstance(exc, (KubeUnavailableError, OSError)) else logging.ERROR
+            logger.log(
+                level,
+                "reconcile failed (%s: %s); retry %d",
+                type(exc).__name__,
+                exc,
+                failures,
+                exc_info=level == logging.ERROR,
+            )
+            await asyncio.sleep(min(2**failures, 30))
+            continue
+        if nxt is None and translate.terminal((body.get("status") or {}).get("phase")):
+            return
+        wait = state.settings.tick
+        if nxt is not None:
+            wait = min(wait, max(nxt - state.clock.now(), timedelta(0)))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=max(state.clock.wall_seconds(wait), 0.05))
+
+
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+async def spec_changed(name: str, namespace: str | None, **_: Any) -> None:
+    current().poke(namespace or "", name)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED: "true"})
+async def job_changed(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+    owner = (body.get("metadata", {}).get("labels") or {}).get(LABEL_CAJ)
+    if owner:
+        current().poke(namespace or "", owner)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def delete_job(body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
+    """Deleting the CarbonAwareJob deletes its Job, in whichever cluster it was placed (the finalizer's job)."""
+    state = current()
+    cluster = (body.get("status") or {}).get("cluster")
+    if cluster:
+        try:
+            await state.kube_for(cluster).delete_job(namespace or "", name)
+        except LookupError:
+            log.warning("cluster %s of %s/%s is gone; nothing to clean up there", cluster, namespace, name)
+    state.wake.pop((namespace or "", name), None)

@@ -1,0 +1,127 @@
+"""The operator's wiring: configuration, the clock, the clusters it can place Jobs in, and the forecast source.
+
+Built once by `carbonshift run` (or a test) and installed with `install()`; handlers read it with `current()`.
+Nothing here is state that must survive a restart: that lives in the custom resources' status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Protocol
+
+import yaml
+from kubernetes import client, config
+
+from carbonshift.adapters.clock import Clock
+from carbonshift.adapters.intensity import ZoneForecast
+from carbonshift.adapters.kube import Kube
+from carbonshift.domain.planning.model import Cluster
+
+LOCAL = "local"
+
+
+class ForecastSource(Protocol):
+    async def forecast(self, zone: str, now: Any, horizon: timedelta) -> ZoneForecast: ...
+
+
+@dataclass
+class Settings:
+    """What `carbonshift run` is told (flags, environment, config file)."""
+
+    zone: str = "DE"  # grid zone of the local cluster when no ComputeCluster exists
+    pue: float = 1.2
+    tick: timedelta = timedelta(minutes=5)  # re-plan at least this often (planning time)
+    margin: timedelta = timedelta(minutes=10)  # spare time kept before every deadline
+    capacity_ttl_seconds: float = 10.0  # how long a cluster's free-GPU count is reused (wall seconds)
+
+
+@dataclass
+class ClusterEntry:
+    name: str
+    zone: str
+    pue: float
+    kube: Kube
+    gpu_capacity: int | None = None
+    free_gpus: int | None = None
+    checked_at: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class OperatorState:
+    settings: Settings
+    clock: Clock
+    local: Kube
+    forecasts: ForecastSource
+    clusters: dict[str, ClusterEntry] = field(default_factory=dict)
+    wake: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
+
+    def wake_event(self, namespace: str, name: str) -> asyncio.Event:
+        return self.wake.setdefault((namespace, name), asyncio.Event())
+
+    def poke(self, namespace: str, name: str) -> None:
+        event = self.wake.get((namespace, name))
+        if event is not None:
+            event.set()
+
+    def entries(self) -> list[ClusterEntry]:
+        """The clusters jobs may use: the ComputeClusters, or the local cluster when none is defined."""
+        if self.clusters:
+            return list(self.clusters.values())
+        return [ClusterEntry(LOCAL, self.settings.zone, self.settings.pue, self.local)]
+
+    def kube_for(self, name: str | None) -> Kube:
+        if name is None or name == LOCAL:
+            return self.local
+        entry = self.clusters.get(name)
+        if entry is None:
+            raise LookupError(f"ComputeCluster {name!r} is not known (deleted?)")
+        return entry.kube
+
+    async def planner_clusters(self, allowed: list[str]) -> list[Cluster]:
+        """Candidate clusters for the planner, with free GPUs refreshed at most every capacity_ttl_seconds."""
+        result = []
+        for entry in self.entries():
+            if allowed and entry.name not in allowed:
+                continue
+            if time.monotonic() - entry.checked_at > self.settings.capacity_ttl_seconds:
+                try:
+                    total, used = await entry.kube.gpu_capacity()
+                    cap = total if entry.gpu_capacity is None else min(total, entry.gpu_capacity)
+                    entry.free_gpus, entry.error = max(cap - used, 0), None
+                except Exception as exc:  # an unreachable cluster is not a candidate this tick
+                    entry.free_gpus, entry.error = 0, str(exc)
+                entry.checked_at = time.monotonic()
+            result.append(Cluster(entry.name, entry.zone, entry.pue, entry.free_gpus))
+        return result
+
+
+def kube_from_kubeconfig_text(name: str, text: str) -> Kube:
+    api = config.new_client_from_config_dict(yaml.safe_load(text))  # type: ignore[no-untyped-call]
+    return Kube(name, api)
+
+
+def kubeconfig_from_secret(local: Kube, namespace: str, secret: str, key: str) -> str:
+    obj = client.CoreV1Api(local.api).read_namespaced_secret(secret, namespace)
+    data = (obj.data or {}).get(key)
+    if data is None:
+        raise LookupError(f"Secret {namespace}/{secret} has no key {key!r}")
+    return base64.b64decode(data).decode()
+
+
+_state: OperatorState | None = None
+
+
+def install(state: OperatorState) -> None:
+    global _state
+    _state = state
+
+
+def current() -> OperatorState:
+    if _state is None:
+        raise RuntimeError("the operator state is not installed; start the operator with `carbonshift run`")
+    return _state

@@ -1,0 +1,124 @@
+"""Between the API and the domain: a CarbonAwareJob becomes planner inputs; a plan and a decision become status.
+
+Pure functions (no kopf, no API calls), so the handler module is left with reading, acting and reporting.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+from typing import Any
+
+from carbonshift.api.carbonawarejob import (
+    DEFAULT_CHECKPOINT_OVERHEAD,
+    DEFAULT_GRACE_PERIOD,
+    DEFAULT_MIN_RUN,
+    DEFAULT_WATTS_PER_GPU,
+    CarbonAwareJobSpec,
+)
+from carbonshift.api.durations import parse_duration
+from carbonshift.api.jobs import gpus_requested
+from carbonshift.domain.lifecycle import Accounting, Decision, Phase, remaining
+from carbonshift.domain.planning.model import Job, Plan, Policy, Reason
+
+
+def effective_deadline(spec: CarbonAwareJobSpec, submitted_at: datetime) -> datetime:
+    if spec.deadline is not None:
+        return spec.deadline
+    assert spec.max_delay is not None  # the CRD's CEL rule guarantees exactly one
+    return submitted_at + parse_duration(spec.max_delay)
+
+
+def checkpoint_settings(spec: CarbonAwareJobSpec) -> tuple[timedelta, timedelta, timedelta]:
+    """(overhead, grace period, minimum run) of an interruptible job; zero overhead for others."""
+    if not spec.interruptible:
+        return timedelta(0), timedelta(0), timedelta(0)
+    cp = spec.checkpoint
+    return (
+        parse_duration(cp.overhead if cp else DEFAULT_CHECKPOINT_OVERHEAD),
+        parse_duration(cp.grace_period if cp else DEFAULT_GRACE_PERIOD),
+        parse_duration(cp.min_run_duration if cp else DEFAULT_MIN_RUN),
+    )
+
+
+def planner_job(
+    name: str,
+    spec: CarbonAwareJobSpec,
+    deadline: datetime,
+    accounting: Accounting,
+    now: datetime,
+    *,
+    running: bool,
+) -> Job:
+    overhead, _, min_run = checkpoint_settings(spec)
+    return Job(
+        name=name,
+        remaining=remaining(parse_duration(spec.duration), accounting, now),
+        deadline=deadline,
+        interruptible=spec.interruptible,
+        overhead=overhead,
+        min_run=min_run,
+        gpus=gpus_requested(spec.template.model_dump()),
+        watts_per_gpu=spec.power.watts_per_gpu if spec.power else DEFAULT_WATTS_PER_GPU,
+        policy=Policy(spec.policy),
+        max_intensity_g_per_kwh=spec.max_intensity,
+        running=running,
+        started=accounting.run_seconds > 0 or accounting.running_since is not None,
+    )
+
+
+def iso(moment: datetime | None) -> str | None:
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+def kg(grams: float) -> str:
+    if not math.isfinite(grams):
+        return "unknown"
+    return f"{grams / 1000:.1f} kg" if abs(grams) >= 100 else f"{grams:.0f} g"
+
+
+def plan_status(plan: Plan, provider: str | None, signal: str | None, now: datetime) -> dict[str, Any]:
+    def finite(x: float) -> float | None:
+        return round(x, 3) if math.isfinite(x) else None
+
+    return {
+        "windows": [
+            {"start": iso(w.start), "end": iso(w.end), "gPerKWh": finite(w.mean_g_per_kwh)} for w in plan.windows
+        ],
+        "zone": plan.zone,
+        "provider": provider,
+        "signal": signal,
+        "plannedEmissionsGrams": finite(plan.planned_grams),
+        "runNowEmissionsGrams": finite(plan.baseline_grams),
+        "latestSafeStart": iso(plan.latest_safe_start),
+        "computedAt": iso(now),
+    }
+
+
+def plan_summary(plan: Plan, now_g_per_kwh: float | None, now: datetime) -> str:
+    """One line in numbers, for the event: "Deferred to 03:00Z: forecast 112 g/kWh vs 388 now, saves about 41 kg"."""
+    if plan.reason in (Reason.INFEASIBLE_DEADLINE, Reason.DEADLINE_PASSED):
+        return f"Cannot meet the deadline ({plan.reason}); running as soon as possible"
+    if plan.reason is Reason.NO_CAPACITY:
+        return "No cluster has enough free GPUs for this job; waiting for capacity"
+    if plan.reason is Reason.NO_DATA:
+        return f"No carbon-intensity data; running at the latest safe start {iso(plan.latest_safe_start)}"
+    if not plan.windows:
+        return "Nothing left to run"
+    first = plan.windows[0]
+    saved = plan.baseline_grams - plan.planned_grams
+    now_text = f"{now_g_per_kwh:.0f}" if now_g_per_kwh is not None and math.isfinite(now_g_per_kwh) else "unknown"
+    chunks = f" ({len(plan.windows)} windows)" if len(plan.windows) > 1 else ""
+    head = "Running now" if first.start <= now else f"Deferred to {iso(first.start)}"
+    return (
+        f"{head}{chunks}: forecast {first.mean_g_per_kwh:.0f} g/kWh vs {now_text} now, "
+        f"saves about {kg(saved)} ({plan.reason}, cluster {plan.cluster})"
+    )
+
+
+def phase_of(decision: Decision) -> str:
+    return str(decision.phase)
+
+
+def terminal(phase: str | None) -> bool:
+    return phase in (Phase.SUCCEEDED, Phase.FAILED)
