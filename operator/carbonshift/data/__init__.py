@@ -41,9 +41,7 @@ def _folder() -> Traversable:
 
 
 def _stems() -> list[str]:
-    return sorted(
-        entry.name.removesuffix(".csv") for entry in _folder().iterdir() if entry.name.endswith(".csv")
-    )
+    return sorted(entry.name.removesuffix(".csv") for entry in _folder().iterdir() if entry.name.endswith(".csv"))
 
 
 def bundled_zones() -> list[str]:
@@ -110,9 +108,7 @@ def load_bundled_forecast_vs_actual(name: str = "GB_2023") -> ForecastVsActual:
             parsed.forecast.values.flags.writeable = False  # shared by every caller through the cache
             parsed.actual.values.flags.writeable = False
             return parsed
-    raise UnknownTraceError(
-        f"no bundled forecast file named {name!r}; bundled: {', '.join(bundled_forecast_files())}"
-    )
+    raise UnknownTraceError(f"no bundled forecast file named {name!r}; bundled: {', '.join(bundled_forecast_files())}")
 
 
 def read_recorded_forecast(location: str) -> IntensitySeries:

@@ -271,9 +271,7 @@ def _parse_ratio(text: str, spec: str) -> float:
     try:
         ratio = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
     except ValueError:
-        raise ForecastSpecError(
-            f"forecast model {spec!r}: {text!r} is not a number (forms: {SPEC_FORMS})"
-        ) from None
+        raise ForecastSpecError(f"forecast model {spec!r}: {text!r} is not a number (forms: {SPEC_FORMS})") from None
     if not math.isfinite(ratio) or ratio < 0:
         raise ForecastSpecError(f"forecast model {spec!r}: the error must be a finite number >= 0")
     return ratio
@@ -307,8 +305,7 @@ def parse_forecast_model(
             raise ForecastSpecError(f"forecast model {spec!r}: file needs a location, e.g. file:GB_2023")
         if read_recorded is None:
             raise ForecastSpecError(
-                f"forecast model {spec!r} reads a file; call carbonshift.data.load_forecast_model "
-                "or pass read_recorded"
+                f"forecast model {spec!r} reads a file; call carbonshift.data.load_forecast_model or pass read_recorded"
             )
         recorded = read_recorded(location)
         if recorded.kind != Kind.FORECAST:

@@ -80,8 +80,7 @@ def _read_table(text: str, source: str) -> _Table:
     header = [cell.strip().lower() for cell in parsed[0]]
     if "timestamp" not in header:
         raise TraceError(
-            f"{source}: line {numbered[0][0]} must be a header with a 'timestamp' column, "
-            f"got {numbered[0][1]!r}"
+            f"{source}: line {numbered[0][0]} must be a header with a 'timestamp' column, got {numbered[0][1]!r}"
         )
     rows: list[tuple[int, list[str]]] = []
     malformed: list[RejectedPoint] = []
@@ -89,9 +88,7 @@ def _read_table(text: str, source: str) -> _Table:
         if len(cells) < len(header):
             detail = f"line {line_no}, {len(cells)} fields instead of {len(header)}: {line[:60]!r}"
             malformed.append(
-                RejectedPoint(
-                    _parse_timestamp(cells[0]) if cells else None, Reason.MALFORMED_ROW, None, detail
-                )
+                RejectedPoint(_parse_timestamp(cells[0]) if cells else None, Reason.MALFORMED_ROW, None, detail)
             )
             continue
         rows.append((line_no, cells))
@@ -281,9 +278,7 @@ def parse_forecast_vs_actual_csv(
     forecast_guarded = _guard_column(
         table, f_col, _unit_of_column(table.header[f_col], "forecast_"), limits, "forecast"
     )
-    actual_guarded = _guard_column(
-        table, a_col, _unit_of_column(table.header[a_col], "actual_"), limits, "actual"
-    )
+    actual_guarded = _guard_column(table, a_col, _unit_of_column(table.header[a_col], "actual_"), limits, "actual")
     ts_index = table.header.index("timestamp")
     stamps = sorted(
         {
@@ -315,7 +310,5 @@ def parse_forecast_vs_actual_csv(
         provider=provider,
         labels=labels,
     )
-    rejected = _by_line(
-        [*table.malformed, *forecast_guarded.rejected, *actual_guarded.rejected, *f_off, *a_off]
-    )
+    rejected = _by_line([*table.malformed, *forecast_guarded.rejected, *actual_guarded.rejected, *f_off, *a_off])
     return ForecastVsActual(forecast=forecast, actual=actual, rejected=rejected)
