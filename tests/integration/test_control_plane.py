@@ -9,6 +9,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from carbonshift.devcluster import COMPLETE_ANNOTATION, FAIL_ANNOTATION, GPU_RESOURCE, ZONE_LABEL, DevCluster
+from carbonshift.devcluster.kubeconfig import read_kubeconfig_token
 from carbonshift.devcluster.testing import api_client_from_kubeconfig, token_api_client, wait_for
 from tests.integration.conftest import GPUS_PER_NODE, NODES, ZONES
 
@@ -188,14 +189,9 @@ def test_two_clusters_run_side_by_side_independently(
         other_names = {ns.metadata.name for ns in other_core.list_namespace().items}
         assert namespace not in other_names
         with pytest.raises(ApiException) as unknown:  # one cluster's token means nothing to the other
-            client.CoreV1Api(token_api_client(other, _token_of(api_client))).list_node()
+            client.CoreV1Api(token_api_client(other, read_kubeconfig_token(dev_cluster.kubeconfig))).list_node()
         assert unknown.value.status == 401
     finally:
         other.close()
     dev_cluster.check_running()
     second_cluster.check_running()
-
-
-def _token_of(api: client.ApiClient) -> str:
-    header = api.configuration.api_key["authorization"]
-    return str(header).removeprefix("Bearer ").strip()

@@ -15,13 +15,17 @@ import contextlib
 import json
 import os
 import shutil
+import signal
+import ssl
 import tempfile
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import httpx
@@ -280,13 +284,20 @@ atexit.register(_stop_live_clusters)
 
 
 def _register_atexit(cluster: DevCluster) -> None:
+    """Stop the cluster at interpreter exit; also turn SIGTERM into SystemExit so that exit happens."""
     _live_clusters.add(cluster)
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
+def _exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _api_client(server_url: str, ca_cert: Path, token: str, timeout_seconds: float) -> httpx.Client:
     return httpx.Client(
         base_url=server_url,
-        verify=str(ca_cert),
+        verify=ssl.create_default_context(cafile=str(ca_cert)),
         headers={"Authorization": f"Bearer {token}"},
         timeout=timeout_seconds,
     )
@@ -409,7 +420,7 @@ class _Launch:
 
     def wait_http(self, url: str, ca: Path | None, ident: Identity | None, what: str, timeout: float) -> None:
         headers = {"Authorization": f"Bearer {ident.token}"} if ident else {}
-        verify: str | bool = str(ca) if ca else True
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca)) if ca else True
         with httpx.Client(verify=verify, headers=headers, timeout=5.0) as client:
             try:
                 _poll(lambda: _healthy(client, url), timeout, what, self.processes)
@@ -442,6 +453,9 @@ def _apiserver_argv(b: Binaries, d: Path, p: Ports, pki: ClusterPki) -> list[str
         f"--service-account-key-file={pki.service_account_public_key}",
         f"--service-account-signing-key-file={pki.service_account_key}",
         f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+        # Kubernetes 1.37 refuses a loopback advertise address for the endpoint reconciler; nothing in the
+        # cluster dials the `kubernetes` Service here (no real pods), so do without its Endpoints.
+        "--endpoint-reconciler-type=none",
         "--allow-privileged=true", "--profiling=false",
     ]  # fmt: skip
 

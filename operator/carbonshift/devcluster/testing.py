@@ -150,16 +150,23 @@ def crd_established(ext: client.ApiextensionsV1Api, name: str) -> bool:
 
 
 def create_custom_object(
-    api: client.ApiClient, crd: InstalledCrd, manifest: dict[str, Any], namespace: str
+    api: client.ApiClient, crd: InstalledCrd, manifest: dict[str, Any], namespace: str, field_validation: str = "Strict"
 ) -> dict[str, Any]:
-    """Create one custom object (namespaced objects go to `namespace`); returns what the server stored."""
+    """Create one custom object (namespaced objects go to `namespace`); returns what the server stored.
+
+    Field validation is Strict by default, as `kubectl apply` does: unknown fields are refused, not pruned.
+    """
     custom = client.CustomObjectsApi(api)
     created: Any
     if crd.namespaced:
         body = dict(manifest, metadata=dict(manifest.get("metadata", {}), namespace=namespace))
-        created = custom.create_namespaced_custom_object(crd.group, crd.version, namespace, crd.plural, body)
+        created = custom.create_namespaced_custom_object(
+            crd.group, crd.version, namespace, crd.plural, body, field_validation=field_validation
+        )
     else:
-        created = custom.create_cluster_custom_object(crd.group, crd.version, crd.plural, manifest)
+        created = custom.create_cluster_custom_object(
+            crd.group, crd.version, crd.plural, manifest, field_validation=field_validation
+        )
     return cast(dict[str, Any], created)
 
 
