@@ -1,0 +1,338 @@
+"""The replay engine: a trace and a job mix through the real planner, accounted on the actual intensity.
+
+For each policy and each job, at the job's arrival the forecast model issues a forecast (never the
+actual future, unless the model or the policy is the oracle, which is then labelled as such), the
+planner (carbonshift.domain.planning.plan_job) makes its plan once, and the plan's run windows are charged
+on the ACTUAL intensity of the trace: grams = energy x PUE x actual gCO2e/kWh, slot by slot. Plans are
+made once at arrival, as in Let's Wait Awhile; the operator re-plans every tick, which the planner's
+property tests cover.
+
+Policies:
+- `run-now`: start at the job's nominal start and run to completion (the baseline of every saving).
+- `threshold`: run while the forecast is at or below a threshold, forced by the latest safe start.
+- `lowest-slot`: start in the slot with the lowest forecast that still lets the job finish (a naive
+  rule many tools use), then run to completion.
+- `lowest-window`: the contiguous window with the lowest forecast mean (non-interruptible).
+- `optimal`: the planner's Optimal policy for a non-interruptible job.
+- `optimal-interruptible`: the planner's Optimal policy, suspending where it pays (with the configured
+  overhead per cycle and minimum chunk), for jobs that can be interrupted.
+- `oracle`: `optimal-interruptible` planned on the actual future (perfect information). Labelled
+  "oracle" everywhere it appears; an upper bound, not an achievable result.
+
+Jobs whose window starts before the trace or ends after it cannot be accounted and are dropped (and
+counted). Gaps in the actual trace are filled by linear interpolation for accounting only (counted).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from carbonshift.domain.forecasting import ForecastModel, OracleForecast
+from carbonshift.domain.planning import Cluster, Job, Plan, Policy, plan_job
+from carbonshift.domain.series import FloatArray, IntensitySeries
+from carbonshift.simulate.jobs import SimJob
+
+POLICIES = (
+    "run-now",
+    "threshold",
+    "lowest-slot",
+    "lowest-window",
+    "optimal",
+    "optimal-interruptible",
+    "oracle",
+)
+ORACLE_LABEL = "oracle (perfect information)"
+
+
+class SimulationError(ValueError):
+    """A simulation that cannot be run as asked (unknown policy, empty trace, no job inside the trace)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """How jobs are planned. `paper_quirks` reproduces Let's Wait Awhile exactly: every window (the
+    run-now baseline's too) holds one extra slot past the deadline; see docs/reproduction.md."""
+
+    overhead: timedelta = timedelta(0)
+    overhead_kwh: float = 0.0
+    min_run: timedelta = timedelta(0)
+    margin: timedelta = timedelta(0)
+    threshold_g_per_kwh: float | None = None
+    pue: float = 1.0
+    paper_quirks: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutcome:
+    """What happened to one job under one policy."""
+
+    job: str
+    windows: tuple[tuple[datetime, datetime], ...]
+    grams: float
+    baseline_grams: float
+    energy_kwh: float
+    finish: datetime
+    deadline: datetime
+    delay_hours: float
+    cycles: int
+    slack_hours: float
+
+    @property
+    def missed(self) -> bool:
+        return self.finish > self.deadline
+
+
+@dataclass(slots=True)
+class PolicyResult:
+    """A policy's totals over the job mix (means over seeds when the forecast is random)."""
+
+    policy: str
+    forecast: str
+    oracle: bool
+    emissions_kg: float
+    energy_kwh: float
+    deadline_misses: int
+    mean_delay_h: float
+    cycles: int
+    jobs: int
+    saved_pct_vs_run_now: float = math.nan
+    outcomes: list[JobOutcome] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Report:
+    """Everything a simulation run produced."""
+
+    trace: str
+    zone: str
+    scenario: str
+    forecast: str
+    forecast_is_oracle: bool
+    seeds: int
+    jobs: int
+    dropped: int
+    interpolated_slots: int
+    settings: Settings
+    results: list[PolicyResult]
+    actual: IntensitySeries
+
+    def result(self, policy: str) -> PolicyResult:
+        for r in self.results:
+            if r.policy == policy:
+                return r
+        raise KeyError(policy)
+
+
+class _Ledger:
+    """Actual intensity as a cumulative integral, to charge any [start, end) exactly."""
+
+    def __init__(self, actual: IntensitySeries) -> None:
+        values = actual.values.astype(np.float64, copy=True)
+        missing = np.isnan(values)
+        self.interpolated = int(np.count_nonzero(missing))
+        if missing.all():
+            raise SimulationError(f"trace for zone {actual.zone} holds no values")
+        if self.interpolated:
+            known = np.flatnonzero(~missing)
+            values[missing] = np.interp(np.flatnonzero(missing), known, values[known])
+        self.values = values
+        self.cumulative = np.concatenate(([0.0], np.cumsum(values)))
+        self.start = actual.start
+        self.step = actual.resolution_seconds
+
+    def slot_sum(self, begin: datetime, end: datetime) -> float:
+        """Integral of the intensity over [begin, end) in (gCO2e/kWh) x slots."""
+        return self._position(end) - self._position(begin)
+
+    def _position(self, moment: datetime) -> float:
+        offset = (moment - self.start).total_seconds() / self.step
+        index = min(max(math.floor(offset), 0), self.values.shape[0] - 1)
+        return float(self.cumulative[index] + (offset - index) * self.values[index])
+
+    def at(self, moment: datetime) -> float:
+        offset = (moment - self.start).total_seconds() / self.step
+        index = min(max(math.floor(offset), 0), self.values.shape[0] - 1)
+        return float(self.values[index])
+
+
+ProgressHook = Callable[[int], None]
+
+
+def simulate(
+    actual: IntensitySeries,
+    jobs: Sequence[SimJob],
+    policies: Sequence[str],
+    forecast_models: Sequence[ForecastModel],
+    *,
+    settings: Settings = Settings(),
+    trace_name: str = "",
+    scenario: str = "",
+    progress: ProgressHook | None = None,
+) -> Report:
+    """Replay `jobs` under each policy; with several forecast models (one per seed) results are averaged."""
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown:
+        raise SimulationError(f"unknown policy {', '.join(unknown)}; expected some of: {', '.join(POLICIES)}")
+    if not forecast_models:
+        raise SimulationError("at least one forecast model is needed")
+    ledger = _Ledger(actual)
+    step = actual.resolution
+    extra = step if settings.paper_quirks else timedelta(0)
+    kept = [j for j in jobs if j.arrival >= actual.start and j.deadline + extra <= actual.end]
+    if not kept:
+        raise SimulationError(f"no job of the mix lies inside the trace ({actual.start} .. {actual.end})")
+    threshold = settings.threshold_g_per_kwh
+    if threshold is None:
+        threshold = float(np.nanmedian(actual.values))
+    settings = replace(settings, threshold_g_per_kwh=threshold)
+    oracle_model = OracleForecast()
+    forecast_is_oracle = all(m.is_oracle for m in forecast_models)
+    ordered = ["run-now", *[p for p in policies if p != "run-now"]]
+    results: list[PolicyResult] = []
+    for policy in ordered:
+        models: Sequence[ForecastModel] = [oracle_model] if policy in ("oracle", "run-now") else forecast_models
+        runs = [_run_policy(policy, kept, actual, model, ledger, settings, progress) for model in models]
+        results.append(_average(policy, runs, models))
+    baseline = results[0].emissions_kg
+    for r in results:
+        r.saved_pct_vs_run_now = (1.0 - r.emissions_kg / baseline) * 100.0 if baseline > 0 else math.nan
+    if "run-now" not in policies:
+        results = results[1:]
+    return Report(
+        trace=trace_name or actual.provider,
+        zone=actual.zone,
+        scenario=scenario,
+        forecast=ORACLE_LABEL if forecast_is_oracle else forecast_models[0].name.split(" seed=")[0],
+        forecast_is_oracle=forecast_is_oracle,
+        seeds=len(forecast_models),
+        jobs=len(kept),
+        dropped=len(jobs) - len(kept),
+        interpolated_slots=ledger.interpolated,
+        settings=settings,
+        results=results,
+        actual=actual,
+    )
+
+
+def _average(policy: str, runs: list[list[JobOutcome]], models: Sequence[ForecastModel]) -> PolicyResult:
+    grams = [sum(o.grams for o in run) for run in runs]
+    first = runs[0]
+    oracle = all(m.is_oracle for m in models)
+    label = ORACLE_LABEL if oracle else models[0].name.split(" seed=")[0]
+    if policy == "run-now":
+        label = "-"
+        oracle = False
+    return PolicyResult(
+        policy=policy,
+        forecast=label,
+        oracle=oracle and policy != "run-now",
+        emissions_kg=float(np.mean(grams)) / 1000.0,
+        energy_kwh=float(np.mean([sum(o.energy_kwh for o in run) for run in runs])),
+        deadline_misses=max(sum(o.missed for o in run) for run in runs),
+        mean_delay_h=float(np.mean([np.mean([o.delay_hours for o in run]) for run in runs])),
+        cycles=round(float(np.mean([sum(o.cycles for o in run) for run in runs]))),
+        jobs=len(first),
+        outcomes=first,
+    )
+
+
+def _run_policy(
+    policy: str,
+    jobs: Sequence[SimJob],
+    actual: IntensitySeries,
+    model: ForecastModel,
+    ledger: _Ledger,
+    settings: Settings,
+    progress: ProgressHook | None,
+) -> list[JobOutcome]:
+    outcomes = []
+    step = actual.resolution
+    extra = step if settings.paper_quirks else timedelta(0)
+    cluster = Cluster(name="sim", zone=actual.zone, pue=settings.pue)
+    for index, sim in enumerate(jobs):
+        deadline = sim.deadline + extra
+        if policy == "run-now":
+            now = sim.baseline_start
+            if settings.paper_quirks:
+                # The paper's baseline: the cheaper of starting now or one slot later.
+                job = _job(sim, now + sim.duration + extra, "optimal", settings)
+            else:
+                job = _job(sim, deadline, policy, settings)
+        else:
+            now = sim.arrival
+            job = _job(sim, deadline, policy, settings)
+        forecast = model.forecast(actual, now, max(deadline - now, step))
+        if policy == "lowest-slot":
+            plan = _lowest_slot(job, cluster, forecast, now, settings.margin)
+        else:
+            plan = plan_job(job, [cluster], {actual.zone: forecast}, now, settings.margin)
+        outcomes.append(_account(sim, job, plan, ledger, settings, deadline))
+        if progress is not None and index % 64 == 63:
+            progress(64)
+    if progress is not None:
+        progress(len(jobs) % 64)
+    return outcomes
+
+
+def _job(sim: SimJob, deadline: datetime, policy: str, settings: Settings) -> Job:
+    interruptible = sim.interruptible and policy in ("optimal-interruptible", "oracle", "threshold")
+    policies = {"run-now": Policy.IMMEDIATE, "threshold": Policy.THRESHOLD}
+    return Job(
+        name=sim.name,
+        remaining=sim.duration,
+        deadline=deadline,
+        interruptible=interruptible,
+        overhead=settings.overhead if interruptible else timedelta(0),
+        overhead_kwh=settings.overhead_kwh if interruptible else 0.0,
+        min_run=settings.min_run if interruptible else timedelta(0),
+        gpus=sim.gpus,
+        watts_per_gpu=sim.watts_per_gpu,
+        policy=policies.get(policy, Policy.OPTIMAL),
+        max_intensity_g_per_kwh=settings.threshold_g_per_kwh if policy == "threshold" else None,
+    )
+
+
+def _lowest_slot(job: Job, cluster: Cluster, forecast: IntensitySeries, now: datetime, margin: timedelta) -> Plan:
+    """Naive rule: start in the lowest-forecast slot from which the job still finishes, then run."""
+    latest = job.deadline - margin - job.remaining
+    window = forecast.window(now, latest + forecast.resolution)
+    values: FloatArray = np.where(np.isnan(window.values), np.inf, window.values)
+    start = now
+    if len(window) and np.isfinite(values).any():
+        best = int(np.argmin(values))
+        start = min(max(window.slot_start(best), now), latest) if latest >= now else now
+    shifted = replace(job, policy=Policy.IMMEDIATE)
+    return plan_job(shifted, [cluster], {cluster.zone: forecast}, start, margin)
+
+
+def _account(sim: SimJob, job: Job, plan: Plan, ledger: _Ledger, settings: Settings, deadline: datetime) -> JobOutcome:
+    power_kw = job.power_kw
+    hours_per_slot = ledger.step / 3600.0
+    grams = 0.0
+    windows = tuple((w.start, w.end) for w in plan.windows)
+    for index, (begin, end) in enumerate(windows):
+        grams += ledger.slot_sum(begin, end) * power_kw * hours_per_slot * settings.pue
+        pays = index > 0 or (job.started and not job.running)
+        if pays and job.overhead_kwh > 0:
+            grams += job.overhead_kwh * settings.pue * ledger.at(begin)
+    baseline_end = sim.baseline_start + sim.duration
+    baseline = ledger.slot_sum(sim.baseline_start, baseline_end) * power_kw * hours_per_slot * settings.pue
+    finish = windows[-1][1] if windows else sim.baseline_start
+    run_hours = sum((e - b).total_seconds() for b, e in windows) / 3600.0
+    return JobOutcome(
+        job=sim.name,
+        windows=windows,
+        grams=grams,
+        baseline_grams=baseline,
+        energy_kwh=power_kw * run_hours + plan.cycles * job.overhead_kwh,
+        finish=finish,
+        deadline=deadline,
+        delay_hours=(finish - baseline_end).total_seconds() / 3600.0,
+        cycles=plan.cycles,
+        slack_hours=(sim.deadline - sim.arrival - sim.duration).total_seconds() / 3600.0,
+    )
