@@ -1,0 +1,122 @@
+"""The search algorithms against brute force on small instances."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from carbonshift.domain.planning.search import (
+    ChunkedSearch,
+    cheapest_slots,
+    cheapest_window,
+    chunked_runs,
+    runs_of,
+    threshold_runs,
+    window_costs,
+)
+
+costs_strategy = st.lists(st.integers(min_value=1, max_value=30), min_size=1, max_size=10).map(
+    lambda v: np.array(v, dtype=np.float64)
+)
+
+
+def brute_force(costs: np.ndarray, count: int, min_run: int, resume: float) -> float | None:
+    """Cheapest `count` slots where every chunk but the last lasts >= min_run, each resume costing `resume`."""
+    best = None
+    for combo in itertools.combinations(range(len(costs)), count):
+        chunks = runs_of(list(combo))
+        if any(b - a < min_run for a, b in chunks[:-1]):
+            continue
+        total = float(costs[list(combo)].sum()) + resume * max(len(chunks) - 1, 0)
+        best = total if best is None else min(best, total)
+    return best
+
+
+@given(costs=costs_strategy, data=st.data())
+@settings(max_examples=200, deadline=None)
+def test_chunked_dp_equals_brute_force_with_min_run_and_resume_energy(costs: np.ndarray, data: st.DataObject) -> None:
+    count = data.draw(st.integers(0, len(costs)))
+    min_run = data.draw(st.integers(1, 4))
+    resume = float(data.draw(st.integers(0, 12)))
+    chosen = chunked_runs(costs, count, min_run_slots=min_run, resume_costs=np.full(len(costs), resume))
+    expected = brute_force(costs, count, min_run, resume)
+    if expected is None:
+        assert chosen is None
+        return
+    assert chosen is not None
+    assert len(chosen.slots) == count
+    got = float(costs[list(chosen.slots)].sum()) + resume * chosen.paying_chunks
+    assert got == pytest.approx(expected)
+    assert all(b - a >= min_run for a, b in chosen.chunks()[:-1])
+
+
+@given(costs=costs_strategy, data=st.data())
+@settings(max_examples=200, deadline=None)
+def test_zero_overhead_no_min_chunk_equals_k_cheapest_slots(costs: np.ndarray, data: st.DataObject) -> None:
+    count = data.draw(st.integers(0, len(costs)))
+    chosen = chunked_runs(costs, count)
+    cheapest = cheapest_slots(costs, count)
+    assert chosen is not None and cheapest is not None
+    assert float(costs[list(chosen.slots)].sum()) == pytest.approx(float(np.sort(costs)[:count].sum()))
+    assert float(costs[list(cheapest)].sum()) == pytest.approx(float(np.sort(costs)[:count].sum()))
+
+
+@given(costs=costs_strategy, data=st.data())
+@settings(max_examples=100, deadline=None)
+def test_one_search_answers_every_horizon(costs: np.ndarray, data: st.DataObject) -> None:
+    count = data.draw(st.integers(1, len(costs)))
+    min_run = data.draw(st.integers(1, 3))
+    search = ChunkedSearch(costs, count, min_run_slots=min_run, resume_costs=np.full(len(costs), 2.0))
+    for horizon in range(1, len(costs) + 1):
+        shared = search.best(horizon)
+        alone = chunked_runs(costs[:horizon], count, min_run_slots=min_run, resume_costs=np.full(horizon, 2.0))
+        assert (shared is None) == (alone is None)
+        if shared is not None and alone is not None:
+            assert all(s < horizon for s in shared.slots)
+            cost = float(costs[list(shared.slots)].sum()) + 2.0 * shared.paying_chunks
+            assert cost == pytest.approx(float(costs[list(alone.slots)].sum()) + 2.0 * alone.paying_chunks)
+
+
+def test_time_overhead_needs_one_more_slot_per_resume_when_work_is_whole() -> None:
+    costs = np.array([1.0, 9.0, 9.0, 1.0, 9.0, 9.0, 1.0, 1.0])
+    chosen = chunked_runs(costs, 3, overhead_slots=0.1)
+    assert chosen is not None
+    # 3 slots of work split in two chunks need 3 + 0.1 slots of run time: a fourth slot.
+    assert len(chosen.slots) >= 3 + (1 if chosen.paying_chunks else 0)
+    assert len(chosen.slots) + 1e-9 >= 3 + 0.1 * chosen.paying_chunks
+
+
+def test_running_job_continues_free_but_pays_to_resume() -> None:
+    costs = np.array([5.0, 1.0, 5.0, 5.0])
+    # Running now: continuing through slot 0 costs 5, stopping and resuming at slot 1 costs 1 + 10 (resume).
+    chosen = chunked_runs(costs, 2, resume_costs=np.full(4, 10.0), running=True, first_start_free=False)
+    assert chosen is not None
+    assert chosen.slots == (0, 1)
+    assert chosen.paying_chunks == 0
+
+
+def test_window_costs_charge_the_partly_used_last_slot() -> None:
+    costs = np.array([4.0, 2.0, 6.0, 8.0])
+    totals = window_costs(costs, 1.5)
+    assert totals.tolist() == pytest.approx([4 + 1, 2 + 3, 6 + 4])
+    assert cheapest_window(costs, 1.5) == 0
+    blocked = window_costs(np.array([1.0, np.inf, 1.0, 1.0]), 2)
+    assert blocked.tolist() == [np.inf, np.inf, 2.0]
+
+
+def test_cheapest_window_takes_the_earliest_of_equal_windows() -> None:
+    assert cheapest_window(np.array([3.0, 1.0, 1.0, 3.0, 1.0, 1.0]), 2) == 1
+
+
+def test_threshold_runs_below_threshold_and_is_forced_at_the_end() -> None:
+    g = np.array([500.0, 100.0, 500.0, 500.0, 500.0, 500.0])
+    allowed = g <= 200
+    result = threshold_runs(g, g, allowed, 3.0)
+    assert result is not None
+    selection, forced = result
+    assert selection.slots == (1, 4, 5)
+    assert forced
