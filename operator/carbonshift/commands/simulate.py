@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,21 +90,6 @@ def _trace(args: argparse.Namespace) -> tuple[IntensitySeries, str]:
     return load_bundled_trace(name), name
 
 
-def paper_samples(series: IntensitySeries) -> IntensitySeries:
-    """The series at 30 minutes from its :00/:30 samples (not means), as Let's Wait Awhile does."""
-    step = series.resolution
-    half = timedelta(minutes=30)
-    if step == half:
-        return series
-    if step > half or half % step:
-        raise ValueError(f"--paper needs a trace at 30 minutes or finer that divides 30 minutes, got {step}")
-    offset = (series.start.minute * 60 + series.start.second) % 1800
-    first = round(((1800 - offset) % 1800) / step.total_seconds())
-    every = round(half / step)
-    values = series.values[first::every].copy()
-    return replace(series, start=series.slot_start(first), resolution=half, values=values)
-
-
 def _jobs(args: argparse.Namespace, actual: IntensitySeries) -> tuple[list[SimJob], str]:
     from carbonshift.simulate.jobs import jobs_from_csv, poisson_jobs, scenario_i, scenario_ii
 
@@ -139,13 +123,14 @@ def _run(args: argparse.Namespace) -> int:
 
     from carbonshift.data import load_forecast_model
     from carbonshift.simulate.engine import POLICIES, Settings
+    from carbonshift.simulate.paper import paper_trace
     from carbonshift.simulate.report import render_table, to_csv, to_json, write_plots
 
     if args.seeds < 1:
         raise ValueError("--seeds must be at least 1")
     actual, name = _trace(args)
     if args.paper:
-        actual = paper_samples(actual)
+        actual = paper_trace(actual)
     jobs, scenario = _jobs(args, actual)
     if args.limit is not None:
         if args.limit < 1:

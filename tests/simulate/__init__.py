@@ -1,0 +1,1 @@
+"""Tests of the simulator (carbonshift.simulate) and `carbonshift simulate`."""
