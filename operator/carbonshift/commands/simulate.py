@@ -165,7 +165,10 @@ def _run(args: argparse.Namespace) -> int:
     elif args.output == "csv":
         sys.stdout.write(to_csv(report))
     else:
-        render_table(report, Console(), plots)
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=130)
+        render_table(report, console, plots)
     return 0
 
 

@@ -100,13 +100,13 @@ def render_table(report: Report, console: Console, plots: list[Path] | None = No
         f"forecast: {report.forecast}" + (f", mean of {report.seeds} seeds" if report.seeds > 1 else "")
     )
     table = Table(title=title, title_justify="left")
-    table.add_column("policy")
-    table.add_column("planned on")
+    table.add_column("policy", no_wrap=True)
+    table.add_column("planned on", no_wrap=True)
     table.add_column("CO2e kg", justify="right")
     table.add_column("saved vs run-now", justify="right")
     table.add_column("deadline misses", justify="right")
     table.add_column("mean delay h", justify="right")
-    table.add_column("suspend/resume", justify="right")
+    table.add_column("cycles", justify="right")
     for r in report.results:
         style = "italic dim" if r.oracle else None
         table.add_row(
@@ -130,9 +130,9 @@ def render_table(report: Report, console: Console, plots: list[Path] | None = No
     if report.settings.paper_quirks:
         notes.append("Let's Wait Awhile quirks on: windows hold one extra slot past the deadline")
     for note in notes:
-        console.print(note)
+        console.print(note, soft_wrap=True)
     for path in plots or []:
-        console.print(f"plot: {path}")
+        console.print(f"plot: {path}", soft_wrap=True, highlight=False)
 
 
 def write_plots(report: Report, out_dir: Path, stem: str) -> list[Path]:
