@@ -132,11 +132,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"carbonshift run: {exc}", file=sys.stderr)
         return 2
     if args.kubeconfig:
-        os.environ["KUBECONFIG"] = args.kubeconfig  # kopf logs in with the same credentials
+        os.environ["KUBECONFIG"] = args.kubeconfig  # read by kopf.login_with_kubeconfig
     install(state)
     import carbonshift.handlers.carbonawarejob  # noqa: F401  (registers the handlers)
 
     kopf.on.startup()(configure_kopf)
+    # Log kopf in with the same credentials as our client: the given kubeconfig, else the pod's ServiceAccount.
+    if args.kubeconfig:
+        kopf.on.login()(kopf.login_with_kubeconfig)
+    else:
+        kopf.on.login()(kopf.login_with_service_account)
     asyncio.run(
         kopf.operator(
             clusterwide=not args.namespace,

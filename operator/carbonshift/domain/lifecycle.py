@@ -64,6 +64,12 @@ class Accounting:
             return self
         return Accounting(self.total_seconds(now), None, self.suspensions + 1)
 
+    def stopped(self, now: datetime) -> Accounting:
+        """Close the open interval because the Job finished (not a suspension)."""
+        if self.running_since is None:
+            return self
+        return Accounting(self.total_seconds(now), None, self.suspensions)
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:

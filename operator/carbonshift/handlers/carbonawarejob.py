@@ -164,11 +164,12 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         return None
     observed = observe(job)
     acc = tick.accounting()
-    running = observed.exists and not observed.suspended
+    finished = observed.complete or observed.failed
+    running = observed.exists and not observed.suspended and not finished
     if running and acc.running_since is None:  # resumed just before a crash: count from now (under-count)
         acc = acc.resumed(tick.now)
-    if not running and acc.running_since is not None:  # suspended by someone else, or the Job finished
-        acc = acc.suspended(tick.now)
+    if not running and acc.running_since is not None:  # finished, or suspended by someone else
+        acc = acc.stopped(tick.now) if finished else acc.suspended(tick.now)
 
     # Plan.
     allowed = spec.placement.clusters if spec.placement else []

@@ -68,7 +68,8 @@ def planner_job(
 
 
 def iso(moment: datetime | None) -> str | None:
-    return moment.isoformat().replace("+00:00", "Z") if moment else None
+    """RFC 3339 in UTC to the second (what status and events show)."""
+    return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z") if moment else None
 
 
 def kg(grams: float) -> str:

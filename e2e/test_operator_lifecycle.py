@@ -1,0 +1,154 @@
+"""The operator drives real Jobs on a real control plane, through planned windows, under least-privilege RBAC.
+
+Planning time runs 1,200x faster than the wall clock (an hour in 3 s); each scenario's grid trace has a known
+low-carbon window, and the forecast model is `oracle`, so what is tested is that the operator follows the plan, not
+the forecast's quality (the simulator's tests own that).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from e2e.harness import Cluster, OperatorProcess, caj_manifest, operator_kubeconfig, wait_until, write_trace
+
+SPEED = 1200.0
+SLOT = timedelta(minutes=15)
+
+
+def trace_values(epoch: datetime, start: datetime, hours: float, low: list[tuple[float, float]]) -> list[float]:
+    """500 g/kWh everywhere, 80 g/kWh in the `low` windows (hours after the epoch)."""
+    values = []
+    for i in range(int(hours * 4)):
+        at = (start + i * SLOT - epoch).total_seconds() / 3600
+        values.append(80.0 if any(a <= at < b for a, b in low) else 500.0)
+    return values
+
+
+@pytest.fixture
+def operator(
+    api_client: client.ApiClient, kubeconfig: Path, installed_crds: object, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    epoch = datetime.now(UTC).replace(microsecond=0)
+    start = epoch - timedelta(hours=2)
+    low = [(3.0, 5.0), (9.0, 11.0)]
+    trace = write_trace(tmp_path / "trace.csv", start, trace_values(epoch, start, 96, low), SLOT)
+    config = operator_kubeconfig(api_client, kubeconfig, tmp_path / "operator.kubeconfig")
+    proc = OperatorProcess(
+        config,
+        tmp_path,
+        speed=SPEED,
+        epoch=epoch,
+        extra=[
+            "--zone",
+            "TEST",
+            "--trace",
+            f"TEST={trace}",
+            "--forecast",
+            "oracle",
+            "--tick",
+            "15m",
+            "--margin",
+            "10m",
+        ],
+    )
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+def hours_after(proc: OperatorProcess, text: str) -> float:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return (moment - proc.epoch).total_seconds() / 3600
+
+
+def test_non_interruptible_job_waits_then_runs_in_the_low_carbon_window(
+    api_client: client.ApiClient, namespace: str, operator: OperatorProcess
+) -> None:
+    k = Cluster(api_client)
+    k.create_caj(namespace, caj_manifest("finetune", duration="2h", max_delay="20h"))
+    status = wait_until(lambda: (s := k.status(namespace, "finetune")).get("phase") == "Waiting" and s, "Waiting")
+    window = status["plan"]["windows"][0]
+    # The planning grid starts at `now`, so a window may start up to one slot (15 min) after the trace's boundary.
+    assert 2.75 <= hours_after(operator, window["start"]) <= 3.25, window
+    assert window["gPerKWh"] < 200, "the window should be the low-carbon one (80 g/kWh, not 500)"
+    job = wait_until(lambda: k.job(namespace, "finetune"), "the Job")
+    assert job.spec.suspend is True
+    assert job.metadata.owner_references[0].kind == "CarbonAwareJob"
+    assert k.pods(namespace, "finetune") == []
+    # Before the window: still suspended, no pods.
+    assert operator.planning_now() < operator.epoch + timedelta(hours=2.5)
+    assert "Planned" in k.event_reasons(namespace, "finetune")
+    planned = next(e for e in k.events(namespace, "finetune") if e.reason == "Planned")
+    assert planned.message.startswith("Deferred to ")
+    assert re.search(r"^Deferred to \S+Z: forecast \d+ g/kWh vs 500 now, saves about [\d.]+ kg", planned.message)
+    # In the window: resumed, a pod runs on a GPU node.
+    pods = wait_until(lambda: k.running_pods(namespace, "finetune"), "a running pod", timeout=30)
+    resumed_at = operator.planning_now()
+    assert resumed_at >= operator.epoch + timedelta(hours=2.75)
+    assert pods[0].spec.node_name.startswith("gpu-node")
+    assert pods[0].metadata.labels["carbonshift.io/carbonawarejob"] == "finetune"
+    status = wait_until(lambda: (s := k.status(namespace, "finetune")).get("phase") == "Running" and s, "Running")
+    assert status["cluster"] == "local"
+    # The workload finishes: the CarbonAwareJob succeeds, with a receipt.
+    k.complete_pods(namespace, "finetune")
+    status = wait_until(lambda: (s := k.status(namespace, "finetune")).get("phase") == "Succeeded" and s, "Succeeded")
+    assert status["runSeconds"] > 0
+    assert status["energyKWh"] > 0
+    operator.assert_alive()
+
+
+def test_job_without_slack_runs_at_once(
+    api_client: client.ApiClient, namespace: str, operator: OperatorProcess
+) -> None:
+    k = Cluster(api_client)
+    k.create_caj(namespace, caj_manifest("urgent", duration="4h", max_delay="4h15m"))
+    wait_until(lambda: k.running_pods(namespace, "urgent"), "a running pod", timeout=20)
+    assert operator.planning_now() < operator.epoch + timedelta(hours=2), "it should not wait for the 3h window"
+    status = wait_until(lambda: (s := k.status(namespace, "urgent")).get("phase") == "Running" and s, "Running")
+    running = next(c for c in status["conditions"] if c["type"] == "Running")
+    assert running["status"] == "True"
+
+
+def test_interruptible_job_is_suspended_and_resumed_with_pods_annotated_first(
+    api_client: client.ApiClient, namespace: str, operator: OperatorProcess
+) -> None:
+    k = Cluster(api_client)
+    checkpoint = {"overhead": "1m", "gracePeriod": "30m", "minRunDuration": "30m"}
+    manifest = caj_manifest("pretrain", duration="3h30m", max_delay="12h", interruptible=True, checkpoint=checkpoint)
+    k.create_caj(namespace, manifest)
+    status = wait_until(lambda: (s := k.status(namespace, "pretrain")).get("plan") and s, "a plan")
+    windows = [(hours_after(operator, w["start"]), hours_after(operator, w["end"])) for w in status["plan"]["windows"]]
+    assert len(windows) == 2, windows
+    assert 2.75 <= windows[0][0] <= 3.25 and 8.75 <= windows[1][0] <= 9.25, windows
+    # First window: runs; before its end the pod is annotated with the planned suspension time.
+    pods = wait_until(lambda: k.running_pods(namespace, "pretrain"), "running in window 1", timeout=30)
+    annotated = wait_until(
+        lambda: [
+            p
+            for p in k.running_pods(namespace, "pretrain")
+            if "carbonshift.io/suspend-at" in (p.metadata.annotations or {})
+        ],
+        "the suspend-at annotation on the running pod",
+        timeout=30,
+    )
+    suspend_at = hours_after(operator, annotated[0].metadata.annotations["carbonshift.io/suspend-at"])
+    assert abs(suspend_at - windows[0][1]) < 0.3, (suspend_at, windows)  # the end of the first planned window
+    assert suspend_at <= 5.3, "inside the low-carbon window"
+    assert operator.planning_now() < operator.epoch + timedelta(hours=suspend_at), "annotated before the suspension"
+    # Between the windows: suspended, pods gone.
+    wait_until(lambda: k.job(namespace, "pretrain").spec.suspend is True, "suspension", timeout=20)
+    wait_until(lambda: not k.running_pods(namespace, "pretrain"), "pods deleted", timeout=20)
+    assert k.status(namespace, "pretrain")["phase"] == "Suspended"
+    # Second window: resumed.
+    wait_until(lambda: k.running_pods(namespace, "pretrain"), "running in window 2", timeout=40)
+    assert operator.planning_now() >= operator.epoch + timedelta(hours=8.75)
+    status = k.status(namespace, "pretrain")
+    assert status["suspensions"] == 1
+    assert {"Resumed", "Suspended", "SuspendPlanned"} <= set(k.event_reasons(namespace, "pretrain"))
+    del pods

@@ -1,0 +1,56 @@
+"""The operator's permissions, written once: the tests bind exactly these, and the chart renders the same rules.
+
+Cluster-wide: what kopf needs to watch and record (CRDs, namespaces, peering, events), the carbonshift resources,
+the Jobs it owns, pods (to annotate ahead of a suspension) and nodes (to count free GPUs). Secrets are read only in
+the operator's own namespace (provider keys, kubeconfigs of remote ComputeClusters), through a namespaced Role.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from carbonshift.api.base import GROUP
+
+CLUSTER_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [GROUP], "resources": ["carbonawarejobs", "energybudgets", "computeclusters"],
+     "verbs": ["get", "list", "watch", "patch", "update"]},
+    {"apiGroups": [GROUP], "resources": ["carbonawarejobs/status", "energybudgets/status", "computeclusters/status"],
+     "verbs": ["get", "patch", "update"]},
+    {"apiGroups": [GROUP], "resources": ["carbonawarejobs/finalizers"], "verbs": ["update"]},
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]},
+    {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+     "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings", "kopfpeerings"],
+     "verbs": ["get", "list", "watch", "patch", "create"]},
+]  # fmt: skip
+
+NAMESPACE_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
+]
+
+
+def manifests(namespace: str, name: str = "carbonshift") -> list[dict[str, Any]]:
+    """ServiceAccount, ClusterRole + binding, and the Role + binding for Secrets in `namespace`."""
+    labels = {"app.kubernetes.io/name": "carbonshift", "app.kubernetes.io/part-of": "carbonshift"}
+    subject = [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {"name": name, "namespace": namespace, "labels": labels}},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": name, "labels": labels}, "rules": CLUSTER_RULES},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": f"{name}-{namespace}", "labels": labels},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+         "subjects": subject},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": f"{name}-secrets", "namespace": namespace, "labels": labels}, "rules": NAMESPACE_RULES},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": f"{name}-secrets", "namespace": namespace, "labels": labels},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"{name}-secrets"},
+         "subjects": subject},
+    ]  # fmt: skip
