@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,6 +40,12 @@ def wait_until(check: Callable[[], T | None], what: str, timeout: float = 60.0, 
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def ensure_namespace(api: client.ApiClient, name: str) -> None:
@@ -101,6 +109,7 @@ class OperatorProcess:
         self.extra = list(extra)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log: IO[bytes] | None = None
+        self.metrics_port = free_port()
         self.starts = 0
 
     @property
@@ -119,7 +128,8 @@ class OperatorProcess:
         self._close_log()
         self.log = log = (self.workdir / f"operator-{self.starts}.log").open("wb")
         command = [sys.executable, "-m", "carbonshift.cli", "run", "--kubeconfig", str(self.kubeconfig)]
-        command += ["--standalone", "--liveness", "", "--clock", self.clock, *self.extra]
+        command += ["--standalone", "--liveness", "", "--clock", self.clock, "--metrics-port", str(self.metrics_port)]
+        command += self.extra
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
 
@@ -143,6 +153,10 @@ class OperatorProcess:
             except subprocess.TimeoutExpired:
                 self.kill()
         self._close_log()
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("operator-*.log")))

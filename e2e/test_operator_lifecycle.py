@@ -101,6 +101,12 @@ def test_non_interruptible_job_waits_then_runs_in_the_low_carbon_window(
     assert status["runSeconds"] > 0
     assert status["energyKWh"] > 0
     operator.assert_alive()
+    exported = operator.metrics()
+    assert re.search(r'^carbonshift_transitions_total\{action="resume"\} [1-9]', exported, re.M), exported[-2000:]
+    assert re.search(rf'^carbonshift_jobs\{{namespace="{namespace}",phase="Succeeded"\}} 1\.0', exported, re.M)
+    assert re.search(
+        r'^carbonshift_grid_intensity_g_per_kwh\{provider="trace:\S+",signal="average",zone="TEST"\}', exported, re.M
+    )
 
 
 def test_job_without_slack_runs_at_once(

@@ -49,6 +49,7 @@ SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 POD_CIDR = "10.244.0.0/16"
 NODE_LEASE_DURATION_SECONDS = 40
+PORT_ATTEMPTS = 3
 _POLL_SECONDS = 0.1
 _NOT_READY_TAINTS = frozenset({"node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"})
 
@@ -69,6 +70,8 @@ class ClusterConfig:
     zones: tuple[str, ...] = ("zone-a", "zone-b")
     node_prefix: str = "gpu-node"
     startup_timeout_seconds: float = 180.0
+    # One ServiceAccount per controller (kubeadm's --use-service-account-credentials); ~5 s slower to start.
+    controller_service_accounts: bool = False
 
 
 @dataclass(frozen=True)
@@ -156,12 +159,22 @@ class DevCluster:
         owns_workdir = workdir is None
         directory = Path(tempfile.mkdtemp(prefix=f"carbonshift-{config.name}-")) if workdir is None else workdir
         directory.mkdir(parents=True, exist_ok=True)
-        launch = _Launch(config, binaries, directory, say, started_at)
-        try:
-            cluster = launch.run(owns_workdir=owns_workdir and not detach)
-        except BaseException:
-            launch.stop_all()
-            raise
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            launch = _Launch(config, binaries, directory, say, started_at)
+            try:
+                cluster = launch.run(owns_workdir=owns_workdir and not detach)
+                break
+            except (ClusterStartError, ProcessExitedError) as exc:
+                launch.stop_all()
+                # Free ports are picked before the processes bind them; another program may win the race.
+                if "address already in use" not in str(exc) or attempt == PORT_ATTEMPTS:
+                    raise
+                say(f"a port was taken meanwhile; starting again on new ports (attempt {attempt + 1})")
+                for leftover in ("etcd", "logs"):
+                    shutil.rmtree(directory / leftover, ignore_errors=True)
+            except BaseException:
+                launch.stop_all()
+                raise
         if detach:
             cluster._write_state()
         else:
@@ -373,7 +386,7 @@ class _Launch:
         cfg, bins, d = self.config, self.binaries, self.workdir
         pki = create_pki(d / "pki", cfg.name)
         admin = admin_identity()
-        components = component_identities()
+        components = component_identities(cfg.controller_service_accounts)
         write_token_file(d / "tokens.csv", [admin, *components.values()])
         ports = Ports.allocate()
         server_url = f"https://127.0.0.1:{ports.apiserver}"
@@ -390,7 +403,7 @@ class _Launch:
         apiserver_ready = self.elapsed()
         self.say(f"kube-apiserver ready after {apiserver_ready:.1f} s; starting controller-manager, scheduler, kwok")
 
-        self.spawn("kube-controller-manager", _controller_manager_argv(bins, d, ports, pki))
+        self.spawn("kube-controller-manager", _controller_manager_argv(bins, d, ports, pki, cfg))
         self.spawn("kube-scheduler", _scheduler_argv(bins, d, ports, pki))
         self.spawn("kwok", _kwok_argv(bins, d, ports, pki))
         cluster = DevCluster(cfg.name, d, server_url, pki.ca_cert, self.processes, admin.token, owns_workdir)
@@ -467,11 +480,11 @@ def _component_serving(d: Path, name: str, port: int, pki: ClusterPki) -> list[s
     ]  # fmt: skip
 
 
-def _controller_manager_argv(b: Binaries, d: Path, p: Ports, pki: ClusterPki) -> list[str | Path]:
+def _controller_manager_argv(b: Binaries, d: Path, p: Ports, pki: ClusterPki, cfg: ClusterConfig) -> list[str | Path]:
     return [
         b.kube_controller_manager,
         f"--kubeconfig={d / 'kube-controller-manager.kubeconfig'}",
-        "--leader-elect=false", "--use-service-account-credentials=true",
+        "--leader-elect=false", f"--use-service-account-credentials={str(cfg.controller_service_accounts).lower()}",
         f"--service-account-private-key-file={pki.service_account_key}",
         f"--root-ca-file={pki.ca_cert}", "--profiling=false",
         *_component_serving(d, "kube-controller-manager", p.controller_manager, pki),
