@@ -219,7 +219,9 @@ def _cheapest_block(
     """Cheapest contiguous run (earliest on ties); a later start may pay the resume overhead."""
     job = shape.job
     best: tuple[float, int, float] | None = None
-    for start_at, pays in ((0, _pays_first(job, 0)), (1, _pays_first(job, 1))):
+    first, later = _pays_first(job, 0), _pays_first(job, 1)
+    passes = ((0, first),) if first == later else ((0, first), (1, later))
+    for start_at, pays in passes:
         need = shape.work + (shape.overhead if pays else 0.0)
         span = whole_slots(need)
         starts = n - span + 1
@@ -231,7 +233,7 @@ def _cheapest_block(
                 totals = totals + fraction * state.weighted[full : full + starts]
         else:
             totals = window_costs(costs, need)
-        stop = totals.shape[0] if start_at == 1 else min(1, totals.shape[0])
+        stop = totals.shape[0] if (start_at == 1 or len(passes) == 1) else min(1, totals.shape[0])
         if stop <= start_at:
             continue
         part = totals[start_at:stop]

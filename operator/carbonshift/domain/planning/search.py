@@ -226,34 +226,37 @@ class ChunkedSearch:
         return None
 
     def _backtrack(self, row: int, j: int, i: int) -> list[int]:
-        """Recover the run slots of the state (row, j, i) by recomputing each step's choice."""
+        """Recover the run slots of the state (row, j, i) by recomputing each step's choice.
+
+        Suspended and finished rows are running minima (non-increasing in i), so a stretch without
+        running is skipped in one binary search: the state was entered where the value first appears."""
         layers, m, c = self.layers, self.m, self.costs
         slots: list[int] = []
         while i > 0:
-            value = layers[j, row, i]
-            if row == 0:
-                if j == 0 and not (self.running and i == 1):
+            if row == 0 or row == m + 1:
+                if row == 0 and j == 0 and not (self.running and i == 1):
                     break
-                if layers[j, 0, i - 1] != value:
-                    row = m
-                i -= 1
-            elif row == m + 1:
-                if layers[j, row, i - 1] != value:
-                    row = 1 + int(np.argmin(layers[j, 1:m, i - 1]))
-                i -= 1
+                if row == 0 and j == 0:
+                    row, i = m, 0
+                    continue
+                series = layers[j, row, : i + 1]
+                first = int(np.searchsorted(-series, -series[i], side="left"))
+                i = first - 1
+                row = m if row == 0 else 1 + int(np.argmin(layers[j, 1:m, i]))
+                continue
+            value = layers[j, row, i]
+            i -= 1
+            slots.append(i)
+            prev = layers[j - 1]
+            if row == 1:
+                pay = 0.0 if (j == 1 and self.first_start_free) else 1.0
+                from_start = prev[0, i] + c[i] + self.rc[i] * pay
+                row = 0 if (m > 1 or from_start == value) else 1
+            elif row < m:
+                row -= 1
             else:
-                i -= 1
-                slots.append(i)
-                prev = layers[j - 1]
-                if row == 1:
-                    pay = 0.0 if (j == 1 and self.first_start_free) else 1.0
-                    from_start = prev[0, i] + c[i] + self.rc[i] * pay
-                    row = 0 if (m > 1 or from_start == value) else 1
-                elif row < m:
-                    row -= 1
-                else:
-                    row = m - 1 if prev[m - 1, i] + c[i] == value else m
-                j -= 1
+                row = m - 1 if prev[m - 1, i] + c[i] == value else m
+            j -= 1
         slots.reverse()
         return slots
 
