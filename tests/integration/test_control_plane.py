@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from carbonshift.devcluster import COMPLETE_ANNOTATION, FAIL_ANNOTATION, GPU_RESOURCE, ZONE_LABEL, DevCluster
+from carbonshift.devcluster import (
+    COMPLETE_ANNOTATION,
+    FAIL_ANNOTATION,
+    GPU_RESOURCE,
+    TERMINATION_DELAY_ANNOTATION,
+    ZONE_LABEL,
+    DevCluster,
+)
 from carbonshift.devcluster.kubeconfig import read_kubeconfig_token
 from carbonshift.devcluster.testing import api_client_from_kubeconfig, token_api_client, wait_for
 from tests.integration.conftest import GPUS_PER_NODE, NODES, ZONES
@@ -92,6 +100,22 @@ def test_suspended_job_runs_only_while_resumed(api_client: client.ApiClient, nam
     wait_for(lambda: job_pods(core, namespace, "train") == [], "pods of Job train deleted after suspend")
     assert job_condition(batch, namespace, "train", "Suspended")
     assert not batch.read_namespaced_job_status("train", namespace).status.active
+
+
+def test_suspended_pod_keeps_running_for_its_termination_delay(api_client: client.ApiClient, namespace: str) -> None:
+    core, batch = client.CoreV1Api(api_client), client.BatchV1Api(api_client)
+    delay_seconds = 5
+    job = gpu_job("ckpt", 1, 1, False, {TERMINATION_DELAY_ANNOTATION: f"{delay_seconds}s"})
+    batch.create_namespaced_job(namespace, job)
+    wait_for(lambda: running_pods(core, namespace, "ckpt", 1), "the pod of Job ckpt running")
+    batch.patch_namespaced_job("ckpt", namespace, {"spec": {"suspend": True}})
+    terminating = wait_for(
+        lambda: [p for p in job_pods(core, namespace, "ckpt") if p.metadata.deletion_timestamp], "deletion requested"
+    )
+    requested_at = time.monotonic()
+    assert terminating[0].status.phase == "Running"  # still checkpointing
+    wait_for(lambda: job_pods(core, namespace, "ckpt") == [], "the pod removed after its delay")
+    assert time.monotonic() - requested_at >= delay_seconds - 1
 
 
 def test_pod_asking_for_more_gpus_than_any_node_stays_unschedulable(
