@@ -211,6 +211,8 @@ class ChunkedSearch:
         final_rows = np.argmin(final, axis=1)
         final_costs = final[np.arange(final.shape[0]), final_rows]
         order = sorted(range(final_costs.shape[0]), key=lambda k: (final_costs[k], k))
+        chosen: Selection | None = None
+        chosen_cost = math.inf
         for k in order:
             if not np.isfinite(final_costs[k]):
                 break
@@ -221,9 +223,15 @@ class ChunkedSearch:
                 self.running and bool(slots) and slots[0] == 0
             )
             paying = len(chunks) - (1 if free_first and chunks else 0)
-            if count + EPS >= self.work + paying * self.overhead:
-                return Selection(tuple(slots), paying)
-        return None
+            used = self.work + paying * self.overhead
+            if count + EPS < used:
+                continue
+            # The run ends inside the last slot: charge only the part used (as the plan's windows do).
+            unused = min(count - used, 1.0)
+            cost = float(final_costs[k]) - (unused * float(self.costs[slots[-1]]) if slots else 0.0)
+            if cost < chosen_cost - _TIE * max(1.0, abs(cost)):
+                chosen, chosen_cost = Selection(tuple(slots), paying), cost
+        return chosen
 
     def _backtrack(self, row: int, j: int, i: int) -> list[int]:
         """Recover the run slots of the state (row, j, i) by recomputing each step's choice.

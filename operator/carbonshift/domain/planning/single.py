@@ -239,8 +239,10 @@ def _search(job: Job, costs: _Costs, work: float, overhead: float, flags: set[Fl
     block = _best_block(job, usable, work, overhead, costs.resume_grams)
     if chunked is None:
         return block, Reason.OPTIMAL
-    if block is not None and _selection_cost(costs, block) <= _selection_cost(costs, chunked) + EPS:
-        return block, Reason.OPTIMAL
+    if block is not None:
+        block_grams = _windows(job, costs, block, work, overhead)[1]
+        if block_grams <= _windows(job, costs, chunked, work, overhead)[1] + EPS:
+            return block, Reason.OPTIMAL
     return chunked, Reason.OPTIMAL
 
 
@@ -316,16 +318,6 @@ def _contiguous_cost(costs: _Costs, start: int, need: float) -> float:
 def _contiguous(costs: _Costs, start: int, need: float, *, paying: int) -> float:
     total = _contiguous_cost(costs, start, need)
     return total + paying * float(costs.resume_grams[start]) if math.isfinite(total) else math.inf
-
-
-def _selection_cost(costs: _Costs, selection: Selection) -> float:
-    """Whole-slot emissions plus the overhead energy of each paying chunk (the DP's objective)."""
-    slots = list(selection.slots)
-    total = float(np.sum(costs.grams_per_slot[slots]))
-    chunks = runs_of(slots)
-    skip = len(chunks) - selection.paying_chunks
-    total += sum(float(costs.resume_grams[a]) for a, _ in chunks[skip:])
-    return total
 
 
 def _windows(
