@@ -158,6 +158,14 @@ class OperatorProcess:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
             return str(response.read().decode())
 
+    def serving(self) -> bool:
+        """Whether the current process is up far enough to serve its metrics endpoint."""
+        try:
+            self.metrics()
+        except OSError:
+            return False
+        return True
+
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("operator-*.log")))
 

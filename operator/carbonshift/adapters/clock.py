@@ -51,6 +51,12 @@ class Clock:
             return datetime.fromtimestamp(wall, UTC)
         return self.epoch + timedelta(seconds=(wall - self.anchor) * self.speed)
 
+    def from_wall(self, wall: datetime) -> datetime:
+        """The planning time of a wall-clock moment (e.g. an object's creationTimestamp)."""
+        if self.epoch is None:
+            return wall
+        return self.epoch + timedelta(seconds=(wall.timestamp() - self.anchor) * self.speed)
+
     def wall_seconds(self, planning: timedelta) -> float:
         """How many wall-clock seconds a stretch of planning time takes."""
         return max(planning.total_seconds() / self.speed, 0.0)

@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 import kopf
+import prometheus_client
 from kubernetes import client, config
 
 from carbonshift.adapters.carbon.base import CarbonProvider
@@ -28,6 +29,7 @@ from carbonshift.adapters.kube import Kube
 from carbonshift.api.durations import parse_duration
 from carbonshift.domain.forecasting import ForecastSpecError, parse_forecast_model
 from carbonshift.handlers.state import OperatorState, Settings, install
+from carbonshift.metrics import REGISTRY
 
 log = logging.getLogger("carbonshift")
 
@@ -72,6 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--standalone", action="store_true", help="no peering (a single replica)")
     parser.add_argument(
         "--liveness", default=env("CARBONSHIFT_LIVENESS", "http://0.0.0.0:8080/healthz"), help="liveness endpoint"
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(env("CARBONSHIFT_METRICS_PORT", "9090")),
+        help="serve Prometheus metrics on this port at /metrics (0: off)",
     )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
 
@@ -134,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig  # read by kopf.login_with_kubeconfig
     install(state)
+    if args.metrics_port:
+        prometheus_client.start_http_server(args.metrics_port, registry=REGISTRY)
     import carbonshift.handlers.carbonawarejob  # noqa: F401  (registers the handlers)
 
     kopf.on.startup()(configure_kopf)

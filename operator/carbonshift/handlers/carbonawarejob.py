@@ -24,6 +24,7 @@ from typing import Any, cast
 import kopf
 from pydantic import ValidationError
 
+from carbonshift import metrics
 from carbonshift.adapters.kube import KubeUnavailableError
 from carbonshift.api.base import GROUP, VERSION
 from carbonshift.api.carbonawarejob import PLURAL, CarbonAwareJob, CarbonAwareJobStatus
@@ -144,7 +145,9 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     if translate.terminal(tick.status.get("phase")):
         return None
     spec = caj.spec
-    submitted = parse_time(tick.status.get("submittedAt")) or tick.now
+    # maxDelay counts from creation, not from when the operator first saw the job (it may have been down).
+    created = parse_time(tick.meta.get("creationTimestamp"))
+    submitted = parse_time(tick.status.get("submittedAt")) or (state.clock.from_wall(created) if created else tick.now)
     tick.status["submittedAt"] = translate.iso(submitted)
     deadline = translate.effective_deadline(spec, submitted)
     tick.status["deadline"] = translate.iso(deadline)
@@ -189,6 +192,9 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         provider = provider or answer.provider
         if answer.series is not None:
             signal = str(answer.series.signal)
+    for zone, series in forecasts.items():
+        if series is not None and provider is not None:
+            metrics.GRID_INTENSITY.labels(zone, provider, str(series.signal)).set(series.at(tick.now))
     pjob = translate.planner_job(tick.name, spec, deadline, acc, tick.now, running=running)
     if not candidates:
         tick.condition(
@@ -198,7 +204,8 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         tick.status["phase"] = Phase.PENDING
         await tick.flush()
         return tick.now + state.settings.tick
-    plan = plan_job(pjob, candidates, forecasts, tick.now, state.settings.margin)
+    with metrics.PLANNER_SECONDS.time():
+        plan = plan_job(pjob, candidates, forecasts, tick.now, state.settings.margin)
     report_plan(tick, plan, provider, signal, degraded, forecasts)
 
     # Place and create the Job (suspended) once the plan names a cluster.
@@ -209,6 +216,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
             await tick.flush()  # record the placement before creating anything there
         kube = state.kube_for(cluster_name)
         job = await kube.create_job(build_job(body, local=cluster_name == LOCAL))
+        metrics.TRANSITIONS.labels("create").inc()
         tick.event("Normal", "JobCreated", f"Created Job {tick.name} (suspended) in cluster {cluster_name}")
         observed = observe(job)
     tick.status["jobName"] = tick.name if job is not None else None
@@ -223,6 +231,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     tick.store_accounting(acc, pjob.gpus, watts)
     report_decision(tick, decision, plan, observed)
     await tick.flush()
+    export_job_metrics(state, tick)
     if decision.phase in (Phase.SUCCEEDED, Phase.FAILED):
         return None
     return decision.next_transition
@@ -233,6 +242,7 @@ async def act(tick: Tick, decision: Decision, plan: Plan, acc: Accounting, obser
     ns, name = tick.namespace, tick.name
     if decision.resume:
         await kube.set_suspend(ns, name, False)  # Job first, then status: a crash between under-counts
+        metrics.TRANSITIONS.labels("resume").inc()
         acc = acc.resumed(tick.now)
         tick.event("Normal", "Resumed", f"Resumed: {decision.why} (until {translate.iso(decision.next_transition)})")
     elif decision.suspend:
@@ -240,6 +250,7 @@ async def act(tick: Tick, decision: Decision, plan: Plan, acc: Accounting, obser
         tick.store_accounting(acc, 1, 0.0)
         await tick.flush()  # status first, then the Job: a crash between under-counts
         await kube.set_suspend(ns, name, True)
+        metrics.TRANSITIONS.labels("suspend").inc()
         await kube.annotate_suspend_at(ns, name, None)
         tick.event(
             "Normal", "Suspended", f"Suspended: {decision.why}; next window {translate.iso(decision.next_transition)}"
@@ -250,6 +261,26 @@ async def act(tick: Tick, decision: Decision, plan: Plan, acc: Accounting, obser
             "Normal", "SuspendPlanned", f"Checkpoint now: suspending at {translate.iso(decision.annotate_suspend_at)}"
         )
     return acc
+
+
+def export_job_metrics(state: OperatorState, tick: Tick) -> None:
+    ns, name, status = tick.namespace, tick.name, tick.status
+    state.phases[(ns, name)] = str(status.get("phase") or "Pending")
+    if status.get("energyKWh") is not None:
+        metrics.JOB_ENERGY.labels(ns, name, status.get("energySource") or "estimate").set(status["energyKWh"])
+    for gauge, key in ((metrics.JOB_EMISSIONS, "emissionsGrams"), (metrics.JOB_AVOIDED, "avoidedEmissionsGrams")):
+        if status.get(key) is not None:
+            gauge.labels(ns, name).set(status[key])
+    nxt = parse_time(status.get("nextTransitionTime"))
+    metrics.JOB_PLANNED_START.labels(ns, name).set(nxt.timestamp() if nxt else 0)
+    at_risk = any(c.type == ConditionType.DEADLINE_AT_RISK and c.status == "True" for c in tick.conditions)
+    metrics.DEADLINE_AT_RISK.labels(ns, name).set(1 if at_risk else 0)
+    counts: dict[tuple[str, str], int] = {}
+    for (namespace, _), phase in state.phases.items():
+        counts[(namespace, phase)] = counts.get((namespace, phase), 0) + 1
+    metrics.JOBS.clear()
+    for (namespace, phase), count in counts.items():
+        metrics.JOBS.labels(namespace, phase).set(count)
 
 
 def report_plan(
@@ -342,12 +373,14 @@ async def run_carbonawarejob(
     while not stopped:
         wake.clear()
         try:
-            nxt = await reconcile(state, dict(body))
+            with metrics.RECONCILE_SECONDS.labels("ok").time():
+                nxt = await reconcile(state, dict(body))
             failures = 0
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never let one object's failure stop its daemon: report, back off, retry
             failures += 1
+            metrics.RECONCILE_SECONDS.labels("error").observe(0)
             level = logging.WARNING if isinstance(exc, (KubeUnavailableError, OSError)) else logging.ERROR
             logger.log(
                 level,
@@ -391,3 +424,4 @@ async def delete_job(body: kopf.Body, name: str, namespace: str | None, **_: Any
         except LookupError:
             log.warning("cluster %s of %s/%s is gone; nothing to clean up there", cluster, namespace, name)
     state.wake.pop((namespace or "", name), None)
+    state.phases.pop((namespace or "", name), None)
