@@ -144,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
     install(state)
     if args.metrics_port:
         prometheus_client.start_http_server(args.metrics_port, registry=REGISTRY)
-    import carbonshift.handlers.carbonawarejob  # noqa: F401  (registers the handlers)
+    import carbonshift.handlers.carbonawarejob
+    import carbonshift.handlers.clusters  # noqa: F401
 
     kopf.on.startup()(configure_kopf)
     # Log kopf in with the same credentials as our client: the given kubeconfig, else the pod's ServiceAccount.

@@ -1,0 +1,171 @@
+"""Measured energy, emissions and the receipt of a CarbonAwareJob: the glue the CarbonAwareJob reconcile calls.
+
+How to call it, once per tick, after the tick has acted on the Job (so `running` is what the Job now does):
+
+    meter = build_meter("http://prometheus:9090")          # once per operator (or meter_from_env(os.environ))
+    update = await update_energy(
+        meter, body,                    # the CarbonAwareJob as read this tick (metadata, spec, status)
+        running=running,                # True while the Job is resumed and not finished, after this tick's action
+        now=tick.now,                   # planning time (state.clock.now())
+        intensity=series,               # IntensitySeries of the job's zone covering [status.submittedAt, now], or None
+        pue=cluster_pue,                # PUE of the cluster the Job runs in
+        to_planning=state.clock.from_wall,  # wall datetime -> planning datetime (identity without a fast clock)
+        pods={"train-x2k4q"},           # optional: names of the job's pods now (the name pattern finds the rest)
+    )
+    tick.status.update(update.status)   # energyKWh, energySource, emissionsGrams, baselineEmissionsGrams,
+                                        # avoidedEmissionsGrams and energy (the account with the watermarks)
+    type_, true, reason, message = update.condition
+    tick.condition(type_, true, reason, message, event="Warning")     # MetricsDegraded
+    if finished and update.settled: tick.event("Normal", "Receipt", receipt_message(tick.namespace, tick.name,
+                                                                                   tick.status, pue))
+
+`update.settled` is True once a finished or suspended job's GPUs have all been seen unassigned, i.e. the energy
+drawn until its pods went away has been read; call again on later ticks until then (one more scrape interval).
+All jobs share `meter`: however many call in one tick, Prometheus gets one request (see adapters/prometheus.py).
+When Prometheus cannot be read, the account is left as it was (the watermarks keep their place) and energyKWh
+shows the account plus a provisional estimate (wattsPerGPU x GPUs x seconds since the last reading), flagged
+energySource=estimate, which the measured counter replaces once Prometheus answers again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from carbonshift.adapters.prometheus import EnergyMeter, MetricsUnavailableError, PrometheusEnergyReader, job_keys
+from carbonshift.api.carbonawarejob import DEFAULT_WATTS_PER_GPU
+from carbonshift.api.conditions import ConditionType, Reason
+from carbonshift.api.jobs import gpus_requested, parse_time
+from carbonshift.domain.accounting import (
+    Account,
+    Pricing,
+    Settings,
+    account_from_wire,
+    account_to_wire,
+    advance,
+    format_receipt,
+    open_chunk,
+    provisional_kwh,
+    receipt_from_status,
+    wall_to_utc,
+)
+from carbonshift.domain.series import IntensitySeries
+
+log = logging.getLogger(__name__)
+PROMETHEUS_URL_ENV = "CARBONSHIFT_PROMETHEUS_URL"
+EVENT_MESSAGE_LIMIT = 1000  # Kubernetes Event messages are capped at 1 KiB
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyUpdate:
+    status: dict[str, Any]  # CarbonAwareJob status fields to merge
+    condition: tuple[str, bool, str, str]  # (type, status, reason, message) for MetricsDegraded
+    settled: bool  # no GPU of the job is still held as far as the metrics show
+    degraded: bool
+
+
+def build_meter(url: str, **reader_options: Any) -> EnergyMeter:
+    """One meter per operator. reader_options go to PrometheusEnergyReader (timeout_seconds, attempts, ...)."""
+    return EnergyMeter(PrometheusEnergyReader(url, **reader_options))
+
+
+def meter_from_env(env: Mapping[str, str]) -> EnergyMeter | None:
+    url = env.get(PROMETHEUS_URL_ENV, "").strip()
+    return build_meter(url) if url else None
+
+
+def _identity(moment: datetime) -> datetime:
+    return moment
+
+
+def _owns(namespace: str, name: str, pods: set[str]) -> Callable[[str], bool]:
+    def owns(owner: str) -> bool:
+        ns, _, pod = owner.partition("/")
+        return ns == namespace and (pod in pods or (namespace, name) in job_keys(owner))
+
+    return owns
+
+
+def _fields(account: Account, extra_estimate_kwh: float) -> dict[str, Any]:
+    estimated = account.estimated_kwh > 0 or extra_estimate_kwh > 0
+    return {
+        "energyKWh": round(account.kwh + extra_estimate_kwh, 6),
+        "energySource": "estimate" if estimated else "dcgm",
+        "emissionsGrams": round(account.emissions_grams, 3),
+        "baselineEmissionsGrams": round(account.baseline_grams, 3),
+        "avoidedEmissionsGrams": round(account.avoided_grams, 3),
+        "energy": account_to_wire(account),
+    }
+
+
+async def update_energy(
+    meter: EnergyMeter,
+    body: Mapping[str, Any],
+    *,
+    running: bool,
+    now: datetime,
+    intensity: IntensitySeries | None,
+    pue: float,
+    to_planning: Callable[[datetime], datetime] = _identity,
+    pods: Iterable[str] = (),
+) -> EnergyUpdate:
+    """Read this tick's DCGM samples (shared read), fold the job's share into its account, price it."""
+    meta = body["metadata"]
+    namespace, name = str(meta["namespace"]), str(meta["name"])
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    watts = float((spec.get("power") or {}).get("wattsPerGPU") or DEFAULT_WATTS_PER_GPU)
+    gpus = gpus_requested(spec.get("template") or {})
+    settings = Settings(watts_per_gpu=watts)
+    account = account_from_wire(status.get("energy"))
+    started = parse_time(status.get("runningSince")) if running and not account.running else None
+    account = open_chunk(account, running, started or now)
+    pod_names = set(pods) | {m.owner.partition("/")[2] for m in account.watermarks if m.owner}
+    owns = _owns(namespace, name, pod_names)
+    job = (namespace, name)
+    try:
+        snapshot = await meter.snapshot()
+    except MetricsUnavailableError as exc:
+        extra = provisional_kwh(account, time.time(), gpus, watts)
+        held = [m.t for m in account.watermarks if m.owner is not None and owns(m.owner)]
+        meter.need(job, min(held) if held else None)
+        message = f"{exc}; energy since the last reading estimated at {watts:g} W per GPU until it answers"
+        return EnergyUpdate(
+            _fields(account, extra),
+            (ConditionType.METRICS_DEGRADED, True, Reason.PROMETHEUS_UNREACHABLE, message),
+            settled=False,
+            degraded=True,
+        )
+    before = account.estimated_kwh
+    wanted = snapshot.gpus_for(namespace, name, pod_names) | {m.gpu for m in account.watermarks}
+    series = [snapshot.series[g] for g in sorted(wanted) if g in snapshot.series]
+    submitted = parse_time(status.get("submittedAt")) or now
+    pricing = Pricing(pue, intensity, submitted, lambda t: to_planning(wall_to_utc(t)))
+    account = advance(account, series, owns, snapshot.start, pricing, settings, forget_before=snapshot.start)
+    held = [m.t for m in account.watermarks if m.owner is not None and owns(m.owner)]
+    meter.need(job, min(held) if held else None)
+    counter = any(s.gpu in snapshot.counter_gpus for s in series)
+    if account.estimated_kwh > before:
+        added = (account.estimated_kwh - before) * 1000
+        condition = (
+            ConditionType.METRICS_DEGRADED, True, Reason.ESTIMATED_ENERGY,
+            f"{added:.2f} Wh estimated at {watts:g} W per GPU for gaps in the DCGM samples",
+        )  # fmt: skip
+    else:
+        how = "energy counter" if counter or not series else "power samples (no energy counter exported)"
+        condition = (
+            ConditionType.METRICS_DEGRADED, False, Reason.METRICS_HEALTHY,
+            f"{account.measured_kwh:.6f} kWh measured by DCGM ({how})",
+        )  # fmt: skip
+    fields = _fields(account, 0.0) if (account.kwh > 0 or account.watermarks) else {"energy": account_to_wire(account)}
+    return EnergyUpdate(fields, condition, settled=not running and not held, degraded=False)
+
+
+def receipt_message(namespace: str, name: str, status: Mapping[str, Any], pue: float | None = None) -> str:
+    """The receipt text for the completion Event (capped at the Event message limit)."""
+    text = format_receipt(receipt_from_status(namespace, name, status, pue))
+    return text if len(text) <= EVENT_MESSAGE_LIMIT else text[: EVENT_MESSAGE_LIMIT - 3] + "..."
