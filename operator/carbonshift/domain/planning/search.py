@@ -217,6 +217,10 @@ class ChunkedSearch:
             if not np.isfinite(final_costs[k]):
                 break
             count = self.base + k
+            if count - 1 - self.work >= math.ceil(count / self.m) * self.overhead - EPS:
+                # Even with the most chunks possible a whole slot would stay unused: the optimum of
+                # one slot fewer is at least as good.
+                continue
             slots = self._backtrack(int(final_rows[k]), count, horizon)
             chunks = runs_of(slots)
             free_first = (self.first_start_free and not self.running) or (

@@ -226,16 +226,17 @@ def _search(job: Job, costs: _Costs, work: float, overhead: float, flags: set[Fl
         slots = cheapest_slots(usable, whole_slots(work))
         if slots is None:
             return None, Reason.LATEST_SAFE_START
-        return Selection(slots, _paying_chunks(job, slots)), Reason.OPTIMAL
-    chunked = chunked_runs(
-        usable,
-        work,
-        overhead_slots=overhead,
-        resume_costs=costs.resume_grams[: costs.horizon],
-        min_run_slots=_min_run_slots(job, costs),
-        first_start_free=not job.started and not job.running,
-        running=job.running,
-    )
+        chunked: Selection | None = Selection(slots, _paying_chunks(job, slots))
+    else:
+        chunked = chunked_runs(
+            usable,
+            work,
+            overhead_slots=overhead,
+            resume_costs=costs.resume_grams[: costs.horizon],
+            min_run_slots=_min_run_slots(job, costs),
+            first_start_free=not job.started and not job.running,
+            running=job.running,
+        )
     block = _best_block(job, usable, work, overhead, costs.resume_grams)
     if chunked is None:
         return block, Reason.OPTIMAL
