@@ -127,15 +127,17 @@ class Kube:
                     raise
 
     # -- capacity --------------------------------------------------------------------------------------------
-    async def gpu_capacity(self) -> tuple[int, int]:
-        """(allocatable GPUs on schedulable nodes, GPUs requested by pods that are not finished)."""
+    async def gpu_capacity(self) -> tuple[int, int, int]:
+        """(allocatable GPUs on schedulable nodes, GPUs requested by unfinished pods, the most on any one node)."""
         nodes = await self._call("list nodes", self.core.list_node)
-        total = 0
+        total = largest = 0
         for node in nodes.items:
             if node.spec and node.spec.unschedulable:
                 continue
             allocatable = (node.status.allocatable if node.status else None) or {}
-            total += int(allocatable.get(GPU_RESOURCE, 0))
+            on_node = int(allocatable.get(GPU_RESOURCE, 0))
+            total += on_node
+            largest = max(largest, on_node)
         pods = await self._call(
             "list pods",
             self.core.list_pod_for_all_namespaces,
@@ -146,7 +148,7 @@ class Kube:
             for container in (pod.spec.containers if pod.spec else None) or []:
                 limits = (container.resources.limits or {}) if container.resources else {}
                 used += int(limits.get(GPU_RESOURCE, 0))
-        return total, used
+        return total, used, largest
 
     # -- CarbonAwareJob status (management cluster only) ------------------------------------------------------
     async def patch_caj_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:

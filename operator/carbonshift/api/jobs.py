@@ -73,17 +73,21 @@ def _quantities_as_strings(pod_spec: dict[str, Any]) -> None:
                     resources[kind] = {name: str(value) for name, value in resources[kind].items()}
 
 
-def gpus_requested(template: dict[str, Any]) -> int:
-    """GPUs the Job needs at once: per pod (limits, else requests, summed over containers) x parallelism."""
-    spec = template.get("spec") or {}
-    pod_spec = (spec.get("template") or {}).get("spec") or {}
+def gpus_per_pod(template: dict[str, Any]) -> int:
+    """GPUs one pod of the Job asks for (limits, else requests, summed over containers)."""
+    pod_spec = ((template.get("spec") or {}).get("template") or {}).get("spec") or {}
     per_pod = 0
     for container in pod_spec.get("containers") or []:
         resources = container.get("resources") or {}
-        value = (resources.get("limits") or {}).get(GPU_RESOURCE) or (resources.get("requests") or {}).get(GPU_RESOURCE)
-        per_pod += int(value or 0)
-    parallelism = int(spec.get("parallelism") or 1)
-    return max(per_pod, 1) * max(parallelism, 1)
+        limits, requests = resources.get("limits") or {}, resources.get("requests") or {}
+        per_pod += int(limits.get(GPU_RESOURCE) or requests.get(GPU_RESOURCE) or 0)
+    return per_pod
+
+
+def gpus_requested(template: dict[str, Any]) -> int:
+    """GPUs the Job needs at once: per pod x parallelism (at least 1, for power estimates)."""
+    parallelism = int((template.get("spec") or {}).get("parallelism") or 1)
+    return max(gpus_per_pod(template), 1) * max(parallelism, 1)
 
 
 def owned_by(job: dict[str, Any], uid: str) -> bool:

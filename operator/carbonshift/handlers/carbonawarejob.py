@@ -34,12 +34,13 @@ from carbonshift.api.jobs import (
     LABEL_CAJ,
     LABEL_MANAGED,
     build_job,
+    gpus_per_pod,
     job_condition,
     owned_by,
     parse_time,
 )
 from carbonshift.domain.lifecycle import Accounting, Decision, Observed, Phase, decide
-from carbonshift.domain.planning.model import Plan
+from carbonshift.domain.planning.model import Cluster, Plan
 from carbonshift.domain.planning.model import Reason as PlanReason
 from carbonshift.domain.planning.single import plan_job
 from carbonshift.handlers import translate
@@ -178,7 +179,17 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     allowed = spec.placement.clusters if spec.placement else []
     if cluster_name:
         allowed = [cluster_name]
-    candidates = await state.planner_clusters(allowed)
+    entries = await state.candidate_entries(allowed)
+    per_pod = gpus_per_pod(spec.template.model_dump())
+    fitting = [e for e in entries if e.largest_node_gpus is None or e.largest_node_gpus >= per_pod]
+    if entries and not fitting and job is None:
+        largest = max((e.largest_node_gpus or 0) for e in entries)
+        message = f"each pod asks for {per_pod} GPUs but the largest node of any allowed cluster has {largest}"
+        tick.condition(ConditionType.DEADLINE_AT_RISK, True, Reason.NOT_ENOUGH_GPUS, message, event="Warning")
+        tick.status["phase"] = Phase.PENDING
+        await tick.flush()
+        return tick.now + state.settings.tick
+    candidates = [Cluster(e.name, e.zone, e.pue, e.free_gpus) for e in (fitting or entries)]
     horizon = max(deadline - tick.now, timedelta(hours=1)) + timedelta(hours=1)
     forecasts = {}
     degraded: list[str] = []

@@ -74,7 +74,7 @@ async def cluster_health(body: kopf.Body, name: str, patch: kopf.Patch, **_: Any
         )
     else:
         try:
-            total, used = await entry.kube.gpu_capacity()
+            total, used, _largest = await entry.kube.gpu_capacity()
             cap = total if entry.gpu_capacity is None else min(total, entry.gpu_capacity)
             patch.status["gpusTotal"] = total
             patch.status["gpusFree"] = max(cap - used, 0)

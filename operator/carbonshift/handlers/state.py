@@ -19,7 +19,6 @@ from kubernetes import client, config
 from carbonshift.adapters.clock import Clock
 from carbonshift.adapters.intensity import ZoneForecast
 from carbonshift.adapters.kube import Kube
-from carbonshift.domain.planning.model import Cluster
 
 LOCAL = "local"
 
@@ -47,6 +46,7 @@ class ClusterEntry:
     kube: Kube
     gpu_capacity: int | None = None
     free_gpus: int | None = None
+    largest_node_gpus: int | None = None
     checked_at: float = 0.0
     error: str | None = None
 
@@ -83,21 +83,21 @@ class OperatorState:
             raise LookupError(f"ComputeCluster {name!r} is not known (deleted?)")
         return entry.kube
 
-    async def planner_clusters(self, allowed: list[str]) -> list[Cluster]:
-        """Candidate clusters for the planner, with free GPUs refreshed at most every capacity_ttl_seconds."""
+    async def candidate_entries(self, allowed: list[str]) -> list[ClusterEntry]:
+        """The allowed clusters, with free GPUs refreshed at most every capacity_ttl_seconds."""
         result = []
         for entry in self.entries():
             if allowed and entry.name not in allowed:
                 continue
             if time.monotonic() - entry.checked_at > self.settings.capacity_ttl_seconds:
                 try:
-                    total, used = await entry.kube.gpu_capacity()
+                    total, used, largest = await entry.kube.gpu_capacity()
                     cap = total if entry.gpu_capacity is None else min(total, entry.gpu_capacity)
-                    entry.free_gpus, entry.error = max(cap - used, 0), None
+                    entry.free_gpus, entry.largest_node_gpus, entry.error = max(cap - used, 0), largest, None
                 except Exception as exc:  # an unreachable cluster is not a candidate this tick
                     entry.free_gpus, entry.error = 0, str(exc)
                 entry.checked_at = time.monotonic()
-            result.append(Cluster(entry.name, entry.zone, entry.pue, entry.free_gpus))
+            result.append(entry)
         return result
 
 
