@@ -21,6 +21,7 @@ import yaml
 from carbonshift.adapters.carbon.config import api_provider_from_env
 from carbonshift.api import rbac
 from carbonshift.commands import run as run_command
+from carbonshift.handlers.energy import PROMETHEUS_URL_ENV, meter_from_env
 from tests.chart.helm import CHART, NAMESPACE, REPO, HelmError, find, helm, load_gen_chart, one, operator_container
 from tests.chart.helm import render as render_chart
 
@@ -51,6 +52,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "forecast": "gaussian:5%",
             "verbose": True,
             "extraArgs": ["--trace=DE=/data/de.csv"],
+            "prometheusUrl": "http://prometheus.monitoring:9090",
         },
         "serviceMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True, "job": "carbonshift"},
@@ -329,6 +331,10 @@ def test_everything_switched_on_renders_flags_the_operator_accepts() -> None:
         "gb-carbon-intensity", True, "gaussian:5%", True
     )  # fmt: skip
     assert args.trace == ["DE=/data/de.csv"]
+    # The DCGM energy reader finds Prometheus through the environment variable the chart sets.
+    env = {e["name"]: e["value"] for e in operator_container(docs)["env"]}
+    assert meter_from_env(env) is not None
+    assert meter_from_env({k: v for k, v in env.items() if k != PROMETHEUS_URL_ENV}) is None
     assert operator_container(docs)["image"] == "ghcr.io/carbonshift/carbonshift@sha256:" + "a" * 64
     assert one(docs, "Deployment")["spec"]["replicas"] == 3
     assert not find(docs, "CustomResourceDefinition") and not find(docs, "ClusterKopfPeering")
