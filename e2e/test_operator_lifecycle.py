@@ -156,7 +156,7 @@ def test_interruptible_job_is_suspended_and_resumed_with_pods_annotated_first(
     # Between the windows: suspended, pods gone.
     wait_until(lambda: k.job(namespace, "pretrain").spec.suspend is True, "suspension", timeout=20)
     wait_until(lambda: not k.running_pods(namespace, "pretrain"), "pods deleted", timeout=20)
-    assert k.status(namespace, "pretrain")["phase"] == "Suspended"
+    wait_until(lambda: k.status(namespace, "pretrain")["phase"] == "Suspended", "phase Suspended", timeout=10)
     # Second window: resumed.
     wait_until(lambda: k.running_pods(namespace, "pretrain"), "running in window 2", timeout=40)
     assert operator.planning_now() >= operator.epoch + timedelta(hours=8.75)

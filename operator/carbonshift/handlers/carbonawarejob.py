@@ -120,16 +120,17 @@ class Tick:
             suspensions=int(self.status.get("suspensions") or 0),
         )
 
-    def store_accounting(self, acc: Accounting, spec_gpus: int, watts: float) -> None:
+    def store_accounting(self, acc: Accounting) -> None:
         self.status["runSeconds"] = round(acc.run_seconds, 3)
         self.status["runningSince"] = translate.iso(acc.running_since)
         if self.status["runningSince"] is None:
             del self.status["runningSince"]
         self.status["suspensions"] = acc.suspensions
-        seconds = acc.total_seconds(self.now)
-        # An estimate until the DCGM reader replaces it with measured energy.
+
+    def store_energy_estimate(self, acc: Accounting, gpus: int, watts: float) -> None:
+        """Energy from run time x GPUs x wattsPerGPU, until measured DCGM energy replaces it."""
         if self.status.get("energySource") != "dcgm":
-            self.status["energyKWh"] = round(seconds * spec_gpus * watts / 3.6e6, 6)
+            self.status["energyKWh"] = round(acc.total_seconds(self.now) * gpus * watts / 3.6e6, 6)
             self.status["energySource"] = "estimate"
 
 
@@ -238,8 +239,8 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         has_run=acc.run_seconds > 0 or acc.running_since is not None,
     )  # fmt: skip
     acc = await act(tick, decision, plan, acc, observed)
-    watts = spec.power.watts_per_gpu if spec.power else 683.0
-    tick.store_accounting(acc, pjob.gpus, watts)
+    tick.store_accounting(acc)
+    tick.store_energy_estimate(acc, pjob.gpus, pjob.watts_per_gpu)
     report_decision(tick, decision, plan, observed)
     await tick.flush()
     export_job_metrics(state, tick)
@@ -258,7 +259,8 @@ async def act(tick: Tick, decision: Decision, plan: Plan, acc: Accounting, obser
         tick.event("Normal", "Resumed", f"Resumed: {decision.why} (until {translate.iso(decision.next_transition)})")
     elif decision.suspend:
         acc = acc.suspended(tick.now)
-        tick.store_accounting(acc, 1, 0.0)
+        tick.store_accounting(acc)
+        tick.status["phase"] = str(Phase.SUSPENDED)
         await tick.flush()  # status first, then the Job: a crash between under-counts
         await kube.set_suspend(ns, name, True)
         metrics.TRANSITIONS.labels("suspend").inc()
