@@ -25,19 +25,20 @@ tools: ## Build or reuse kube-apiserver, controller-manager, scheduler, kubectl,
 
 .PHONY: lint
 lint: python-deps ## ruff (lint + format check), mypy --strict, import contracts
-	$(VENV)/bin/ruff check operator tests e2e bench
-	$(VENV)/bin/ruff format --check operator tests e2e bench
+	$(VENV)/bin/ruff check operator tests e2e bench hack
+	$(VENV)/bin/ruff format --check operator tests e2e bench hack
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/carbonshift crds --check
+	$(PY) hack/gen_chart.py --check
 
 .PHONY: test
 test: setup lint ## Set up, lint, then run every test (unit, providers, real control plane, real Prometheus)
 	$(VENV)/bin/pytest tests
 
 .PHONY: test-unit
-test-unit: python-deps ## Only the fast tests that need no cluster
-	$(VENV)/bin/pytest tests -m "not cluster and not prometheus"
+test-unit: python-deps ## Only the fast tests that need no cluster, no Prometheus and no helm
+	$(VENV)/bin/pytest tests -m "not cluster and not prometheus" --ignore=tests/chart
 
 .PHONY: e2e
 e2e: setup ## End-to-end suite on a local control plane (or the cluster in E2E_KUBECONFIG)
@@ -48,8 +49,13 @@ e2e-kind: ## End-to-end suite on a kind cluster (needs Docker; not available on 
 	hack/e2e-kind.sh
 
 .PHONY: crds
-crds: python-deps ## Regenerate crds/ from the API models
+crds: python-deps ## Regenerate crds/ from the API models, and the chart files made from them
 	$(VENV)/bin/carbonshift crds
+	$(PY) hack/gen_chart.py
+
+.PHONY: chart
+chart: python-deps ## Regenerate the chart's CRDs, RBAC rules, values schema and dashboard
+	$(PY) hack/gen_chart.py
 
 .PHONY: bench
 bench: setup ## Run every benchmark (bench/bench_*.py); each prints its numbers against a baseline

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import logging
 import os
+import random
 import sys
 from typing import Any
 
@@ -20,6 +21,7 @@ import prometheus_client
 from kubernetes import client, config
 
 from carbonshift.adapters.carbon.base import CarbonProvider
+from carbonshift.adapters.carbon.cache import CachedProvider
 from carbonshift.adapters.carbon.config import api_provider_from_env
 from carbonshift.adapters.carbon.errors import ProviderConfigError
 from carbonshift.adapters.carbon.trace import TraceProvider
@@ -73,6 +75,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--peering", default=env("CARBONSHIFT_PEERING", "carbonshift"), help="kopf peering name")
     parser.add_argument("--standalone", action="store_true", help="no peering (a single replica)")
     parser.add_argument(
+        "--priority",
+        type=int,
+        default=int(env("CARBONSHIFT_PRIORITY", "0")) or random.randint(1, 1_000_000),
+        help="peering priority: of several replicas the highest acts, the others wait (default: random, so that "
+        "two replicas never tie and pause each other)",
+    )
+    parser.add_argument(
         "--liveness", default=env("CARBONSHIFT_LIVENESS", "http://0.0.0.0:8080/healthz"), help="liveness endpoint"
     )
     parser.add_argument(
@@ -96,8 +105,11 @@ def build_state(args: argparse.Namespace) -> OperatorState:
     """Everything the handlers need; raises ValueError or ProviderConfigError with a one-line reason."""
     clock = Clock.parse(args.clock)
     model = parse_forecast_model(args.forecast)
+    # API providers are cached to their resolution: one request per zone per slot, however many jobs plan.
     providers: list[CarbonProvider] = [
-        api_provider_from_env(name.strip(), os.environ) for name in args.providers.split(",") if name.strip()
+        CachedProvider(api_provider_from_env(name.strip(), os.environ))
+        for name in args.providers.split(",")
+        if name.strip()
     ]
 
     files: dict[str, str] = {}
@@ -159,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
             namespaces=args.namespace,
             standalone=args.standalone,
             peering_name=None if args.standalone else args.peering,
+            priority=args.priority,
             liveness_endpoint=args.liveness or None,
         )
     )

@@ -191,7 +191,9 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         await tick.flush()
         return tick.now + state.settings.tick
     candidates = [Cluster(e.name, e.zone, e.pue, e.free_gpus) for e in (fitting or entries)]
-    horizon = max(deadline - tick.now, timedelta(hours=1)) + timedelta(hours=1)
+    # One horizon for every job (whole days, at least 3), so cached provider answers serve them all.
+    days = max(3, math.ceil((deadline - tick.now) / timedelta(days=1)) + 1)
+    horizon = timedelta(days=days)
     forecasts = {}
     degraded: list[str] = []
     provider: str | None = None
@@ -201,6 +203,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         forecasts[zone] = answer.series
         if answer.degraded:
             degraded.append(f"{zone}: {answer.message}")
+            metrics.PROVIDER_FALLBACKS.labels(zone, answer.provider or "none").inc()
         provider = provider or answer.provider
         if answer.series is not None:
             signal = str(answer.series.signal)
@@ -438,3 +441,9 @@ async def delete_job(body: kopf.Body, name: str, namespace: str | None, **_: Any
             log.warning("cluster %s of %s/%s is gone; nothing to clean up there", cluster, namespace, name)
     state.wake.pop((namespace or "", name), None)
     state.phases.pop((namespace or "", name), None)
+    for gauge in (metrics.JOB_EMISSIONS, metrics.JOB_AVOIDED, metrics.JOB_PLANNED_START, metrics.DEADLINE_AT_RISK):
+        with contextlib.suppress(KeyError):
+            gauge.remove(namespace or "", name)
+    for source in ("dcgm", "estimate"):
+        with contextlib.suppress(KeyError):
+            metrics.JOB_ENERGY.remove(namespace or "", name, source)
