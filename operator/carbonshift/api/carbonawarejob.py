@@ -24,6 +24,7 @@ from carbonshift.api.base import (
     positive,
 )
 from carbonshift.api.conditions import Condition
+from carbonshift.api.energy import EnergyAccount
 
 KIND: Final = "CarbonAwareJob"
 PLURAL = "carbonawarejobs"
@@ -253,6 +254,9 @@ class CarbonAwareJobStatus(ApiModel):
     )
     avoided_emissions_grams: Number | None = Field(
         default=None, description="baselineEmissionsGrams - emissionsGrams (may be negative)."
+    )
+    energy: EnergyAccount | None = Field(
+        default=None, description="Measured-energy account (DCGM watermarks, run chunks, overheads)."
     )
     display: Display | None = Field(default=None, description="Human-readable summaries.")
     conditions: list[Condition] = Field(default_factory=list, description="Standard conditions.")

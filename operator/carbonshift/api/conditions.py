@@ -57,6 +57,7 @@ class Reason(StrEnum):
     PROVIDER_HEALTHY = "ProviderHealthy"
     PROMETHEUS_UNREACHABLE = "PrometheusUnreachable"
     ESTIMATED_ENERGY = "EstimatedEnergy"
+    METRICS_HEALTHY = "MetricsHealthy"
     # Budgets
     BUDGET_EXHAUSTED = "BudgetExhausted"
     WITHIN_BUDGET = "WithinBudget"

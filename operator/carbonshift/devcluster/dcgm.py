@@ -9,7 +9,9 @@ in the README beside it): power is the trace's `power_w`, the counter grows by t
 
 Replay: trace time tau = start_offset + (wall - started) x speed, looping at the end of the trace. The counter is
 integrated over wall time (trace energy / speed), so it always agrees with the power gauge: a GPU replayed five
-times faster passes through the trace's phases five times faster, at the same watts.
+times faster passes through the trace's phases five times faster, at the same watts. A GPU no pod holds draws the
+trace's idle power (69 W, its `idle_start` phase) unless `idle_when_unassigned=False`, in which case every GPU
+follows the trace (align assignments with the trace's phases to reproduce its suspend/resume exactly).
 
 The test side: `assign()` / `unassign()` change which pod holds a GPU at run time (a resumed pod appears, a
 suspended one disappears), `reset_counter()` simulates a driver reload (counter back to 0), and
@@ -53,6 +55,7 @@ ENERGY_METRIC = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"
 HostnameLabel = Literal["Hostname", "hostname"]
 PodLabels = Literal["plain", "exported"]
 FloatArray = npt.NDArray[np.float64]
+MJ_PER_J = 1000.0
 
 
 @dataclass(frozen=True)
@@ -117,10 +120,10 @@ class Gpu:
     index: int
     uuid: str
     pci_bus_id: str
-    initial_mj: float  # counter value at replay start (a driver counter starts anywhere)
+    base_mj: float  # counter value (without resets) at `changed_at`; a driver counter starts anywhere
+    changed_at: float  # wall time of the last change of holder
     reset_offset_mj: float = 0.0
     holder: Holder | None = None
-    since: float = 0.0  # wall time the current holder got the GPU
     served: dict[tuple[str, str], float] = field(default_factory=dict)  # closed assignments, mJ by (ns, pod)
 
 
@@ -142,6 +145,7 @@ class DcgmStandIn:
         pod_labels: PodLabels = "plain",
         counter: bool = True,
         power: bool = True,
+        idle_when_unassigned: bool = True,
         port: int = 0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -154,6 +158,8 @@ class DcgmStandIn:
         self.pod_labels: PodLabels = pod_labels
         self.counter_enabled = counter
         self.power_enabled = power
+        self.idle_when_unassigned = idle_when_unassigned
+        self.idle_watts = float(np.median(self.trace.power_watts[self.trace.seconds < self.trace.phases[1][1]]))
         self.clock = clock
         self.started = clock()
         self.scrapes = 0
@@ -163,7 +169,7 @@ class DcgmStandIn:
             for i in range(count):
                 initial = 2.0e10 + 1.0e9 * len(self.gpus)  # ~5.6 kWh since boot, distinct per GPU
                 pci = f"00000000:{0x19 + 0x22 * i:02X}:00.0"
-                self.gpus[(node, i)] = Gpu(node, i, _uuid(node, i), pci, initial)
+                self.gpus[(node, i)] = Gpu(node, i, _uuid(node, i), pci, initial, self.started)
         self._port = port
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -176,40 +182,44 @@ class DcgmStandIn:
         """The wall time at which the replay reaches trace second `tau` (first pass)."""
         return self.started + (tau - self.start_offset_seconds) / self.speed
 
+    def _draws_trace(self, gpu: Gpu) -> bool:
+        return gpu.holder is not None or not self.idle_when_unassigned
+
     def _raw_mj(self, gpu: Gpu, wall: float) -> float:
-        """Energy counter without resets: mJ drawn since replay start, plus the GPU's initial value."""
-        tau0 = self.start_offset_seconds
-        drawn = (self.trace.cumulative_mj(self.trace_time(wall)) - self.trace.cumulative_mj(tau0)) / self.speed
-        return gpu.initial_mj + drawn
+        """Energy counter without resets at `wall` (>= the GPU's last change): a GPU held by a pod (or any GPU when
+        idle_when_unassigned is off) draws the trace's power, an unassigned one the trace's idle power."""
+        if not self._draws_trace(gpu):
+            return gpu.base_mj + self.idle_watts * (wall - gpu.changed_at) * MJ_PER_J
+        trace = self.trace
+        drawn = trace.cumulative_mj(self.trace_time(wall)) - trace.cumulative_mj(self.trace_time(gpu.changed_at))
+        return gpu.base_mj + drawn / self.speed
 
     def counter_mj(self, node: str, index: int, wall: float | None = None) -> int:
+        """The counter as served at `wall` (default now; not before the GPU's last change of holder)."""
         gpu = self.gpus[(node, index)]
         return int(self._raw_mj(gpu, self.clock() if wall is None else wall) + gpu.reset_offset_mj)
 
-    def power_watts(self, wall: float | None = None) -> float:
+    def power_watts(self, node: str, index: int, wall: float | None = None) -> float:
+        if not self._draws_trace(self.gpus[(node, index)]):
+            return self.idle_watts
         return self.trace.power_at(self.trace_time(self.clock() if wall is None else wall))
+
+    def _change(self, gpu: Gpu, holder: Holder | None, now: float) -> None:
+        if gpu.holder is not None:
+            key = (gpu.holder.namespace, gpu.holder.pod)
+            gpu.served[key] = gpu.served.get(key, 0.0) + self._raw_mj(gpu, now) - gpu.base_mj
+        gpu.base_mj, gpu.changed_at, gpu.holder = self._raw_mj(gpu, now), now, holder
 
     # -- test controls -----------------------------------------------------------------------------------------
     def assign(self, node: str, index: int, namespace: str, pod: str, container: str = "main") -> None:
         """The GPU is now held by this pod (what the kubelet's pod-resources API would report)."""
         with self._lock:
-            gpu = self.gpus[(node, index)]
-            now = self.clock()
-            self._close(gpu, now)
-            gpu.holder, gpu.since = Holder(namespace, pod, container), now
+            self._change(self.gpus[(node, index)], Holder(namespace, pod, container), self.clock())
 
     def unassign(self, node: str, index: int) -> None:
         """The pod holding the GPU is gone (suspended, finished); the GPU shows pod=""."""
         with self._lock:
-            gpu = self.gpus[(node, index)]
-            self._close(gpu, self.clock())
-            gpu.holder = None
-
-    def _close(self, gpu: Gpu, now: float) -> None:
-        if gpu.holder is not None:
-            key = (gpu.holder.namespace, gpu.holder.pod)
-            drawn = self._raw_mj(gpu, now) - self._raw_mj(gpu, gpu.since)
-            gpu.served[key] = gpu.served.get(key, 0.0) + drawn
+            self._change(self.gpus[(node, index)], None, self.clock())
 
     def reset_counter(self, node: str, index: int) -> None:
         """A driver reload: the GPU's energy counter restarts from 0 now (the energy itself goes on)."""
@@ -226,7 +236,7 @@ class DcgmStandIn:
                 total += gpu.served.get((namespace, pod), 0.0)
                 holder = gpu.holder
                 if holder is not None and (holder.namespace, holder.pod) == (namespace, pod):
-                    total += self._raw_mj(gpu, now) - self._raw_mj(gpu, gpu.since)
+                    total += self._raw_mj(gpu, now) - gpu.base_mj
             return total
 
     # -- exposition --------------------------------------------------------------------------------------------
@@ -248,8 +258,9 @@ class DcgmStandIn:
             lines: list[str] = []
             if self.power_enabled:
                 lines += [f"# HELP {POWER_METRIC} Power draw (in W).", f"# TYPE {POWER_METRIC} gauge"]
-                watts = self.power_watts(now)
-                lines += [f"{POWER_METRIC}{{{self._labels(g)}}} {watts:f}" for g in gpus]
+                lines += [
+                    f"{POWER_METRIC}{{{self._labels(g)}}} {self.power_watts(g.node, g.index, now):f}" for g in gpus
+                ]
             if self.counter_enabled:
                 lines += [
                     f"# HELP {ENERGY_METRIC} Total energy consumption since boot (in mJ).",

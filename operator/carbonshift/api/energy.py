@@ -1,0 +1,66 @@
+"""status.energy of a CarbonAwareJob: the measured-energy account that lets a restarted operator continue exactly.
+
+The shape of `carbonshift.domain.accounting.account_to_wire`: per-GPU watermarks (last DCGM sample consumed), the
+measured and estimated totals, and one entry per run chunk with its suspend/resume overheads. Written by
+carbonshift.handlers.energy; read back by it, by EnergyBudgets and by `carbonshift receipt`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import Field
+
+from carbonshift.api.base import ApiModel, Bool, Integer, Number
+
+
+class GpuWatermark(ApiModel):
+    """The last sample of one GPU the job's account consumed."""
+
+    gpu: str = Field(description="GPU UUID (or node/index when the exporter gives no UUID).", max_length=128)
+    node: str = Field(default="", description="Node (Hostname label).", max_length=253)
+    time: Number = Field(description="Sample time, Unix seconds (wall clock, as Prometheus stores it).")
+    pod: str | None = Field(default=None, description="namespace/pod holding the GPU at that sample; absent: none.")
+    counter_mj: Number | None = Field(default=None, alias="counterMJ", description="Energy counter (mJ).")
+    power_watts: Number | None = Field(default=None, description="Power at that sample (W).")
+    chunk: Integer = Field(default=0, ge=0, description="Index of the run chunk the GPU last ran in.")
+    ramping: Bool = Field(default=False, description="Whether the GPU is still in its restart ramp.")
+
+
+class EnergyChunk(ApiModel):
+    """One run between a resume and a suspension (or the end), with its measured overheads."""
+
+    start: datetime = Field(description="When the run started (resume decision).")
+    stopped_at: datetime | None = Field(default=None, description="When the operator decided to stop it.")
+    end: datetime | None = Field(default=None, description="End of the last energy interval of the run.")
+    kwh: Number = Field(default=0.0, alias="kWh", description="GPU energy of the run (kWh, before PUE).")
+    estimated_kwh: Number = Field(default=0.0, alias="estimatedKWh", description="Part of it estimated (kWh).")
+    emissions_grams: Number = Field(default=0.0, description="Emissions of the run (gCO2e, PUE included).")
+    ramp_kwh: Number = Field(default=0.0, alias="rampKWh", description="Restart ramp energy (kWh).")
+    ramp_seconds: Number = Field(default=0.0, description="Restart ramp, GPU-seconds.")
+    tail_kwh: Number = Field(default=0.0, alias="tailKWh", description="Energy after the suspension decision (kWh).")
+    tail_seconds: Number = Field(default=0.0, description="Suspension tail, GPU-seconds.")
+    steady_joules: Number = Field(default=0.0, description="Energy outside ramp and tail (J).")
+    steady_gpu_seconds: Number = Field(
+        default=0.0, alias="steadyGPUSeconds", description="GPU-seconds outside ramp and tail."
+    )
+    gpus: Integer = Field(default=0, ge=0, description="GPUs seen in the run.")
+
+
+class EnergyAccount(ApiModel):
+    """Measured energy so far, and where the reading stopped."""
+
+    watermarks: list[GpuWatermark] = Field(default_factory=list, description="Per GPU, the last sample consumed.")
+    measured_kwh: Number = Field(default=0.0, alias="measuredKWh", description="Energy read from DCGM (kWh).")
+    estimated_kwh: Number = Field(
+        default=0.0, alias="estimatedKWh", description="Energy filled in from spec.power.wattsPerGPU (kWh)."
+    )
+    unpriced_kwh: Number = Field(
+        default=0.0, alias="unpricedKWh", description="Energy with no intensity data for its time (kWh)."
+    )
+    emissions_grams: Number = Field(default=0.0, description="Emissions of the measured energy (gCO2e).")
+    baseline_grams: Number = Field(default=0.0, description="Baseline emissions of the measured profile (gCO2e).")
+    baseline_kwh: Number = Field(default=0.0, alias="baselineKWh", description="Energy on the baseline timeline.")
+    counter_resets: Integer = Field(default=0, ge=0, description="Energy counter resets seen.")
+    running: Bool = Field(default=False, description="Whether the job was running at the last update.")
+    chunks: list[EnergyChunk] = Field(default_factory=list, description="Run chunks, oldest first.", max_length=64)
