@@ -146,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    if not args.verbose:
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not a line per handler success
     try:
         state = build_state(args)
     except (ValueError, ProviderConfigError, ForecastSpecError, config.ConfigException) as exc:

@@ -98,6 +98,7 @@ class OperatorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log: IO[bytes] | None = None
         self.metrics_port = free_port()
+        self.standalone = True  # False: peer with other replicas (pass --peering NAME in `extra`)
         self.starts = 0
 
     @property
@@ -116,7 +117,8 @@ class OperatorProcess:
         self._close_log()
         self.log = log = (self.workdir / f"operator-{self.starts}.log").open("wb")
         command = [sys.executable, "-m", "carbonshift.cli", "run", "--kubeconfig", str(self.kubeconfig)]
-        command += ["--standalone", "--liveness", "", "--clock", self.clock, "--metrics-port", str(self.metrics_port)]
+        command += ["--standalone"] if self.standalone else []
+        command += ["--liveness", "", "--clock", self.clock, "--metrics-port", str(self.metrics_port)]
         command += self.extra
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
