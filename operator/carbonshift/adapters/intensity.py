@@ -66,6 +66,13 @@ class ZoneForecasts:
         degraded = answer.series is None or answer.answered_by != first or answer.stale
         return ZoneForecast(zone, answer.series, answer.answered_by, degraded, answer.explain())
 
+    async def history(self, zone: str, begin: datetime, end: datetime, now: datetime) -> IntensitySeries | None:
+        """Measured intensity of [begin, end): what emissions are accounted on (never the forecast)."""
+        chain = self.chain(zone)
+        if chain is None:
+            return None
+        return (await chain.history(zone, begin, end, now)).series
+
     async def aclose(self) -> None:
         for chain in self.chains.values():
             await chain.aclose()

@@ -259,6 +259,9 @@ class CarbonAwareJobStatus(ApiModel):
         default=None, description="Measured-energy account (DCGM watermarks, run chunks, overheads)."
     )
     display: Display | None = Field(default=None, description="Human-readable summaries.")
+    receipt_posted: Bool | None = Field(
+        default=None, description="Whether the final receipt Event was posted (the job's accounting is closed)."
+    )
     conditions: list[Condition] = Field(default_factory=list, description="Standard conditions.")
     observed_generation: Integer | None = Field(default=None, description="Last generation acted on.")
 

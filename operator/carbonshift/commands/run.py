@@ -30,6 +30,7 @@ from carbonshift.adapters.intensity import ZoneForecasts
 from carbonshift.adapters.kube import Kube
 from carbonshift.api.durations import parse_duration
 from carbonshift.domain.forecasting import ForecastSpecError, parse_forecast_model
+from carbonshift.handlers.energy import build_meter
 from carbonshift.handlers.state import OperatorState, Settings, install
 from carbonshift.metrics import REGISTRY
 
@@ -85,6 +86,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--liveness", default=env("CARBONSHIFT_LIVENESS", "http://0.0.0.0:8080/healthz"), help="liveness endpoint"
     )
     parser.add_argument(
+        "--prometheus-url",
+        default=env("CARBONSHIFT_PROMETHEUS_URL", ""),
+        help="Prometheus that scrapes dcgm-exporter: measured GPU energy for receipts (default: estimates only)",
+    )
+    parser.add_argument(
         "--metrics-port",
         type=int,
         default=int(env("CARBONSHIFT_METRICS_PORT", "9090")),
@@ -128,7 +134,8 @@ def build_state(args: argparse.Namespace) -> OperatorState:
         zone=args.zone, pue=args.pue, tick=parse_duration(args.tick), margin=parse_duration(args.margin)
     )
     forecasts = ZoneForecasts(providers, None if args.no_trace_fallback else trace_for)
-    return OperatorState(settings, clock, Kube("local", _api_client(args.kubeconfig)), forecasts)
+    meter = build_meter(args.prometheus_url) if args.prometheus_url else None
+    return OperatorState(settings, clock, Kube("local", _api_client(args.kubeconfig)), forecasts, meter)
 
 
 def configure_kopf(settings: kopf.OperatorSettings, **_: Any) -> None:

@@ -44,6 +44,7 @@ from carbonshift.domain.planning.model import Cluster, Plan
 from carbonshift.domain.planning.model import Reason as PlanReason
 from carbonshift.domain.planning.single import plan_job
 from carbonshift.handlers import translate
+from carbonshift.handlers.energy import receipt_message, update_energy
 from carbonshift.handlers.state import LOCAL, OperatorState, current
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         tick.status["phase"] = Phase.PENDING
         await tick.flush()
         return None
-    if translate.terminal(tick.status.get("phase")):
+    if translate.terminal(tick.status.get("phase")) and tick.status.get("receiptPosted"):
         return None
     spec = caj.spec
     # maxDelay counts from creation, not from when the operator first saw the job (it may have been down).
@@ -245,11 +246,22 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     tick.store_accounting(acc)
     tick.store_energy_estimate(acc, pjob.gpus, pjob.watts_per_gpu)
     report_decision(tick, decision, plan, observed)
+    finished = decision.phase in (Phase.SUCCEEDED, Phase.FAILED)
+    if state.meter is not None and cluster_name is not None:
+        await measure_energy(state, tick, decision, submitted, cluster_name)
+    elif finished and not tick.status.get("receiptPosted"):
+        energy = float(tick.status.get("energyKWh") or 0.0)
+        message = (
+            f"Receipt: {energy:.3f} kWh (estimate: no DCGM metrics configured), ran {acc.run_seconds / 3600:.2f} h"
+        )
+        tick.event("Normal", "Receipt", message)
+        tick.status["receiptPosted"] = True
     await tick.flush()
     export_job_metrics(state, tick)
-    if decision.phase in (Phase.SUCCEEDED, Phase.FAILED):
-        return None
-    return decision.next_transition
+    if finished:
+        # Done once the receipt is out; until then the last energy readings are still arriving.
+        return None if tick.status.get("receiptPosted") else tick.now + state.settings.tick / 5
+    return decision.next_transition or tick.now + state.settings.tick
 
 
 async def act(tick: Tick, decision: Decision, plan: Plan, acc: Accounting, observed: Observed) -> Accounting:
@@ -277,6 +289,34 @@ async def act(tick: Tick, decision: Decision, plan: Plan, acc: Accounting, obser
             "Normal", "SuspendPlanned", f"Checkpoint now: suspending at {translate.iso(decision.annotate_suspend_at)}"
         )
     return acc
+
+
+async def measure_energy(
+    state: OperatorState, tick: Tick, decision: Decision, submitted: datetime, cluster_name: str
+) -> None:
+    """Measured energy (DCGM via Prometheus), emissions on the actual intensity, and the receipt at the end."""
+    assert state.meter is not None
+    entry = next((e for e in state.entries() if e.name == cluster_name), None)
+    zone, pue = (entry.zone, entry.pue) if entry else (state.settings.zone, state.settings.pue)
+    # A window shared by every job submitted the same day, so cached provider answers serve them all.
+    begin = min(submitted, tick.now - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+    actual = await state.forecasts.history(zone, begin, tick.now + timedelta(hours=1), tick.now)
+    body = {**tick.body, "status": tick.status}
+    update = await update_energy(
+        state.meter,
+        body,
+        running=decision.phase is Phase.RUNNING,
+        now=tick.now,
+        intensity=actual,
+        pue=pue,
+        to_planning=state.clock.from_wall,
+    )
+    tick.status.update(update.status)
+    type_, true, reason, message = update.condition
+    tick.condition(type_, true, reason, message, event="Warning")
+    if decision.phase in (Phase.SUCCEEDED, Phase.FAILED) and update.settled and not tick.status.get("receiptPosted"):
+        tick.event("Normal", "Receipt", receipt_message(tick.namespace, tick.name, tick.status, pue))
+        tick.status["receiptPosted"] = True
 
 
 def export_job_metrics(state: OperatorState, tick: Tick) -> None:
@@ -408,11 +448,9 @@ async def run_carbonawarejob(
             )
             await asyncio.sleep(min(2**failures, 30))
             continue
-        if nxt is None and translate.terminal((body.get("status") or {}).get("phase")):
-            return
-        wait = state.settings.tick
-        if nxt is not None:
-            wait = min(wait, max(nxt - state.clock.now(), timedelta(0)))
+        if nxt is None:
+            return  # finished and accounted; the daemon ends (a restarted operator checks once and ends too)
+        wait = min(state.settings.tick, max(nxt - state.clock.now(), timedelta(0)))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=max(state.clock.wall_seconds(wait), 0.05))
 

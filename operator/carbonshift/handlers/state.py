@@ -10,8 +10,8 @@ import asyncio
 import base64
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any, Protocol
+from datetime import datetime, timedelta
+from typing import Protocol
 
 import yaml
 from kubernetes import client, config
@@ -19,12 +19,16 @@ from kubernetes import client, config
 from carbonshift.adapters.clock import Clock
 from carbonshift.adapters.intensity import ZoneForecast
 from carbonshift.adapters.kube import Kube
+from carbonshift.adapters.prometheus import EnergyMeter
+from carbonshift.domain.series import IntensitySeries
 
 LOCAL = "local"
 
 
 class ForecastSource(Protocol):
-    async def forecast(self, zone: str, now: Any, horizon: timedelta) -> ZoneForecast: ...
+    async def forecast(self, zone: str, now: datetime, horizon: timedelta) -> ZoneForecast: ...
+
+    async def history(self, zone: str, begin: datetime, end: datetime, now: datetime) -> IntensitySeries | None: ...
 
 
 @dataclass
@@ -57,6 +61,7 @@ class OperatorState:
     clock: Clock
     local: Kube
     forecasts: ForecastSource
+    meter: EnergyMeter | None = None  # DCGM energy through Prometheus; None: estimates only
     clusters: dict[str, ClusterEntry] = field(default_factory=dict)
     wake: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     phases: dict[tuple[str, str], str] = field(default_factory=dict)  # for the jobs-by-phase gauge
