@@ -1,0 +1,165 @@
+"""EnergyBudget status on the real API server, kept by the budget handlers running in a real kopf process.
+
+The jobs' usage is written into their status (as the energy accounting does); the budget's status must follow from
+it, survive an operator restart, and change when a job's receipt changes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from kubernetes import client
+
+from carbonshift.api.base import GROUP, VERSION
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T | None], what: str, timeout: float = 60.0) -> T:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def caj(name: str, labels: dict[str, str]) -> dict[str, Any]:
+    container = {"name": "train", "image": "example/train:1", "resources": {"limits": {"nvidia.com/gpu": "1"}}}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "CarbonAwareJob",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "duration": "1h",
+            "maxDelay": "24h",
+            "template": {"spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [container]}}}},
+        },
+    }
+
+
+def energy_status(kwh: float, grams: float, start: datetime) -> dict[str, Any]:
+    chunk = {"start": iso(start), "end": iso(start + timedelta(minutes=10)), "kWh": kwh, "emissionsGrams": grams}
+    return {
+        "energyKWh": kwh,
+        "energySource": "dcgm",
+        "emissionsGrams": grams,
+        "energy": {"measuredKWh": kwh, "emissionsGrams": grams, "chunks": [chunk]},
+    }
+
+
+class BudgetOperator:
+    """The budget handlers alone, in their own kopf process (`kopf run -m carbonshift.handlers.energybudget`)."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, log: Path) -> None:
+        self.argv = [sys.executable, "-m", "kopf", "run", "--standalone", "--namespace", namespace]
+        self.argv += ["-m", "carbonshift.handlers.energybudget"]
+        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig), "CARBONSHIFT_BUDGET_INTERVAL_SECONDS": "1"}
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def budget_operator(kubeconfig: Path, namespace: str, tmp_path: Path) -> Iterator[BudgetOperator]:
+    operator = BudgetOperator(kubeconfig, namespace, tmp_path / "kopf.log")
+    yield operator
+    operator.kill()
+
+
+def test_budget_status_follows_the_jobs_receipts_and_survives_restarts(
+    api_client: client.ApiClient, namespace: str, installed_crds: Any, budget_operator: BudgetOperator
+) -> None:
+    custom = client.CustomObjectsApi(api_client)
+    now = datetime.now(UTC)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    run_start = max(now - timedelta(hours=1), today)
+    usage = {"train-a": (0.6, 240.0, {"team": "a"}), "train-b": (0.5, 200.0, {"team": "a"})}
+    usage["other"] = (5.0, 2000.0, {"team": "b"})  # not selected by the budget
+    for name, (kwh, grams, labels) in usage.items():
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "carbonawarejobs", caj(name, labels))
+        body = {"status": energy_status(kwh, grams, run_start)}
+        custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "carbonawarejobs", name, body)
+    budget = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "EnergyBudget",
+        "metadata": {"name": "team-a"},
+        "spec": {
+            "selector": {"matchLabels": {"team": "a"}},
+            "period": "Daily",
+            "limits": {"energyKWh": 1.0, "emissionsKg": 10.0},
+            "action": "Suspend",
+        },
+    }
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "energybudgets", budget)
+
+    def status() -> dict[str, Any]:
+        obj = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, "energybudgets", "team-a")
+        return dict(obj.get("status") or {})
+
+    def exceeded() -> dict[str, Any] | None:
+        s = status()
+        cond = {c["type"]: c for c in s.get("conditions") or []}.get("Exceeded")
+        return s if cond is not None and cond["status"] == "True" else None
+
+    budget_operator.start()
+    first = wait_for(exceeded, "the budget to be reported exceeded")
+    assert first["usedEnergyKWh"] == pytest.approx(1.1)
+    assert first["usedEmissionsKg"] == pytest.approx(0.44)
+    assert first["remainingEnergyKWh"] == 0
+    assert first["remainingEmissionsKg"] == pytest.approx(9.56)
+    assert first["usedRatio"] == pytest.approx(1.1)
+    assert first["periodStart"] == iso(today)
+    assert first["periodEnd"] == iso(today + timedelta(days=1))
+    events = client.CoreV1Api(api_client).list_namespaced_event(namespace).items
+    assert any(e.reason == "BudgetExhausted" and e.involved_object.name == "team-a" for e in events)
+
+    # A restarted operator has nothing in memory: it reads the same receipts and reports the same numbers.
+    budget_operator.kill()
+    budget_operator.start()
+    time.sleep(3)
+    again = wait_for(exceeded, "the restarted operator to keep the budget exceeded")
+    assert again["usedEnergyKWh"] == first["usedEnergyKWh"]
+    assert again["conditions"] == first["conditions"]  # no flip, so no new transition time
+
+    # A job's receipt changes (e.g. a corrected reading): the budget follows, and is no longer exceeded.
+    budget_operator.kill()
+    body = {"status": energy_status(0.3, 120.0, run_start)}
+    custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "carbonawarejobs", "train-b", body)
+    budget_operator.start()
+
+    def within() -> dict[str, Any] | None:
+        s = status()
+        cond = {c["type"]: c for c in s.get("conditions") or []}.get("Exceeded")
+        return s if cond is not None and cond["status"] == "False" else None
+
+    after = wait_for(within, "the budget to be back within its limits")
+    assert after["usedEnergyKWh"] == pytest.approx(0.9)
+    assert after["remainingEnergyKWh"] == pytest.approx(0.1)
+    assert after["usedRatio"] == pytest.approx(0.9)
+    exhaustion = datetime.fromisoformat(after["projectedExhaustion"].replace("Z", "+00:00"))
+    assert now < exhaustion < today + timedelta(days=1)
