@@ -1,0 +1,206 @@
+"""Attribution of DCGM samples, watermarks, overheads and pricing (carbonshift.domain.accounting)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from carbonshift.api.energy import EnergyAccount
+from carbonshift.domain.accounting import (
+    Account,
+    GpuSeries,
+    Pricing,
+    Sample,
+    Settings,
+    account_from_wire,
+    account_to_wire,
+    advance,
+    attribute,
+    format_receipt,
+    interval_energy,
+    open_chunk,
+    receipt_from_status,
+    wall_to_utc,
+)
+from carbonshift.domain.series import IntensitySeries
+
+T0 = 1_800_000_000.0  # wall seconds
+P = "ml/train-ab1cd"
+SET = Settings(watts_per_gpu=500.0, max_gap_seconds=60.0)
+
+
+def owns(owner: str) -> bool:
+    return owner.startswith("ml/train-")
+
+
+def pricing(values: list[float] | None = None, submitted: float = T0, pue: float = 1.5) -> Pricing:
+    start = wall_to_utc(T0).replace(minute=0, second=0) - timedelta(hours=1)
+    series = IntensitySeries("DE", start, timedelta(hours=1), np.array(values or [100.0] * 10))
+    return Pricing(pue, series, wall_to_utc(submitted), wall_to_utc)
+
+
+def counter_series(points: list[tuple[float, str | None, float]], gpu: str = "GPU-1") -> GpuSeries:
+    """(seconds after T0, owner, watts over the preceding interval) -> samples with an exact counter."""
+    samples, counter, last = [], 5e9, 0.0
+    for offset, owner, watts in points:
+        counter += watts * (offset - last) * 1000
+        last = offset
+        samples.append(Sample(T0 + offset, owner, counter, watts))
+    return GpuSeries(gpu, "node-a", tuple(samples))
+
+
+def test_the_interval_goes_to_the_later_holder_unless_the_gpu_was_released() -> None:
+    series = counter_series([(0, None, 70), (10, P, 70), (20, P, 700), (30, None, 100), (40, None, 70)])
+    intervals, last, resets = attribute(series, None, owns, T0 - 60, SET)
+    # (0,10]: idle then the pod arrives -> the pod's; (10,20] the pod's; (20,30] released at 30 -> the pod's.
+    assert [(i.start - T0, i.end - T0, i.joules) for i in intervals] == [(0, 10, 700), (10, 20, 7000), (20, 30, 1000)]
+    assert last is not None and last.t == T0 + 40
+    assert resets == 0
+
+
+def test_a_gpu_handed_to_another_pod_counts_once() -> None:
+    other = "ml2/eval-xx1yy"
+    series = counter_series([(0, P, 700), (10, P, 700), (20, other, 300), (30, other, 300)])
+    mine, _, _ = attribute(series, None, owns, T0 - 60, SET)
+    theirs, _, _ = attribute(series, None, lambda o: o == other, T0 - 60, SET)
+    assert sum(i.joules for i in mine) + sum(i.joules for i in theirs) == pytest.approx(7000 + 3000 + 3000)
+
+
+def test_counter_reset_counts_the_value_since_the_reset_and_estimates_the_rest_from_power() -> None:
+    prev = Sample(T0, P, 9_000_000.0, 600.0)
+    cur = Sample(T0 + 10, P, 2_000_000.0, 600.0)  # driver reload: 2 kJ since the reset
+    joules, estimated, reset = interval_energy(prev, cur, SET)
+    assert reset and not estimated
+    assert joules == pytest.approx(6000.0)  # 600 W x 10 s: 2 kJ counted + 4 kJ before the reset
+
+
+def test_power_is_integrated_without_a_counter_and_gaps_are_estimated() -> None:
+    a, b = Sample(T0, P, None, 400.0), Sample(T0 + 10, P, None, 600.0)
+    assert interval_energy(a, b, SET) == (5000.0, False, False)
+    far = Sample(T0 + 600, P, None, 600.0)  # 10 min without samples: wattsPerGPU x seconds, flagged
+    assert interval_energy(a, far, SET) == (500.0 * 600, True, False)
+
+
+def test_watermark_prevents_double_counting_of_overlapping_reads() -> None:
+    pr = pricing()
+    acc = open_chunk(Account(), True, wall_to_utc(T0))
+    points = [(float(t), P, 600.0) for t in range(0, 61, 5)]
+    full = counter_series(points)
+    first = GpuSeries("GPU-1", "node-a", full.samples[:8])
+    acc = advance(acc, [first], owns, T0 - 300, pr, SET, T0 - 300)
+    acc = advance(acc, [full], owns, T0 - 300, pr, SET, T0 - 300)  # overlaps the first read entirely
+    acc = advance(acc, [full], owns, T0 - 300, pr, SET, T0 - 300)
+    assert acc.measured_kwh * 3.6e6 == pytest.approx(600 * 60)
+    # A restarted operator reads the account back from status and continues exactly.
+    restored = account_from_wire(account_to_wire(acc))
+    more = counter_series([*points, (65.0, P, 600.0), (70.0, None, 70.0)])
+    restored = advance(restored, [more], owns, T0 - 300, pr, SET, T0 - 300)
+    assert restored.measured_kwh * 3.6e6 == pytest.approx(600 * 65 + 70 * 5, rel=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    watts=st.lists(st.floats(min_value=50, max_value=700), min_size=3, max_size=40),
+    cuts=st.lists(st.integers(min_value=1, max_value=39), max_size=6),
+)
+def test_reading_in_any_pieces_gives_the_same_energy(watts: list[float], cuts: list[int]) -> None:
+    """Property: whatever the reads (overlapping, repeated, split anywhere), each interval is counted once."""
+    series = counter_series([(5.0 * i, P, w) for i, w in enumerate(watts)])
+    whole = advance(open_chunk(Account(), True, wall_to_utc(T0)), [series], owns, T0 - 1, pricing(), SET, T0 - 1)
+    acc = open_chunk(Account(), True, wall_to_utc(T0))
+    for cut in sorted(c for c in cuts if c < len(watts)):
+        acc = advance(acc, [GpuSeries("GPU-1", "node-a", series.samples[:cut])], owns, T0 - 1, pricing(), SET, T0 - 1)
+    acc = advance(acc, [series], owns, T0 - 1, pricing(), SET, T0 - 1)
+    assert acc.measured_kwh == pytest.approx(whole.measured_kwh, rel=1e-12)
+    assert acc.measured_kwh * 3.6e6 == pytest.approx(sum(5.0 * w for w in watts[1:]))
+
+
+def test_tail_ramp_emissions_and_baseline() -> None:
+    """Run 600 W for 60 s, suspend (checkpoint at 200 W for 10 s), resume with a 10 s ramp at 100 W, then 600 W."""
+    pr = pricing(values=[100.0, 200.0, 400.0, 400.0, 400.0], submitted=T0 - 3600)
+    acc = open_chunk(Account(), True, wall_to_utc(T0))
+    run1 = [(float(t), P, 600.0) for t in range(0, 61, 10)] + [(70.0, P, 200.0), (80.0, None, 70.0)]
+    acc = advance(acc, [counter_series(run1[:7])], owns, T0 - 60, pr, SET, T0 - 60)  # read up to 60 s
+    acc = open_chunk(acc, False, wall_to_utc(T0 + 60))  # the suspension decision
+    acc = advance(acc, [counter_series(run1)], owns, T0 - 60, pr, SET, T0 - 60)
+    acc = open_chunk(acc, True, wall_to_utc(T0 + 200))
+    run2 = [*run1, (200.0, None, 70.0), (210.0, P, 100.0), (220.0, P, 600.0), (230.0, P, 600.0)]
+    acc = advance(acc, [counter_series(run2)], owns, T0 - 60, pr, SET, T0 - 60)
+    first, second = acc.chunks
+    assert first.tail_kwh * 3.6e6 == pytest.approx(200 * 10 + 70 * 10)  # decision at 60 s, GPU released at 80 s
+    assert first.ramp_kwh == 0
+    assert second.ramp_kwh * 3.6e6 == pytest.approx(100 * 10)  # (200,210] at 100 W < 0.8 x 600 W: the ramp
+    assert second.ramp_seconds == pytest.approx(10)
+    total_j = 600 * 60 + 200 * 10 + 70 * 10 + 100 * 10 + 600 * 20
+    assert acc.measured_kwh * 3.6e6 == pytest.approx(total_j)
+    # Intensity at T0 is the second slot (200 g/kWh); the baseline runs from T0 - 1 h (100 g/kWh), overheads left out.
+    assert acc.emissions_grams == pytest.approx(total_j / 3.6e6 * 1.5 * 200)
+    steady_j = total_j - (200 * 10 + 70 * 10) - 100 * 10
+    assert acc.baseline_grams == pytest.approx(steady_j / 3.6e6 * 1.5 * 100)
+    assert acc.avoided_grams < 0
+
+
+def test_wire_form_matches_the_crd_model_and_round_trips() -> None:
+    pr = pricing()
+    acc = open_chunk(Account(), True, wall_to_utc(T0))
+    acc = advance(acc, [counter_series([(0, None, 70), (10, P, 600), (20, P, 600)])], owns, T0 - 60, pr, SET, T0)
+    wire = account_to_wire(acc)
+    EnergyAccount.model_validate(wire)
+    assert account_to_wire(account_from_wire(wire)) == wire
+
+
+def test_unpriced_energy_is_reported_not_guessed() -> None:
+    far = Pricing(1.2, None, wall_to_utc(T0), wall_to_utc)
+    acc = open_chunk(Account(), True, wall_to_utc(T0))
+    acc = advance(acc, [counter_series([(0, P, 600), (10, P, 600)])], owns, T0 - 60, far, SET, T0)
+    assert acc.unpriced_kwh == pytest.approx(6000 / 3.6e6)
+    assert acc.emissions_grams == 0
+
+
+def test_receipt_text_names_energy_emissions_baseline_and_overheads() -> None:
+    status = {
+        "phase": "Succeeded",
+        "energyKWh": 1.25,
+        "energySource": "dcgm",
+        "emissionsGrams": 300.0,
+        "baselineEmissionsGrams": 500.0,
+        "avoidedEmissionsGrams": 200.0,
+        "suspensions": 1,
+        "energy": {
+            "chunks": [
+                {
+                    "start": "2026-01-01T00:00:00Z",
+                    "stoppedAt": "2026-01-01T02:00:00Z",
+                    "kWh": 0.75,
+                    "emissionsGrams": 200.0,
+                    "tailKWh": 0.002,
+                    "tailSeconds": 5.0,
+                    "gpus": 2,
+                },
+                {
+                    "start": "2026-01-01T05:00:00Z",
+                    "end": "2026-01-01T06:00:00Z",
+                    "kWh": 0.5,
+                    "emissionsGrams": 100.0,
+                    "rampKWh": 0.001,
+                    "rampSeconds": 12.0,
+                    "gpus": 2,
+                },
+            ]
+        },
+    }
+    text = format_receipt(receipt_from_status("ml", "train", status))
+    first, *runs = text.splitlines()
+    assert first.startswith("1.2500 kWh GPU energy (dcgm), 300.0 g CO2e; running at submission: 500.0 g")
+    assert "avoided 200.0 g (40%)" in first
+    assert "1 suspension(s), overhead 3.00 Wh" in first
+    assert runs[0].startswith("  run 1: 2026-01-01T00:00:00Z -> 2026-01-01T02:00:00Z: 750.00 Wh on 2 GPU(s)")
+    assert "restart ramp 1.00 Wh (12.0 GPU-s)" in runs[1]
+
+
+def test_times_are_utc() -> None:
+    assert wall_to_utc(T0) == datetime.fromtimestamp(T0, UTC)
