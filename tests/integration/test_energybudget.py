@@ -6,6 +6,7 @@ it, survive an operator restart, and change when a job's receipt changes.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -163,3 +164,29 @@ def test_budget_status_follows_the_jobs_receipts_and_survives_restarts(
     assert after["usedRatio"] == pytest.approx(0.9)
     exhaustion = datetime.fromisoformat(after["projectedExhaustion"].replace("Z", "+00:00"))
     assert now < exhaustion < today + timedelta(days=1)
+
+
+def test_receipt_command_prints_the_jobs_receipt(
+    api_client: client.ApiClient, namespace: str, installed_crds: Any, kubeconfig: Path
+) -> None:
+    custom = client.CustomObjectsApi(api_client)
+    custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "carbonawarejobs", caj("train", {}))
+    status = energy_status(0.75, 150.0, datetime(2026, 1, 1, tzinfo=UTC))
+    status.update(phase="Succeeded", baselineEmissionsGrams=250.0, avoidedEmissionsGrams=100.0, suspensions=1)
+    status["energy"]["chunks"][0].update(tailKWh=0.001, tailSeconds=4.5, gpus=2)
+    custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, "carbonawarejobs", "train", {"status": status}
+    )
+    base = [sys.executable, "-m", "carbonshift.cli", "receipt", f"{namespace}/train", "--kubeconfig", str(kubeconfig)]
+
+    table = subprocess.run(base, capture_output=True, text=True, check=True, timeout=60).stdout
+    assert f"CarbonAwareJob {namespace}/train (Succeeded" in table
+    assert "0.7500 kWh GPU energy (dcgm), 150.0 g CO2e; running at submission: 250.0 g; avoided 100.0 g (40%)" in table
+    assert "suspend tail 1.00 Wh (4.5 GPU-s)" in table
+    doc = json.loads(subprocess.run([*base, "-o", "json"], capture_output=True, text=True, check=True).stdout)
+    assert doc["energyKWh"] == 0.75
+    assert doc["avoidedPercent"] == 40.0
+    assert doc["chunks"][0]["gpus"] == 2
+    missing = subprocess.run([*base[:4], f"{namespace}/nope", *base[5:]], capture_output=True, text=True)
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == f"carbonshift receipt: CarbonAwareJob {namespace}/nope: not found"
