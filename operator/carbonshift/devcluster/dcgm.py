@@ -322,7 +322,10 @@ def _handler(exporter: DcgmStandIn) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):  # the scraper gave up (scrape timeout): not our error
+                return
 
         def do_GET(self) -> None:
             url = urlparse(self.path)
