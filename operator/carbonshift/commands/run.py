@@ -166,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics_port:
         prometheus_client.start_http_server(args.metrics_port, registry=REGISTRY)
     import carbonshift.handlers.carbonawarejob
-    import carbonshift.handlers.clusters  # noqa: F401
+    import carbonshift.handlers.clusters
+    import carbonshift.handlers.energybudget  # noqa: F401
 
     kopf.on.startup()(configure_kopf)
     # Log kopf in with the same credentials as our client: the given kubeconfig, else the pod's ServiceAccount.

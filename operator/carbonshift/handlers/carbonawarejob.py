@@ -45,9 +45,11 @@ from carbonshift.domain.planning.model import Reason as PlanReason
 from carbonshift.domain.planning.single import plan_job
 from carbonshift.handlers import translate
 from carbonshift.handlers.energy import receipt_message, update_energy
+from carbonshift.handlers.energybudget import budget_hold
 from carbonshift.handlers.state import LOCAL, OperatorState, current
 
 log = logging.getLogger(__name__)
+PLAN_EVENT_MIN_SHIFT = timedelta(minutes=10)  # re-plans that move the start by less are not news
 AT_RISK = {
     PlanReason.DEADLINE_PASSED: Reason.DEADLINE_PASSED,
     PlanReason.INFEASIBLE_DEADLINE: Reason.DURATION_EXCEEDS_TIME_LEFT,
@@ -242,6 +244,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         plan, observed, tick.now, interruptible=spec.interruptible, grace=grace,
         has_run=acc.run_seconds > 0 or acc.running_since is not None,
     )  # fmt: skip
+    decision = apply_budget(tick, decision, plan, caj, running, forecasts)
     acc = await act(tick, decision, plan, acc, observed)
     tick.store_accounting(acc)
     tick.store_energy_estimate(acc, pjob.gpus, pjob.watts_per_gpu)
@@ -262,6 +265,35 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         # Done once the receipt is out; until then the last energy readings are still arriving.
         return None if tick.status.get("receiptPosted") else tick.now + state.settings.tick / 5
     return decision.next_transition or tick.now + state.settings.tick
+
+
+def apply_budget(
+    tick: Tick, decision: Decision, plan: Plan, caj: CarbonAwareJob, running: bool, forecasts: dict[str, Any]
+) -> Decision:
+    """An EnergyBudget may hold the job: no (re)start, and an interruptible job is suspended; never silently."""
+    if decision.phase in (Phase.SUCCEEDED, Phase.FAILED):
+        return decision
+    series = forecasts.get(plan.zone) if plan.zone else None
+    g_now = series.at(tick.now) if series is not None else None
+    hold = budget_hold(
+        tick.namespace, caj.metadata.labels, tick.now, g_now, interruptible=caj.spec.interruptible, running=running
+    )
+    if hold is None:
+        tick.condition(ConditionType.BUDGET_HELD, False, Reason.WITHIN_BUDGET, "no EnergyBudget holds this job")
+        return decision
+    until = translate.iso(hold.until) if hold.until else "the grid is below the budget's intensity limit"
+    message = f"held by EnergyBudget {hold.budget}: {hold.reason}; until {until}"
+    tick.condition(ConditionType.BUDGET_HELD, True, Reason.BUDGET_EXHAUSTED, message, event="Warning")
+    if hold.until is None or hold.until > plan.latest_safe_start:
+        # The budget wins over the deadline, and says so.
+        tick.condition(
+            ConditionType.DEADLINE_AT_RISK, True, Reason.BUDGET_EXHAUSTED,
+            f"the deadline cannot be kept while {message}", event="Warning",
+        )  # fmt: skip
+    if running and not (hold.suspend_running and caj.spec.interruptible):
+        return decision  # a running job that cannot be suspended finishes
+    phase = Phase.SUSPENDED if running or decision.phase is Phase.SUSPENDED else Phase.WAITING
+    return Decision(False, running, None, phase, hold.until, message)
 
 
 async def act(tick: Tick, decision: Decision, plan: Plan, acc: Accounting, observed: Observed) -> Accounting:
@@ -352,11 +384,12 @@ def report_plan(
     old_start = ((tick.old_status.get("plan") or {}).get("windows") or [{}])[0].get("start")
     tick.status["plan"] = translate.plan_status(plan, provider, signal, tick.now)
     summary = translate.plan_summary(plan, now_g, tick.now)
-    new_start = translate.iso(plan.start)
     planned_reason = Reason.PLAN_COMPUTED
     tick.condition(ConditionType.PLANNED, plan.reason is not PlanReason.NO_CAPACITY, planned_reason, summary)
     deferred = plan.start is not None and plan.start > tick.now
-    if plan.windows and (old_start is None or (deferred and new_start != old_start)):
+    previous = parse_time(old_start) if isinstance(old_start, str) else None
+    moved = previous is None or plan.start is None or abs(plan.start - previous) >= PLAN_EVENT_MIN_SHIFT
+    if plan.windows and (old_start is None or (deferred and moved)):
         tick.event("Normal", "Planned", summary)
     at_risk = AT_RISK.get(plan.reason)
     if at_risk is not None or not plan.feasible:

@@ -82,7 +82,15 @@ def job_usage(namespace: str, name: str, labels: dict[str, str], status: dict[st
     if not chunks and status.get("energyKWh"):
         start = parse_time(status.get("submittedAt"))
         if start is not None:
-            end = start + timedelta(seconds=float(status.get("runSeconds") or 0.0))
+            seconds = float(status.get("runSeconds") or 0.0)
+            # runSeconds holds the closed intervals; a running job's open one lasts until its last reconcile.
+            since, seen = (
+                parse_time(status.get("runningSince")),
+                parse_time((status.get("plan") or {}).get("computedAt")),
+            )
+            if since is not None and seen is not None and seen > since:
+                seconds += (seen - since).total_seconds()
+            end = start + timedelta(seconds=seconds)
             grams = float(status.get("emissionsGrams") or 0.0)
             chunks.append(UsageChunk(start, end, float(status["energyKWh"]), grams))
     return JobUsage(namespace, name, dict(labels), tuple(chunks))

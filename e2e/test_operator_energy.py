@@ -1,0 +1,79 @@
+"""Measured receipts: a job's energy read through a real Prometheus scraping the DCGM stand-in matches what the
+stand-in served to the job's pods within 1%, across a suspend and a resume; the receipt Event is posted at the end.
+
+The stand-in replays the real H100 trace (training phase) on the dev cluster's GPU nodes; `GpuBinder` assigns GPUs
+to the Job's pods as a kubelet's pod-resources API would, so the series carry the pods' names.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from kubernetes import client
+
+from carbonshift.devcluster import PrometheusServer
+from carbonshift.devcluster.dcgm import DcgmStandIn
+from carbonshift.devcluster.gpu_binder import GpuBinder
+from carbonshift.devcluster.workload import Workload
+from e2e.harness import Cluster, OperatorProcess, caj_manifest, operator_kubeconfig, wait_until, write_trace
+
+SPEED = 60.0  # planning minutes per wall second
+SLOT = timedelta(minutes=15)
+
+
+def test_receipt_energy_matches_the_replayed_counter_across_suspend_and_resume(
+    api_client: client.ApiClient, kubeconfig: Path, installed_crds: object, namespace: str, tmp_path: Path
+) -> None:
+    k = Cluster(api_client)
+    nodes = {n.metadata.name: 8 for n in k.core.list_node().items}
+    exporter = DcgmStandIn(nodes, start_offset_seconds=25.0).start()  # 25 s into the trace: training at ~683 W
+    binder = GpuBinder(api_client, exporter, nodes)
+    binder.start()
+    prometheus = PrometheusServer.start([exporter.target])
+    epoch = datetime.now(UTC).replace(microsecond=0)
+    start = epoch - timedelta(hours=1)
+    # Clean in [15m, 30m) and [45m, 75m) after the epoch: an interruptible 40-minute job runs in two chunks.
+    values = [
+        60.0 if 0.25 <= (start + i * SLOT - epoch).total_seconds() / 3600 < 0.5
+        or 0.75 <= (start + i * SLOT - epoch).total_seconds() / 3600 < 1.25 else 400.0
+        for i in range(4 * 12)
+    ]  # fmt: skip
+    trace = write_trace(tmp_path / "trace.csv", start, values, SLOT)
+    config = operator_kubeconfig(api_client, kubeconfig, tmp_path / "operator.kubeconfig")
+    extra = ["--zone", "TEST", "--trace", f"TEST={trace}", "--forecast", "oracle", "--tick", "5m", "--margin", "5m"]
+    extra += ["--prometheus-url", prometheus.url]
+    proc = OperatorProcess(config, tmp_path, speed=SPEED, epoch=epoch, extra=extra)
+    workload = Workload(api_client, {"local": api_client}, namespace, proc.planning_now)
+    try:
+        proc.start()
+        wait_until(proc.serving, "the operator to start", timeout=30, interval=0.05)
+        time.sleep(0.5)
+        checkpoint = {"overhead": "1m", "gracePeriod": "2m", "minRunDuration": "5m"}
+        manifest = caj_manifest(
+            "train", duration="40m", max_delay="2h", gpus=2, interruptible=True, checkpoint=checkpoint
+        )
+        k.create_caj(namespace, manifest)
+        workload.start()
+        status = wait_until(
+            lambda: (s := k.status(namespace, "train")).get("receiptPosted") and s, "the receipt", timeout=180
+        )
+    finally:
+        workload.halt.set()
+        binder.halt.set()
+        proc.stop()
+        prometheus.stop()
+        exporter.stop()
+    assert status["phase"] == "Succeeded"
+    events = [(e.reason, e.message) for e in k.events(namespace, "train")]
+    assert status["suspensions"] >= 1, f"two chunks expected: {status['runSeconds']} s, {events}"
+    pods = [pod for ns, pod in binder.seen if ns == namespace]
+    assert len(pods) >= 2, f"a resumed Job gets a new pod: {pods}"
+    truth_kwh = sum(exporter.energy_mj(namespace, pod) for pod in pods) / 3.6e9
+    assert status["energySource"] == "dcgm"
+    assert abs(status["energyKWh"] - truth_kwh) <= 0.01 * truth_kwh, (status["energyKWh"], truth_kwh)
+    assert status["emissionsGrams"] > 0 and status["baselineEmissionsGrams"] > status["emissionsGrams"]
+    receipt = next(e for e in k.events(namespace, "train") if e.reason == "Receipt")
+    assert "kWh" in receipt.message
+    assert not binder.errors and not workload.errors
