@@ -33,8 +33,8 @@ lint: python-deps ## ruff (lint + format check), mypy --strict, import contracts
 	$(PY) hack/gen_chart.py --check
 
 .PHONY: test
-test: setup lint ## Set up, lint, then run every test (unit, providers, real control plane, real Prometheus)
-	$(VENV)/bin/pytest tests
+test: setup lint ## Set up, lint, then run every test (unit, providers, chart, real control plane and Prometheus, e2e)
+	$(VENV)/bin/pytest tests e2e
 
 .PHONY: test-unit
 test-unit: python-deps ## Only the fast tests that need no cluster, no Prometheus and no helm
