@@ -40,10 +40,14 @@ def test_only_the_highest_priority_replica_acts_and_the_other_takes_over(
     low, high = replicas
     k = Cluster(api_client)
     try:
-        for proc in replicas:
-            proc.start()
-        for proc in replicas:
-            wait_until(proc.serving, "both replicas to start", timeout=30, interval=0.1)
+        # The active replica first, as in a rolling deploy; two that start at the very same instant may both act
+        # for a moment before either sees the other (kopf's peering is eventually consistent).
+        high.start()
+        wait_until(high.serving, "the first replica to start", timeout=30, interval=0.1)
+        time.sleep(1.0)
+        low.start()
+        wait_until(low.serving, "the second replica to start", timeout=30, interval=0.1)
+        time.sleep(1.0)
         k.create_caj(namespace, caj_manifest("first", duration="1h", max_delay="10h"))
         wait_until(lambda: k.status(namespace, "first").get("plan"), "the first job planned", timeout=40)
         time.sleep(2.0)

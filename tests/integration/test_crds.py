@@ -19,6 +19,7 @@ from carbonshift.devcluster.testing import (
     crd_established,
     create_custom_object,
     create_namespace,
+    delete_custom_object,
     delete_namespace,
     load_crd_documents,
 )
@@ -73,9 +74,13 @@ def test_server_accepts_example(
     kind = str(manifest["kind"])
     crd = installed_crds[kind]
     created = create_custom_object(api_client, crd, manifest, catalogue_namespace)
-    assert created["metadata"]["uid"]
-    missing = not_preserved(manifest["spec"], created["spec"])
-    assert not missing, f"{path.name}: the server pruned or changed {missing}"
+    try:
+        assert created["metadata"]["uid"]
+        missing = not_preserved(manifest["spec"], created["spec"])
+        assert not missing, f"{path.name}: the server pruned or changed {missing}"
+    finally:
+        # Cluster-scoped examples (ComputeClusters) would outlive the namespace and leak into later tests.
+        delete_custom_object(api_client, crd, created["metadata"]["name"], catalogue_namespace)
 
 
 def not_preserved(sent: object, stored: object, where: str = "spec") -> list[str]:

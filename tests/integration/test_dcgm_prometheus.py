@@ -318,10 +318,14 @@ async def test_one_query_per_tick_for_many_jobs(workdir: Path, servers: list[Any
 async def test_slow_prometheus_is_a_clear_error_after_bounded_retries() -> None:
     """A real local server that answers too late: two tries, then MetricsUnavailableError naming the cause."""
     hits = 0
+    handlers: list[tuple[asyncio.Task[Any], asyncio.StreamWriter]] = []
 
     async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal hits
         hits += 1
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.append((task, writer))
         await reader.readuntil(b"\r\n\r\n")
         await asyncio.sleep(2)
         writer.close()
@@ -334,6 +338,10 @@ async def test_slow_prometheus_is_a_clear_error_after_bounded_retries() -> None:
             await reader.read(time.time() - 60, time.time())
     finally:
         await reader.aclose()
+        for task, writer in handlers:  # still sleeping: end them so no transport outlives the event loop
+            task.cancel()
+            writer.close()
+        await asyncio.gather(*(task for task, _ in handlers), return_exceptions=True)
         server.close()
         await server.wait_closed()
     assert hits == 2

@@ -35,6 +35,7 @@ class Observed:
     exists: bool
     suspended: bool = True
     active_pods: int = 0
+    ready_pods: int = 0  # pods actually running (a resumed Job's pods may still wait for GPUs)
     complete: bool = False
     failed: bool = False
     failure_reason: str | None = None

@@ -66,6 +66,7 @@ def observe(job: dict[str, Any] | None) -> Observed:
         exists=True,
         suspended=bool(job.get("spec", {}).get("suspend")),
         active_pods=int((job.get("status") or {}).get("active") or 0),
+        ready_pods=int((job.get("status") or {}).get("ready") or 0),
         complete=job_condition(job, "Complete") is not None,
         failed=failed is not None,
         failure_reason=(failed or {}).get("reason"),
@@ -174,10 +175,13 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     acc = tick.accounting()
     finished = observed.complete or observed.failed
     running = observed.exists and not observed.suspended and not finished
-    if running and acc.running_since is None:  # resumed just before a crash: count from now (under-count)
+    # Run time accrues only while pods run: a resumed Job whose pods wait for GPUs has done no work yet. Starting
+    # the count when pods are seen ready (never at the resume itself) can only under-count, which keeps deadlines.
+    working = running and observed.ready_pods > 0
+    if working and acc.running_since is None:
         acc = acc.resumed(tick.now)
-    if not running and acc.running_since is not None:  # finished, or suspended by someone else
-        acc = acc.stopped(tick.now) if finished else acc.suspended(tick.now)
+    if not working and acc.running_since is not None:  # finished, suspended, or its pods are gone
+        acc = acc.stopped(tick.now) if finished or running else acc.suspended(tick.now)
 
     # Plan.
     allowed = spec.placement.clusters if spec.placement else []
@@ -300,9 +304,8 @@ async def act(tick: Tick, decision: Decision, plan: Plan, acc: Accounting, obser
     kube = tick.state.kube_for(tick.status.get("cluster"))
     ns, name = tick.namespace, tick.name
     if decision.resume:
-        await kube.set_suspend(ns, name, False)  # Job first, then status: a crash between under-counts
+        await kube.set_suspend(ns, name, False)  # run time starts counting once its pods are seen running
         metrics.TRANSITIONS.labels("resume").inc()
-        acc = acc.resumed(tick.now)
         tick.event("Normal", "Resumed", f"Resumed: {decision.why} (until {translate.iso(decision.next_transition)})")
     elif decision.suspend:
         acc = acc.suspended(tick.now)
@@ -439,10 +442,13 @@ def report_decision(tick: Tick, decision: Decision, plan: Plan, observed: Observ
     if phase is Phase.FAILED:
         message = f"{observed.failure_reason}: {observed.failure_message}" if observed.failure_reason else "failed"
         tick.condition(ConditionType.FAILED, True, Reason.JOB_FAILED, message, event="Warning")
-    planned = plan.planned_grams
-    if math.isfinite(planned) and math.isfinite(plan.baseline_grams) and plan.baseline_grams > 0:
-        saved = 100 * (plan.baseline_grams - planned) / plan.baseline_grams
-        tick.status["display"] = {"co2e": translate.kg(planned), "saved": f"{saved:.0f}%"}
+    emitted, baseline = tick.status.get("emissionsGrams"), tick.status.get("baselineEmissionsGrams")
+    if emitted is not None and baseline:  # the receipt so far, once measured
+        saved = 100 * (baseline - emitted) / baseline
+        tick.status["display"] = {"co2e": translate.kg(emitted), "saved": f"{saved:.0f}%"}
+    elif math.isfinite(plan.planned_grams) and math.isfinite(plan.baseline_grams) and plan.baseline_grams > 0:
+        saved = 100 * (plan.baseline_grams - plan.planned_grams) / plan.baseline_grams
+        tick.status["display"] = {"co2e": f"~{translate.kg(plan.planned_grams)}", "saved": f"~{saved:.0f}%"}
 
 
 # -- kopf wiring --------------------------------------------------------------------------------------------------

@@ -76,8 +76,10 @@ def job_usage(namespace: str, name: str, labels: dict[str, str], status: dict[st
     """A job's usage from its status: the measured run chunks, else one chunk from the estimate."""
     account = account_from_wire(status.get("energy"))
     chunks: list[UsageChunk] = []
+    seen = parse_time((status.get("plan") or {}).get("computedAt"))  # the job's last reconcile
     for c in account.chunks:
-        end = c.end or c.stopped_at or c.start
+        # A chunk still running ends, as far as its energy is known, at the last reconcile (not at its start).
+        end = c.end or c.stopped_at or (seen if seen is not None and seen > c.start else c.start)
         chunks.append(UsageChunk(c.start, max(end, c.start), c.kwh, c.emissions_grams))
     if not chunks and status.get("energyKWh"):
         start = parse_time(status.get("submittedAt"))

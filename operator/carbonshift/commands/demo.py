@@ -1,0 +1,359 @@
+"""`carbonshift demo`: the whole product on this machine, with no account and no cluster of your own.
+
+It starts two real control planes (API server, etcd, Job controller, scheduler, kwok GPU nodes) standing for
+clusters in Germany (DE) and Great Britain (GB), the operator under its least-privilege ServiceAccount, the
+bundled grid traces of both zones as its carbon provider (forecasts with simulated 5% error: no oracle), the
+measured H100 run replayed as dcgm-exporter on every GPU, and a real Prometheus scraping it. Example
+CarbonAwareJobs (interruptible, not interruptible, threshold, immediate, and one whose team's EnergyBudget runs out)
+then play out with planning time accelerated (default: a day in two minutes). A live table shows the jobs; at the
+end come the receipts, a JSON report and a plot, and everything started is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from carbonshift.api.durations import parse_duration
+
+NAMESPACE = "ml-research"
+CRD_DIR = Path(__file__).resolve().parents[3] / "crds"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--speed", type=float, default=720.0, help="planning seconds per wall second (720: a day in 2 min)"
+    )
+    parser.add_argument("--hours", type=float, default=30.0, help="planning hours to play at most")
+    parser.add_argument("--out-dir", type=Path, default=Path("out/demo"), help="where the report and plot go")
+    parser.add_argument("--no-live", action="store_true", help="print progress lines instead of a live table")
+
+
+def _job(name: str, duration: str, max_delay: str, gpus: int, **spec: Any) -> dict[str, Any]:
+    labels = spec.pop("labels", {})
+    return {
+        "apiVersion": "carbonshift.io/v1alpha1",
+        "kind": "CarbonAwareJob",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "duration": duration,
+            "maxDelay": max_delay,
+            **spec,
+            "template": {
+                "spec": {
+                    "backoffLimit": 0,
+                    "template": {
+                        "spec": {
+                            "restartPolicy": "Never",
+                            "containers": [
+                                {
+                                    "name": "train",
+                                    "image": "example/train:1",
+                                    "resources": {"limits": {"nvidia.com/gpu": gpus}},
+                                }
+                            ],
+                        }
+                    },
+                }
+            },
+        },
+    }
+
+
+CHECKPOINT = {"overhead": "2m", "gracePeriod": "5m", "minRunDuration": "1h"}
+JOBS = [
+    _job("nightly-finetune", "4h", "20h", 2),
+    _job("pretrain", "12h", "30h", 8, interruptible=True, checkpoint=CHECKPOINT),
+    _job("eval-threshold", "2h", "24h", 2, interruptible=True, policy="Threshold", maxIntensity=150),
+    _job("hotfix", "1h", "3h", 1, policy="Immediate"),
+    # Starts at once; its team's daily budget runs out after about an hour, so it waits for the next day.
+    _job(
+        "sandbox-sweep",
+        "3h",
+        "30h",
+        2,
+        interruptible=True,
+        policy="Immediate",
+        checkpoint=CHECKPOINT,
+        labels={"team": "sandbox"},
+    ),
+]
+BUDGET = {
+    "apiVersion": "carbonshift.io/v1alpha1",
+    "kind": "EnergyBudget",
+    "metadata": {"name": "sandbox-daily"},
+    "spec": {
+        "selector": {"matchLabels": {"team": "sandbox"}},
+        "period": "Daily",
+        "limits": {"energyKWh": 1.0},
+        "action": "Suspend",
+    },
+}
+
+
+def list_jobs(custom: Any) -> list[dict[str, Any]]:
+    listing: dict[str, Any] = custom.list_namespaced_custom_object(
+        "carbonshift.io", "v1alpha1", NAMESPACE, "carbonawarejobs"
+    )
+    return list(listing["items"])
+
+
+def _row(item: dict[str, Any], now: datetime) -> list[str]:
+    status = item.get("status") or {}
+    display = status.get("display") or {}
+    held = next((c for c in status.get("conditions", []) if c["type"] == "BudgetHeld" and c["status"] == "True"), None)
+    ran = float(status.get("runSeconds") or 0.0)
+    since = status.get("runningSince")
+    if since:
+        ran += (now - datetime.fromisoformat(since.replace("Z", "+00:00"))).total_seconds()
+    total = parse_duration(item["spec"]["duration"]).total_seconds()
+    return [
+        item["metadata"]["name"],
+        str(status.get("phase") or "Pending") + (" (budget)" if held else ""),
+        str(status.get("cluster") or "-"),
+        (status.get("nextTransitionTime") or "-").replace("T", " ").replace("Z", ""),
+        f"{min(ran, total) / 3600:.1f}/{total / 3600:.0f} h",
+        f"{float(status.get('energyKWh') or 0):.2f} ({status.get('energySource') or '-'})",
+        str(display.get("co2e") or "-"),
+        str(display.get("saved") or "-"),
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_demo(args))
+    except KeyboardInterrupt:
+        print("demo interrupted; everything it started has been stopped", file=sys.stderr)
+        return 130
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from kubernetes import client
+    from rich.console import Console
+    from rich.live import Live
+    from rich.table import Table
+
+    from carbonshift.devcluster import ClusterConfig, DevCluster, MissingBinaryError, PrometheusServer
+    from carbonshift.devcluster.gpu_binder import GpuBinder, TimeLapseDcgm
+    from carbonshift.devcluster.operator_process import (
+        OPERATOR_NAMESPACE,
+        OperatorProcess,
+        ensure_namespace,
+        operator_kubeconfig,
+    )
+    from carbonshift.devcluster.testing import api_client_from_kubeconfig, install_crds, load_crd_documents
+    from carbonshift.devcluster.workload import Workload
+
+    console = Console()
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="carbonshift-demo-") as tmp:
+        work = Path(tmp)
+        console.print("[bold]carbonshift demo[/]: starting two control planes (DE and GB), Prometheus and the operator")
+        try:
+            de = stack.enter_context(
+                DevCluster.start(
+                    ClusterConfig(name="demo-de", nodes=2, gpus_per_node=8, zones=("de-1",), node_prefix="de-node")
+                )
+            )
+            gb = stack.enter_context(
+                DevCluster.start(
+                    ClusterConfig(name="demo-gb", nodes=2, gpus_per_node=8, zones=("gb-1",), node_prefix="gb-node")
+                )
+            )
+        except MissingBinaryError as exc:
+            print(f"carbonshift demo: {exc}", file=sys.stderr)
+            return 2
+        api_de, api_gb = api_client_from_kubeconfig(de.kubeconfig), api_client_from_kubeconfig(gb.kubeconfig)
+        install_crds(api_de, load_crd_documents(sorted(CRD_DIR.glob("*.yaml"))))
+        for api in (api_de, api_gb):
+            ensure_namespace(api, NAMESPACE)
+        core, custom = client.CoreV1Api(api_de), client.CustomObjectsApi(api_de)
+        config = operator_kubeconfig(api_de, de.kubeconfig, work / "operator.kubeconfig")
+        secret = {
+            "metadata": {"name": "gpu-gb-kubeconfig"},
+            "data": {"kubeconfig": base64.b64encode(gb.kubeconfig.read_bytes()).decode()},
+        }
+        core.create_namespaced_secret(OPERATOR_NAMESPACE, secret)  # type: ignore[arg-type]
+        ref = {"name": "gpu-gb-kubeconfig", "namespace": OPERATOR_NAMESPACE}
+        for name, zone, pue, extra in (("gpu-de", "DE", 1.2, {}), ("gpu-gb", "GB", 1.1, {"kubeconfigSecretRef": ref})):
+            body = {
+                "apiVersion": "carbonshift.io/v1alpha1",
+                "kind": "ComputeCluster",
+                "metadata": {"name": name},
+                "spec": {"zone": zone, "pue": pue, **extra},
+            }
+            custom.create_cluster_custom_object("carbonshift.io", "v1alpha1", "computeclusters", body)
+        # GPUs replay the measured H100 run, in time-lapse with the planning clock.
+        exporters = []
+        for api in (api_de, api_gb):
+            nodes = {str(n.metadata.name): 8 for n in client.CoreV1Api(api).list_node().items if n.metadata}
+            exporter = stack.enter_context(TimeLapseDcgm(nodes, speed=args.speed, start_offset_seconds=25.0))
+            binder = GpuBinder(api, exporter, nodes)
+            binder.start()
+            stack.callback(binder.halt.set)
+            exporters.append(exporter)
+        prometheus = stack.enter_context(PrometheusServer.start([e.target for e in exporters]))
+        epoch = datetime.now(UTC).replace(microsecond=0)
+        extra_args = ["--zone", "DE", "--forecast", "gaussian:0.05", "--tick", "15m", "--margin", "30m"]
+        extra_args += ["--prometheus-url", prometheus.url]
+        operator = OperatorProcess(config, work, speed=args.speed, epoch=epoch, extra=extra_args)
+        operator.start()
+        stack.callback(operator.stop)
+        while not operator.serving():
+            operator.assert_alive()
+            time.sleep(0.1)
+        time.sleep(1.0)
+        custom.create_namespaced_custom_object("carbonshift.io", "v1alpha1", NAMESPACE, "energybudgets", BUDGET)
+        for manifest in JOBS:
+            custom.create_namespaced_custom_object("carbonshift.io", "v1alpha1", NAMESPACE, "carbonawarejobs", manifest)
+        workload = Workload(api_de, {"gpu-de": api_de, "gpu-gb": api_gb}, NAMESPACE, operator.planning_now)
+        workload.start()
+        stack.callback(workload.halt.set)
+        end = epoch + timedelta(hours=args.hours)
+        columns = ["job", "phase", "cluster", "next (UTC)", "ran", "energy kWh", "CO2e", "saved"]
+
+        def table() -> Table:
+            now = operator.planning_now()
+            view = Table(title=f"planning time {now:%a %H:%M} UTC  (x{args.speed:.0f}; forecast: 5% simulated error)")
+            for column in columns:
+                view.add_column(column)
+            for item in list_jobs(custom):
+                view.add_row(*_row(item, now))
+            return view
+
+        def finished() -> bool:
+            items = list_jobs(custom)
+            return all((i.get("status") or {}).get("receiptPosted") for i in items)
+
+        if args.no_live or not console.is_terminal:
+            last = 0.0
+            while not finished() and operator.planning_now() < end:
+                operator.assert_alive()
+                if time.monotonic() - last > 10:
+                    console.print(table())
+                    last = time.monotonic()
+                time.sleep(0.5)
+        else:
+            with Live(table(), console=console, refresh_per_second=2) as live:
+                while not finished() and operator.planning_now() < end:
+                    operator.assert_alive()
+                    live.update(table())
+                    time.sleep(0.5)
+        items = list_jobs(custom)
+        report = await _report(items, workload, epoch, operator.planning_now(), args.out_dir)
+        console.print(_receipts(items))
+        for item in items:
+            held = [
+                e.message
+                for e in core.list_namespaced_event(
+                    NAMESPACE, field_selector=f"involvedObject.name={item['metadata']['name']}"
+                ).items
+                if e.reason == "BudgetExhausted"
+            ]
+            if held:
+                console.print(f"[yellow]{item['metadata']['name']}[/]: {held[0]}")
+        totals = report["totals"]
+        console.print(
+            f"\n[bold]All jobs:[/] {totals['energy_kwh']:.1f} kWh, {totals['emissions_kg']:.2f} kgCO2e; "
+            f"running each at submission would have emitted {totals['baseline_kg']:.2f} kg: "
+            f"[bold green]{totals['saved_pct']:.1f}% avoided[/]."
+        )
+        console.print(f"report: {args.out_dir / 'demo-report.json'}\nplot: {args.out_dir / 'demo.png'}")
+        console.print("stopping the operator, Prometheus and both control planes")
+    return 0
+
+
+def _receipts(items: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    view = Table(title="carbon receipts (GPU energy measured through DCGM; emissions on the grid's actual intensity)")
+    for column in ("job", "cluster", "phase", "energy kWh", "source", "CO2e kg", "at submission kg", "avoided kg"):
+        view.add_column(column)
+    for item in items:
+        s = item.get("status") or {}
+        view.add_row(
+            item["metadata"]["name"],
+            str(s.get("cluster") or "-"),
+            str(s.get("phase") or "-"),
+            f"{float(s.get('energyKWh') or 0):.2f}",
+            str(s.get("energySource") or "-"),
+            f"{float(s.get('emissionsGrams') or 0) / 1000:.2f}",
+            f"{float(s.get('baselineEmissionsGrams') or 0) / 1000:.2f}",
+            f"{float(s.get('avoidedEmissionsGrams') or 0) / 1000:.2f}",
+        )
+    return view
+
+
+async def _report(
+    items: list[dict[str, Any]], workload: Any, begin: datetime, end: datetime, out: Path
+) -> dict[str, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from carbonshift.adapters.carbon.trace import TraceProvider
+
+    jobs = []
+    for item in items:
+        s = item.get("status") or {}
+        runs = workload.jobs.get(item["metadata"]["name"])
+        jobs.append(
+            {
+                "name": item["metadata"]["name"],
+                "cluster": s.get("cluster"),
+                "phase": s.get("phase"),
+                "energy_kwh": s.get("energyKWh"),
+                "energy_source": s.get("energySource"),
+                "emissions_g": s.get("emissionsGrams"),
+                "baseline_emissions_g": s.get("baselineEmissionsGrams"),
+                "avoided_g": s.get("avoidedEmissionsGrams"),
+                "suspensions": s.get("suspensions"),
+                "runs": [[a.isoformat(), b.isoformat()] for a, b in (runs.intervals if runs else [])],
+            }
+        )
+    emitted = sum(float(j["emissions_g"] or 0) for j in jobs) / 1000
+    baseline = sum(float(j["baseline_emissions_g"] or 0) for j in jobs) / 1000
+    totals = {
+        "energy_kwh": sum(float(j["energy_kwh"] or 0) for j in jobs),
+        "emissions_kg": emitted,
+        "baseline_kg": baseline,
+        "saved_pct": 100 * (baseline - emitted) / baseline if baseline > 0 else 0.0,
+    }
+    report = {
+        "began": begin.isoformat(),
+        "ended": end.isoformat(),
+        "forecast": "gaussian:0.05 (simulated error)",
+        "jobs": jobs,
+        "totals": totals,
+    }
+    (out / "demo-report.json").write_text(json.dumps(report, indent=2))
+    fig, (ax, bars) = plt.subplots(2, 1, figsize=(11, 6), sharex=True, height_ratios=[2, 1])
+    colors = {"gpu-de": "tab:blue", "gpu-gb": "tab:green"}
+    for zone, label, color in (("DE", "DE (gpu-de)", "tab:blue"), ("GB", "GB (gpu-gb)", "tab:green")):
+        provider = TraceProvider.bundled(zone, replay=True)
+        series = (await provider.history(zone, begin, end, end)).series
+        ax.step(series.starts(), series.values, where="post", label=label, color=color)
+    ax.set_ylabel("gCO2e/kWh (actual)")
+    ax.legend(loc="upper right")
+    ax.set_title("Grid carbon intensity and when each job ran")
+    for row, job in enumerate(jobs):
+        for a, b in job["runs"]:
+            start, stop = datetime.fromisoformat(a), datetime.fromisoformat(b)
+            bars.barh(row, stop - start, left=start, color=colors.get(job["cluster"] or "", "grey"))
+    bars.set_yticks(range(len(jobs)), [j["name"] for j in jobs])
+    bars.set_xlabel("UTC (planning time)")
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(out / "demo.png", dpi=110)
+    plt.close(fig)
+    return report
