@@ -70,8 +70,12 @@ dev-cluster-down: ## Stop the control plane started by `make dev-cluster`
 	$(PY) -m carbonshift.devcluster down
 
 .PHONY: demo
-demo: python-deps ## Replay real grid traces through the planner and print the savings (the live demo comes later)
-	$(VENV)/bin/carbonshift simulate --zone DE --scenario II --out-dir out/demo
+demo: setup ## The live demo: two local control planes (DE, GB), the operator, DCGM replay, Prometheus, example jobs
+	$(VENV)/bin/carbonshift demo --out-dir out/demo
+
+.PHONY: simulate
+simulate: python-deps ## Replay a year of German grid data through the planner (no cluster) and print the savings
+	$(VENV)/bin/carbonshift simulate --zone DE --scenario II --out-dir out/simulate
 
 .PHONY: clean
 clean: ## Remove build and test outputs (not the cached binaries)

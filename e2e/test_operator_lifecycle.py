@@ -98,6 +98,9 @@ def test_non_interruptible_job_waits_then_runs_in_the_low_carbon_window(
     assert pods[0].metadata.labels["carbonshift.io/carbonawarejob"] == "finetune"
     status = wait_until(lambda: (s := k.status(namespace, "finetune")).get("phase") == "Running" and s, "Running")
     assert status["cluster"] == "local"
+    # Run time counts from when the operator sees the pods ready (never from the resume itself).
+    wait_until(lambda: k.status(namespace, "finetune").get("runningSince"), "run time to start counting", timeout=20)
+    time.sleep(1.0)
     # The workload finishes: the CarbonAwareJob succeeds, with a receipt.
     k.complete_pods(namespace, "finetune")
     status = wait_until(lambda: (s := k.status(namespace, "finetune")).get("phase") == "Succeeded" and s, "Succeeded")

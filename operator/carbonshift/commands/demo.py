@@ -26,7 +26,9 @@ from typing import Any
 from carbonshift.api.durations import parse_duration
 
 NAMESPACE = "ml-research"
-CRD_DIR = Path(__file__).resolve().parents[3] / "crds"
+REPO = Path(__file__).resolve().parents[3]
+CRD_DIR = REPO / "crds"
+DASHBOARD = REPO / "charts" / "carbonshift" / "dashboards" / "carbonshift.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -201,11 +203,13 @@ async def _demo(args: argparse.Namespace) -> int:
             binder.start()
             stack.callback(binder.halt.set)
             exporters.append(exporter)
-        prometheus = stack.enter_context(PrometheusServer.start([e.target for e in exporters]))
         epoch = datetime.now(UTC).replace(microsecond=0)
         extra_args = ["--zone", "DE", "--forecast", "gaussian:0.05", "--tick", "15m", "--margin", "30m"]
-        extra_args += ["--prometheus-url", prometheus.url]
         operator = OperatorProcess(config, work, speed=args.speed, epoch=epoch, extra=extra_args)
+        # One Prometheus scrapes the GPUs (DCGM) and the operator's own metrics, as the chart's ServiceMonitor would.
+        targets = [e.target for e in exporters] + [f"127.0.0.1:{operator.metrics_port}"]
+        prometheus = stack.enter_context(PrometheusServer.start(targets))
+        operator.extra += ["--prometheus-url", prometheus.url]
         operator.start()
         stack.callback(operator.stop)
         while not operator.serving():
@@ -267,9 +271,37 @@ async def _demo(args: argparse.Namespace) -> int:
             f"running each at submission would have emitted {totals['baseline_kg']:.2f} kg: "
             f"[bold green]{totals['saved_pct']:.1f}% avoided[/]."
         )
+        answered, empty = dashboard_check(prometheus.url)
+        report["dashboard"] = {"queries": answered + len(empty), "returned_data": answered, "empty": empty}
+        (args.out_dir / "demo-report.json").write_text(json.dumps(report, indent=2))
+        console.print(f"Grafana dashboard: {answered} of {answered + len(empty)} queries return data in this demo")
+        for title in empty:
+            console.print(f"  [yellow]no data[/]: {title}")
         console.print(f"report: {args.out_dir / 'demo-report.json'}\nplot: {args.out_dir / 'demo.png'}")
         console.print("stopping the operator, Prometheus and both control planes")
     return 0
+
+
+def dashboard_check(prometheus_url: str) -> tuple[int, list[str]]:
+    """Run every query of the chart's Grafana dashboard against this Prometheus: (how many returned data, the rest)."""
+    import re
+
+    import httpx
+
+    board = json.loads(DASHBOARD.read_text())
+    queries = [(p["title"], t["expr"]) for p in board["panels"] for t in p.get("targets", [])]
+    queries += [
+        (f"annotation {a['name']}", a["expr"]) for a in board.get("annotations", {}).get("list", []) if "expr" in a
+    ]
+    answered, empty = 0, []
+    for title, expr in queries:
+        promql = re.sub(r"\$(zone|namespace)\b", ".*", expr.replace("$__rate_interval", "1m"))
+        body = httpx.get(f"{prometheus_url}/api/v1/query", params={"query": promql}, timeout=10).json()
+        if body.get("status") == "success" and body["data"]["result"]:
+            answered += 1
+        else:
+            empty.append(title)
+    return answered, empty
 
 
 def _receipts(items: list[dict[str, Any]]) -> Any:
