@@ -151,8 +151,9 @@ class Kube:
         return total, used, largest
 
     # -- CarbonAwareJob status (management cluster only) ------------------------------------------------------
-    async def patch_caj_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        await self._call(
+    async def patch_caj_status(self, namespace: str, name: str, status: dict[str, Any]) -> str:
+        """Merge-patch the status; returns the object's new resourceVersion."""
+        patched: Any = await self._call(
             "patch status",
             self.custom.patch_namespaced_custom_object_status,
             GROUP,
@@ -162,3 +163,4 @@ class Kube:
             name,
             {"status": status},
         )
+        return str(((patched if isinstance(patched, dict) else {}).get("metadata") or {}).get("resourceVersion", ""))

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -110,7 +111,8 @@ class Tick:
         if self.status != self.old_status:
             patch = {k: v for k, v in self.status.items() if self.old_status.get(k) != v}
             patch.update({k: None for k in self.old_status if k not in self.status})
-            await self.state.local.patch_caj_status(self.namespace, self.name, patch)
+            version = await self.state.local.patch_caj_status(self.namespace, self.name, patch)
+            self.state.written[(self.namespace, self.name)] = version
             self.old_status = dict(self.status)
         for kind, reason, message in self.events:
             kopf.event(cast(kopf.Body, self.body), type=kind, reason=reason, message=message)
@@ -489,9 +491,22 @@ async def run_carbonawarejob(
             continue
         if nxt is None:
             return  # finished and accounted; the daemon ends (a restarted operator checks once and ends too)
+        await caught_up(body, state.written.pop((namespace, name), None))
         wait = min(state.settings.tick, max(nxt - state.clock.now(), timedelta(0)))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=max(state.clock.wall_seconds(wait), 0.05))
+
+
+async def caught_up(body: kopf.Body, version: str | None, timeout_seconds: float = 2.0) -> None:
+    """Wait until kopf's live body shows our own last status patch (its watch event arrives a little later).
+
+    The next pass reads its state from that body: reading it stale would redo the last pass's accounting, e.g.
+    count the same energy interval twice. Gives up after `timeout_seconds` (the pass after that reads fresh)."""
+    if not version:
+        return
+    deadline = time.monotonic() + timeout_seconds
+    while body.get("metadata", {}).get("resourceVersion") != version and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")

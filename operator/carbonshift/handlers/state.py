@@ -65,6 +65,7 @@ class OperatorState:
     clusters: dict[str, ClusterEntry] = field(default_factory=dict)
     wake: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     phases: dict[tuple[str, str], str] = field(default_factory=dict)  # for the jobs-by-phase gauge
+    written: dict[tuple[str, str], str] = field(default_factory=dict)  # resourceVersion of our last status patch
 
     def wake_event(self, namespace: str, name: str) -> asyncio.Event:
         return self.wake.setdefault((namespace, name), asyncio.Event())
