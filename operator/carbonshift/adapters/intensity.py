@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from carbonshift import metrics
 from carbonshift.adapters.carbon.base import CarbonProvider
 from carbonshift.adapters.carbon.chain import FallbackChain
 from carbonshift.adapters.carbon.errors import ProviderConfigError
@@ -55,6 +56,9 @@ class ZoneForecasts:
                 self.config_errors.setdefault(zone, f"no carbon-intensity provider serves zone {zone}")
                 return None
             self.chains[zone] = FallbackChain(links)
+            for link in links:  # export the series from the start (at 0), so rates and alerts see them
+                metrics.PROVIDER_ERRORS.labels(link.name, zone)
+                metrics.PROVIDER_FALLBACKS.labels(zone, link.name)
         return self.chains.get(zone)
 
     async def forecast(self, zone: str, now: datetime, horizon: timedelta) -> ZoneForecast:
@@ -62,6 +66,8 @@ class ZoneForecasts:
         if chain is None:
             return ZoneForecast(zone, None, None, True, self.config_errors[zone])
         answer = await chain.forecast(zone, now, horizon)
+        for failure in answer.failures:
+            metrics.PROVIDER_ERRORS.labels(failure.provider, zone).inc()
         first = chain.links[0].provider.name
         degraded = answer.series is None or answer.answered_by != first or answer.stale
         return ZoneForecast(zone, answer.series, answer.answered_by, degraded, answer.explain())

@@ -32,6 +32,7 @@ from carbonshift.api.durations import parse_duration
 from carbonshift.domain.forecasting import ForecastSpecError, parse_forecast_model
 from carbonshift.handlers.energy import build_meter
 from carbonshift.handlers.state import OperatorState, Settings, install
+from carbonshift.metrics import RECONCILE_SECONDS as REGISTRY_RECONCILE
 from carbonshift.metrics import REGISTRY
 
 log = logging.getLogger("carbonshift")
@@ -164,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
         os.environ["KUBECONFIG"] = args.kubeconfig  # read by kopf.login_with_kubeconfig
     install(state)
     if args.metrics_port:
+        for outcome in ("ok", "error"):  # both series exist from the start, so error rates read 0, not "no data"
+            REGISTRY_RECONCILE.labels(outcome)
         prometheus_client.start_http_server(args.metrics_port, registry=REGISTRY)
     import carbonshift.handlers.carbonawarejob
     import carbonshift.handlers.clusters
