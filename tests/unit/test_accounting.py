@@ -204,3 +204,15 @@ def test_receipt_text_names_energy_emissions_baseline_and_overheads() -> None:
 
 def test_times_are_utc() -> None:
     assert wall_to_utc(T0) == datetime.fromtimestamp(T0, UTC)
+
+
+def test_a_long_gap_in_which_the_gpu_changed_hands_is_not_attributed() -> None:
+    """The job was suspended for hours; another pod used its old GPU and left. The first sample after the gap
+    shows the GPU free: the energy of the gap is nobody's we can name, and must not land on the suspended job."""
+    series = counter_series([(0, P, 700), (10, P, 700), (10_000, None, 700), (10_010, None, 70)])
+    intervals, _, _ = attribute(series, None, owns, T0 - 60, SET)
+    assert [(i.start - T0, i.end - T0) for i in intervals] == [(0, 10)]
+    # A release seen within the gap limit is still the job's (the suspend tail).
+    short = counter_series([(0, P, 700), (10, P, 700), (20, None, 300)])
+    tail, _, _ = attribute(short, None, owns, T0 - 60, SET)
+    assert [(i.start - T0, i.end - T0, i.joules) for i in tail] == [(0, 10, 7000), (10, 20, 3000)]

@@ -198,7 +198,10 @@ def attribute(
             continue
         if prev is not None:
             owner = cur.owner if cur.owner is not None else prev.owner
-            if owner is not None and owns(owner):
+            # Across a long gap in which the GPU changed hands (the job was suspended, another pod may have used
+            # it and left), nobody knows who drew the energy: count none of it rather than all of it.
+            unknown_holder = cur.t - prev.t > settings.max_gap_seconds and cur.owner != prev.owner
+            if owner is not None and owns(owner) and not unknown_holder:
                 joules, estimated, reset = interval_energy(prev, cur, settings)
                 resets += reset
                 out.append(Interval(series.gpu, prev.t, cur.t, joules, estimated, owner))

@@ -30,6 +30,7 @@ energySource=estimate, which the measured counter replaces once Prometheus answe
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -57,6 +58,9 @@ from carbonshift.domain.series import IntensitySeries
 
 log = logging.getLogger(__name__)
 PROMETHEUS_URL_ENV = "CARBONSHIFT_PROMETHEUS_URL"
+# Gaps between DCGM samples longer than this are estimated, or, where the GPU changed hands, not attributed.
+# 120 s suits dcgm-exporter's 30 s default; a faster scrape (the demo's 1 s) can use a shorter one.
+MAX_GAP_SECONDS = float(os.environ.get("CARBONSHIFT_DCGM_MAX_GAP_SECONDS", "120"))
 EVENT_MESSAGE_LIMIT = 1000  # Kubernetes Event messages are capped at 1 KiB
 
 
@@ -120,7 +124,7 @@ async def update_energy(
     status = body.get("status") or {}
     watts = float((spec.get("power") or {}).get("wattsPerGPU") or DEFAULT_WATTS_PER_GPU)
     gpus = gpus_requested(spec.get("template") or {})
-    settings = Settings(watts_per_gpu=watts)
+    settings = Settings(watts_per_gpu=watts, max_gap_seconds=MAX_GAP_SECONDS)
     account = account_from_wire(status.get("energy"))
     started = parse_time(status.get("runningSince")) if running and not account.running else None
     account = open_chunk(account, running, started or now)
