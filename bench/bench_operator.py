@@ -59,7 +59,8 @@ def count_planned(custom: client.CustomObjectsApi, namespace: str) -> tuple[int,
 
 
 def bench(n: int, workdir: Path) -> dict[str, float]:
-    config = ClusterConfig(name=f"bench-op-{n}", nodes=4, gpus_per_node=8, zones=("zone-a",))
+    # Enough GPUs for every job at once: the transition rate is about the operator, not about queueing for GPUs.
+    config = ClusterConfig(name=f"bench-op-{n}", nodes=n // 8 + 1, gpus_per_node=8, zones=("zone-a",))
     with DevCluster.start(config) as cluster:
         api = api_client_from_kubeconfig(cluster.kubeconfig)
         api.configuration.connection_pool_maxsize = WORKERS
@@ -70,6 +71,7 @@ def bench(n: int, workdir: Path) -> dict[str, float]:
         # Baseline: the API server's own rate for plain suspended Jobs, create then patch.
         job = caj_manifest("x", duration="1h", max_delay="2h")["spec"]["template"]
         spec = {**job["spec"], "suspend": True}
+        spec["template"]["spec"]["containers"][0]["resources"]["limits"] = {"nvidia.com/gpu": "1"}  # client wants str
         bodies = [
             {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": f"plain-{i}"}, "spec": spec}
             for i in range(n)
