@@ -18,7 +18,7 @@ from carbonshift.api.carbonawarejob import (
 )
 from carbonshift.api.durations import parse_duration
 from carbonshift.api.jobs import gpus_requested
-from carbonshift.domain.lifecycle import Accounting, Decision, Phase, remaining
+from carbonshift.domain.lifecycle import Accounting, Phase, remaining
 from carbonshift.domain.planning.model import Job, Plan, Policy, Reason
 
 
@@ -115,10 +115,6 @@ def plan_summary(plan: Plan, now_g_per_kwh: float | None, now: datetime) -> str:
         f"{head}{chunks}: forecast {first.mean_g_per_kwh:.0f} g/kWh vs {now_text} now, "
         f"saves about {kg(saved)} ({plan.reason}, cluster {plan.cluster})"
     )
-
-
-def phase_of(decision: Decision) -> str:
-    return str(decision.phase)
 
 
 def terminal(phase: str | None) -> bool:
