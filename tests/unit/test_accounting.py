@@ -216,3 +216,24 @@ def test_a_long_gap_in_which_the_gpu_changed_hands_is_not_attributed() -> None:
     short = counter_series([(0, P, 700), (10, P, 700), (20, None, 300)])
     tail, _, _ = attribute(short, None, owns, T0 - 60, SET)
     assert [(i.start - T0, i.end - T0, i.joules) for i in tail] == [(0, 10, 7000), (10, 20, 3000)]
+
+
+def test_a_gpu_taken_over_by_another_job_never_charges_its_energy_to_the_first() -> None:
+    """The handler treats the holders its watermarks remember as the job's own pods. A GPU the job released and
+    another job's pod took must not be remembered under that pod, or every later read charges its energy here."""
+    other = "ml/eval-zz9yy"
+    points = [(0, P, 700), (10, P, 700), (20, None, 70), (30, other, 700)]
+    points += [(40 + 10 * i, other, 700) for i in range(30)]
+    full = counter_series(points)
+    account = Account()
+    for cut in (25, 45, 100, 200, 400):  # reads as the ticks make them, each seeing the samples up to `cut`
+        remembered = {m.owner for m in account.watermarks if m.owner}
+
+        def owns_as_handler(owner: str, remembered: set[str] = remembered) -> bool:
+            return owner in remembered or owns(owner)
+
+        window = GpuSeries(full.gpu, full.node, tuple(s for s in full.samples if s.t <= T0 + cut))
+        account = advance(account, [window], owns_as_handler, T0 - 60, pricing(), SET, forget_before=T0 - 60)
+        assert all(m.owner in (None, P) for m in account.watermarks), account.watermarks
+    # Its own 20 s at 700 W and the release interval (10, 20] at 70 W; nothing of the other job's 300 s.
+    assert account.kwh * 3.6e6 == pytest.approx(700 * 10 + 70 * 10)

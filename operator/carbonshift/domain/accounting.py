@@ -292,11 +292,13 @@ def advance(
             acc, ramping, chunk_of_mark = _fold(acc, chunks, interval, pricing, settings, ramping, chunk_of_mark)
             gpus_in_chunk.setdefault(chunk_of_mark, set()).add(interval.gpu)
         acc = replace(acc, resets=acc.resets + resets)
+        # The holder is remembered only when it is this job's pod: a GPU since taken by another pod must not make
+        # that pod look like the job's own on the next read (the handler trusts the holders it remembers).
         marks[gpu_series.gpu] = Watermark(
             gpu_series.gpu,
             gpu_series.node,
             last.t,
-            last.owner,
+            last.owner if last.owner is not None and owns(last.owner) else None,
             last.counter_mj,
             last.power_watts,
             max(chunk_of_mark, 0),
