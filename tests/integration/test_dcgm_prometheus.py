@@ -225,6 +225,40 @@ async def test_prometheus_stopped_and_restarted_loses_and_double_counts_nothing(
     assert driver.status["energyKWh"] == pytest.approx(dcgm.energy_mj(NS, POD_1) / 3.6e9, rel=0.01)
 
 
+async def test_a_suspended_job_is_not_charged_for_the_job_that_takes_its_gpu(workdir: Path, servers: list[Any]) -> None:
+    """Job A runs on GPU 0 and is suspended; job B's pod gets GPU 0 and trains while A, held, keeps ticking. Each
+    receipt must match what its own pods drew (the demo's budget-held job was once charged its successor's energy)."""
+    dcgm = DcgmStandIn({"gpu-node-a": 1}, speed=5.0, start_offset_seconds=25.0).start()
+    servers.append(dcgm)
+    prom = start_prometheus(dcgm.target, workdir)
+    servers.append(prom)
+    meter = meter_for(prom.url)
+    job_a, job_b = Driver(meter, name="sweep"), Driver(meter, name="finetune")
+    pod_a, pod_b = "sweep-ab1cd", "finetune-ef2gh"
+    await job_a.tick(True, {pod_a})
+    dcgm.assign("gpu-node-a", 0, NS, pod_a)
+    await asyncio.sleep(3)
+    await job_a.tick(False)  # held: suspended
+    dcgm.unassign("gpu-node-a", 0)
+    await asyncio.sleep(1.5)
+    await job_b.tick(True, {pod_b})
+    dcgm.assign("gpu-node-a", 0, NS, pod_b)
+    for _ in range(6):  # both keep ticking while B trains on A's old GPU
+        await asyncio.sleep(1.0)
+        await job_a.tick(False)
+        await job_b.tick(True, {pod_b})
+    await job_b.tick(False)
+    dcgm.unassign("gpu-node-a", 0)
+    await settle(job_a)
+    await settle(job_b)
+    await meter.aclose()
+    truth_a, truth_b = (dcgm.energy_mj(NS, pod) / 3.6e9 for pod in (pod_a, pod_b))
+    # A's share also holds the idle interval until the scrape that shows the GPU released (at most ~70 W x 0.5 s).
+    assert job_a.status["energyKWh"] == pytest.approx(truth_a, rel=0.02)
+    assert job_b.status["energyKWh"] == pytest.approx(truth_b, rel=0.02)
+    assert all(m.get("pod") in (None, f"{NS}/{pod_a}") for m in job_a.status["energy"]["watermarks"])
+
+
 async def test_counter_reset_is_neither_lost_nor_negative(workdir: Path, servers: list[Any]) -> None:
     dcgm = DcgmStandIn({"gpu-node-a": 1}, speed=5.0, start_offset_seconds=25.0).start()
     servers.append(dcgm)
