@@ -1,7 +1,10 @@
 """The operator as a real process for end-to-end tests: run under its own ServiceAccount, killed and restarted.
 
-- `operator_kubeconfig`: binds exactly the operator's RBAC rules to a ServiceAccount and writes a kubeconfig that
-  authenticates with that account's token, so every test proves the rules are sufficient.
+- `OperatorInstall`: how the operator's identity was installed for the session (the `operator_install` fixture):
+  a `helm install` of charts/carbonshift (default), or only `carbonshift.api.rbac`'s rules
+  (`E2E_OPERATOR_INSTALL=rbac`, what `operator_kubeconfig` applies). `operator_install.kubeconfig(path)` writes a
+  kubeconfig that authenticates with a fresh token of that ServiceAccount, and checks the API server agrees who it
+  is, so every test proves the installed permissions are sufficient.
 - `OperatorProcess`: `carbonshift run` in a subprocess, with an accelerated clock whose anchor is fixed, so a
   SIGKILLed and restarted operator continues the same planning time.
 - `write_trace`: a grid trace CSV in the bundled shape, for scenarios with a known low-carbon window.
@@ -11,23 +14,51 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
 from kubernetes import client
 
+from carbonshift.devcluster.helm_release import HelmRelease
 from carbonshift.devcluster.operator_process import (
     OPERATOR_NAMESPACE,
     OperatorProcess,
     apply_objects,
+    authenticated_user,
     ensure_namespace,
     free_port,
     operator_kubeconfig,
+    service_account_kubeconfig,
     write_trace,
 )
 
 T = TypeVar("T")
 GROUP, VERSION, PLURAL = "carbonshift.io", "v1alpha1", "carbonawarejobs"
+
+
+@dataclass(frozen=True)
+class OperatorInstall:
+    """The identity the suite's operator processes run as: a helm release's ServiceAccount, or rbac.py's."""
+
+    mode: Literal["helm", "rbac"]
+    api: client.ApiClient
+    admin_kubeconfig: Path
+    namespace: str
+    service_account: str
+    release: HelmRelease | None  # set in helm mode
+
+    @property
+    def username(self) -> str:
+        return f"system:serviceaccount:{self.namespace}:{self.service_account}"
+
+    def kubeconfig(self, out: Path) -> Path:
+        """A kubeconfig with a fresh token of the ServiceAccount; fails unless the API server authenticates it so."""
+        path = service_account_kubeconfig(self.api, self.admin_kubeconfig, self.namespace, self.service_account, out)
+        user = authenticated_user(path)
+        assert user == self.username, f"the operator kubeconfig authenticates as {user}, not {self.username}"
+        return path
 
 
 def wait_until(check: Callable[[], T | None], what: str, timeout: float = 60.0, interval: float = 0.2) -> T:
@@ -143,6 +174,7 @@ class Cluster:
 __all__ = [
     "OPERATOR_NAMESPACE",
     "Cluster",
+    "OperatorInstall",
     "OperatorProcess",
     "apply_objects",
     "caj_manifest",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from e2e.harness import Cluster, OperatorProcess, caj_manifest, operator_kubeconfig, wait_until, write_trace
+from e2e.harness import Cluster, OperatorInstall, OperatorProcess, caj_manifest, wait_until, write_trace
 
 
 def condition(status: dict[str, object], type_: str) -> dict[str, str] | None:
@@ -25,7 +25,7 @@ def condition(status: dict[str, object], type_: str) -> dict[str, str] | None:
 
 def test_suspend_budget_stops_a_job_holds_new_ones_and_releases_them_next_period(
     api_client: client.ApiClient,
-    kubeconfig: Path,
+    operator_install: OperatorInstall,
     installed_crds: object,
     namespace: str,
     tmp_path: Path,
@@ -36,7 +36,7 @@ def test_suspend_budget_stops_a_job_holds_new_ones_and_releases_them_next_period
     today = datetime.now(UTC).replace(hour=22, minute=0, second=0, microsecond=0)
     midnight = today + timedelta(hours=2)
     trace = write_trace(tmp_path / "flat.csv", today - timedelta(hours=2), [300.0] * 48, timedelta(hours=1))
-    config = operator_kubeconfig(api_client, kubeconfig, tmp_path / "operator.kubeconfig")
+    config = operator_install.kubeconfig(tmp_path / "operator.kubeconfig")
     extra = ["--zone", "TEST", "--trace", f"TEST={trace}", "--forecast", "oracle", "--tick", "5m", "--margin", "5m"]
     proc = OperatorProcess(config, tmp_path, speed=300.0, epoch=today, extra=extra)
     budget = {

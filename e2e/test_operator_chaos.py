@@ -20,7 +20,7 @@ from pathlib import Path
 from kubernetes import client
 
 from carbonshift.api.durations import parse_duration
-from e2e.harness import Cluster, OperatorProcess, caj_manifest, operator_kubeconfig, wait_until, write_trace
+from e2e.harness import Cluster, OperatorInstall, OperatorProcess, caj_manifest, wait_until, write_trace
 
 SPEED = 120.0
 KILLS = 22
@@ -80,7 +80,11 @@ class Workload(threading.Thread):
 
 
 def test_operator_killed_20_times_loses_nothing_and_meets_deadlines(
-    api_client: client.ApiClient, kubeconfig: Path, installed_crds: object, namespace: str, tmp_path: Path
+    api_client: client.ApiClient,
+    operator_install: OperatorInstall,
+    installed_crds: object,
+    namespace: str,
+    tmp_path: Path,
 ) -> None:
     epoch = datetime.now(UTC).replace(microsecond=0)
     start = epoch - timedelta(hours=1)
@@ -90,7 +94,7 @@ def test_operator_killed_20_times_loses_nothing_and_meets_deadlines(
         at = (start + i * SLOT - epoch).total_seconds() / 3600
         values.append(90.0 if 1 <= at < 2 or 3 <= at < 3.5 else 450.0)
     trace = write_trace(tmp_path / "trace.csv", start, values, SLOT)
-    config = operator_kubeconfig(api_client, kubeconfig, tmp_path / "operator.kubeconfig")
+    config = operator_install.kubeconfig(tmp_path / "operator.kubeconfig")
     extra = ["--zone", "TEST", "--trace", f"TEST={trace}", "--forecast", "oracle", "--tick", "10m", "--margin", "30m"]
     proc = OperatorProcess(config, tmp_path, speed=SPEED, epoch=epoch, extra=extra)
     k = Cluster(api_client)

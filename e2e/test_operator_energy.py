@@ -17,14 +17,18 @@ from carbonshift.devcluster import PrometheusServer
 from carbonshift.devcluster.dcgm import DcgmStandIn
 from carbonshift.devcluster.gpu_binder import GpuBinder
 from carbonshift.devcluster.workload import Workload
-from e2e.harness import Cluster, OperatorProcess, caj_manifest, operator_kubeconfig, wait_until, write_trace
+from e2e.harness import Cluster, OperatorInstall, OperatorProcess, caj_manifest, wait_until, write_trace
 
 SPEED = 60.0  # planning minutes per wall second
 SLOT = timedelta(minutes=15)
 
 
 def test_receipt_energy_matches_the_replayed_counter_across_suspend_and_resume(
-    api_client: client.ApiClient, kubeconfig: Path, installed_crds: object, namespace: str, tmp_path: Path
+    api_client: client.ApiClient,
+    operator_install: OperatorInstall,
+    installed_crds: object,
+    namespace: str,
+    tmp_path: Path,
 ) -> None:
     k = Cluster(api_client)
     nodes = {n.metadata.name: 8 for n in k.core.list_node().items}
@@ -41,9 +45,9 @@ def test_receipt_energy_matches_the_replayed_counter_across_suspend_and_resume(
         for i in range(4 * 12)
     ]  # fmt: skip
     trace = write_trace(tmp_path / "trace.csv", start, values, SLOT)
-    config = operator_kubeconfig(api_client, kubeconfig, tmp_path / "operator.kubeconfig")
+    config = operator_install.kubeconfig(tmp_path / "operator.kubeconfig")
     extra = ["--zone", "TEST", "--trace", f"TEST={trace}", "--forecast", "oracle", "--tick", "5m", "--margin", "5m"]
-    extra += ["--prometheus-url", prometheus.url]
+    extra += ["--prometheus-url", prometheus.url, "--dcgm-scrape-interval", "1s"]  # the harness scrapes every 1 s
     proc = OperatorProcess(config, tmp_path, speed=SPEED, epoch=epoch, extra=extra)
     workload = Workload(api_client, {"local": api_client}, namespace, proc.planning_now)
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from e2e.harness import Cluster, OperatorProcess, caj_manifest, operator_kubeconfig, wait_until, write_trace
+from e2e.harness import Cluster, OperatorInstall, OperatorProcess, caj_manifest, wait_until, write_trace
 
 SPEED = 600.0
 SLOT = timedelta(minutes=15)
@@ -33,13 +33,13 @@ def trace_values(epoch: datetime, start: datetime, hours: float, low: list[tuple
 
 @pytest.fixture
 def operator(
-    api_client: client.ApiClient, kubeconfig: Path, installed_crds: object, tmp_path: Path
+    api_client: client.ApiClient, operator_install: OperatorInstall, installed_crds: object, tmp_path: Path
 ) -> Iterator[OperatorProcess]:
     epoch = datetime.now(UTC).replace(microsecond=0)
     start = epoch - timedelta(hours=2)
     low = [(3.0, 5.0), (9.0, 11.0)]
     trace = write_trace(tmp_path / "trace.csv", start, trace_values(epoch, start, 96, low), SLOT)
-    config = operator_kubeconfig(api_client, kubeconfig, tmp_path / "operator.kubeconfig")
+    config = operator_install.kubeconfig(tmp_path / "operator.kubeconfig")
     proc = OperatorProcess(
         config,
         tmp_path,

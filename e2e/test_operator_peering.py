@@ -9,7 +9,7 @@ from pathlib import Path
 
 from kubernetes import client
 
-from e2e.harness import Cluster, OperatorProcess, caj_manifest, operator_kubeconfig, wait_until, write_trace
+from e2e.harness import Cluster, OperatorInstall, OperatorProcess, caj_manifest, wait_until, write_trace
 
 PEERING = "carbonshift-e2e"
 
@@ -21,14 +21,18 @@ def reconciles(proc: OperatorProcess) -> float:
 
 
 def test_only_the_highest_priority_replica_acts_and_the_other_takes_over(
-    api_client: client.ApiClient, kubeconfig: Path, installed_crds: object, namespace: str, tmp_path: Path
+    api_client: client.ApiClient,
+    operator_install: OperatorInstall,
+    installed_crds: object,
+    namespace: str,
+    tmp_path: Path,
 ) -> None:
     custom = client.CustomObjectsApi(api_client)
     peering = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": PEERING}}
     custom.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering)
     epoch = datetime.now(UTC).replace(microsecond=0)
     trace = write_trace(tmp_path / "trace.csv", epoch - timedelta(hours=1), [300.0] * 96, timedelta(minutes=15))
-    config = operator_kubeconfig(api_client, kubeconfig, tmp_path / "operator.kubeconfig")
+    config = operator_install.kubeconfig(tmp_path / "operator.kubeconfig")
     common = ["--zone", "TEST", "--trace", f"TEST={trace}", "--forecast", "oracle", "--peering", PEERING]
     replicas = []
     for priority in (100, 200):

@@ -21,10 +21,10 @@ from carbonshift.devcluster.testing import api_client_from_kubeconfig
 from e2e.harness import (
     OPERATOR_NAMESPACE,
     Cluster,
+    OperatorInstall,
     OperatorProcess,
     caj_manifest,
     ensure_namespace,
-    operator_kubeconfig,
     wait_until,
     write_trace,
 )
@@ -43,7 +43,7 @@ def remote(dev_cluster: DevCluster | None) -> Iterator[DevCluster]:
 
 def test_jobs_are_placed_where_the_planner_says_and_cleaned_up(
     api_client: client.ApiClient,
-    kubeconfig: Path,
+    operator_install: OperatorInstall,
     installed_crds: object,
     namespace: str,
     remote: DevCluster,
@@ -59,7 +59,7 @@ def test_jobs_are_placed_where_the_planner_says_and_cleaned_up(
         "metadata": {"name": "remote-kubeconfig", "namespace": OPERATOR_NAMESPACE},
         "data": {"kubeconfig": base64.b64encode(remote.kubeconfig.read_bytes()).decode()},
     }
-    config = operator_kubeconfig(api_client, kubeconfig, tmp_path / "operator.kubeconfig")
+    config = operator_install.kubeconfig(tmp_path / "operator.kubeconfig")
     local.core.create_namespaced_secret(OPERATOR_NAMESPACE, secret)
     clusters = [
         {"metadata": {"name": "here"}, "spec": {"zone": "DIRTY", "pue": 1.1}},

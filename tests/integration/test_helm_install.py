@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from e2e.harness import Cluster, OperatorProcess, caj_manifest, free_port, write_trace
 from kubernetes import client
 
 from carbonshift.api import rbac
 from carbonshift.devcluster.binaries import require
+from carbonshift.devcluster.operator_process import service_account_kubeconfig
 from carbonshift.devcluster.testing import create_namespace, delete_namespace, wait_for
 from tests.chart.helm import CHART, load_gen_chart
 
@@ -172,22 +172,6 @@ def test_the_chart_splits_rules_by_the_scope_the_api_server_reports(kubeconfig: 
                 assert gen.is_cluster_scoped(resource, scopes) == ((group, plural) in cluster_scoped), resource
 
 
-def service_account_kubeconfig(api_client: client.ApiClient, release: Release, out: Path) -> Path:
-    """A kubeconfig that authenticates as the chart's ServiceAccount (what the pod's mounted token gives it)."""
-    request = {"spec": {"expirationSeconds": 3600}}
-    core = client.CoreV1Api(api_client)
-    token = core.create_namespaced_service_account_token(release.fullname, release.namespace, request).status.token
-    admin = yaml.safe_load(release.kubeconfig.read_text())
-    cluster = admin["clusters"][0]
-    out.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "clusters": [cluster],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": cluster["name"], "user": "operator"}}],
-        "current-context": "operator",
-    }))  # fmt: skip
-    return out
-
-
 class DeployedOperator(OperatorProcess):
     """`carbonshift run` with the installed Deployment's arguments (peering, no --standalone), run locally."""
 
@@ -224,7 +208,9 @@ def deployed_operator(
     proc = DeployedOperator(
         container.args,
         free_port(),
-        kubeconfig=service_account_kubeconfig(api_client, release, tmp_path / "sa.kubeconfig"),
+        kubeconfig=service_account_kubeconfig(
+            api_client, release.kubeconfig, release.namespace, release.fullname, tmp_path / "sa.kubeconfig"
+        ),
         workdir=tmp_path,
         speed=60.0,
         epoch=epoch,

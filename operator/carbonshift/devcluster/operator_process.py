@@ -2,6 +2,9 @@
 
 - `operator_kubeconfig`: binds exactly the operator's RBAC rules (carbonshift.api.rbac) to a ServiceAccount and
   writes a kubeconfig that authenticates with its token, so whatever runs the operator this way proves the rules.
+  (carbonshift.devcluster.helm_release does the same for the ServiceAccount of a `helm install`ed chart.)
+- `service_account_kubeconfig`: a kubeconfig authenticated by a fresh token (TokenRequest) of any ServiceAccount;
+  `authenticated_user`: who the API server says a kubeconfig is (SelfSubjectReview).
 - `OperatorProcess`: `carbonshift run` in a subprocess with an accelerated clock whose anchor is fixed, so a
   SIGKILLed and restarted operator continues the same planning time.
 - `write_trace`: a grid trace CSV in the bundled shape.
@@ -25,6 +28,7 @@ import yaml
 from kubernetes import client, utils
 
 from carbonshift.api import rbac
+from carbonshift.devcluster.testing import api_client_from_kubeconfig
 
 OPERATOR_NAMESPACE = "carbonshift-system"
 
@@ -53,25 +57,64 @@ def apply_objects(api: client.ApiClient, docs: Sequence[dict[str, Any]]) -> None
                 raise
 
 
+def install_rbac(api: client.ApiClient, namespace: str = OPERATOR_NAMESPACE) -> str:
+    """Apply `carbonshift.api.rbac`'s ServiceAccount, roles and bindings (idempotent); returns the account's name."""
+    ensure_namespace(api, namespace)
+    docs = rbac.manifests(namespace)
+    apply_objects(api, docs)
+    return str(next(d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"))
+
+
 def operator_kubeconfig(api: client.ApiClient, admin_kubeconfig: Path, out: Path) -> Path:
     """A kubeconfig for the operator's ServiceAccount, bound to exactly `carbonshift.api.rbac`'s rules."""
-    ensure_namespace(api, OPERATOR_NAMESPACE)
-    apply_objects(api, rbac.manifests(OPERATOR_NAMESPACE))
-    request = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=7200))
-    token = client.CoreV1Api(api).create_namespaced_service_account_token("carbonshift", OPERATOR_NAMESPACE, request)
-    assert token.status is not None, "the API server issued no token"
+    account = install_rbac(api, OPERATOR_NAMESPACE)
+    return service_account_kubeconfig(api, admin_kubeconfig, OPERATOR_NAMESPACE, account, out)
+
+
+def service_account_kubeconfig(
+    api: client.ApiClient,
+    admin_kubeconfig: Path,
+    namespace: str,
+    service_account: str,
+    out: Path,
+    *,
+    expiration_seconds: int = 7200,
+) -> Path:
+    """A kubeconfig for the server of `admin_kubeconfig` that authenticates with a new token of the ServiceAccount.
+
+    The token is what a pod running as that account gets mounted; the file is written with mode 0600.
+    """
+    spec = client.V1TokenRequestSpec(audiences=[], expiration_seconds=expiration_seconds)
+    request = client.AuthenticationV1TokenRequest(spec=spec)
+    token = client.CoreV1Api(api).create_namespaced_service_account_token(service_account, namespace, request)
+    if token.status is None or not token.status.token:
+        raise RuntimeError(f"the API server issued no token for ServiceAccount {namespace}/{service_account}")
     admin = yaml.safe_load(admin_kubeconfig.read_text())
     cluster = admin["clusters"][0]
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [cluster],
-        "users": [{"name": "carbonshift", "user": {"token": token.status.token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": cluster["name"], "user": "carbonshift"}}],
+        "users": [{"name": service_account, "user": {"token": token.status.token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": cluster["name"], "user": service_account}}],
         "current-context": "operator",
     }
+    out.touch(mode=0o600)
+    out.chmod(0o600)
     out.write_text(yaml.safe_dump(config))
     return out
+
+
+def authenticated_user(kubeconfig: Path) -> str:
+    """The user name the API server authenticates `kubeconfig` as (a SelfSubjectReview, authentication.k8s.io/v1)."""
+    api = api_client_from_kubeconfig(kubeconfig)
+    try:
+        review = client.AuthenticationV1Api(api).create_self_subject_review(client.V1SelfSubjectReview())
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
+    if review.status is None or review.status.user_info is None or not review.status.user_info.username:
+        raise RuntimeError(f"the API server returned no user for {kubeconfig} (SelfSubjectReview)")
+    return str(review.status.user_info.username)
 
 
 def write_trace(path: Path, start: datetime, g_per_kwh: Sequence[float], resolution: timedelta) -> Path:
