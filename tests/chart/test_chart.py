@@ -53,6 +53,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "verbose": True,
             "extraArgs": ["--trace=DE=/data/de.csv"],
             "prometheusUrl": "http://prometheus.monitoring:9090",
+            "dcgmScrapeInterval": "15s",
         },
         "serviceMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True, "job": "carbonshift"},
@@ -333,7 +334,8 @@ def test_everything_switched_on_renders_flags_the_operator_accepts() -> None:
     assert args.trace == ["DE=/data/de.csv"]
     # The DCGM energy reader finds Prometheus through the environment variable the chart sets.
     env = {e["name"]: e["value"] for e in operator_container(docs)["env"]}
-    assert meter_from_env(env) is not None
+    meter = meter_from_env(env)
+    assert meter is not None and meter.scrape_seconds == 15.0 and meter.refresh_seconds == 10.0
     assert meter_from_env({k: v for k, v in env.items() if k != PROMETHEUS_URL_ENV}) is None
     assert operator_container(docs)["image"] == "ghcr.io/carbonshift/carbonshift@sha256:" + "a" * 64
     assert one(docs, "Deployment")["spec"]["replicas"] == 3

@@ -112,7 +112,8 @@ class Driver:
 
 
 def meter_for(url: str, **options: Any) -> EnergyMeter:
-    return EnergyMeter(PrometheusEnergyReader(url, attempts=2, backoff_seconds=0.1, **options), refresh_seconds=0.0)
+    reader = PrometheusEnergyReader(url, attempts=2, backoff_seconds=0.1, **options)
+    return EnergyMeter(reader, refresh_seconds=0.0, scrape_seconds=SCRAPE_SECONDS)
 
 
 async def settle(driver: Driver, *, timeout: float = 10.0) -> None:
@@ -208,6 +209,8 @@ async def test_prometheus_stopped_and_restarted_loses_and_double_counts_nothing(
     assert driver.status["energySource"] == "estimate"
     assert driver.status["energyKWh"] > before  # provisional, shown but not stored in the account
     assert driver.status["energy"]["measuredKWh"] == pytest.approx(before, abs=1e-6)
+    # The provisional part is priced too (flat 300 g/kWh at PUE 1.2), so the receipt never shows energy for free.
+    assert driver.status["emissionsGrams"] == pytest.approx(driver.status["energyKWh"] * 1.2 * 300, rel=1e-3)
 
     prom = start_prometheus(dcgm.target, workdir)  # a new port: the operator restarts too (status carries over)
     servers.append(prom)
@@ -257,6 +260,32 @@ async def test_a_suspended_job_is_not_charged_for_the_job_that_takes_its_gpu(wor
     assert job_a.status["energyKWh"] == pytest.approx(truth_a, rel=0.02)
     assert job_b.status["energyKWh"] == pytest.approx(truth_b, rel=0.02)
     assert all(m.get("pod") in (None, f"{NS}/{pod_a}") for m in job_a.status["energy"]["watermarks"])
+
+
+async def test_a_job_that_runs_between_two_reads_is_measured_before_it_settles(
+    workdir: Path, servers: list[Any]
+) -> None:
+    """A shared read every 3 s, a job that starts and stops within 2 s of wall time (an hour of an accelerated demo
+    clock): it must not be declared settled, with nothing measured, on the stale snapshot taken before it ran."""
+    dcgm = DcgmStandIn({"gpu-node-a": 1}, speed=5.0, start_offset_seconds=25.0).start()
+    servers.append(dcgm)
+    prom = start_prometheus(dcgm.target, workdir)
+    servers.append(prom)
+    reader = PrometheusEnergyReader(prom.url, attempts=2, backoff_seconds=0.1)
+    driver = Driver(EnergyMeter(reader, refresh_seconds=3.0, scrape_seconds=SCRAPE_SECONDS))
+    await driver.tick(True, {POD_1})  # this read sees nothing of the job yet
+    dcgm.assign("gpu-node-a", 0, NS, POD_1)
+    await asyncio.sleep(2.0)
+    dcgm.unassign("gpu-node-a", 0)
+    first = await driver.tick(False)  # still the snapshot from before the job ran
+    assert not first.settled
+    await settle(driver)
+    await driver.close()
+    assert driver.status["energySource"] == "dcgm"
+    # Each edge is known to one scrape interval of idle power (~70 W): a 2 s job cannot be held to 1%.
+    edges_kwh = 2 * SCRAPE_SECONDS * 70 / 3.6e6
+    assert driver.status["energyKWh"] == pytest.approx(dcgm.energy_mj(NS, POD_1) / 3.6e9, abs=edges_kwh)
+    assert driver.status["energyKWh"] > 0.9 * dcgm.energy_mj(NS, POD_1) / 3.6e9
 
 
 async def test_counter_reset_is_neither_lost_nor_negative(workdir: Path, servers: list[Any]) -> None:

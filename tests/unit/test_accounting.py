@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from carbonshift.api.energy import EnergyAccount
 from carbonshift.domain.accounting import (
     Account,
+    Estimate,
     GpuSeries,
     Pricing,
     Sample,
@@ -20,6 +21,9 @@ from carbonshift.domain.accounting import (
     account_to_wire,
     advance,
     attribute,
+    estimate_from_wire,
+    estimate_to_wire,
+    extend_estimate,
     format_receipt,
     interval_energy,
     open_chunk,
@@ -237,3 +241,30 @@ def test_a_gpu_taken_over_by_another_job_never_charges_its_energy_to_the_first()
         assert all(m.owner in (None, P) for m in account.watermarks), account.watermarks
     # Its own 20 s at 700 W and the release interval (10, 20] at 70 W; nothing of the other job's 300 s.
     assert account.kwh * 3.6e6 == pytest.approx(700 * 10 + 70 * 10)
+
+
+def test_an_estimate_is_priced_as_it_accrues_with_its_baseline_at_the_same_run_offset() -> None:
+    """Hourly intensity 100, 400, 100, ... from T0's hour; submitted at T0, the job waits 1 h and runs 2 h at 500 W
+    x 2 GPUs: estimated ticks price each added run time at its own hour, the baseline at submission + offset."""
+    values = [100.0, 100.0, 400.0, 100.0, 100.0, 100.0]
+    start = wall_to_utc(T0).replace(minute=0, second=0) - timedelta(hours=1)
+    series = IntensitySeries("DE", start, timedelta(hours=1), np.array(values))
+    submitted = start + timedelta(hours=1)
+    price = Pricing(1.5, series, submitted, wall_to_utc)
+    estimate = extend_estimate(Estimate(), 3600.0, submitted + timedelta(hours=2), 2, 500.0, price)
+    estimate = extend_estimate(estimate, 7200.0, submitted + timedelta(hours=3), 2, 500.0, price)
+    assert estimate.kwh == pytest.approx(2.0)
+    assert estimate.emissions_grams == pytest.approx(1.0 * 1.5 * 400 + 1.0 * 1.5 * 100)  # hours 2 and 3
+    assert estimate.baseline_grams == pytest.approx(1.0 * 1.5 * 100 + 1.0 * 1.5 * 400)  # hours 1 and 2
+    assert extend_estimate(estimate, 7200.0, submitted + timedelta(hours=4), 2, 500.0, price) == estimate
+    assert estimate_from_wire(estimate_to_wire(estimate)) == pytest.approx(estimate)  # type: ignore[comparison-overlap]
+
+
+def test_an_estimate_without_intensity_data_is_unpriced_not_guessed() -> None:
+    price = Pricing(1.2, None, wall_to_utc(T0), wall_to_utc)
+    estimate = extend_estimate(Estimate(), 1800.0, wall_to_utc(T0 + 3600), 1, 700.0, price)
+    assert estimate.kwh == pytest.approx(0.35)
+    assert estimate.unpriced_kwh == pytest.approx(0.35)
+    assert estimate.emissions_grams == 0.0
+    receipt = receipt_from_status("ml", "x", {"energyKWh": 0.35, "estimate": estimate_to_wire(estimate)})
+    assert "0.3500 kWh without intensity data" in format_receipt(receipt)

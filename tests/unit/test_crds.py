@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,25 @@ def test_carbonawarejob_crd_has_columns_short_name_and_status_subresource() -> N
     assert "has(self.deadline) != has(self.maxDelay)" in rules
     assert spec["properties"]["policy"]["enum"] == ["Optimal", "Threshold", "Immediate"]
     assert spec["properties"]["policy"]["default"] == "Optimal"
+
+
+@pytest.mark.parametrize("resource", RESOURCES, ids=[r.kind for r in RESOURCES])
+def test_every_printer_column_names_a_field_of_the_schema(resource: Any) -> None:
+    """A column whose path the schema lacks stays empty forever: the API server prunes what the status writes
+    there (CO2e did, as .status.display.co2E)."""
+    version = crd(resource)["spec"]["versions"][0]
+    schema = version["schema"]["openAPIV3Schema"]
+    for column in version.get("additionalPrinterColumns", []):
+        path = re.sub(r"\[\?\(.*?\)\]", "[*]", column["jsonPath"]).lstrip(".").split(".")
+        if path[0] == "metadata":
+            continue
+        node = schema
+        for key in path:
+            name = key.removesuffix("[*]")
+            assert name in node.get("properties", {}), f"column {column['name']}: {column['jsonPath']} not in schema"
+            node = node["properties"][name]
+            if key.endswith("[*]"):
+                node = node["items"]
 
 
 def test_scopes_and_short_names() -> None:

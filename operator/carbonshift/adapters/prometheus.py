@@ -233,12 +233,14 @@ class EnergyMeter:
         reader: PrometheusEnergyReader,
         *,
         refresh_seconds: float = 10.0,
+        scrape_seconds: float = 30.0,
         min_lookback_seconds: float = 300.0,
         max_lookback_seconds: float = 3600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.reader = reader
         self.refresh_seconds = refresh_seconds
+        self.scrape_seconds = scrape_seconds  # how often Prometheus scrapes dcgm-exporter (for the handler's timing)
         self.min_lookback_seconds = min_lookback_seconds
         self.max_lookback_seconds = max_lookback_seconds
         self.clock = clock

@@ -24,7 +24,7 @@ from carbonshift.api.base import (
     positive,
 )
 from carbonshift.api.conditions import Condition
-from carbonshift.api.energy import EnergyAccount
+from carbonshift.api.energy import EnergyAccount, EnergyEstimate
 
 KIND: Final = "CarbonAwareJob"
 PLURAL = "carbonawarejobs"
@@ -219,7 +219,7 @@ class PlanStatus(ApiModel):
 class Display(ApiModel):
     """Human-readable summaries for `kubectl get` columns."""
 
-    co2e: str | None = Field(default=None, description="Emissions so far, e.g. 12.4 kg.")
+    co2e: str | None = Field(default=None, alias="co2e", description="Emissions so far, e.g. 12.4 kg.")
     saved: str | None = Field(default=None, description="Emissions avoided versus running at once, e.g. 31%.")
 
 
@@ -257,6 +257,9 @@ class CarbonAwareJobStatus(ApiModel):
     )
     energy: EnergyAccount | None = Field(
         default=None, description="Measured-energy account (DCGM watermarks, run chunks, overheads)."
+    )
+    estimate: EnergyEstimate | None = Field(
+        default=None, description="Energy estimated from run time and wattsPerGPU, for when DCGM measured nothing."
     )
     display: Display | None = Field(default=None, description="Human-readable summaries.")
     receipt_posted: Bool | None = Field(

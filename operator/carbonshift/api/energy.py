@@ -63,4 +63,21 @@ class EnergyAccount(ApiModel):
     baseline_kwh: Number = Field(default=0.0, alias="baselineKWh", description="Energy on the baseline timeline.")
     counter_resets: Integer = Field(default=0, ge=0, description="Energy counter resets seen.")
     running: Bool = Field(default=False, description="Whether the job was running at the last update.")
+    settle_after: Number | None = Field(
+        default=None,
+        alias="settleAfter",
+        description="Wall time (Unix seconds) after which a stopped job's DCGM samples are all in Prometheus.",
+    )
     chunks: list[EnergyChunk] = Field(default_factory=list, description="Run chunks, oldest first.", max_length=64)
+
+
+class EnergyEstimate(ApiModel):
+    """Energy estimated from run time x GPUs x spec.power.wattsPerGPU, priced as it accrued."""
+
+    run_seconds: Number = Field(default=0.0, ge=0, description="Run time priced so far (seconds).")
+    kwh: Number = Field(default=0.0, ge=0, alias="kWh", description="Estimated GPU energy (kWh).")
+    emissions_grams: Number = Field(default=0.0, ge=0, description="Emissions of the estimate (gCO2e).")
+    baseline_grams: Number = Field(default=0.0, ge=0, description="Baseline emissions of the estimate (gCO2e).")
+    unpriced_kwh: Number = Field(
+        default=0.0, ge=0, alias="unpricedKWh", description="Estimated energy with no intensity data for its time."
+    )

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import base64
 import json
-import os
 import sys
 import tempfile
 import time
@@ -210,14 +209,14 @@ async def _demo(args: argparse.Namespace) -> int:
         # One Prometheus scrapes the GPUs (DCGM) and the operator's own metrics, as the chart's ServiceMonitor would.
         targets = [e.target for e in exporters] + [f"127.0.0.1:{operator.metrics_port}"]
         prometheus = stack.enter_context(PrometheusServer.start(targets))
-        operator.extra += ["--prometheus-url", prometheus.url]
-        os.environ["CARBONSHIFT_DCGM_MAX_GAP_SECONDS"] = "5"  # Prometheus scrapes every second here
+        operator.extra += ["--prometheus-url", prometheus.url, "--dcgm-scrape-interval", "1s"]  # scraped every second
         operator.start()
         stack.callback(operator.stop)
         while not operator.serving():
             operator.assert_alive()
             time.sleep(0.1)
         time.sleep(1.0)
+        began_wall = time.time()
         custom.create_namespaced_custom_object("carbonshift.io", "v1alpha1", NAMESPACE, "energybudgets", BUDGET)
         for manifest in JOBS:
             custom.create_namespaced_custom_object("carbonshift.io", "v1alpha1", NAMESPACE, "carbonawarejobs", manifest)
@@ -247,7 +246,7 @@ async def _demo(args: argparse.Namespace) -> int:
             if any(s.get("phase") == "Running" for s in statuses) and any(
                 s.get("nextTransitionTime") for s in statuses
             ):
-                checked.append(dashboard_check(prometheus.url))
+                checked.append(dashboard_check(prometheus.url, since=began_wall))
 
         def finished() -> bool:
             items = list_jobs(custom)
@@ -288,7 +287,7 @@ async def _demo(args: argparse.Namespace) -> int:
             f"running each at submission would have emitted {totals['baseline_kg']:.2f} kg: "
             f"[bold green]{totals['saved_pct']:.1f}% avoided[/]."
         )
-        final = dashboard_check(prometheus.url)
+        final = dashboard_check(prometheus.url, since=began_wall)
         # A panel shows the demo's whole time range: a query counts if it returned data while jobs ran or at the end.
         empty = [t for t in final[1] if not checked or t in checked[0][1]]
         answered = final[0] + len(final[1]) - len(empty)
@@ -304,8 +303,9 @@ async def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def dashboard_check(prometheus_url: str) -> tuple[int, list[str]]:
-    """Run every query of the chart's Grafana dashboard against this Prometheus: (how many returned data, the rest)."""
+def dashboard_check(prometheus_url: str, since: float | None = None) -> tuple[int, list[str]]:
+    """Run every query of the chart's Grafana dashboard against this Prometheus: (how many returned data, the rest).
+    Panels are queried at this instant; annotations, as Grafana does, over the dashboard's range (from `since`)."""
     import re
 
     import httpx
@@ -316,9 +316,14 @@ def dashboard_check(prometheus_url: str) -> tuple[int, list[str]]:
         (f"annotation {a['name']}", a["expr"]) for a in board.get("annotations", {}).get("list", []) if "expr" in a
     ]
     answered, empty = 0, []
+    now = time.time()
     for title, expr in queries:
         promql = re.sub(r"\$(zone|namespace)\b", ".*", expr.replace("$__rate_interval", "1m"))
-        body = httpx.get(f"{prometheus_url}/api/v1/query", params={"query": promql}, timeout=10).json()
+        if title.startswith("annotation ") and since is not None:
+            window = {"query": promql, "start": f"{since:.3f}", "end": f"{now:.3f}", "step": "1s"}
+            body = httpx.get(f"{prometheus_url}/api/v1/query_range", params=window, timeout=10).json()
+        else:
+            body = httpx.get(f"{prometheus_url}/api/v1/query", params={"query": promql}, timeout=10).json()
         if body.get("status") == "success" and body["data"]["result"]:
             answered += 1
         else:

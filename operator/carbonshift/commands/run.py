@@ -30,7 +30,7 @@ from carbonshift.adapters.intensity import ZoneForecasts
 from carbonshift.adapters.kube import Kube
 from carbonshift.api.durations import parse_duration
 from carbonshift.domain.forecasting import ForecastSpecError, parse_forecast_model
-from carbonshift.handlers.energy import build_meter
+from carbonshift.handlers.energy import SCRAPE_INTERVAL_ENV, build_meter
 from carbonshift.handlers.state import OperatorState, Settings, install
 from carbonshift.metrics import RECONCILE_SECONDS as REGISTRY_RECONCILE
 from carbonshift.metrics import REGISTRY
@@ -92,6 +92,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Prometheus that scrapes dcgm-exporter: measured GPU energy for receipts (default: estimates only)",
     )
     parser.add_argument(
+        "--dcgm-scrape-interval",
+        default=env(SCRAPE_INTERVAL_ENV, "30s"),
+        help="how often that Prometheus scrapes dcgm-exporter (default 30s): the operator reads at most this often, "
+        "waits two intervals after a job stops before its receipt, and estimates gaps longer than four",
+    )
+    parser.add_argument(
         "--metrics-port",
         type=int,
         default=int(env("CARBONSHIFT_METRICS_PORT", "9090")),
@@ -135,7 +141,8 @@ def build_state(args: argparse.Namespace) -> OperatorState:
         zone=args.zone, pue=args.pue, tick=parse_duration(args.tick), margin=parse_duration(args.margin)
     )
     forecasts = ZoneForecasts(providers, None if args.no_trace_fallback else trace_for)
-    meter = build_meter(args.prometheus_url) if args.prometheus_url else None
+    scrape = parse_duration(args.dcgm_scrape_interval).total_seconds()
+    meter = build_meter(args.prometheus_url, scrape_seconds=scrape) if args.prometheus_url else None
     return OperatorState(settings, clock, Kube("local", _api_client(args.kubeconfig)), forecasts, meter)
 
 

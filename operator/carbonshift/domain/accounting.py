@@ -119,6 +119,9 @@ class Account:
     resets: int = 0
     running: bool = False
     chunks: tuple[Chunk, ...] = ()
+    # Wall time after which a stopped job's energy is complete: its last samples need a scrape or two to reach
+    # Prometheus, so a read taken before this may still miss some (None while running).
+    settle_after: float | None = None
 
     @property
     def kwh(self) -> float:
@@ -391,6 +394,70 @@ def provisional_kwh(account: Account, now_wall: float, gpus: int, watts_per_gpu:
     return max(now_wall - since, 0.0) * gpus * watts_per_gpu / J_PER_KWH
 
 
+# -- the estimate, for jobs with no measurement -------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """Energy from run time x GPUs x wattsPerGPU, priced as it accrues: the receipt of a job that DCGM never
+    measured (no Prometheus configured, or no samples of its GPUs), with emissions and a baseline all the same."""
+
+    run_seconds: float = 0.0  # run time already priced (planning seconds)
+    kwh: float = 0.0
+    emissions_grams: float = 0.0
+    baseline_grams: float = 0.0
+    unpriced_kwh: float = 0.0
+
+    @property
+    def avoided_grams(self) -> float:
+        return self.baseline_grams - self.emissions_grams
+
+
+def extend_estimate(
+    estimate: Estimate, run_seconds: float, now: datetime, gpus: int, watts_per_gpu: float, pricing: Pricing
+) -> Estimate:
+    """Price the run time added since the last call: it ran just before `now`; its baseline runs at the same
+    offset from submission. Intensity gaps leave the energy unpriced (and say so), never guessed."""
+    added = run_seconds - estimate.run_seconds
+    if added <= 0:
+        return estimate
+    kwh = added * gpus * watts_per_gpu / J_PER_KWH
+    g_per_kwh = pricing.g_per_kwh(now - timedelta(seconds=added / 2))
+    base_g = pricing.g_per_kwh(pricing.submitted_at + timedelta(seconds=estimate.run_seconds + added / 2))
+    if not math.isfinite(g_per_kwh):
+        return replace(
+            estimate, run_seconds=run_seconds, kwh=estimate.kwh + kwh, unpriced_kwh=estimate.unpriced_kwh + kwh
+        )
+    base = base_g if math.isfinite(base_g) else g_per_kwh
+    return replace(
+        estimate,
+        run_seconds=run_seconds,
+        kwh=estimate.kwh + kwh,
+        emissions_grams=estimate.emissions_grams + kwh * pricing.pue * g_per_kwh,
+        baseline_grams=estimate.baseline_grams + kwh * pricing.pue * base,
+    )
+
+
+def estimate_to_wire(estimate: Estimate) -> dict[str, Any]:
+    return {
+        "runSeconds": _r(estimate.run_seconds, 3),
+        "kWh": _r(estimate.kwh, 9),
+        "emissionsGrams": _r(estimate.emissions_grams),
+        "baselineGrams": _r(estimate.baseline_grams),
+        "unpricedKWh": _r(estimate.unpriced_kwh, 9),
+    }
+
+
+def estimate_from_wire(data: Mapping[str, Any] | None) -> Estimate:
+    if not data:
+        return Estimate()
+    return Estimate(
+        run_seconds=float(data.get("runSeconds", 0.0)),
+        kwh=float(data.get("kWh", 0.0)),
+        emissions_grams=float(data.get("emissionsGrams", 0.0)),
+        baseline_grams=float(data.get("baselineGrams", 0.0)),
+        unpriced_kwh=float(data.get("unpricedKWh", 0.0)),
+    )
+
+
 # -- the wire form (status.energy) -------------------------------------------------------------------------------
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else None
@@ -431,6 +498,7 @@ def account_to_wire(account: Account) -> dict[str, Any]:
         "baselineKWh": _r(account.baseline_kwh, 9),
         "counterResets": account.resets,
         "running": account.running,
+        **({"settleAfter": _r(account.settle_after, 3)} if account.settle_after is not None else {}),
         "chunks": [
             {
                 k: v
@@ -496,6 +564,7 @@ def account_from_wire(data: Mapping[str, Any] | None) -> Account:
         )
     return Account(
         watermarks=marks,
+        settle_after=None if data.get("settleAfter") is None else float(data["settleAfter"]),
         measured_kwh=float(data.get("measuredKWh", 0.0)),
         estimated_kwh=float(data.get("estimatedKWh", 0.0)),
         unpriced_kwh=float(data.get("unpricedKWh", 0.0)),
@@ -566,7 +635,9 @@ def receipt_from_status(namespace: str, name: str, status: Mapping[str, Any], pu
         emissions_grams=float(status.get("emissionsGrams") or 0.0),
         baseline_grams=float(status.get("baselineEmissionsGrams") or 0.0),
         avoided_grams=float(status.get("avoidedEmissionsGrams") or 0.0),
-        unpriced_kwh=account.unpriced_kwh,
+        unpriced_kwh=account.unpriced_kwh
+        if account.kwh > 0
+        else estimate_from_wire(status.get("estimate")).unpriced_kwh,
         overhead_kwh=account.overhead_kwh,
         suspensions=int(status.get("suspensions") or 0),
         chunks=account.chunks,

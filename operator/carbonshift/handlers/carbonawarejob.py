@@ -40,10 +40,19 @@ from carbonshift.api.jobs import (
     owned_by,
     parse_time,
 )
+from carbonshift.domain.accounting import (
+    Estimate,
+    Pricing,
+    estimate_from_wire,
+    estimate_to_wire,
+    extend_estimate,
+    wall_to_utc,
+)
 from carbonshift.domain.lifecycle import Accounting, Decision, Observed, Phase, decide
 from carbonshift.domain.planning.model import Cluster, Plan
 from carbonshift.domain.planning.model import Reason as PlanReason
 from carbonshift.domain.planning.single import plan_job
+from carbonshift.domain.series import IntensitySeries
 from carbonshift.handlers import translate
 from carbonshift.handlers.energy import receipt_message, update_energy
 from carbonshift.handlers.energybudget import budget_hold
@@ -133,11 +142,17 @@ class Tick:
             del self.status["runningSince"]
         self.status["suspensions"] = acc.suspensions
 
-    def store_energy_estimate(self, acc: Accounting, gpus: int, watts: float) -> None:
-        """Energy from run time x GPUs x wattsPerGPU, until measured DCGM energy replaces it."""
-        if self.status.get("energySource") != "dcgm":
-            self.status["energyKWh"] = round(acc.total_seconds(self.now) * gpus * watts / 3.6e6, 6)
-            self.status["energySource"] = "estimate"
+    def store_energy_estimate(self, estimate: Estimate) -> None:
+        """The priced estimate stands until measured DCGM energy replaces it."""
+        self.status["estimate"] = estimate_to_wire(estimate)
+        if self.status.get("energySource") == "dcgm":
+            return
+        self.status["energyKWh"] = round(estimate.kwh, 6)
+        self.status["energySource"] = "estimate"
+        if estimate.kwh > estimate.unpriced_kwh:
+            self.status["emissionsGrams"] = round(estimate.emissions_grams, 3)
+            self.status["baselineEmissionsGrams"] = round(estimate.baseline_grams, 3)
+            self.status["avoidedEmissionsGrams"] = round(estimate.avoided_grams, 3)
 
 
 async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | None:
@@ -253,17 +268,15 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     decision = apply_budget(tick, decision, plan, caj, running, forecasts)
     acc = await act(tick, decision, plan, acc, observed)
     tick.store_accounting(acc)
-    tick.store_energy_estimate(acc, pjob.gpus, pjob.watts_per_gpu)
+    await estimate_energy(state, tick, acc, pjob.gpus, pjob.watts_per_gpu, submitted, cluster_name)
     report_decision(tick, decision, plan, observed)
     finished = decision.phase in (Phase.SUCCEEDED, Phase.FAILED)
     if state.meter is not None and cluster_name is not None:
         await measure_energy(state, tick, decision, submitted, cluster_name)
     elif finished and not tick.status.get("receiptPosted"):
-        energy = float(tick.status.get("energyKWh") or 0.0)
-        message = (
-            f"Receipt: {energy:.3f} kWh (estimate: no DCGM metrics configured), ran {acc.run_seconds / 3600:.2f} h"
-        )
-        tick.event("Normal", "Receipt", message)
+        _, pue = await actual_intensity(state, tick, submitted, cluster_name) if cluster_name else (None, None)
+        message = receipt_message(tick.namespace, tick.name, tick.status, pue)
+        tick.event("Normal", "Receipt", f"{message} [no DCGM metrics configured: estimated from run time]")
         tick.status["receiptPosted"] = True
     await tick.flush()
     export_job_metrics(state, tick)
@@ -328,16 +341,44 @@ async def act(tick: Tick, decision: Decision, plan: Plan, acc: Accounting, obser
     return acc
 
 
+async def actual_intensity(
+    state: OperatorState, tick: Tick, submitted: datetime, cluster_name: str
+) -> tuple[IntensitySeries | None, float]:
+    """The measured intensity of the cluster's zone since the job was submitted, and the cluster's PUE."""
+    entry = next((e for e in state.entries() if e.name == cluster_name), None)
+    zone, pue = (entry.zone, entry.pue) if entry else (state.settings.zone, state.settings.pue)
+    # A window shared by every job submitted the same day, so cached provider answers serve them all.
+    begin = min(submitted, tick.now - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return await state.forecasts.history(zone, begin, tick.now + timedelta(hours=1), tick.now), pue
+
+
+async def estimate_energy(
+    state: OperatorState,
+    tick: Tick,
+    acc: Accounting,
+    gpus: int,
+    watts: float,
+    submitted: datetime,
+    cluster_name: str | None,
+) -> None:
+    """Run time x GPUs x wattsPerGPU, priced on the actual intensity as it accrues: what the receipt shows where
+    DCGM measured nothing (no Prometheus configured, or no samples of the job's GPUs)."""
+    estimate = estimate_from_wire(tick.status.get("estimate"))
+    run_seconds = acc.total_seconds(tick.now)
+    if run_seconds > estimate.run_seconds and cluster_name is not None:
+        actual, pue = await actual_intensity(state, tick, submitted, cluster_name)
+        estimate = extend_estimate(
+            estimate, run_seconds, tick.now, gpus, watts, Pricing(pue, actual, submitted, wall_to_utc)
+        )
+    tick.store_energy_estimate(estimate)
+
+
 async def measure_energy(
     state: OperatorState, tick: Tick, decision: Decision, submitted: datetime, cluster_name: str
 ) -> None:
     """Measured energy (DCGM via Prometheus), emissions on the actual intensity, and the receipt at the end."""
     assert state.meter is not None
-    entry = next((e for e in state.entries() if e.name == cluster_name), None)
-    zone, pue = (entry.zone, entry.pue) if entry else (state.settings.zone, state.settings.pue)
-    # A window shared by every job submitted the same day, so cached provider answers serve them all.
-    begin = min(submitted, tick.now - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
-    actual = await state.forecasts.history(zone, begin, tick.now + timedelta(hours=1), tick.now)
+    actual, pue = await actual_intensity(state, tick, submitted, cluster_name)
     body = {**tick.body, "status": tick.status}
     update = await update_energy(
         state.meter,

@@ -30,16 +30,18 @@ energySource=estimate, which the measured counter replaces once Prometheus answe
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from carbonshift.adapters.prometheus import EnergyMeter, MetricsUnavailableError, PrometheusEnergyReader, job_keys
 from carbonshift.api.carbonawarejob import DEFAULT_WATTS_PER_GPU
 from carbonshift.api.conditions import ConditionType, Reason
+from carbonshift.api.durations import parse_duration
 from carbonshift.api.jobs import gpus_requested, parse_time
 from carbonshift.domain.accounting import (
     Account,
@@ -58,9 +60,13 @@ from carbonshift.domain.series import IntensitySeries
 
 log = logging.getLogger(__name__)
 PROMETHEUS_URL_ENV = "CARBONSHIFT_PROMETHEUS_URL"
+SCRAPE_INTERVAL_ENV = "CARBONSHIFT_DCGM_SCRAPE_INTERVAL"
+DEFAULT_SCRAPE_SECONDS = 30.0  # the dcgm-exporter ServiceMonitor's default interval
+MAX_REFRESH_SECONDS = 10.0
 # Gaps between DCGM samples longer than this are estimated, or, where the GPU changed hands, not attributed.
-# 120 s suits dcgm-exporter's 30 s default; a faster scrape (the demo's 1 s) can use a shorter one.
-MAX_GAP_SECONDS = float(os.environ.get("CARBONSHIFT_DCGM_MAX_GAP_SECONDS", "120"))
+# Default: four scrape intervals (120 s for dcgm-exporter's 30 s). The environment variable overrides it.
+MAX_GAP_ENV = "CARBONSHIFT_DCGM_MAX_GAP_SECONDS"
+SCRAPES_TO_SETTLE = 2  # a stopped job's receipt waits this many scrape intervals for its last samples
 EVENT_MESSAGE_LIMIT = 1000  # Kubernetes Event messages are capped at 1 KiB
 
 
@@ -72,14 +78,28 @@ class EnergyUpdate:
     degraded: bool
 
 
-def build_meter(url: str, **reader_options: Any) -> EnergyMeter:
-    """One meter per operator. reader_options go to PrometheusEnergyReader (timeout_seconds, attempts, ...)."""
-    return EnergyMeter(PrometheusEnergyReader(url, **reader_options))
+def build_meter(url: str, *, scrape_seconds: float = DEFAULT_SCRAPE_SECONDS, **reader_options: Any) -> EnergyMeter:
+    """One meter per operator, reading at most every min(scrape interval, 10 s): a faster read finds nothing new,
+    a slower one lets a short job (or an accelerated demo clock) run between reads. reader_options go to
+    PrometheusEnergyReader (timeout_seconds, attempts, ...)."""
+    if scrape_seconds <= 0:
+        raise ValueError(f"the DCGM scrape interval must be positive, got {scrape_seconds:g} s")
+    refresh = min(scrape_seconds, MAX_REFRESH_SECONDS)
+    return EnergyMeter(
+        PrometheusEnergyReader(url, **reader_options), refresh_seconds=refresh, scrape_seconds=scrape_seconds
+    )
+
+
+def max_gap_seconds(scrape_seconds: float, env: Mapping[str, str] = os.environ) -> float:
+    given = env.get(MAX_GAP_ENV, "").strip()
+    return float(given) if given else 4 * scrape_seconds
 
 
 def meter_from_env(env: Mapping[str, str]) -> EnergyMeter | None:
+    """The meter the chart's environment describes (CARBONSHIFT_PROMETHEUS_URL, CARBONSHIFT_DCGM_SCRAPE_INTERVAL)."""
     url = env.get(PROMETHEUS_URL_ENV, "").strip()
-    return build_meter(url) if url else None
+    scrape = parse_duration(env.get(SCRAPE_INTERVAL_ENV, "").strip() or "30s").total_seconds()
+    return build_meter(url, scrape_seconds=scrape) if url else None
 
 
 def _identity(moment: datetime) -> datetime:
@@ -94,13 +114,15 @@ def _owns(namespace: str, name: str, pods: set[str]) -> Callable[[str], bool]:
     return owns
 
 
-def _fields(account: Account, extra_estimate_kwh: float) -> dict[str, Any]:
+def _fields(account: Account, extra_estimate_kwh: float, extra_grams: float = 0.0) -> dict[str, Any]:
+    """Status fields; the provisional estimate (Prometheus down) is shown priced at the current intensity, on the
+    baseline too (its avoided share is unknown until measured)."""
     estimated = account.estimated_kwh > 0 or extra_estimate_kwh > 0
     return {
         "energyKWh": round(account.kwh + extra_estimate_kwh, 6),
         "energySource": "estimate" if estimated else "dcgm",
-        "emissionsGrams": round(account.emissions_grams, 3),
-        "baselineEmissionsGrams": round(account.baseline_grams, 3),
+        "emissionsGrams": round(account.emissions_grams + extra_grams, 3),
+        "baselineEmissionsGrams": round(account.baseline_grams + extra_grams, 3),
         "avoidedEmissionsGrams": round(account.avoided_grams, 3),
         "energy": account_to_wire(account),
     }
@@ -124,8 +146,13 @@ async def update_energy(
     status = body.get("status") or {}
     watts = float((spec.get("power") or {}).get("wattsPerGPU") or DEFAULT_WATTS_PER_GPU)
     gpus = gpus_requested(spec.get("template") or {})
-    settings = Settings(watts_per_gpu=watts, max_gap_seconds=MAX_GAP_SECONDS)
+    settings = Settings(watts_per_gpu=watts, max_gap_seconds=max_gap_seconds(meter.scrape_seconds))
     account = account_from_wire(status.get("energy"))
+    wall_now = time.time()
+    if running:
+        account = replace(account, settle_after=None)
+    elif account.running or account.settle_after is None:  # just stopped (or never seen running): wait for scrapes
+        account = replace(account, settle_after=wall_now + SCRAPES_TO_SETTLE * meter.scrape_seconds)
     started = parse_time(status.get("runningSince")) if running and not account.running else None
     account = open_chunk(account, running, started or now)
     pod_names = set(pods) | {m.owner.partition("/")[2] for m in account.watermarks if m.owner}
@@ -134,12 +161,14 @@ async def update_energy(
     try:
         snapshot = await meter.snapshot()
     except MetricsUnavailableError as exc:
-        extra = provisional_kwh(account, time.time(), gpus, watts)
+        extra = provisional_kwh(account, wall_now, gpus, watts)
         held = [m.t for m in account.watermarks if m.owner is not None and owns(m.owner)]
         meter.need(job, min(held) if held else None)
         message = f"{exc}; energy since the last reading estimated at {watts:g} W per GPU until it answers"
+        g_now = intensity.at(now) if intensity is not None else math.nan
+        extra_grams = extra * pue * g_now if math.isfinite(g_now) else 0.0
         return EnergyUpdate(
-            _fields(account, extra),
+            _fields(account, extra, extra_grams),
             (ConditionType.METRICS_DEGRADED, True, Reason.PROMETHEUS_UNREACHABLE, message),
             settled=False,
             degraded=True,
@@ -166,7 +195,10 @@ async def update_energy(
             f"{account.measured_kwh:.6f} kWh measured by DCGM ({how})",
         )  # fmt: skip
     fields = _fields(account, 0.0) if (account.kwh > 0 or account.watermarks) else {"energy": account_to_wire(account)}
-    return EnergyUpdate(fields, condition, settled=not running and not held, degraded=False)
+    # Settled: stopped, no GPU still held, and read at least a couple of scrapes after it stopped (a short job can
+    # start and finish between two reads; its samples reach Prometheus a scrape later).
+    caught_up = account.settle_after is not None and snapshot.end >= account.settle_after
+    return EnergyUpdate(fields, condition, settled=not running and not held and caught_up, degraded=False)
 
 
 def receipt_message(namespace: str, name: str, status: Mapping[str, Any], pue: float | None = None) -> str:
