@@ -10,7 +10,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cluster="${KIND_CLUSTER:-carbonshift-e2e}"
 image="${IMAGE:-carbonshift:dev}"
 gpus="${GPUS_PER_NODE:-8}"
-for tool in docker kind kubectl; do
+for tool in docker kind kubectl helm; do
   command -v "$tool" >/dev/null || { echo "e2e-kind: $tool is required (not found on PATH)" >&2; exit 1; }
 done
 kubeconfig="$(mktemp -t "kind-$cluster.XXXXXX")"
