@@ -53,6 +53,7 @@ class ClusterEntry:
     largest_node_gpus: int | None = None
     checked_at: float = 0.0
     error: str | None = None
+    refreshing: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
 
 
 @dataclass
@@ -96,15 +97,23 @@ class OperatorState:
             if allowed and entry.name not in allowed:
                 continue
             if time.monotonic() - entry.checked_at > self.settings.capacity_ttl_seconds:
-                try:
-                    total, used, largest = await entry.kube.gpu_capacity()
-                    cap = total if entry.gpu_capacity is None else min(total, entry.gpu_capacity)
-                    entry.free_gpus, entry.largest_node_gpus, entry.error = max(cap - used, 0), largest, None
-                except Exception as exc:  # an unreachable cluster is not a candidate this tick
-                    entry.free_gpus, entry.error = 0, str(exc)
-                entry.checked_at = time.monotonic()
+                # One refresh at a time per cluster: when many daemons wake together (a window opening for a
+                # thousand jobs) the others wait for it instead of each listing every pod of the cluster.
+                async with entry.refreshing:
+                    if time.monotonic() - entry.checked_at > self.settings.capacity_ttl_seconds:
+                        await self._refresh_capacity(entry)
             result.append(entry)
         return result
+
+    @staticmethod
+    async def _refresh_capacity(entry: ClusterEntry) -> None:
+        try:
+            total, used, largest = await entry.kube.gpu_capacity()
+            cap = total if entry.gpu_capacity is None else min(total, entry.gpu_capacity)
+            entry.free_gpus, entry.largest_node_gpus, entry.error = max(cap - used, 0), largest, None
+        except Exception as exc:  # an unreachable cluster is not a candidate this tick
+            entry.free_gpus, entry.error = 0, str(exc)
+        entry.checked_at = time.monotonic()
 
 
 def kube_from_kubeconfig_text(name: str, text: str) -> Kube:
