@@ -84,7 +84,7 @@ def bench(n: int, workdir: Path) -> dict[str, float]:
         # The operator: a trace whose clean window opens for everyone 1 planning hour after planning completes.
         epoch = datetime.now(UTC).replace(microsecond=0)
         speed = 60.0
-        opens_after_wall = 90 + n / 40  # generous: planning must be done before the window opens
+        opens_after_wall = 90 + n / 12  # generous: planning (17/s at 1,000 here) must be done before it opens
         opens_at = epoch + timedelta(seconds=opens_after_wall * speed)
         values = [
             500.0 if epoch + timedelta(minutes=15 * i) - timedelta(hours=1) < opens_at else 50.0 for i in range(4 * 96)
@@ -109,6 +109,7 @@ def bench(n: int, workdir: Path) -> dict[str, float]:
             time.sleep(1.0)
             planned, _ = count_planned(custom, "bench")
         planned_s = time.perf_counter() - t0
+        print(f"  n={n}: CAJs created in {created_s:.1f} s, all planned in {planned_s:.1f} s", flush=True)
         assert proc.proc is not None
         pid = proc.proc.pid
         cpu0, w0 = cpu_seconds(pid), time.perf_counter()
@@ -125,6 +126,7 @@ def bench(n: int, workdir: Path) -> dict[str, float]:
             time.sleep(0.5)
             _, running = count_planned(custom, "bench")
         transition_s = time.perf_counter() - t1
+        print(f"  n={n}: {running} running after {transition_s:.1f} s; idle CPU {idle_cpu:.2f}, RSS {rss:.0f} MiB", flush=True)
         rss_peak = max(rss, rss_mib(pid))
         proc.stop()
         return {

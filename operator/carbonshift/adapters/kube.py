@@ -11,10 +11,13 @@ import asyncio
 import json
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from kubernetes import client
+from kubernetes.client import rest
 from kubernetes.client.exceptions import ApiException
 
 from carbonshift.api.base import GROUP, VERSION
@@ -24,6 +27,8 @@ from carbonshift.api.jobs import ANNOTATION_SUSPEND_AT, GPU_RESOURCE, LABEL_CAJ
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 RETRYABLE = {409, 429, 500, 502, 503, 504}
+API_WORKERS = 16  # concurrent API calls (threads; the official client is synchronous)
+_EXECUTOR = ThreadPoolExecutor(API_WORKERS, thread_name_prefix="kube")
 
 
 class KubeUnavailableError(RuntimeError):
@@ -40,6 +45,11 @@ class Kube:
     base_delay: float = 0.2
 
     def __post_init__(self) -> None:
+        # As many pooled connections as worker threads: the client's default pool keeps 4, so with more threads
+        # every burst (a window opening for many jobs) discarded connections and paid a new TLS handshake each.
+        if (self.api.configuration.connection_pool_maxsize or 0) < API_WORKERS:
+            self.api.configuration.connection_pool_maxsize = API_WORKERS
+            self.api.rest_client = rest.RESTClientObject(self.api.configuration)
         self.batch = client.BatchV1Api(self.api)
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
@@ -48,7 +58,7 @@ class Kube:
         delay = self.base_delay
         for attempt in range(1, self.attempts + 1):
             try:
-                return await asyncio.to_thread(fn, *args, **kwargs)
+                return await asyncio.get_running_loop().run_in_executor(_EXECUTOR, partial(fn, *args, **kwargs))
             except ApiException as exc:
                 if exc.status not in RETRYABLE or attempt == self.attempts:
                     if exc.status in RETRYABLE:

@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import sys
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -179,6 +180,8 @@ def run(args: argparse.Namespace) -> int:
     import carbonshift.handlers.clusters
     import carbonshift.handlers.energybudget  # noqa: F401
 
+    if os.environ.get("CARBONSHIFT_TRACEMALLOC"):
+        _memory_report_on_sigusr1(Path(os.environ["CARBONSHIFT_TRACEMALLOC"]))
     kopf.on.startup()(configure_kopf)
     # Log kopf in with the same credentials as our client: the given kubeconfig, else the pod's ServiceAccount.
     if args.kubeconfig:
@@ -196,3 +199,21 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _memory_report_on_sigusr1(path: Path) -> None:
+    """A diagnostic: with CARBONSHIFT_TRACEMALLOC=FILE, SIGUSR1 writes the 40 largest allocation sites to FILE."""
+    import signal
+    import tracemalloc
+
+    tracemalloc.start(8)
+
+    def report(*_: object) -> None:
+        stats = tracemalloc.take_snapshot().statistics("traceback")
+        lines = []
+        for stat in stats[:40]:
+            lines.append(f"{stat.size / 2**20:8.1f} MiB {stat.count:8d} blocks")
+            lines += [f"    {line}" for line in stat.traceback.format()[-8:]]
+        path.write_text("\n".join(lines) + "\n")
+
+    signal.signal(signal.SIGUSR1, report)
