@@ -126,7 +126,7 @@ def bench(n: int, workdir: Path) -> dict[str, float]:
             time.sleep(0.5)
             _, running = count_planned(custom, "bench")
         transition_s = time.perf_counter() - t1
-        print(f"  n={n}: {running} running after {transition_s:.1f} s; idle CPU {idle_cpu:.2f}, RSS {rss:.0f} MiB", flush=True)
+        print(f"  n={n}: {running} running after {transition_s:.1f} s; idle CPU {idle_cpu:.2f}", flush=True)
         rss_peak = max(rss, rss_mib(pid))
         proc.stop()
         return {
