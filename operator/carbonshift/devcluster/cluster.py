@@ -244,11 +244,12 @@ class DevCluster:
 
     def wait_nodes_schedulable(self, names: Sequence[str], timeout_seconds: float = 60.0) -> None:
         """Wait until every named node is Ready and carries no not-ready/unreachable taint."""
+        shown = ", ".join(names[:5]) + (f" (and {len(names) - 5} more)" if len(names) > 5 else "")
         with self.http_client() as client:
             _poll(
                 lambda: _nodes_schedulable(client, names),
                 timeout_seconds,
-                f"nodes {', '.join(names)} Ready and untainted",
+                f"nodes {shown} Ready and untainted",
                 self.processes,
             )
 
