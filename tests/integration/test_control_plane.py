@@ -219,3 +219,24 @@ def test_two_clusters_run_side_by_side_independently(
         other.close()
     dev_cluster.check_running()
     second_cluster.check_running()
+
+
+async def test_gpu_capacity_counts_every_unfinished_pod_across_pages(
+    api_client: client.ApiClient, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator's free-GPU count reads the pod list in pages (bounded memory on large clusters): with one pod a
+    page it must still count every pod's GPUs, Pending ones included, and the nodes' allocatable GPUs."""
+    from carbonshift.adapters import kube as kube_adapter
+
+    core = client.CoreV1Api(api_client)
+    for i, gpus in enumerate((1, 2, 3, GPUS_PER_NODE + 1)):  # the last stays Pending: it still asks for GPUs
+        container = {"name": "train", "image": "x", "resources": {"limits": {GPU_RESOURCE: str(gpus)}}}
+        core.create_namespaced_pod(namespace, {"metadata": {"name": f"p{i}"}, "spec": {"containers": [container]}})
+    unfinished = core.list_pod_for_all_namespaces(field_selector="status.phase!=Succeeded,status.phase!=Failed")
+    expected = sum(
+        int((c.resources.limits or {}).get(GPU_RESOURCE, 0)) for p in unfinished.items for c in p.spec.containers
+    )
+    monkeypatch.setattr(kube_adapter, "POD_PAGE", 1)
+    total, used, largest = await kube_adapter.Kube("local", api_client).gpu_capacity()
+    assert used == expected >= 1 + 2 + 3 + GPUS_PER_NODE + 1
+    assert (total, largest) == (NODES * GPUS_PER_NODE, GPUS_PER_NODE)

@@ -96,9 +96,11 @@ class OperatorState:
         for entry in self.entries():
             if allowed and entry.name not in allowed:
                 continue
-            if time.monotonic() - entry.checked_at > self.settings.capacity_ttl_seconds:
+            expired = time.monotonic() - entry.checked_at > self.settings.capacity_ttl_seconds
+            if expired and not (entry.refreshing.locked() and entry.free_gpus is not None):
                 # One refresh at a time per cluster: when many daemons wake together (a window opening for a
-                # thousand jobs) the others wait for it instead of each listing every pod of the cluster.
+                # thousand jobs) they do not each list every pod of the cluster. While it runs, the others use
+                # the last count rather than wait (on a busy API server a paged refresh takes seconds).
                 async with entry.refreshing:
                     if time.monotonic() - entry.checked_at > self.settings.capacity_ttl_seconds:
                         await self._refresh_capacity(entry)
