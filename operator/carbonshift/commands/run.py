@@ -33,7 +33,7 @@ from carbonshift.adapters.intensity import ZoneForecasts
 from carbonshift.adapters.kube import Kube
 from carbonshift.api.durations import parse_duration
 from carbonshift.domain.forecasting import ForecastSpecError, parse_forecast_model
-from carbonshift.handlers.energy import SCRAPE_INTERVAL_ENV, build_meter
+from carbonshift.handlers.energy import DEFAULT_SCRAPE_SECONDS, SCRAPE_INTERVAL_ENV, build_meter
 from carbonshift.handlers.state import OperatorState, Settings, install
 from carbonshift.metrics import RECONCILE_SECONDS as REGISTRY_RECONCILE
 from carbonshift.metrics import REGISTRY
@@ -96,7 +96,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--dcgm-scrape-interval",
-        default=env(SCRAPE_INTERVAL_ENV, "30s"),
+        default=env(SCRAPE_INTERVAL_ENV, f"{DEFAULT_SCRAPE_SECONDS:g}s"),
         help="how often that Prometheus scrapes dcgm-exporter (default 30s): the operator reads at most this often, "
         "waits two intervals after a job stops before its receipt, and estimates gaps longer than four",
     )

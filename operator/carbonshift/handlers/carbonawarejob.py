@@ -100,6 +100,8 @@ class Tick:
         self.conditions = [Condition.model_validate(c) for c in self.old_status.get("conditions") or []]
         self.now = state.clock.now()
         self.events: list[tuple[str, str, str]] = []
+        self.actual: IntensitySeries | None = None  # the zone's measured intensity, read once per tick
+        self.actual_read = False
 
     # -- reporting -------------------------------------------------------------------------------------------
     def condition(self, type_: str, status: bool, reason: str, message: str, *, event: str | None = None) -> None:
@@ -274,7 +276,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     if state.meter is not None and cluster_name is not None:
         await measure_energy(state, tick, decision, submitted, cluster_name)
     elif finished and not tick.status.get("receiptPosted"):
-        _, pue = await actual_intensity(state, tick, submitted, cluster_name) if cluster_name else (None, None)
+        pue = zone_and_pue(state, cluster_name)[1] if cluster_name else None
         message = receipt_message(tick.namespace, tick.name, tick.status, pue)
         tick.event("Normal", "Receipt", f"{message} [no DCGM metrics configured: estimated from run time]")
         tick.status["receiptPosted"] = True
@@ -341,15 +343,23 @@ async def act(tick: Tick, decision: Decision, plan: Plan, acc: Accounting, obser
     return acc
 
 
+def zone_and_pue(state: OperatorState, cluster_name: str) -> tuple[str, float]:
+    entry = next((e for e in state.entries() if e.name == cluster_name), None)
+    return (entry.zone, entry.pue) if entry else (state.settings.zone, state.settings.pue)
+
+
 async def actual_intensity(
     state: OperatorState, tick: Tick, submitted: datetime, cluster_name: str
 ) -> tuple[IntensitySeries | None, float]:
-    """The measured intensity of the cluster's zone since the job was submitted, and the cluster's PUE."""
-    entry = next((e for e in state.entries() if e.name == cluster_name), None)
-    zone, pue = (entry.zone, entry.pue) if entry else (state.settings.zone, state.settings.pue)
-    # A window shared by every job submitted the same day, so cached provider answers serve them all.
-    begin = min(submitted, tick.now - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
-    return await state.forecasts.history(zone, begin, tick.now + timedelta(hours=1), tick.now), pue
+    """The measured intensity of the cluster's zone since the job was submitted (read once per tick, shared by
+    the estimate and the measured account), and the cluster's PUE."""
+    zone, pue = zone_and_pue(state, cluster_name)
+    if not tick.actual_read:
+        # A window shared by every job submitted the same day, so cached provider answers serve them all.
+        begin = min(submitted, tick.now - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
+        tick.actual = await state.forecasts.history(zone, begin, tick.now + timedelta(hours=1), tick.now)
+        tick.actual_read = True
+    return tick.actual, pue
 
 
 async def estimate_energy(

@@ -98,7 +98,8 @@ def max_gap_seconds(scrape_seconds: float, env: Mapping[str, str] = os.environ) 
 def meter_from_env(env: Mapping[str, str]) -> EnergyMeter | None:
     """The meter the chart's environment describes (CARBONSHIFT_PROMETHEUS_URL, CARBONSHIFT_DCGM_SCRAPE_INTERVAL)."""
     url = env.get(PROMETHEUS_URL_ENV, "").strip()
-    scrape = parse_duration(env.get(SCRAPE_INTERVAL_ENV, "").strip() or "30s").total_seconds()
+    given = env.get(SCRAPE_INTERVAL_ENV, "").strip()
+    scrape = parse_duration(given).total_seconds() if given else DEFAULT_SCRAPE_SECONDS
     return build_meter(url, scrape_seconds=scrape) if url else None
 
 
