@@ -240,3 +240,31 @@ async def test_gpu_capacity_counts_every_unfinished_pod_across_pages(
     total, used, largest = await kube_adapter.Kube("local", api_client).gpu_capacity()
     assert used == expected >= 1 + 2 + 3 + GPUS_PER_NODE + 1
     assert (total, largest) == (NODES * GPUS_PER_NODE, GPUS_PER_NODE)
+
+
+async def test_create_in_a_terminating_namespace_is_told_apart_from_a_permission_denial(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    """The operator watches every namespace; one being deleted refuses new Jobs with 403. That 403 must be recognised
+    (the daemon waits quietly for its object to go) and never confused with an RBAC denial, which it must report."""
+    from carbonshift.adapters import kube as kube_adapter
+
+    core = client.CoreV1Api(api_client)
+    request = {"spec": {"audiences": [], "expirationSeconds": 600}}
+    token = core.create_namespaced_service_account_token("default", namespace, request).status.token
+    held = {"metadata": {"name": "held", "finalizers": ["carbonshift.io/test-hold"]}}
+    core.create_namespaced_config_map(namespace, held)  # keeps the namespace in Terminating while we look
+    pod = {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}
+    job = {"metadata": {"name": "late", "namespace": namespace}, "spec": {"template": {"spec": pod}}}
+    try:
+        core.delete_namespace(namespace)
+        with pytest.raises(ApiException) as refused:
+            await kube_adapter.Kube("local", api_client).create_job(job)
+        assert refused.value.status == 403
+        assert kube_adapter.namespace_terminating(refused.value)
+        with pytest.raises(ApiException) as denied:  # the default ServiceAccount may not create Jobs
+            client.BatchV1Api(token_api_client(api_client, token)).create_namespaced_job(namespace, job)
+        assert denied.value.status == 403
+        assert not kube_adapter.namespace_terminating(denied.value)
+    finally:
+        core.patch_namespaced_config_map("held", namespace, {"metadata": {"finalizers": None}})

@@ -36,6 +36,20 @@ class KubeUnavailableError(RuntimeError):
     """The API server kept failing or throttling; try again on the next tick."""
 
 
+def namespace_terminating(exc: BaseException) -> bool:
+    """The API server refused to create something because its namespace is being deleted (403 NamespaceTerminating).
+
+    Not a permission problem and not worth retrying hard: the namespace's objects, ours included, are about to go."""
+    if not isinstance(exc, ApiException) or exc.status != 403:
+        return False
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        return False
+    causes = (body.get("details") or {}).get("causes") or [] if isinstance(body, dict) else []
+    return any(isinstance(c, dict) and c.get("reason") == "NamespaceTerminating" for c in causes)
+
+
 @dataclass
 class Kube:
     """One cluster's API: `name` is the ComputeCluster name (or "local")."""

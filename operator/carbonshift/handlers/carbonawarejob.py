@@ -26,7 +26,7 @@ import kopf
 from pydantic import ValidationError
 
 from carbonshift import metrics
-from carbonshift.adapters.kube import KubeUnavailableError
+from carbonshift.adapters.kube import KubeUnavailableError, namespace_terminating
 from carbonshift.api.base import GROUP, VERSION
 from carbonshift.api.carbonawarejob import PLURAL, CarbonAwareJob, CarbonAwareJobStatus
 from carbonshift.api.conditions import Condition, ConditionType, Reason, set_condition
@@ -527,6 +527,10 @@ async def run_carbonawarejob(
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never let one object's failure stop its daemon: report, back off, retry
+            if namespace_terminating(exc):  # its namespace is going away, and this object with it: wait for that
+                logger.info("namespace %s is being deleted; not creating anything in it", namespace)
+                await asyncio.sleep(30)
+                continue
             failures += 1
             metrics.RECONCILE_SECONDS.labels("error").observe(0)
             level = logging.WARNING if isinstance(exc, (KubeUnavailableError, OSError)) else logging.ERROR
