@@ -96,6 +96,7 @@ def test_operator_killed_20_times_loses_nothing_and_meets_deadlines(
     trace = write_trace(tmp_path / "trace.csv", start, values, SLOT)
     config = operator_install.kubeconfig(tmp_path / "operator.kubeconfig")
     extra = ["--zone", "TEST", "--trace", f"TEST={trace}", "--forecast", "oracle", "--tick", "10m", "--margin", "30m"]
+    extra += ["--max-concurrent-reconciles", "2"]  # fewer slots than jobs: queued reconciles must still keep time
     proc = OperatorProcess(config, tmp_path, speed=SPEED, epoch=epoch, extra=extra)
     k = Cluster(api_client)
     proc.start()

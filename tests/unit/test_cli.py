@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -29,3 +30,9 @@ def test_missing_command_module_says_not_built(
     monkeypatch.setitem(cli.COMMANDS, "teleport", "not a real command")
     assert cli.main(["teleport"]) == 2
     assert capsys.readouterr().err.strip() == "carbonshift teleport: not built yet in this release"
+
+
+def test_run_refuses_a_reconcile_bound_below_one(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code = cli.main(["run", "--kubeconfig", str(tmp_path / "none"), "--max-concurrent-reconciles", "0"])
+    assert code == 2
+    assert "--max-concurrent-reconciles must be at least 1, not 0" in capsys.readouterr().err

@@ -73,6 +73,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tick", default=env("CARBONSHIFT_TICK", "5m"), help="re-plan at least this often")
     parser.add_argument("--margin", default=env("CARBONSHIFT_MARGIN", "10m"), help="spare time before deadlines")
     parser.add_argument(
+        "--max-concurrent-reconciles",
+        type=int,
+        default=int(env("CARBONSHIFT_MAX_CONCURRENT_RECONCILES", "32")),
+        help="CarbonAwareJobs reconciled at once (default 32); the others wait their turn. Bounds the operator's "
+        "memory when many jobs wake together",
+    )
+    parser.add_argument(
         "--clock",
         default=env("CARBONSHIFT_CLOCK", ""),
         help="accelerated planning clock for demos and tests: speed=S,epoch=RFC3339[,anchor=UNIX_SECONDS]",
@@ -141,8 +148,14 @@ def build_state(args: argparse.Namespace) -> OperatorState:
         return TraceProvider.bundled(zone, forecast_model=model, replay=True)
 
     settings = Settings(
-        zone=args.zone, pue=args.pue, tick=parse_duration(args.tick), margin=parse_duration(args.margin)
+        zone=args.zone,
+        pue=args.pue,
+        tick=parse_duration(args.tick),
+        margin=parse_duration(args.margin),
+        max_concurrent_reconciles=args.max_concurrent_reconciles,
     )
+    if settings.max_concurrent_reconciles < 1:
+        raise ValueError(f"--max-concurrent-reconciles must be at least 1, not {settings.max_concurrent_reconciles}")
     forecasts = ZoneForecasts(providers, None if args.no_trace_fallback else trace_for)
     scrape = parse_duration(args.dcgm_scrape_interval).total_seconds()
     meter = build_meter(args.prometheus_url, scrape_seconds=scrape) if args.prometheus_url else None

@@ -409,7 +409,7 @@ async def measure_energy(
 
 def export_job_metrics(state: OperatorState, tick: Tick) -> None:
     ns, name, status = tick.namespace, tick.name, tick.status
-    state.phases[(ns, name)] = str(status.get("phase") or "Pending")
+    state.phases.set(ns, name, str(status.get("phase") or "Pending"))
     if status.get("energyKWh") is not None:
         metrics.JOB_ENERGY.labels(ns, name, status.get("energySource") or "estimate").set(status["energyKWh"])
     for gauge, key in ((metrics.JOB_EMISSIONS, "emissionsGrams"), (metrics.JOB_AVOIDED, "avoidedEmissionsGrams")):
@@ -419,12 +419,6 @@ def export_job_metrics(state: OperatorState, tick: Tick) -> None:
     metrics.JOB_PLANNED_START.labels(ns, name).set(nxt.timestamp() if nxt else 0)
     at_risk = any(c.type == ConditionType.DEADLINE_AT_RISK and c.status == "True" for c in tick.conditions)
     metrics.DEADLINE_AT_RISK.labels(ns, name).set(1 if at_risk else 0)
-    counts: dict[tuple[str, str], int] = {}
-    for (namespace, _), phase in state.phases.items():
-        counts[(namespace, phase)] = counts.get((namespace, phase), 0) + 1
-    metrics.JOBS.clear()
-    for (namespace, phase), count in counts.items():
-        metrics.JOBS.labels(namespace, phase).set(count)
 
 
 def report_plan(
@@ -521,8 +515,9 @@ async def run_carbonawarejob(
     while not stopped:
         wake.clear()
         try:
-            with metrics.RECONCILE_SECONDS.labels("ok").time():
-                nxt = await reconcile(state, dict(body))
+            async with state.reconciling:
+                with metrics.RECONCILE_SECONDS.labels("ok").time():
+                    nxt = await reconcile(state, dict(body))
             failures = 0
         except asyncio.CancelledError:
             raise
@@ -587,7 +582,7 @@ async def delete_job(body: kopf.Body, name: str, namespace: str | None, **_: Any
         except LookupError:
             log.warning("cluster %s of %s/%s is gone; nothing to clean up there", cluster, namespace, name)
     state.wake.pop((namespace or "", name), None)
-    state.phases.pop((namespace or "", name), None)
+    state.phases.drop(namespace or "", name)
     for gauge in (metrics.JOB_EMISSIONS, metrics.JOB_AVOIDED, metrics.JOB_PLANNED_START, metrics.DEADLINE_AT_RISK):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace or "", name)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -16,6 +18,7 @@ from typing import Protocol
 import yaml
 from kubernetes import client, config
 
+from carbonshift import metrics
 from carbonshift.adapters.clock import Clock
 from carbonshift.adapters.intensity import ZoneForecast
 from carbonshift.adapters.kube import Kube
@@ -40,6 +43,7 @@ class Settings:
     tick: timedelta = timedelta(minutes=5)  # re-plan at least this often (planning time)
     margin: timedelta = timedelta(minutes=10)  # spare time kept before every deadline
     capacity_ttl_seconds: float = 10.0  # how long a cluster's free-GPU count is reused (wall seconds)
+    max_concurrent_reconciles: int = 32  # reconciles in flight at once; the others wait their turn
 
 
 @dataclass
@@ -57,6 +61,39 @@ class ClusterEntry:
 
 
 @dataclass
+class PhaseCounts:
+    """CarbonAwareJobs by namespace and phase, for the carbonshift_jobs gauge: each change costs O(1). (Recounting
+    every job on every reconcile made a pass over 10,000 jobs quadratic.)"""
+
+    by_job: dict[tuple[str, str], str] = field(default_factory=dict)
+    counts: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def set(self, namespace: str, name: str, phase: str) -> None:
+        old = self.by_job.get((namespace, name))
+        if old == phase:
+            return
+        if old is not None:
+            self._add(namespace, old, -1)
+        self.by_job[(namespace, name)] = phase
+        self._add(namespace, phase, 1)
+
+    def drop(self, namespace: str, name: str) -> None:
+        old = self.by_job.pop((namespace, name), None)
+        if old is not None:
+            self._add(namespace, old, -1)
+
+    def _add(self, namespace: str, phase: str, delta: int) -> None:
+        key = (namespace, phase)
+        self.counts[key] += delta
+        if self.counts[key] > 0:
+            metrics.JOBS.labels(*key).set(self.counts[key])
+            return
+        del self.counts[key]  # no such jobs left: the series goes, as it would after a restart
+        with contextlib.suppress(KeyError):
+            metrics.JOBS.remove(*key)
+
+
+@dataclass
 class OperatorState:
     settings: Settings
     clock: Clock
@@ -65,8 +102,18 @@ class OperatorState:
     meter: EnergyMeter | None = None  # DCGM energy through Prometheus; None: estimates only
     clusters: dict[str, ClusterEntry] = field(default_factory=dict)
     wake: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
-    phases: dict[tuple[str, str], str] = field(default_factory=dict)  # for the jobs-by-phase gauge
+    phases: PhaseCounts = field(default_factory=PhaseCounts)  # for the jobs-by-phase gauge
     written: dict[tuple[str, str], str] = field(default_factory=dict)  # resourceVersion of our last status patch
+    _reconciling: asyncio.Semaphore | None = field(default=None, repr=False)
+    _local_entry: ClusterEntry | None = field(default=None, repr=False)
+
+    @property
+    def reconciling(self) -> asyncio.Semaphore:
+        """Bounds the reconciles in flight. Each holds its object's parsed spec, forecasts and plan while it waits
+        for the API server; unbounded, ten thousand daemons waking together held gigabytes between them."""
+        if self._reconciling is None:
+            self._reconciling = asyncio.Semaphore(self.settings.max_concurrent_reconciles)
+        return self._reconciling
 
     def wake_event(self, namespace: str, name: str) -> asyncio.Event:
         return self.wake.setdefault((namespace, name), asyncio.Event())
@@ -80,7 +127,9 @@ class OperatorState:
         """The clusters jobs may use: the ComputeClusters, or the local cluster when none is defined."""
         if self.clusters:
             return list(self.clusters.values())
-        return [ClusterEntry(LOCAL, self.settings.zone, self.settings.pue, self.local)]
+        if self._local_entry is None:  # kept, so its free-GPU count is cached like a ComputeCluster's
+            self._local_entry = ClusterEntry(LOCAL, self.settings.zone, self.settings.pue, self.local)
+        return [self._local_entry]
 
     def kube_for(self, name: str | None) -> Kube:
         if name is None or name == LOCAL:
