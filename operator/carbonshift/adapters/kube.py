@@ -91,26 +91,20 @@ class Kube:
                 delay = min(delay * 2, 5.0)
         raise AssertionError("unreachable")
 
-    def _plain(self, obj: Any) -> dict[str, Any]:
-        result: dict[str, Any] = self.api.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
-        return result
-
     # -- Jobs ------------------------------------------------------------------------------------------------
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            job = await self._call("read job", self.batch.read_namespaced_job, name, namespace)
+            return await self._raw("read job", self.batch.read_namespaced_job, name, namespace)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
-        return self._plain(job)
 
     async def create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Create the Job; if it already exists (a restarted operator), return the existing one."""
         namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
         try:
-            created = await self._call("create job", self.batch.create_namespaced_job, namespace, manifest)
-            return self._plain(created)
+            return await self._raw("create job", self.batch.create_namespaced_job, namespace, manifest)
         except ApiException as exc:
             if exc.status != 409:
                 raise
@@ -121,7 +115,7 @@ class Kube:
 
     async def set_suspend(self, namespace: str, name: str, suspend: bool) -> None:
         body = {"spec": {"suspend": suspend}}
-        await self._call("patch job", self.batch.patch_namespaced_job, name, namespace, body)
+        await self._raw("patch job", self.batch.patch_namespaced_job, name, namespace, body)
 
     async def delete_job(self, namespace: str, name: str) -> None:
         try:
@@ -184,8 +178,9 @@ class Kube:
                 return total, used, largest
 
     async def _raw(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """A list call's body as plain JSON, without the client's model objects. The body is read in the worker
-        thread: read lazily on the event loop, one page of a busy API server's pod list stalled every job."""
+        """A call's response body as plain JSON (the API's own spelling), without the client's model objects: those
+        cost more CPU than the request (py-spy), for Jobs as for pod lists. The body is read in the worker thread:
+        read lazily on the event loop, one page of a busy API server's pod list stalled every job."""
 
         def fetch() -> bytes:
             response = fn(*args, _preload_content=False, **kwargs)
