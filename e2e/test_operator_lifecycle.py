@@ -130,6 +130,29 @@ def test_job_without_slack_runs_at_once(
     assert hours_after(operator, status["plan"]["latestSafeStart"]) - submitted < 0.3
 
 
+def test_resumed_job_whose_pods_never_start_says_why_its_deadline_is_at_risk(
+    api_client: client.ApiClient, namespace: str, operator: OperatorProcess
+) -> None:
+    k = Cluster(api_client)
+    manifest = caj_manifest("stuck", duration="4h", max_delay="4h15m")  # no slack: resumed at once
+    pod_spec = manifest["spec"]["template"]["spec"]["template"]["spec"]
+    pod_spec["nodeSelector"] = {"carbonshift.io/test-pool": "no-such-pool"}  # the scheduler has nowhere to put it
+    k.create_caj(namespace, manifest)
+    wait_until(lambda: (j := k.job(namespace, "stuck")) is not None and j.spec.suspend is False, "the Job resumed")
+
+    def at_risk() -> dict[str, str] | None:
+        conditions = k.status(namespace, "stuck").get("conditions") or []
+        return next((c for c in conditions if c["type"] == "DeadlineAtRisk" and c["status"] == "True"), None)
+
+    condition = wait_until(at_risk, "DeadlineAtRisk", timeout=30)
+    # Not "the duration does not fit" (the plan was fine when made): its pods never started.
+    assert condition["reason"] == "PodsNotRunning", condition
+    assert "none of its pods is running" in condition["message"]
+    assert not k.running_pods(namespace, "stuck")
+    assert k.pods(namespace, "stuck"), "the Job controller made no pod"
+    assert wait_until(lambda: "PodsNotRunning" in k.event_reasons(namespace, "stuck"), "the Warning event")
+
+
 def test_interruptible_job_is_suspended_and_resumed_with_pods_annotated_first(
     api_client: client.ApiClient, namespace: str, operator: OperatorProcess
 ) -> None:

@@ -51,6 +51,7 @@ class Reason(StrEnum):
     NOT_ENOUGH_GPUS = "NotEnoughGPUs"
     UNKNOWN_CLUSTER = "UnknownCluster"
     TEMPLATE_IMMUTABLE = "TemplateImmutable"
+    PODS_NOT_RUNNING = "PodsNotRunning"
     # ProviderDegraded / MetricsDegraded
     PROVIDER_FALLBACK = "ProviderFallback"
     NO_INTENSITY_DATA = "NoIntensityData"

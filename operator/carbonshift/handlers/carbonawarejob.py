@@ -247,7 +247,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         return tick.now + state.settings.tick
     with metrics.PLANNER_SECONDS.time():
         plan = plan_job(pjob, candidates, forecasts, tick.now, state.settings.margin)
-    report_plan(tick, plan, provider, signal, degraded, forecasts)
+    report_plan(tick, plan, provider, signal, degraded, forecasts, pods_waiting=running and not working)
 
     # Place and create the Job (suspended) once the plan names a cluster.
     if job is None and plan.cluster is not None and plan.reason is not PlanReason.NO_CAPACITY:
@@ -428,7 +428,10 @@ def report_plan(
     signal: str | None,
     degraded: list[str],
     forecasts: dict[str, Any],
+    *,
+    pods_waiting: bool = False,
 ) -> None:
+    """`pods_waiting`: the Job is resumed but none of its pods runs yet, so no run time accrues."""
     series = forecasts.get(plan.zone) if plan.zone else None
     now_g = series.at(tick.now) if series is not None else None
     old_start = ((tick.old_status.get("plan") or {}).get("windows") or [{}])[0].get("start")
@@ -442,7 +445,14 @@ def report_plan(
     if plan.windows and (old_start is None or (deferred and moved)):
         tick.event("Normal", "Planned", summary)
     at_risk = AT_RISK.get(plan.reason)
-    if at_risk is not None or not plan.feasible:
+    if (at_risk is not None or not plan.feasible) and pods_waiting:
+        # The time ran out while the Job was resumed: the cause is its pods not starting, not the plan.
+        message = (
+            "the Job is resumed but none of its pods is running (waiting for free GPUs, or a nodeSelector, "
+            f"affinity or taint that no node satisfies?): {summary}"
+        )
+        tick.condition(ConditionType.DEADLINE_AT_RISK, True, Reason.PODS_NOT_RUNNING, message, event="Warning")
+    elif at_risk is not None or not plan.feasible:
         tick.condition(
             ConditionType.DEADLINE_AT_RISK, True, at_risk or Reason.DURATION_EXCEEDS_TIME_LEFT, summary, event="Warning"
         )
