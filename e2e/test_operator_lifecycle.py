@@ -56,6 +56,8 @@ def operator(
             "15m",
             "--margin",
             "10m",
+            "--capacity-refresh",
+            "1s",  # tests fill the cluster mid-window; the operator must see it within the window
         ],
     )
     proc.start()
@@ -190,3 +192,38 @@ def test_interruptible_job_is_suspended_and_resumed_with_pods_annotated_first(
     assert status["suspensions"] == 1
     assert {"Resumed", "Suspended", "SuspendPlanned"} <= set(k.event_reasons(namespace, "pretrain"))
     del pods
+
+
+def test_interruptible_job_that_fills_its_cluster_still_follows_its_plan(
+    api_client: client.ApiClient, namespace: str, operator: OperatorProcess
+) -> None:
+    """A resumed Job's own pods count as used GPUs; its re-plans must not take that as a full cluster (which once
+    kept it running past its window and reported NotEnoughGPUs)."""
+    k = Cluster(api_client)
+    core = client.CoreV1Api(api_client)
+    nodes = core.list_node().items
+    per_node = max(int(n.status.allocatable.get("nvidia.com/gpu", 0)) for n in nodes)
+    checkpoint = {"overhead": "1m", "gracePeriod": "30m", "minRunDuration": "30m"}
+    manifest = caj_manifest(
+        "whole-node", duration="3h30m", max_delay="12h", gpus=per_node, interruptible=True, checkpoint=checkpoint
+    )
+    k.create_caj(namespace, manifest)
+    wait_until(lambda: k.running_pods(namespace, "whole-node"), "running in window 1", timeout=30)
+    # Take every other GPU of the cluster, as the operator counts them (requests of unfinished pods).
+    total = sum(int(n.status.allocatable.get("nvidia.com/gpu", 0)) for n in nodes if not n.spec.unschedulable)
+    pods = core.list_pod_for_all_namespaces(field_selector="status.phase!=Succeeded,status.phase!=Failed").items
+    used = sum(int((c.resources.limits or {}).get("nvidia.com/gpu", 0)) for p in pods for c in p.spec.containers)
+    for i in range(total - used):
+        container = {"name": "c", "image": "filler", "resources": {"limits": {"nvidia.com/gpu": "1"}}}
+        core.create_namespaced_pod(
+            namespace, {"metadata": {"name": f"filler-{i}"}, "spec": {"containers": [container]}}
+        )
+    status = k.status(namespace, "whole-node")
+    window_end = hours_after(operator, status["plan"]["windows"][0]["end"])
+    wait_until(
+        lambda: k.job(namespace, "whole-node").spec.suspend is True, "suspension at the window's end", timeout=30
+    )
+    assert hours_after(operator, operator.planning_now().isoformat()) >= window_end - 0.5
+    status = k.status(namespace, "whole-node")
+    assert status["phase"] == "Suspended", status["phase"]
+    assert "NotEnoughGPUs" not in k.event_reasons(namespace, "whole-node")

@@ -73,6 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tick", default=env("CARBONSHIFT_TICK", "5m"), help="re-plan at least this often")
     parser.add_argument("--margin", default=env("CARBONSHIFT_MARGIN", "10m"), help="spare time before deadlines")
     parser.add_argument(
+        "--capacity-refresh",
+        default=env("CARBONSHIFT_CAPACITY_REFRESH", "10s"),
+        help="how long a cluster's free-GPU count is reused before it is listed again (wall clock; default 10s)",
+    )
+    parser.add_argument(
         "--max-concurrent-reconciles",
         type=int,
         default=int(env("CARBONSHIFT_MAX_CONCURRENT_RECONCILES", "32")),
@@ -153,6 +158,7 @@ def build_state(args: argparse.Namespace) -> OperatorState:
         tick=parse_duration(args.tick),
         margin=parse_duration(args.margin),
         max_concurrent_reconciles=args.max_concurrent_reconciles,
+        capacity_ttl_seconds=parse_duration(args.capacity_refresh).total_seconds(),
     )
     if settings.max_concurrent_reconciles < 1:
         raise ValueError(f"--max-concurrent-reconciles must be at least 1, not {settings.max_concurrent_reconciles}")

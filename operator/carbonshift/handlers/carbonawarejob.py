@@ -216,7 +216,14 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         tick.status["phase"] = Phase.PENDING
         await tick.flush()
         return tick.now + state.settings.tick
-    candidates = [Cluster(e.name, e.zone, e.pue, e.free_gpus) for e in (fitting or entries)]
+    # A resumed Job's own pods are among the GPUs counted as used: they are free for its own plan. (Without this a
+    # job that filled its cluster saw no room, kept running past its window's end and reported NotEnoughGPUs.)
+    held = per_pod * observed.active_pods if running and cluster_name else 0
+    candidates = [
+        Cluster(e.name, e.zone, e.pue, e.free_gpus + held if e.free_gpus is not None and e.name == cluster_name
+                else e.free_gpus)
+        for e in (fitting or entries)
+    ]  # fmt: skip
     # One horizon for every job (whole days, at least 3), so cached provider answers serve them all.
     days = max(3, math.ceil((deadline - tick.now) / timedelta(days=1)) + 1)
     horizon = timedelta(days=days)
