@@ -194,6 +194,37 @@ def test_interruptible_job_is_suspended_and_resumed_with_pods_annotated_first(
     del pods
 
 
+def free_gpus(core: client.CoreV1Api) -> int:
+    """The cluster's free GPUs as the operator counts them: allocatable less the requests of unfinished pods."""
+    nodes = core.list_node().items
+    total = sum(int(n.status.allocatable.get("nvidia.com/gpu", 0)) for n in nodes if not n.spec.unschedulable)
+    pods = core.list_pod_for_all_namespaces(field_selector="status.phase!=Succeeded,status.phase!=Failed").items
+    return total - sum(
+        int((c.resources.limits or {}).get("nvidia.com/gpu", 0)) for p in pods for c in p.spec.containers
+    )
+
+
+def test_two_jobs_that_cannot_share_the_cluster_plan_different_clean_windows(
+    api_client: client.ApiClient, namespace: str, operator: OperatorProcess
+) -> None:
+    """Each job plans around the GPUs the other's plan uses: the second takes the next clean window rather than
+    queueing for the first one's GPUs."""
+    k = Cluster(api_client)
+    free = free_gpus(client.CoreV1Api(api_client))
+    assert free >= 2, free
+    windows = {}
+    for name in ("first", "second"):
+        manifest = caj_manifest(name, duration="2h", max_delay="20h")  # 1 GPU a pod
+        manifest["spec"]["template"]["spec"]["parallelism"] = free  # together they need the whole cluster
+        k.create_caj(namespace, manifest)
+        status = wait_until(lambda n=name: (s := k.status(namespace, n)).get("plan") and s, f"{name} planned")
+        windows[name] = [(hours_after(operator, w["start"]), hours_after(operator, w["end"]))
+                         for w in status["plan"]["windows"]]  # fmt: skip
+    assert 2.75 <= windows["first"][0][0] <= 3.25, windows  # the cleanest window, 3-5 h
+    assert 8.75 <= windows["second"][0][0] <= 9.25, windows  # the next one, 9-11 h: 3-5 h is taken
+    assert all(b[0] >= a[1] or a[0] >= b[1] for a in windows["first"] for b in windows["second"]), windows
+
+
 def test_interruptible_job_that_fills_its_cluster_still_follows_its_plan(
     api_client: client.ApiClient, namespace: str, operator: OperatorProcess
 ) -> None:
@@ -210,10 +241,7 @@ def test_interruptible_job_that_fills_its_cluster_still_follows_its_plan(
     k.create_caj(namespace, manifest)
     wait_until(lambda: k.running_pods(namespace, "whole-node"), "running in window 1", timeout=30)
     # Take every other GPU of the cluster, as the operator counts them (requests of unfinished pods).
-    total = sum(int(n.status.allocatable.get("nvidia.com/gpu", 0)) for n in nodes if not n.spec.unschedulable)
-    pods = core.list_pod_for_all_namespaces(field_selector="status.phase!=Succeeded,status.phase!=Failed").items
-    used = sum(int((c.resources.limits or {}).get("nvidia.com/gpu", 0)) for p in pods for c in p.spec.containers)
-    for i in range(total - used):
+    for i in range(free_gpus(core)):
         container = {"name": "c", "image": "filler", "resources": {"limits": {"nvidia.com/gpu": "1"}}}
         core.create_namespaced_pod(
             namespace, {"metadata": {"name": f"filler-{i}"}, "spec": {"containers": [container]}}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -50,6 +51,7 @@ from carbonshift.domain.accounting import (
 )
 from carbonshift.domain.lifecycle import Accounting, Decision, Observed, Phase, decide
 from carbonshift.domain.planning.model import Cluster, Plan
+from carbonshift.domain.planning.model import Job as PlannerJob
 from carbonshift.domain.planning.model import Reason as PlanReason
 from carbonshift.domain.planning.single import plan_job
 from carbonshift.domain.series import IntensitySeries
@@ -253,7 +255,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         await tick.flush()
         return tick.now + state.settings.tick
     with metrics.PLANNER_SECONDS.time():
-        plan = plan_job(pjob, candidates, forecasts, tick.now, state.settings.margin)
+        plan = plan_around_others(state, (tick.namespace, tick.name), pjob, candidates, forecasts, tick.now)
     report_plan(tick, plan, provider, signal, degraded, forecasts, pods_waiting=running and not working)
 
     # Place and create the Job (suspended) once the plan names a cluster.
@@ -290,9 +292,44 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     await tick.flush()
     export_job_metrics(state, tick)
     if finished:
+        state.reservations.drop((tick.namespace, tick.name))
+    elif (place := cluster_name or plan.cluster) is not None:
+        at_once = per_pod * max(int(spec.template.spec.get("parallelism") or 1), 1)
+        windows = plan.windows if plan.reason is not PlanReason.NO_CAPACITY else ()
+        state.reservations.put((tick.namespace, tick.name), place, at_once, windows, held)
+    if finished:
         # Done once the receipt is out; until then the last energy readings are still arriving.
         return None if tick.status.get("receiptPosted") else tick.now + state.settings.tick / 5
     return decision.next_transition or tick.now + state.settings.tick
+
+
+def plan_around_others(
+    state: OperatorState,
+    key: tuple[str, str],
+    pjob: PlannerJob,
+    candidates: list[Cluster],
+    forecasts: dict[str, IntensitySeries | None],
+    now: datetime,
+) -> Plan:
+    """Plan against the GPUs the other jobs' plans leave free, slot by slot (`state.reservations`), so that many
+    jobs do not all pick the same clean window. Where that would miss the deadline and planning against the free
+    GPUs of the moment would not, the deadline wins (the job may then queue behind others' pods, and says so)."""
+    margin = state.settings.margin
+    reserved = []
+    for c in candidates:
+        series = forecasts.get(c.zone)
+        if c.free_gpus is None or series is None:
+            reserved.append(c)
+            continue
+        count = max(1, math.ceil((pjob.deadline - now) / series.resolution) + 1)
+        by_slot = state.reservations.free_by_slot(key, c.name, c.free_gpus, now, series.resolution, count)
+        reserved.append(dataclasses.replace(c, free_gpus_by_slot=by_slot))
+    plan = plan_job(pjob, reserved, forecasts, now, margin)
+    if plan.reason is PlanReason.NO_CAPACITY or not plan.feasible:
+        alone = plan_job(pjob, candidates, forecasts, now, margin)
+        if alone.feasible or plan.reason is PlanReason.NO_CAPACITY:
+            return alone
+    return plan
 
 
 def apply_budget(
@@ -600,6 +637,7 @@ async def delete_job(body: kopf.Body, name: str, namespace: str | None, **_: Any
             log.warning("cluster %s of %s/%s is gone; nothing to clean up there", cluster, namespace, name)
     state.wake.pop((namespace or "", name), None)
     state.phases.drop(namespace or "", name)
+    state.reservations.drop((namespace or "", name))
     for gauge in (metrics.JOB_EMISSIONS, metrics.JOB_AVOIDED, metrics.JOB_PLANNED_START, metrics.DEADLINE_AT_RISK):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace or "", name)

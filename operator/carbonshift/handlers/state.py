@@ -23,6 +23,7 @@ from carbonshift.adapters.clock import Clock
 from carbonshift.adapters.intensity import ZoneForecast
 from carbonshift.adapters.kube import Kube
 from carbonshift.adapters.prometheus import EnergyMeter
+from carbonshift.domain.planning.reservations import Reservations
 from carbonshift.domain.series import IntensitySeries
 
 LOCAL = "local"
@@ -103,6 +104,7 @@ class OperatorState:
     clusters: dict[str, ClusterEntry] = field(default_factory=dict)
     wake: dict[tuple[str, str], asyncio.Event] = field(default_factory=dict)
     phases: PhaseCounts = field(default_factory=PhaseCounts)  # for the jobs-by-phase gauge
+    reservations: Reservations = field(default_factory=Reservations)  # every job's planned GPU use
     written: dict[tuple[str, str], str] = field(default_factory=dict)  # resourceVersion of our last status patch
     _reconciling: asyncio.Semaphore | None = field(default=None, repr=False)
     _local_entry: ClusterEntry | None = field(default=None, repr=False)
