@@ -90,17 +90,24 @@ class Reservations:
         use = self._use.get(cluster)
         if not use:
             return (max(base, 0),) * count
-        own_spans = own.spans if own is not None and mine_here else ()
-
-        def others(s: int) -> int:
-            mine = own.gpus if own is not None and any(a <= s < b for a, b in own_spans) else 0
-            return use.get(s, 0) - mine
-
+        # Others' use on the absolute slots the grid covers, as a list (plain floats: this runs on every re-plan).
+        res, step_s = self.resolution.total_seconds(), step.total_seconds()
+        t0 = (now - EPOCH).total_seconds()
+        first = math.floor(t0 / res + 1e-9)
+        n = max(math.ceil((t0 + count * step_s) / res - 1e-9) - first, 1) + 1
+        others = [0] * n
+        for slot, gpus in use.items():
+            if first <= slot < first + n:
+                others[slot - first] = gpus
+        if own is not None and mine_here:
+            for a, b in own.spans:
+                for slot in range(max(a, first), min(b, first + n)):
+                    others[slot - first] -= own.gpus
         result = []
         for i in range(count):
-            a = self._slot(now + step * i)
-            b = max(self._slot(now + step * (i + 1), up=True), a + 1)
-            result.append(max(base - max(others(s) for s in range(a, b)), 0))
+            a = math.floor((t0 + i * step_s) / res + 1e-9) - first
+            b = max(math.ceil((t0 + (i + 1) * step_s) / res - 1e-9) - first, a + 1)
+            result.append(max(base - max(others[a:b]), 0))
         return tuple(result)
 
     def __len__(self) -> int:
