@@ -211,13 +211,16 @@ def test_two_jobs_that_cannot_share_the_cluster_plan_different_clean_windows(
     queueing for the first one's GPUs."""
     k = Cluster(api_client)
     free = free_gpus(client.CoreV1Api(api_client))
-    assert free >= 2, free
+    assert free >= 4, free
     windows = {}
     for name in ("first", "second"):
         manifest = caj_manifest(name, duration="2h", max_delay="20h")  # 1 GPU a pod
-        manifest["spec"]["template"]["spec"]["parallelism"] = free  # together they need the whole cluster
+        manifest["spec"]["template"]["spec"]["parallelism"] = free // 2 + 1  # more than half: they cannot share
         k.create_caj(namespace, manifest)
-        status = wait_until(lambda n=name: (s := k.status(namespace, n)).get("plan") and s, f"{name} planned")
+        # A plan with windows: the very first pass may still see pods of the previous test (no room, no windows).
+        status = wait_until(
+            lambda n=name: (s := k.status(namespace, n)).get("plan", {}).get("windows") and s, f"{name} planned"
+        )
         windows[name] = [(hours_after(operator, w["start"]), hours_after(operator, w["end"]))
                          for w in status["plan"]["windows"]]  # fmt: skip
     assert 2.75 <= windows["first"][0][0] <= 3.25, windows  # the cleanest window, 3-5 h
@@ -252,6 +255,10 @@ def test_interruptible_job_that_fills_its_cluster_still_follows_its_plan(
         lambda: k.job(namespace, "whole-node").spec.suspend is True, "suspension at the window's end", timeout=30
     )
     assert hours_after(operator, operator.planning_now().isoformat()) >= window_end - 0.5
+    # Its pod now checkpoints for its grace period (30 min: 3 s here) and still holds the GPUs; the job re-plans
+    # meanwhile and must count them as its own, not report a full cluster.
+    time.sleep(5)
     status = k.status(namespace, "whole-node")
     assert status["phase"] == "Suspended", status["phase"]
-    assert "NotEnoughGPUs" not in k.event_reasons(namespace, "whole-node")
+    events = [(e.reason, e.message) for e in k.events(namespace, "whole-node")]
+    assert not [e for e in events if e[0] == "NotEnoughGPUs"], events

@@ -231,13 +231,17 @@ async def test_gpu_capacity_counts_every_unfinished_pod_across_pages(
     core = client.CoreV1Api(api_client)
     for i, gpus in enumerate((1, 2, 3, GPUS_PER_NODE + 1)):  # the last stays Pending: it still asks for GPUs
         container = {"name": "train", "image": "x", "resources": {"limits": {GPU_RESOURCE: str(gpus)}}}
-        core.create_namespaced_pod(namespace, {"metadata": {"name": f"p{i}"}, "spec": {"containers": [container]}})
+        labels = {"carbonshift.io/carbonawarejob": "train"} if i < 2 else {}  # p0 and p1 belong to CAJ "train"
+        meta = {"name": f"p{i}", "labels": labels}
+        core.create_namespaced_pod(namespace, {"metadata": meta, "spec": {"containers": [container]}})
     unfinished = core.list_pod_for_all_namespaces(field_selector="status.phase!=Succeeded,status.phase!=Failed")
     expected = sum(
         int((c.resources.limits or {}).get(GPU_RESOURCE, 0)) for p in unfinished.items for c in p.spec.containers
     )
     monkeypatch.setattr(kube_adapter, "POD_PAGE", 1)
-    total, used, largest = await kube_adapter.Kube("local", api_client).gpu_capacity()
+    capacity = await kube_adapter.Kube("local", api_client).gpu_capacity()
+    total, used, largest = capacity.total, capacity.used, capacity.largest_node
+    assert capacity.by_job[(namespace, "train")] == 1 + 2  # its pods' GPUs, from the same listing
     assert used == expected >= 1 + 2 + 3 + GPUS_PER_NODE + 1
     assert (total, largest) == (NODES * GPUS_PER_NODE, GPUS_PER_NODE)
 

@@ -9,7 +9,7 @@ from typing import Any, cast
 
 from carbonshift import metrics
 from carbonshift.adapters.clock import Clock
-from carbonshift.adapters.kube import Kube
+from carbonshift.adapters.kube import Capacity, Kube
 from carbonshift.handlers.state import LOCAL, OperatorState, PhaseCounts, Settings
 
 
@@ -21,10 +21,10 @@ class CountingKube:
     def __init__(self) -> None:
         self.reads = 0
 
-    async def gpu_capacity(self) -> tuple[int, int, int]:
+    async def gpu_capacity(self) -> Capacity:
         self.reads += 1
         await asyncio.sleep(0.01)  # a real read takes time; others arrive meanwhile
-        return 16, 4, 8
+        return Capacity(16, 4, 8, {("team", "job"): 4})
 
 
 class NoForecasts:

@@ -218,14 +218,16 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         tick.status["phase"] = Phase.PENDING
         await tick.flush()
         return tick.now + state.settings.tick
-    # A resumed Job's own pods are among the GPUs counted as used: they are free for its own plan. (Without this a
-    # job that filled its cluster saw no room, kept running past its window's end and reported NotEnoughGPUs.)
-    held = per_pod * observed.active_pods if running and cluster_name else 0
+    # The Job's own pods (running, waiting, or checkpointing after a suspension) are among the GPUs counted as used:
+    # they are free for its own plan. (Without this a job that filled its cluster saw no room: it kept running past
+    # its window's end, and once suspended it reported NotEnoughGPUs while its own pod was still stopping.) Taken
+    # from the same listing as the count, so the two agree whatever the Job's status says meanwhile.
+    own = next((e for e in entries if e.name == cluster_name), None)
+    held = own.held_by_job.get((tick.namespace, tick.name), 0) if own is not None else 0
     candidates = [
-        Cluster(e.name, e.zone, e.pue, e.free_gpus + held if e.free_gpus is not None and e.name == cluster_name
-                else e.free_gpus)
+        Cluster(e.name, e.zone, e.pue, e.free_gpus + held if e.free_gpus is not None and e is own else e.free_gpus)
         for e in (fitting or entries)
-    ]  # fmt: skip
+    ]
     # One horizon for every job (whole days, at least 3), so cached provider answers serve them all.
     days = max(3, math.ceil((deadline - tick.now) / timedelta(days=1)) + 1)
     horizon = timedelta(days=days)

@@ -74,7 +74,8 @@ async def cluster_health(body: kopf.Body, name: str, patch: kopf.Patch, **_: Any
         )
     else:
         try:
-            total, used, _largest = await entry.kube.gpu_capacity()
+            capacity = await entry.kube.gpu_capacity()
+            total, used = capacity.total, capacity.used
             cap = total if entry.gpu_capacity is None else min(total, entry.gpu_capacity)
             patch.status["gpusTotal"] = total
             patch.status["gpusFree"] = max(cap - used, 0)

@@ -56,6 +56,7 @@ class ClusterEntry:
     gpu_capacity: int | None = None
     free_gpus: int | None = None
     largest_node_gpus: int | None = None
+    held_by_job: dict[tuple[str, str], int] = field(default_factory=dict)  # GPUs of each job's pods, in the count
     checked_at: float = 0.0
     error: str | None = None
     refreshing: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
@@ -161,9 +162,10 @@ class OperatorState:
     @staticmethod
     async def _refresh_capacity(entry: ClusterEntry) -> None:
         try:
-            total, used, largest = await entry.kube.gpu_capacity()
-            cap = total if entry.gpu_capacity is None else min(total, entry.gpu_capacity)
-            entry.free_gpus, entry.largest_node_gpus, entry.error = max(cap - used, 0), largest, None
+            capacity = await entry.kube.gpu_capacity()
+            cap = capacity.total if entry.gpu_capacity is None else min(capacity.total, entry.gpu_capacity)
+            entry.free_gpus, entry.largest_node_gpus = max(cap - capacity.used, 0), capacity.largest_node
+            entry.held_by_job, entry.error = capacity.by_job, None
         except Exception as exc:  # an unreachable cluster is not a candidate this tick
             entry.free_gpus, entry.error = 0, str(exc)
         entry.checked_at = time.monotonic()
