@@ -4,7 +4,7 @@ flight are bounded, and the jobs-by-phase gauge follows each change without reco
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from carbonshift import metrics
@@ -100,3 +100,33 @@ def test_jobs_by_phase_follow_every_change_and_deletion() -> None:
         ("team-a", "Waiting"): 1,
         ("team-a", "Running"): 1,
     }
+
+
+class AnnotatingKube(CountingKube):
+    def __init__(self) -> None:
+        super().__init__()
+        self.announced: list[str | None] = []
+
+    async def annotate_suspend_at(self, namespace: str, name: str, value: str | None) -> None:
+        self.announced.append(value)
+
+
+async def test_a_suspend_time_already_announced_to_the_second_is_not_announced_again() -> None:
+    """The plan's window end carries the clock's microseconds; the annotation is written to the second. Compared
+    raw, every pass re-annotated the Job, and each patch woke the next pass: a hot loop until the suspension."""
+    from carbonshift.domain.lifecycle import Accounting, Decision, Observed, Phase
+    from carbonshift.handlers.carbonawarejob import Tick, act
+
+    kube = AnnotatingKube()
+    s = state(Settings(), kube)
+    body = {"metadata": {"namespace": "team", "name": "job", "uid": "u"}, "status": {"cluster": LOCAL}}
+    end = datetime(2026, 1, 1, 5, 0, 0, 654321, tzinfo=UTC)
+    decision = Decision(False, False, end, Phase.RUNNING, end, "running in a planned window")
+    announced = Observed(exists=True, suspended=False, suspend_at_annotation=end.replace(microsecond=0))
+    await act(Tick(s, body), decision, cast(Any, None), Accounting(), announced)
+    assert kube.announced == []
+    earlier = Observed(exists=True, suspended=False, suspend_at_annotation=end - timedelta(minutes=1))
+    tick = Tick(s, body)
+    await act(tick, decision, cast(Any, None), Accounting(), earlier)
+    assert kube.announced == ["2026-01-01T05:00:00Z"]
+    assert [e[1] for e in tick.events] == ["SuspendPlanned"]

@@ -381,7 +381,10 @@ async def act(tick: Tick, decision: Decision, plan: Plan, acc: Accounting, obser
         tick.event(
             "Normal", "Suspended", f"Suspended: {decision.why}; next window {translate.iso(decision.next_transition)}"
         )
-    if decision.annotate_suspend_at and observed.suspend_at_annotation != decision.annotate_suspend_at:
+    # Compared as written (to the second): the plan's end carries the clock's microseconds, the annotation does not,
+    # and comparing them raw re-annotated on every pass, each patch waking the next pass.
+    announced = translate.iso(observed.suspend_at_annotation)
+    if decision.annotate_suspend_at and announced != translate.iso(decision.annotate_suspend_at):
         await kube.annotate_suspend_at(ns, name, translate.iso(decision.annotate_suspend_at))
         tick.event(
             "Normal", "SuspendPlanned", f"Checkpoint now: suspending at {translate.iso(decision.annotate_suspend_at)}"
