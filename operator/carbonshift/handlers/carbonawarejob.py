@@ -257,7 +257,8 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         await tick.flush()
         return tick.now + state.settings.tick
     with metrics.PLANNER_SECONDS.time():
-        plan = plan_around_others(state, (tick.namespace, tick.name), pjob, candidates, forecasts, tick.now)
+        available = {e.name: (e.free_gpus or 0) + e.carbonshift_gpus for e in entries}
+        plan = plan_around_others(state, (tick.namespace, tick.name), pjob, candidates, available, forecasts, tick.now)
     report_plan(tick, plan, provider, signal, degraded, forecasts, pods_waiting=running and not working)
 
     # Place and create the Job (suspended) once the plan names a cluster.
@@ -298,7 +299,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     elif (place := cluster_name or plan.cluster) is not None:
         at_once = per_pod * max(int(spec.template.spec.get("parallelism") or 1), 1)
         windows = plan.windows if plan.reason is not PlanReason.NO_CAPACITY else ()
-        state.reservations.put((tick.namespace, tick.name), place, at_once, windows, held)
+        state.reservations.put((tick.namespace, tick.name), place, at_once, windows)
     if finished:
         # Done once the receipt is out; until then the last energy readings are still arriving.
         return None if tick.status.get("receiptPosted") else tick.now + state.settings.tick / 5
@@ -310,12 +311,14 @@ def plan_around_others(
     key: tuple[str, str],
     pjob: PlannerJob,
     candidates: list[Cluster],
+    available: dict[str, int],
     forecasts: dict[str, IntensitySeries | None],
     now: datetime,
 ) -> Plan:
     """Plan against the GPUs the other jobs' plans leave free, slot by slot (`state.reservations`), so that many
     jobs do not all pick the same clean window. Where that would miss the deadline and planning against the free
-    GPUs of the moment would not, the deadline wins (the job may then queue behind others' pods, and says so)."""
+    GPUs of the moment would not, the deadline wins (the job may then queue behind others' pods, and says so).
+    `available`: per cluster, its GPUs net of the work carbonshift does not manage."""
     margin = state.settings.margin
     reserved = []
     for c in candidates:
@@ -324,7 +327,8 @@ def plan_around_others(
             reserved.append(c)
             continue
         count = max(1, math.ceil((pjob.deadline - now) / series.resolution) + 1)
-        by_slot = state.reservations.free_by_slot(key, c.name, c.free_gpus, now, series.resolution, count)
+        free = available.get(c.name, c.free_gpus)
+        by_slot = state.reservations.free_by_slot(key, c.name, free, now, series.resolution, count)
         reserved.append(dataclasses.replace(c, free_gpus_by_slot=by_slot))
     plan = plan_job(pjob, reserved, forecasts, now, margin)
     if plan.reason is PlanReason.NO_CAPACITY or not plan.feasible:

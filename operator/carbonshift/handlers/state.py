@@ -57,6 +57,7 @@ class ClusterEntry:
     free_gpus: int | None = None
     largest_node_gpus: int | None = None
     held_by_job: dict[tuple[str, str], int] = field(default_factory=dict)  # GPUs of each job's pods, in the count
+    carbonshift_gpus: int = 0  # the sum of those: with free_gpus, what carbonshift's jobs can use between them
     checked_at: float = 0.0
     error: str | None = None
     refreshing: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
@@ -166,6 +167,7 @@ class OperatorState:
             cap = capacity.total if entry.gpu_capacity is None else min(capacity.total, entry.gpu_capacity)
             entry.free_gpus, entry.largest_node_gpus = max(cap - capacity.used, 0), capacity.largest_node
             entry.held_by_job, entry.error = capacity.by_job, None
+            entry.carbonshift_gpus = sum(capacity.by_job.values())
         except Exception as exc:  # an unreachable cluster is not a candidate this tick
             entry.free_gpus, entry.error = 0, str(exc)
         entry.checked_at = time.monotonic()

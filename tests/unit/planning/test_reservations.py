@@ -25,31 +25,30 @@ def test_free_gpus_are_what_the_others_leave_and_never_count_the_job_itself() ->
     r = Reservations()
     r.put("a", "c1", 6, [window(1, 3)])
     r.put("b", "c1", 4, [window(2, 4)])
-    free = r.free_by_slot("b", "c1", free_now=8, now=NOW, step=H, count=5)
+    free = r.free_by_slot("b", "c1", available=8, now=NOW, step=H, count=5)
     assert free == (8, 2, 2, 8, 8)  # a uses 6 in hours 1-3; b's own 4 are not subtracted from b
-    free = r.free_by_slot("new", "c1", free_now=8, now=NOW, step=H, count=5)
+    free = r.free_by_slot("new", "c1", available=8, now=NOW, step=H, count=5)
     assert free == (8, 2, 0, 4, 8)  # hour 2-3: 6 + 4 planned, capped at zero
-    assert r.free_by_slot("new", "other", free_now=3, now=NOW, step=H, count=2) == (3, 3)
+    assert r.free_by_slot("new", "other", available=3, now=NOW, step=H, count=2) == (3, 3)
 
 
-def test_gpus_held_by_resumed_jobs_come_back_when_their_plan_ends() -> None:
+def test_a_running_jobs_gpus_come_back_when_its_plan_ends() -> None:
     r = Reservations()
-    # `a` runs now on 4 GPUs (counted as used in free_now) until hour 2.
-    r.put("a", "c1", 4, [window(0, 2)], held=4)
-    assert r.free_by_slot("x", "c1", free_now=0, now=NOW, step=H, count=3) == (0, 0, 4)
-    # a's own view: its own pods count as free for itself (the caller adds them to free_now), and only once.
-    assert r.free_by_slot("a", "c1", free_now=4, now=NOW, step=H, count=3) == (4, 4, 4)
+    # `a` runs now on 4 of the 4 GPUs carbonshift may use, until hour 2.
+    r.put("a", "c1", 4, [window(0, 2)])
+    assert r.free_by_slot("x", "c1", available=4, now=NOW, step=H, count=3) == (0, 0, 4)
+    assert r.free_by_slot("a", "c1", available=4, now=NOW, step=H, count=3) == (4, 4, 4)  # its own are its own
 
 
 def test_drop_and_replace_undo_a_plan_exactly() -> None:
     r = Reservations()
-    r.put("a", "c1", 2, [window(0, 1), window(3, 4)], held=2)
+    r.put("a", "c1", 2, [window(0, 1), window(3, 4)])
     r.put("a", "c2", 2, [window(5, 6)])  # re-planned elsewhere: the old plan is gone
-    assert r.free_by_slot("x", "c1", free_now=5, now=NOW, step=H, count=6) == (5,) * 6
+    assert r.free_by_slot("x", "c1", available=5, now=NOW, step=H, count=6) == (5,) * 6
     r.drop("a")
     r.drop("a")
     assert len(r) == 0
-    assert r.free_by_slot("x", "c2", free_now=5, now=NOW, step=H, count=7) == (5,) * 7
+    assert r.free_by_slot("x", "c2", available=5, now=NOW, step=H, count=7) == (5,) * 7
 
 
 def test_a_planning_slot_straddling_two_reserved_slots_takes_the_larger_use() -> None:
@@ -58,7 +57,7 @@ def test_a_planning_slot_straddling_two_reserved_slots_takes_the_larger_use() ->
     r.put("b", "c1", 5, [window(0.25, 0.5)])
     later = NOW + timedelta(minutes=10)  # grid not aligned with the reservations
     # [10, 25) min overlaps a (3 GPUs) and b (5): the larger counts; [25, 40) overlaps b; [40, 55) neither.
-    assert r.free_by_slot("x", "c1", free_now=8, now=later, step=QUARTER, count=3) == (3, 3, 8)
+    assert r.free_by_slot("x", "c1", available=8, now=later, step=QUARTER, count=3) == (3, 3, 8)
 
 
 @settings(max_examples=60, deadline=None)
@@ -68,18 +67,17 @@ def test_a_planning_slot_straddling_two_reserved_slots_takes_the_larger_use() ->
         min_size=1,
         max_size=12,
     ),
-    st.data(),
 )
 def test_dropping_every_plan_leaves_nothing_reserved(
-    plans: list[tuple[str, int, int, int]], data: st.DataObject
+    plans: list[tuple[str, int, int, int]],
 ) -> None:
     r = Reservations()
     for i, (cluster, gpus, start, length) in enumerate(plans):
-        r.put(i % 5, cluster, gpus, [window(start / 4, (start + length) / 4)], held=data.draw(st.integers(0, gpus)))
+        r.put(i % 5, cluster, gpus, [window(start / 4, (start + length) / 4)])
     for key in range(5):
         r.drop(key)
     for cluster in ("c1", "c2"):
-        assert r.free_by_slot("x", cluster, free_now=7, now=NOW, step=QUARTER, count=60) == (7,) * 60
+        assert r.free_by_slot("x", cluster, available=7, now=NOW, step=QUARTER, count=60) == (7,) * 60
 
 
 def test_the_second_job_plans_around_the_first_in_the_clean_window() -> None:
@@ -92,7 +90,7 @@ def test_the_second_job_plans_around_the_first_in_the_clean_window() -> None:
     placed = []
     for name in ("a", "b"):
         j = job().named(name).hours(2).deadline_in(20).gpus(16).build()
-        free = r.free_by_slot(name, "c1", free_now=16, now=NOW, step=QUARTER, count=80)
+        free = r.free_by_slot(name, "c1", available=16, now=NOW, step=QUARTER, count=80)
         plan = plan_job(j, [Cluster("c1", ZONE, free_gpus=16, free_gpus_by_slot=free)], {ZONE: series}, NOW)
         r.put(name, "c1", j.gpus, plan.windows)
         placed.append(plan.windows)

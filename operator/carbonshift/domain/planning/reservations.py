@@ -5,11 +5,12 @@ The operator plans each CarbonAwareJob on its own (one daemon per job, see docs/
 a thousand jobs would all pick the same clean window and queue for its GPUs. Instead each job's plan is recorded
 here as it is made, and the next job plans against the GPUs the others leave:
 
-    free(slot) = free now + GPUs held now by resumed carbonshift jobs - GPUs the other jobs plan to use in slot
+    free(slot) = available - GPUs the other jobs plan to use in slot
 
-(the first two terms are the cluster's capacity net of everything carbonshift does not manage, assumed to stay as
-it is now). This is the fleet planner's greedy rule applied incrementally, in the order jobs (re)plan; each
-re-plan costs O(slots of the horizon), however many jobs there are.
+where `available` is the cluster's GPUs net of everything carbonshift does not manage (free now plus the GPUs of
+carbonshift's pods now, both from one pod listing so they agree), assumed to stay as it is now. This is the fleet
+planner's greedy rule applied incrementally, in the order jobs (re)plan; each re-plan costs O(slots of the
+horizon), however many jobs there are.
 
 Time is cut into absolute slots of `resolution` (5 minutes: the finest resolution any provider has), so plans made
 at different moments on grids of different resolutions meet on one scale. A planning slot that straddles absolute
@@ -34,26 +35,24 @@ class _Entry:
     cluster: str
     gpus: int
     spans: tuple[tuple[int, int], ...]  # absolute slot ranges [a, b)
-    held: int  # GPUs its pods hold now
 
 
 @dataclass
 class Reservations:
-    """Every job's planned GPU use by cluster and absolute slot, and the GPUs resumed jobs hold now."""
+    """Every job's planned GPU use by cluster and absolute slot."""
 
     resolution: timedelta = timedelta(minutes=5)
     _jobs: dict[Hashable, _Entry] = field(default_factory=dict)
     _use: dict[str, Counter[int]] = field(default_factory=dict)
-    _held: Counter[str] = field(default_factory=Counter)
 
     def _slot(self, moment: datetime, *, up: bool = False) -> int:
         x = (moment - EPOCH) / self.resolution
         return math.ceil(x - 1e-9) if up else math.floor(x + 1e-9)
 
-    def put(self, key: Hashable, cluster: str, gpus: int, windows: Sequence[RunWindow], held: int = 0) -> None:
-        """Record `key`'s plan: `gpus` on `cluster` during `windows`; `held` GPUs taken by its pods now."""
+    def put(self, key: Hashable, cluster: str, gpus: int, windows: Sequence[RunWindow]) -> None:
+        """Record `key`'s plan: `gpus` on `cluster` during `windows` (replacing its previous plan)."""
         spans = tuple((self._slot(w.start), max(self._slot(w.end, up=True), self._slot(w.start) + 1)) for w in windows)
-        entry = _Entry(cluster, max(gpus, 0), spans, max(held, 0))
+        entry = _Entry(cluster, max(gpus, 0), spans)
         if self._jobs.get(key) == entry:
             return
         self.drop(key)
@@ -62,7 +61,6 @@ class Reservations:
         for a, b in spans:
             for s in range(a, b):
                 use[s] += entry.gpus
-        self._held[cluster] += entry.held
 
     def drop(self, key: Hashable) -> None:
         entry = self._jobs.pop(key, None)
@@ -74,19 +72,17 @@ class Reservations:
                 use[s] -= entry.gpus
                 if use[s] <= 0:
                     del use[s]
-        self._held[entry.cluster] -= entry.held
-        if self._held[entry.cluster] <= 0:
-            del self._held[entry.cluster]
 
     def free_by_slot(
-        self, key: Hashable, cluster: str, free_now: int, now: datetime, step: timedelta, count: int
+        self, key: Hashable, cluster: str, available: int, now: datetime, step: timedelta, count: int
     ) -> tuple[int, ...]:
         """Free GPUs for `key` on `cluster` in planning slots [now + i*step, now + (i+1)*step), i < count.
 
-        `free_now`: the cluster's free GPUs now, counting the job's own pods (if any) as free."""
+        `available`: the cluster's GPUs net of the work carbonshift does not manage (free now, plus what
+        carbonshift's own pods hold now)."""
         own = self._jobs.get(key)
         mine_here = own is not None and own.cluster == cluster
-        base = free_now + self._held.get(cluster, 0) - (own.held if own is not None and mine_here else 0)
+        base = available
         use = self._use.get(cluster)
         if not use:
             return (max(base, 0),) * count
