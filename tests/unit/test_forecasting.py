@@ -17,6 +17,7 @@ from carbonshift.domain.forecasting import (
     GaussianForecast,
     PersistenceForecast,
     RealisticForecast,
+    expected_error,
     parse_forecast_model,
 )
 from carbonshift.domain.series import IntensitySeries, Kind, Signal
@@ -344,3 +345,11 @@ def test_expected_error_is_the_fitted_curve_and_difference_error_matches_the_dra
         assert empirical == pytest.approx(GB_2023.difference_sigma(a * HALF, b * HALF), rel=0.15), (a, b)
     # close slots err together: their difference is far less uncertain than either slot
     assert GB_2023.difference_sigma(20 * HALF, 21 * HALF) < 0.8 * GB_2023.sigma(20 * HALF)
+
+
+def test_expected_error_of_any_model_is_declared_or_none() -> None:
+    assert expected_error(parse_forecast_model("realistic"), timedelta(hours=24)) == pytest.approx(0.208, abs=0.001)
+    assert expected_error(parse_forecast_model("realistic:2"), timedelta(0)) == pytest.approx(2 * GB_2023.sigma0)
+    assert expected_error(parse_forecast_model("oracle"), timedelta(hours=5)) == 0.0
+    assert expected_error(parse_forecast_model("persistence"), timedelta(hours=5)) is None
+    assert RealisticForecast(GB_2023.scaled(0.5)).name.startswith("realistic (custom fit)")

@@ -285,10 +285,9 @@ class RealisticForecast(_ViewModel):
     _ISSUE_CACHE_SIZE = 4096
 
     def __init__(self, params: ErrorParams = GB_2023, seed: int = 0, *, scale: float = 1.0) -> None:
+        fit = "NESO GB 2023 fit" if params == GB_2023 else "custom fit"
+        label = f"realistic ({fit})" if scale == 1.0 else f"realistic:{scale:g} ({fit} x{scale:g})"
         params = params.scaled(scale) if scale != 1.0 else params
-        label = "realistic (NESO GB 2023 fit)" if scale == 1.0 else f"realistic:{scale:g} (NESO GB 2023 fit x{scale:g})"
-        if params is not GB_2023 and scale == 1.0:
-            label = "realistic (custom fit)"
         super().__init__(f"{label} seed={seed}", is_oracle=False)
         self.params = params
         self.seed = seed
@@ -411,3 +410,15 @@ def parse_forecast_model(
             raise ForecastSpecError(f"forecast model {spec!r}: {location} holds actuals, not a forecast")
         return RecordedForecast(recorded, location)
     raise ForecastSpecError(f"unknown forecast model {spec!r}; expected one of: {SPEC_FORMS}")
+
+
+def expected_error(model: ForecastModel, lead: timedelta) -> float | None:
+    """The model's expected error std at `lead`, as a fraction of the trace's mean intensity, when it
+    declares one (`realistic`: the fitted curve; `oracle`: 0); None when it does not (persistence,
+    recorded files, gaussian: their error is not modelled per lead)."""
+    if model.is_oracle:
+        return 0.0
+    declared = getattr(model, "expected_error", None)
+    if callable(declared):
+        return float(declared(lead))
+    return None
