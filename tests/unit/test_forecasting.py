@@ -294,6 +294,11 @@ def test_same_slot_issue_times_share_one_forecast_and_are_deterministic_per_seed
     assert not np.array_equal(mine, RealisticForecast(seed=5).forecast(actual, issue, timedelta(hours=6)).values)
     shorter = a.forecast(actual, issue, timedelta(hours=2)).values
     np.testing.assert_array_equal(shorter, mine[:5])  # the horizon cuts the same forecast
+    longer = a.forecast(actual, issue, timedelta(hours=12)).values  # asked after shorter ones: grows
+    assert len(longer) == 25
+    np.testing.assert_array_equal(longer[:13], mine)
+    np.testing.assert_array_equal(longer, b.forecast(actual, issue, timedelta(hours=12)).values)
+    assert len(a.forecast(actual, issue, timedelta(hours=1)).values) == 3
 
 
 def test_realistic_view_is_the_lead_zero_forecast() -> None:

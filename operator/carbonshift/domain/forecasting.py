@@ -292,7 +292,7 @@ class RealisticForecast(_ViewModel):
         self.params = params
         self.seed = seed
         self._fields: dict[int, tuple[IntensitySeries, ErrorField, float]] = {}
-        self._issues: dict[tuple[int, int, int, int], FloatArray] = {}
+        self._issues: dict[tuple[int, int], tuple[int, FloatArray]] = {}
 
     @property
     def exact_view_horizon(self) -> timedelta | None:
@@ -332,17 +332,22 @@ class RealisticForecast(_ViewModel):
         return np.maximum(actual.values + mean * error_field.e0, 0.0)
 
     def _values(self, actual: IntensitySeries, issue_slot: int, first: int, last: int) -> FloatArray:
-        key = (id(actual), issue_slot, first, last)
+        # One entry per issue slot, grown to the longest horizon asked so far; shorter asks are slices of it
+        # (jobs with different deadlines re-planned at the same tick share one forecast).
+        key = (id(actual), issue_slot)
         cached = self._issues.get(key)
         if cached is not None and self._fields.get(id(actual), (None,))[0] is actual:
-            return cached
+            cached_first, values = cached
+            if cached_first == first and last - first <= len(values):
+                return values[: last - first]
         error_field, mean = self._field(actual)
-        values = np.maximum(actual.values[first:last] + mean * error_field.errors(issue_slot, first, last), 0.0)
+        upto = max(last, first + len(cached[1])) if cached is not None and cached[0] == first else last
+        values = np.maximum(actual.values[first:upto] + mean * error_field.errors(issue_slot, first, upto), 0.0)
         values.flags.writeable = False
-        if len(self._issues) >= self._ISSUE_CACHE_SIZE:
+        if key not in self._issues and len(self._issues) >= self._ISSUE_CACHE_SIZE:
             self._issues.pop(next(iter(self._issues)))
-        self._issues[key] = values
-        return values
+        self._issues[key] = (first, values)
+        return values[: last - first]
 
 
 SPEC_FORMS = (
