@@ -41,11 +41,11 @@ def test_every_policy_meets_every_deadline_on_every_bundled_trace(
 def test_json_labels_the_oracle_everywhere_it_is_used(capsys: pytest.CaptureFixture[str]) -> None:
     noisy = run_json(capsys, "--zone", "DE", "--limit", "40", "--forecast", "gaussian:0.05")
     assert {"trace", "zone", "scenario", "forecast", "jobs", "results"} <= set(noisy)
-    assert noisy["forecast"] == "gaussian:0.05" and noisy["forecast_is_oracle"] is False
+    assert noisy["forecast"] == "gaussian:0.05 (paper's model)" and noisy["forecast_is_oracle"] is False
     by_policy = {r["policy"]: r for r in noisy["results"]}  # type: ignore[attr-defined]
     assert [p for p, r in by_policy.items() if r["oracle"]] == ["oracle"]
     assert by_policy["oracle"]["forecast"] == "oracle (perfect information)"
-    assert by_policy["optimal"]["forecast"] == "gaussian:0.05"
+    assert by_policy["optimal"]["forecast"] == "gaussian:0.05 (paper's model)"
     for r in by_policy.values():
         assert {"policy", "emissions_kg", "saved_pct_vs_run_now", "deadline_misses", "mean_delay_h"} <= set(r)
     assert by_policy["run-now"]["saved_pct_vs_run_now"] == 0.0

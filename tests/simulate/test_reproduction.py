@@ -102,3 +102,25 @@ def test_real_overheads_cost_a_little_and_miss_no_deadline() -> None:
     # overheads and 1-hour minimum chunks cost the interruptible one some of its advantage, not all.
     assert abs(rigid - free_rigid) < 0.3
     assert rigid < split < free_split
+
+
+@pytest.mark.parametrize("hours", [2, 4, 8])
+def test_scenario_i_through_the_cli_with_paper_equals_reproduce(half, capsys, hours: int) -> None:  # type: ignore[no-untyped-def]
+    """`carbonshift simulate --scenario I --paper` gives the figures of paper.reproduce() (and the paper's):
+    no extra slot and a strict 01:00 baseline for jobs announced ahead, and the 1 January job, dropped from
+    the shifted run, kept in the run-now baseline (the paper's divisor of 365)."""
+    import json
+
+    from carbonshift.cli import main
+
+    args = ["simulate", "--zone", "DE_2020", "--scenario", "I", "--paper", "--window-hours", str(hours)]
+    code = main([*args, "--forecast", "oracle", "--policies", "run-now,optimal", "--output", "json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    report = json.loads(out)
+    optimal = next(r for r in report["results"] if r["policy"] == "optimal")
+    run_now = next(r for r in report["results"] if r["policy"] == "run-now")
+    assert run_now["jobs"] == 365 and optimal["jobs"] == 364
+    expected = scenario_i_savings(half, hours)
+    assert optimal["saved_pct_vs_run_now"] == pytest.approx(expected, abs=0.001)
+    assert optimal["saved_pct_vs_run_now"] == pytest.approx(PUBLISHED[f"I +-{hours} h, perfect"][0], abs=TIGHT)

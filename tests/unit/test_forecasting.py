@@ -9,12 +9,15 @@ import numpy as np
 import pytest
 
 from carbonshift.data import load_bundled_forecast_vs_actual, load_bundled_trace, load_forecast_model
+from carbonshift.domain.forecast_error import GB_2023
 from carbonshift.domain.forecasting import (
     ForecastError,
     ForecastModel,
     ForecastSpecError,
     GaussianForecast,
     PersistenceForecast,
+    RealisticForecast,
+    expected_error,
     parse_forecast_model,
 )
 from carbonshift.domain.series import IntensitySeries, Kind, Signal
@@ -162,6 +165,9 @@ def test_recorded_forecast_with_another_signal_is_refused() -> None:
         ("oracle:3", "unknown forecast model"),
         ("file:", "needs a location"),
         ("file:GB_2023", "load_forecast_model"),
+        ("realistic:lots", "not a scale factor"),
+        ("realistic:-1", ">= 0"),
+        ("realistic:inf", ">= 0"),
     ],
 )
 def test_bad_specs_are_refused_clearly(spec: str, message: str) -> None:
@@ -185,7 +191,7 @@ def test_naive_issue_time_is_refused() -> None:
         parse_forecast_model("oracle").forecast(ramp(), datetime(2022, 1, 1, 5), HOUR)
 
 
-@pytest.mark.parametrize("spec", ["oracle", "gaussian:0.1", "persistence"])
+@pytest.mark.parametrize("spec", ["oracle", "gaussian:0.1", "persistence", "realistic", "realistic:2"])
 def test_models_satisfy_the_protocol_and_keep_zone_signal(spec: str) -> None:
     model = parse_forecast_model(spec)
     assert isinstance(model, ForecastModel)
@@ -197,3 +203,158 @@ def test_models_satisfy_the_protocol_and_keep_zone_signal(spec: str) -> None:
     assert forecast.zone == "CAISO"
     assert len(forecast) == 5
     assert not any(math.isnan(v) for v in forecast.values)
+
+
+# -- realistic: errors that grow with lead time and move a little at each issue -------------------------------
+
+HALF = timedelta(minutes=30)
+LEADS = 96  # 48 h of half-hours
+
+
+def flat_year(level: float = 200.0, days: int = 365) -> IntensitySeries:
+    """A half-hourly year with a daily swing, high enough that no forecast is clipped at 0."""
+    slots = np.arange(days * 48)
+    values = level + 0.2 * level * np.sin(2 * np.pi * slots / 48)
+    return IntensitySeries(zone="XX", start=START, resolution=HALF, values=values)
+
+
+def relative_errors(model: ForecastModel, actual: IntensitySeries, issues: range) -> np.ndarray:
+    """(issue, lead) matrix of (forecast - actual) / mean for 48 h forecasts issued at those slots."""
+    mean = actual.mean()
+    rows = []
+    for slot in issues:
+        forecast = model.forecast(actual, actual.slot_start(slot), LEADS * HALF)
+        rows.append((forecast.values - actual.values[slot : slot + LEADS]) / mean)
+    return np.array(rows)
+
+
+def test_realistic_is_the_documented_gb_fit_and_says_what_it_is() -> None:
+    model = parse_forecast_model("realistic", seed=2)
+    assert isinstance(model, RealisticForecast)
+    assert model.params == GB_2023 and not model.is_oracle
+    assert model.name == "realistic (NESO GB 2023 fit) seed=2"
+    assert model.exact_view_horizon == timedelta(0)
+    assert "realistic" in load_forecast_model("realistic").name
+
+
+def test_realistic_error_grows_with_lead_time_as_fitted() -> None:
+    actual = flat_year()
+    errors = np.vstack(
+        [relative_errors(RealisticForecast(seed=seed), actual, range(0, len(actual) - LEADS, 7)) for seed in range(3)]
+    )
+    empirical = np.sqrt(np.mean(errors**2, axis=0))
+    expected = np.array([GB_2023.sigma(k * HALF) for k in range(LEADS)])
+    np.testing.assert_allclose(empirical, expected, rtol=0.12)
+    assert empirical[0] < empirical[12] < empirical[47] < empirical[95]  # 0 h < 6 h < 23.5 h < 47.5 h
+    assert empirical[95] > 2.5 * empirical[0]  # 48 h ahead is much worse than the slot in progress
+    assert abs(float(np.mean(errors))) < 0.02  # unbiased
+
+
+def test_consecutive_issues_differ_by_a_small_update_not_a_fresh_draw() -> None:
+    actual = flat_year(days=120)
+    model = RealisticForecast(seed=0)
+    first, later = [], []
+    for slot in range(0, len(actual) - LEADS - 1, 5):
+        now = model.forecast(actual, actual.slot_start(slot), LEADS * HALF).values
+        next_issue = model.forecast(actual, actual.slot_start(slot + 1), LEADS * HALF).values
+        first.append(now[2:])  # targets slot+2 .. : leads 2..95 now, 1..94 half an hour later
+        later.append(next_issue[1:-1])
+    before = (np.concatenate(first) - 200.0) / 200.0
+    after = (np.concatenate(later) - 200.0) / 200.0
+    update = after - before
+    assert np.corrcoef(before, after)[0, 1] > 0.98
+    assert 0 < float(np.std(update)) < 0.2 * float(np.std(before))
+
+
+def test_errors_for_one_slot_shrink_as_it_approaches_and_are_renewed() -> None:
+    """Issued afresh: the error of a slot forecast 48 h ahead is mostly gone at lead 0."""
+    actual = flat_year(days=200)
+    model = RealisticForecast(seed=1)
+    far, near = [], []
+    for target in range(LEADS, len(actual), 11):
+        far.append(model.forecast(actual, actual.slot_start(target - LEADS + 1), LEADS * HALF).values[-1])
+        near.append(model.forecast(actual, actual.slot_start(target), HALF).values[0])
+    far_error = np.array(far) - actual.values[LEADS::11][: len(far)]
+    near_error = np.array(near) - actual.values[LEADS::11][: len(near)]
+    assert np.std(near_error) < 0.5 * np.std(far_error)
+    assert np.corrcoef(far_error, near_error)[0, 1] < 0.6
+
+
+def test_same_slot_issue_times_share_one_forecast_and_are_deterministic_per_seed() -> None:
+    actual = flat_year(days=30)
+    issue = actual.slot_start(500) + timedelta(minutes=5)
+    a = RealisticForecast(seed=4)
+    b = RealisticForecast(seed=4)
+    for minute in (0, 5, 25):  # a different call history before the compared call
+        a.forecast(actual, actual.slot_start(500) + timedelta(minutes=minute), timedelta(hours=6))
+    mine = a.forecast(actual, issue, timedelta(hours=6)).values
+    np.testing.assert_array_equal(mine, b.forecast(actual, issue, timedelta(hours=6)).values)
+    at_slot_start = a.forecast(actual, actual.slot_start(500), timedelta(hours=6)).values
+    np.testing.assert_array_equal(mine[:12], at_slot_start)  # from :05 the 6 h reach one slot further
+    assert not np.array_equal(mine, RealisticForecast(seed=5).forecast(actual, issue, timedelta(hours=6)).values)
+    shorter = a.forecast(actual, issue, timedelta(hours=2)).values
+    np.testing.assert_array_equal(shorter, mine[:5])  # the horizon cuts the same forecast
+    longer = a.forecast(actual, issue, timedelta(hours=12)).values  # asked after shorter ones: grows
+    assert len(longer) == 25
+    np.testing.assert_array_equal(longer[:13], mine)
+    np.testing.assert_array_equal(longer, b.forecast(actual, issue, timedelta(hours=12)).values)
+    assert len(a.forecast(actual, issue, timedelta(hours=1)).values) == 3
+
+
+def test_realistic_view_is_the_lead_zero_forecast() -> None:
+    actual = flat_year(days=10)
+    model = RealisticForecast(seed=0)
+    view = model.noisy_view(actual)
+    for slot in (0, 17, 300):
+        assert model.forecast(actual, actual.slot_start(slot), HALF).values[0] == view[slot]
+    errors = (view - actual.values) / actual.mean()
+    assert float(np.std(errors)) == pytest.approx(GB_2023.sigma0, rel=0.25)
+
+
+def test_realistic_forecasts_are_never_negative_and_keep_gaps() -> None:
+    values = np.full(24 * 30, 5.0)
+    values[100] = np.nan
+    low = hourly(values)
+    low.values[0] = 500.0  # a mean far above most slots: large errors, many clipped
+    model = parse_forecast_model("realistic:3")
+    for slot in (0, 50, 90):
+        forecast = model.forecast(low, START + slot * HOUR, timedelta(hours=48)).values
+        assert np.nanmin(forecast) >= 0.0
+    assert math.isnan(model.forecast(low, START + 99 * HOUR, timedelta(hours=3)).values[1])
+
+
+def test_realistic_scale_multiplies_the_error_and_zero_is_the_actuals_unflagged() -> None:
+    actual = flat_year(days=60)
+    issues = range(0, len(actual) - LEADS, 13)
+    base = relative_errors(parse_forecast_model("realistic", seed=0), actual, issues)
+    double = relative_errors(parse_forecast_model("realistic:2", seed=0), actual, issues)
+    unclipped = 2 * base > -0.75  # the lowest slot is 0.8 x the mean: below that the forecast is clipped at 0
+    assert np.mean(unclipped) > 0.95
+    np.testing.assert_allclose(double[unclipped], 2 * base[unclipped], atol=1e-12)
+    zero = parse_forecast_model("realistic:0")
+    assert not zero.is_oracle
+    np.testing.assert_allclose(zero.forecast(actual, START, timedelta(hours=5)).values, actual.values[:10])
+
+
+def test_expected_error_is_the_fitted_curve_and_difference_error_matches_the_draws() -> None:
+    model = RealisticForecast()
+    assert model.expected_error(timedelta(0)) == pytest.approx(GB_2023.sigma0)
+    sigmas = [model.expected_error(timedelta(hours=h)) for h in (0, 1, 6, 24, 48, 480)]
+    assert sigmas == sorted(sigmas) and sigmas[-1] < GB_2023.sigma_inf
+    assert sigmas[3] == pytest.approx(0.208, abs=0.002) and sigmas[4] == pytest.approx(0.263, abs=0.002)
+    actual = flat_year()
+    assert model.expected_error_g_per_kwh(actual, timedelta(hours=24)) == pytest.approx(sigmas[3] * actual.mean())
+    errors = np.vstack([relative_errors(RealisticForecast(seed=s), actual, range(0, 17000, 9)) for s in range(2)])
+    for a, b in [(4, 6), (10, 40), (20, 90)]:
+        empirical = float(np.std(errors[:, b] - errors[:, a]))
+        assert empirical == pytest.approx(GB_2023.difference_sigma(a * HALF, b * HALF), rel=0.15), (a, b)
+    # close slots err together: their difference is far less uncertain than either slot
+    assert GB_2023.difference_sigma(20 * HALF, 21 * HALF) < 0.8 * GB_2023.sigma(20 * HALF)
+
+
+def test_expected_error_of_any_model_is_declared_or_none() -> None:
+    assert expected_error(parse_forecast_model("realistic"), timedelta(hours=24)) == pytest.approx(0.208, abs=0.001)
+    assert expected_error(parse_forecast_model("realistic:2"), timedelta(0)) == pytest.approx(2 * GB_2023.sigma0)
+    assert expected_error(parse_forecast_model("oracle"), timedelta(hours=5)) == 0.0
+    assert expected_error(parse_forecast_model("persistence"), timedelta(hours=5)) is None
+    assert RealisticForecast(GB_2023.scaled(0.5)).name.startswith("realistic (custom fit)")

@@ -41,8 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, help="use only the first N jobs of the mix")
     parser.add_argument(
         "--forecast",
-        default="gaussian:0.05",
-        help="oracle | gaussian:E | persistence | file:PATH (default gaussian:0.05)",
+        default="realistic",
+        help="realistic (default: error growing with lead time, fitted on NESO GB 2023) | realistic:K (K x that"
+        " error) | persistence | file:PATH | oracle | gaussian:E (the paper's model: fixed noise, sigma = E x mean)",
     )
     parser.add_argument("--seeds", type=int, default=1, help="forecast seeds to average (random models)")
     parser.add_argument("--seed", type=int, default=0, help="first forecast seed / poisson job seed")

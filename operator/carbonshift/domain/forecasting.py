@@ -12,11 +12,20 @@ Models (spec strings for `parse_forecast_model`):
   "Let's Wait Awhile" (Middleware '21): ONE noisy series per seed, drawn once for the whole trace, so
   forecasts issued at different times see the same error for the same slot. The noise is not clipped, so
   with large E on a low-carbon grid a forecast value can be negative (the paper does the same).
+* ``realistic`` (the simulator's default) - an error that grows with lead time, is correlated between
+  neighbouring slots and is issued afresh at every issue slot, consistent with the previous issue (the
+  forecast issued one slot later differs by a small update, not a fresh draw): see
+  `carbonshift.domain.forecast_error` for the model and its calibration on NESO's GB 2023 forecasts
+  (error std 9.4% of the mean intensity at lead 0, 21% at 24 h, 26% at 48 h). ``realistic:K`` scales
+  every error by K (``realistic:2`` is twice as bad). `expected_error(lead)` says how large the error is.
 * ``persistence`` - each slot is forecast as the value of the same slot one day earlier; for slots more
   than one day ahead it steps back whole days until it reaches a slot that ended before the issue slot.
   It never reads the slot containing the issue time or anything after it.
 * ``file:LOCATION`` - a recorded forecast (e.g. NESO's GB file), aligned to the actuals' grid. Reading
   the file is I/O, so the caller injects the reader (`carbonshift.data.load_forecast_model` does).
+
+``gaussian:E`` is the model of Wiesner et al. (kept to reproduce the paper); ``realistic`` is the one that
+behaves like a forecast when the simulator re-plans.
 
 `forecast(actual, issued_at, horizon)` returns the slots from the one containing `issued_at` to
 `issued_at + horizon` (clipped to the trace), kind=forecast, with `issued_at` set and the model in
@@ -24,7 +33,8 @@ Models (spec strings for `parse_forecast_model`):
 computed once per actual series and cached (read-only). It is exactly what `forecast` slices for oracle,
 gaussian and file models (their error does not depend on the issue time); for persistence it is the
 one-day shift, which equals `forecast` for slots less than one day after the issue slot
-(`exact_view_horizon`).
+(`exact_view_horizon`); for realistic it is the lead-0 forecast of every slot (the forecast for the slot
+in progress), which equals `forecast` for the issue slot only (`exact_view_horizon` = 0).
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from carbonshift.domain.forecast_error import GB_2023, ErrorField, ErrorParams, draw_field
 from carbonshift.domain.series import (
     FloatArray,
     IntensitySeries,
@@ -62,7 +73,7 @@ class ForecastModel(Protocol):
 
     @property
     def name(self) -> str:
-        """Label for reports, e.g. 'gaussian:0.05 seed=0' or 'oracle (perfect information)'."""
+        """Label for reports, e.g. "gaussian:0.05 (paper's model) seed=0" or 'oracle (perfect information)'."""
         ...
 
     @property
@@ -181,7 +192,7 @@ class GaussianForecast(_ViewModel):
     def __init__(self, error_ratio: float, seed: int = 0) -> None:
         if not math.isfinite(error_ratio) or error_ratio < 0:
             raise ForecastSpecError(f"gaussian error ratio must be a finite number >= 0, got {error_ratio}")
-        super().__init__(f"gaussian:{error_ratio:g} seed={seed}", is_oracle=False)
+        super().__init__(f"gaussian:{error_ratio:g} (paper's model) seed={seed}", is_oracle=False)
         self.error_ratio = error_ratio
         self.seed = seed
 
@@ -263,7 +274,86 @@ class RecordedForecast(_ViewModel):
         return view
 
 
-SPEC_FORMS = "oracle, gaussian:E (e.g. gaussian:0.05 or gaussian:5%), persistence, file:PATH"
+class RealisticForecast(_ViewModel):
+    """Errors that grow with lead time and move a little at each new issue (see forecast_error).
+
+    The forecast issued at slot t for slot s is ``actual[s] + m x e(t, s)`` clipped at 0, with m the trace's
+    mean intensity and e drawn once per (trace, seed) as a few arrays; a forecast costs O(factors x horizon)
+    and the last issues are cached, so re-planning every 5 minutes (many calls per issue slot) is cheap.
+    Deterministic for a given seed, trace and issue time, whatever the order of the calls."""
+
+    _ISSUE_CACHE_SIZE = 4096
+
+    def __init__(self, params: ErrorParams = GB_2023, seed: int = 0, *, scale: float = 1.0) -> None:
+        fit = "NESO GB 2023 fit" if params == GB_2023 else "custom fit"
+        label = f"realistic ({fit})" if scale == 1.0 else f"realistic:{scale:g} ({fit} x{scale:g})"
+        params = params.scaled(scale) if scale != 1.0 else params
+        super().__init__(f"{label} seed={seed}", is_oracle=False)
+        self.params = params
+        self.seed = seed
+        self._fields: dict[int, tuple[IntensitySeries, ErrorField, float]] = {}
+        self._issues: dict[tuple[int, int], tuple[int, FloatArray]] = {}
+
+    @property
+    def exact_view_horizon(self) -> timedelta | None:
+        return timedelta(0)
+
+    def expected_error(self, lead: timedelta) -> float:
+        """Expected std of the forecast error at `lead` after the issue time, as a fraction of the trace's
+        mean intensity (0.094 at lead 0, 0.21 at 24 h, 0.26 at 48 h for the GB 2023 fit).
+
+        Multiply by a mean intensity for g/kWh (`expected_error_g_per_kwh`). For the error of a
+        *difference* between two slots of one forecast (the quantity to beat before acting on it), use
+        `self.params.difference_sigma(lead_a, lead_b)`: neighbouring slots err together, so it is smaller
+        than either slot's error when they are close and tends to sqrt(2) x sigma when they are far apart."""
+        return self.params.sigma(lead)
+
+    def expected_error_g_per_kwh(self, actual: IntensitySeries, lead: timedelta) -> float:
+        """`expected_error(lead)` in gCO2e/kWh for this trace (x its mean intensity)."""
+        return self.expected_error(lead) * actual.mean()
+
+    def _field(self, actual: IntensitySeries) -> tuple[ErrorField, float]:
+        entry = self._fields.get(id(actual))
+        if entry is not None and entry[0] is actual:
+            return entry[1], entry[2]
+        mean = actual.mean() if len(actual) else 0.0
+        if len(actual) and not math.isfinite(mean):
+            raise ForecastError(f"trace for zone {actual.zone} has no values to take a mean of")
+        error_field = draw_field(self.params, len(actual), actual.resolution, self.seed)
+        if len(self._fields) >= _VIEW_CACHE_SIZE:
+            stale = next(iter(self._fields))
+            self._fields.pop(stale)
+            self._issues = {k: v for k, v in self._issues.items() if k[0] != stale}
+        self._fields[id(actual)] = (actual, error_field, mean)
+        return error_field, mean
+
+    def _compute_view(self, actual: IntensitySeries) -> FloatArray:
+        error_field, mean = self._field(actual)
+        return np.maximum(actual.values + mean * error_field.e0, 0.0)
+
+    def _values(self, actual: IntensitySeries, issue_slot: int, first: int, last: int) -> FloatArray:
+        # One entry per issue slot, grown to the longest horizon asked so far; shorter asks are slices of it
+        # (jobs with different deadlines re-planned at the same tick share one forecast).
+        key = (id(actual), issue_slot)
+        cached = self._issues.get(key)
+        if cached is not None and self._fields.get(id(actual), (None,))[0] is actual:
+            cached_first, values = cached
+            if cached_first == first and last - first <= len(values):
+                return values[: last - first]
+        error_field, mean = self._field(actual)
+        upto = max(last, first + len(cached[1])) if cached is not None and cached[0] == first else last
+        values = np.maximum(actual.values[first:upto] + mean * error_field.errors(issue_slot, first, upto), 0.0)
+        values.flags.writeable = False
+        if key not in self._issues and len(self._issues) >= self._ISSUE_CACHE_SIZE:
+            self._issues.pop(next(iter(self._issues)))
+        self._issues[key] = (first, values)
+        return values[: last - first]
+
+
+SPEC_FORMS = (
+    "realistic, realistic:K (K x the fitted error), persistence, file:PATH, oracle, "
+    "gaussian:E (the paper's model, e.g. gaussian:0.05 or gaussian:5%)"
+)
 
 
 def _parse_ratio(text: str, spec: str) -> float:
@@ -295,6 +385,19 @@ def parse_forecast_model(
         return OracleForecast()
     if kind == "persistence" and not sep:
         return PersistenceForecast()
+    if kind == "realistic":
+        if not sep:
+            return RealisticForecast(seed=seed)
+        raw = argument.strip().lower().removesuffix("x")
+        try:
+            scale = float(raw)
+        except ValueError:
+            raise ForecastSpecError(
+                f"forecast model {spec!r}: {argument!r} is not a scale factor (e.g. realistic:2)"
+            ) from None
+        if not math.isfinite(scale) or scale < 0:
+            raise ForecastSpecError(f"forecast model {spec!r}: the scale factor must be a finite number >= 0")
+        return RealisticForecast(seed=seed, scale=scale)
     if kind == "gaussian":
         if not sep or not argument.strip():
             raise ForecastSpecError(f"forecast model {spec!r}: gaussian needs an error, e.g. gaussian:0.05")
@@ -312,3 +415,15 @@ def parse_forecast_model(
             raise ForecastSpecError(f"forecast model {spec!r}: {location} holds actuals, not a forecast")
         return RecordedForecast(recorded, location)
     raise ForecastSpecError(f"unknown forecast model {spec!r}; expected one of: {SPEC_FORMS}")
+
+
+def expected_error(model: ForecastModel, lead: timedelta) -> float | None:
+    """The model's expected error std at `lead`, as a fraction of the trace's mean intensity, when it
+    declares one (`realistic`: the fitted curve; `oracle`: 0); None when it does not (persistence,
+    recorded files, gaussian: their error is not modelled per lead)."""
+    if model.is_oracle:
+        return 0.0
+    declared = getattr(model, "expected_error", None)
+    if callable(declared):
+        return float(declared(lead))
+    return None

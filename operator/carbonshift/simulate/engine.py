@@ -182,8 +182,7 @@ def simulate(
         raise SimulationError("at least one forecast model is needed")
     ledger = _Ledger(actual)
     step = actual.resolution
-    extra = step if settings.paper_quirks else timedelta(0)
-    kept = [j for j in jobs if j.arrival >= actual.start and j.deadline + extra <= actual.end]
+    kept = [j for j in jobs if j.arrival >= actual.start and j.deadline + _extra(j, settings, step) <= actual.end]
     if not kept:
         raise SimulationError(f"no job of the mix lies inside the trace ({actual.start} .. {actual.end})")
     threshold = settings.threshold_g_per_kwh
@@ -196,7 +195,8 @@ def simulate(
     results: list[PolicyResult] = []
     for policy in ordered:
         models: Sequence[ForecastModel] = [oracle_model] if policy in ("oracle", "run-now") else forecast_models
-        runs = [_run_policy(policy, kept, actual, model, ledger, settings, progress) for model in models]
+        mix = _paper_baseline_jobs(jobs, kept, actual, settings) if policy == "run-now" else kept
+        runs = [_run_policy(policy, mix, actual, model, ledger, settings, progress) for model in models]
         results.append(_average(policy, runs, models))
     baseline = results[0].emissions_kg
     for r in results:
@@ -217,6 +217,27 @@ def simulate(
         results=results,
         actual=actual,
     )
+
+
+def _extra(sim: SimJob, settings: Settings, step: timedelta) -> timedelta:
+    """The paper's extra slot past the deadline: for jobs planned from their arrival (scenario II), not for
+    jobs announced ahead with a nominal start (scenario I), as in the paper's code."""
+    return step if settings.paper_quirks and sim.nominal_start is None else timedelta(0)
+
+
+def _paper_baseline_jobs(
+    jobs: Sequence[SimJob], kept: list[SimJob], actual: IntensitySeries, settings: Settings
+) -> list[SimJob]:
+    """With paper quirks, a job announced ahead whose window opens before the trace but whose nominal run
+    lies inside it stays in the run-now baseline (the paper's scenario I divides by all 365 nightly jobs)."""
+    if not settings.paper_quirks:
+        return kept
+    inside = {id(j) for j in kept}
+
+    def nominal_run_inside(j: SimJob) -> bool:
+        return j.nominal_start is not None and actual.start <= j.nominal_start <= actual.end - j.duration
+
+    return [j for j in jobs if id(j) in inside or nominal_run_inside(j)]
 
 
 def _average(policy: str, runs: list[list[JobOutcome]], models: Sequence[ForecastModel]) -> PolicyResult:
@@ -252,13 +273,13 @@ def _run_policy(
 ) -> list[JobOutcome]:
     outcomes = []
     step = actual.resolution
-    extra = step if settings.paper_quirks else timedelta(0)
     cluster = Cluster(name="sim", zone=actual.zone, pue=settings.pue)
     for index, sim in enumerate(jobs):
+        extra = _extra(sim, settings, step)
         deadline = sim.deadline + extra
         if policy == "run-now":
             now = sim.baseline_start
-            if settings.paper_quirks:
+            if extra:
                 # The paper's baseline: the cheaper of starting now or one slot later.
                 job = _job(sim, now + sim.duration + extra, "optimal", settings)
             else:
