@@ -27,6 +27,7 @@ import kopf
 from pydantic import ValidationError
 
 from carbonshift import metrics
+from carbonshift.adapters.carbon.trace import replay_note
 from carbonshift.adapters.kube import KubeUnavailableError, namespace_terminating
 from carbonshift.api.base import GROUP, VERSION
 from carbonshift.api.carbonawarejob import PLURAL, CarbonAwareJob, CarbonAwareJobStatus
@@ -490,6 +491,8 @@ def report_plan(
     old_start = ((tick.old_status.get("plan") or {}).get("windows") or [{}])[0].get("start")
     tick.status["plan"] = translate.plan_status(plan, provider, signal, tick.now)
     summary = translate.plan_summary(plan, now_g, tick.now)
+    if replayed := replay_note(provider):  # never pass a recorded grid off as today's
+        summary = f"{summary} [on a {replayed}, not today's grid]"
     planned_reason = Reason.PLAN_COMPUTED
     tick.condition(ConditionType.PLANNED, plan.reason is not PlanReason.NO_CAPACITY, planned_reason, summary)
     deferred = plan.start is not None and plan.start > tick.now
