@@ -401,13 +401,18 @@ async def test_the_call_budget_bounds_several_requests_and_the_negative_cache_ex
     with pytest.raises(ProviderUnavailableError, match="budget"):
         await cached.history("DE", NOW - timedelta(days=25), NOW - timedelta(days=2), NOW)
     assert server.count() > asked
+    asked = server.count()
+    clock[0] += 31.0  # a second failure in a row is remembered twice as long (60 s)
+    with pytest.raises(ProviderUnavailableError, match="remembered; not asking again for 29s"):
+        await cached.history("DE", NOW - timedelta(days=25), NOW - timedelta(days=2), NOW)
+    assert server.count() == asked
     await cached.aclose()
 
 
 def test_defaults_are_a_15_second_budget_and_a_30_second_negative_cache() -> None:
     assert HttpPolicy().budget_seconds == 15.0
     cached = CachedProvider(GbCarbonIntensityProvider())
-    assert (cached.budget_seconds, cached.negative_ttl_seconds) == (15.0, 30.0)
+    assert (cached.budget_seconds, cached.negative_ttl_seconds, cached.negative_ttl_max_seconds) == (15.0, 30.0, 300.0)
 
 
 # -- one request in flight --------------------------------------------------------------------------------------------

@@ -8,9 +8,11 @@ provider is asked at most once per hour per zone and horizon). Besides:
 * one request in flight per call, zone and window: concurrent callers of the same key wait for the one
   request already made and share its answer (or its failure);
 * every call ends within `budget_seconds` (15 s; the HTTP layer's retries happen inside it);
-* a failure is remembered for `negative_ttl_seconds` (30 s, wall clock): calls for the same key in that time
-  fail at once without a request, and while the provider is unreachable (timeouts, refused connections, 5xx,
-  429) calls for any of its zones do, so a hanging provider costs one budget per pass, not one per zone;
+* a failure is remembered for `negative_ttl_seconds` (30 s, wall clock), doubling with each consecutive failure
+  of the same call up to `negative_ttl_max_seconds` (5 min) and reset by an answer: calls for the same key in that
+  time fail at once without a request, and while the provider is unreachable (timeouts, refused connections, 5xx,
+  429) calls for any of its zones do, so a hanging provider costs one budget now and then, not one per zone and
+  job on every pass;
 * when the wrapped provider fails, an older answer no more than `max_stale` old is served instead, marked
   `stale=True` with the failure in `notes`; beyond that the failure propagates to the fallback chain.
 """
@@ -38,6 +40,7 @@ logger = logging.getLogger("carbonshift.carbon")
 MIN_TTL = timedelta(minutes=1)
 DEFAULT_BUDGET_SECONDS = 15.0
 DEFAULT_NEGATIVE_TTL_SECONDS = 30.0
+DEFAULT_NEGATIVE_TTL_MAX_SECONDS = 300.0
 _PROVIDER_WIDE = "*"
 
 
@@ -71,13 +74,16 @@ class CachedProvider:
         max_stale: timedelta = timedelta(hours=6),
         budget_seconds: float = DEFAULT_BUDGET_SECONDS,
         negative_ttl_seconds: float = DEFAULT_NEGATIVE_TTL_SECONDS,
+        negative_ttl_max_seconds: float = DEFAULT_NEGATIVE_TTL_MAX_SECONDS,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.inner = inner
         self.max_stale = max_stale
         self.budget_seconds = budget_seconds
         self.negative_ttl_seconds = negative_ttl_seconds
+        self.negative_ttl_max_seconds = max(negative_ttl_max_seconds, negative_ttl_seconds)
         self._monotonic = monotonic
+        self._streaks: dict[tuple[str, ...], int] = {}
         self._entries: dict[tuple[str, ...], _Entry] = {}
         self._failures: dict[tuple[str, ...], _Failure] = {}
         self._in_flight: dict[tuple[str, ...], asyncio.Future[None]] = {}
@@ -118,7 +124,9 @@ class CachedProvider:
     def _remember_failure(self, key: tuple[str, ...], error: ProviderError) -> None:
         if self.negative_ttl_seconds <= 0:
             return
-        until = self._monotonic() + self.negative_ttl_seconds
+        streak = self._streaks[key] = self._streaks.get(key, 0) + 1
+        ttl = min(self.negative_ttl_seconds * 2 ** (streak - 1), self.negative_ttl_max_seconds)
+        until = self._monotonic() + ttl
         self._failures[key] = _Failure(error, until)
         if isinstance(error, ProviderUnavailableError | ProviderRateLimitedError):
             self._failures[(_PROVIDER_WIDE,)] = _Failure(error, until)
@@ -160,6 +168,7 @@ class CachedProvider:
             self._remember_failure(key, exc)
             return self._fallback(key, now, exc)
         else:
+            self._streaks.pop(key, None)
             expires = max(_slot_end(now, result.series.resolution), now + MIN_TTL)
             self._entries[key] = _Entry(result, now, expires)
             return result
