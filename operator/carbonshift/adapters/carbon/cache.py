@@ -20,7 +20,6 @@ provider is asked at most once per hour per zone and horizon). Besides:
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -34,8 +33,6 @@ from carbonshift.adapters.carbon.errors import (
     ProviderUnavailableError,
 )
 from carbonshift.domain.series import require_utc
-
-logger = logging.getLogger("carbonshift.carbon")
 
 MIN_TTL = timedelta(minutes=1)
 DEFAULT_BUDGET_SECONDS = 15.0
