@@ -526,3 +526,17 @@ async def test_retry_warnings_go_through_logging_prefixed_with_the_provider(
     await provider.aclose()
     (record,) = [r for r in caplog.records if r.name == "carbonshift.carbon"]
     assert record.getMessage().startswith("carbon provider gb-carbon-intensity: GET ")
+
+
+async def test_a_remembered_failure_is_not_logged_again_on_every_call(
+    server: ScriptedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.on_any(Reply({"error": "down"}, status=503))
+    chain = FallbackChain([CachedProvider(GB.build(server.url, POLICY))])
+    with caplog.at_level(logging.DEBUG, logger="carbonshift.carbon"):
+        for _ in range(5):
+            assert (await chain.forecast("GB", NOW, 6 * HOUR)).no_data
+    await chain.aclose()
+    failed = [r for r in caplog.records if "failed for GB" in r.getMessage()]
+    assert [r.levelno for r in failed] == [logging.WARNING] + [logging.DEBUG] * 4
+    assert server.count() == POLICY.max_attempts

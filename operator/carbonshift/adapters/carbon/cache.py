@@ -115,6 +115,7 @@ class CachedProvider:
             again.__dict__.update(error.__dict__)
             again.message = f"{error.message} (remembered; not asking again for {failure.until - clock:.0f}s)"
             again.args = (f"{error.provider}: {again.message}",)
+            again.remembered = True  # the chain logs it at DEBUG: the failure itself was logged when it happened
             return again
         return None
 
