@@ -195,6 +195,10 @@ def test_interruptible_job_is_suspended_and_resumed_with_pods_annotated_first(
     status = k.status(namespace, "pretrain")
     assert status["suspensions"] == 1
     assert {"Resumed", "Suspended", "SuspendPlanned"} <= set(k.event_reasons(namespace, "pretrain"))
+    for event in k.events(namespace, "pretrain"):
+        if event.reason in ("Resumed", "Suspended") and event.involved_object.kind == "CarbonAwareJob":
+            # decisions made on a trace say so (the Job controller's own "Suspended" is about the Job)
+            assert event.message.endswith("not today's grid]"), event.message
     del pods
 
 
