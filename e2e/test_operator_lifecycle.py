@@ -92,6 +92,10 @@ def test_non_interruptible_job_waits_then_runs_in_the_low_carbon_window(
     planned = next(e for e in k.events(namespace, "finetune") if e.reason == "Planned")
     assert planned.message.startswith("Deferred to ")
     assert re.search(r"^Deferred to \S+Z: forecast \d+ g/kWh vs 500 now, saves about [\d.]+ kg", planned.message)
+    # The grid is a trace (--trace): the plan and its Event say so, never passing it off as today's grid.
+    replayed = f"replayed trace of {(operator.epoch - timedelta(hours=2)).year}"
+    assert planned.message.endswith(f"[on a {replayed}, not today's grid]"), planned.message
+    assert replayed in status["plan"]["provider"]
     # In the window: resumed, a pod runs on a GPU node.
     pods = wait_until(lambda: k.running_pods(namespace, "finetune"), "a running pod", timeout=30)
     resumed_at = operator.planning_now()
@@ -113,7 +117,7 @@ def test_non_interruptible_job_waits_then_runs_in_the_low_carbon_window(
     assert re.search(r'^carbonshift_transitions_total\{action="resume"\} [1-9]', exported, re.M), exported[-2000:]
     assert re.search(rf'^carbonshift_jobs\{{namespace="{namespace}",phase="Succeeded"\}} 1\.0', exported, re.M)
     assert re.search(
-        r'^carbonshift_grid_intensity_g_per_kwh\{provider="trace:\S+",signal="average",zone="TEST"\}', exported, re.M
+        r'^carbonshift_grid_intensity_g_per_kwh\{provider="trace:[^"]+",signal="average",zone="TEST"\}', exported, re.M
     )
 
 
@@ -191,6 +195,10 @@ def test_interruptible_job_is_suspended_and_resumed_with_pods_annotated_first(
     status = k.status(namespace, "pretrain")
     assert status["suspensions"] == 1
     assert {"Resumed", "Suspended", "SuspendPlanned"} <= set(k.event_reasons(namespace, "pretrain"))
+    for event in k.events(namespace, "pretrain"):
+        if event.reason in ("Resumed", "Suspended") and event.involved_object.kind == "CarbonAwareJob":
+            # decisions made on a trace say so (the Job controller's own "Suspended" is about the Job)
+            assert event.message.endswith("not today's grid]"), event.message
     del pods
 
 

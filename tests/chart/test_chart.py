@@ -149,6 +149,29 @@ def test_default_deployment_runs_two_peering_replicas_with_cli_flags_the_operato
     assert not find(docs, "KopfPeering")
 
 
+def test_defaults_configure_no_carbon_data_so_the_operator_refuses_to_start_and_says_what_to_set() -> None:
+    args = parsed_args(render("defaults"))
+    assert args.providers == "" and args.trace == [] and args.demo_traces is False
+    with pytest.raises(ValueError, match="no carbon-intensity provider configured") as refused:
+        run_command.build_state(args)
+    assert "gb-carbon-intensity, which needs no key" in str(refused.value)
+    assert "operator.demoTraces=true" in str(refused.value)
+
+
+def test_demo_traces_and_the_keyless_gb_provider_each_let_the_operator_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past the carbon-data check, build_state stops at the in-cluster config (this test runs outside a pod)."""
+    from kubernetes import config as kube_config
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    for values in ({"operator": {"demoTraces": True}}, {"operator": {"providers": ["gb-carbon-intensity"]}}):
+        args = parsed_args(render_chart(values))
+        with pytest.raises(kube_config.ConfigException):
+            run_command.build_state(args)
+    assert parsed_args(render_chart({"operator": {"demoTraces": True}})).demo_traces is True
+
+
 def test_default_pod_is_locked_down() -> None:
     docs = render("defaults")
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]

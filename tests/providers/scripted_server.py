@@ -35,6 +35,7 @@ class ScriptedServer:
 
     def __init__(self) -> None:
         self.routes: dict[str, list[Reply]] = {}
+        self.fallback: Reply | None = None
         self.requests: list[Recorded] = []
         self._lock = threading.Lock()
         server = self
@@ -48,7 +49,7 @@ class ScriptedServer:
                     )
                     queue = server.routes.get(parts.path)
                     if queue is None:
-                        reply = Reply({"error": f"no route {parts.path}"}, status=404)
+                        reply = server.fallback or Reply({"error": f"no route {parts.path}"}, status=404)
                     else:
                         reply = queue.pop(0) if len(queue) > 1 else queue[0]
                 if reply.delay_seconds:
@@ -87,8 +88,17 @@ class ScriptedServer:
     def on(self, path: str, *replies: Reply) -> None:
         self.routes[path] = list(replies)
 
+    def on_any(self, reply: Reply) -> None:
+        """Answer every path without a route with `reply` (a hanging or failing server)."""
+        self.fallback = reply
+
     def paths(self) -> list[str]:
         return [r.path for r in self.requests]
+
+    def count(self, path: str | None = None) -> int:
+        """Requests received so far, for `path` or in all."""
+        with self._lock:
+            return sum(1 for r in self.requests if path is None or r.path == path)
 
     def close(self) -> None:
         self.httpd.shutdown()

@@ -89,7 +89,7 @@ async def test_trace_replay_answers_last_with_persistence(server: ScriptedServer
     trace = TraceProvider.bundled("GB", replay=True)
     chain = FallbackChain([em("http://127.0.0.1:9", sleeps), em(server.url, sleeps), ChainLink(trace, zone="GB")])
     result = await chain.forecast("GB", NOW, timedelta(hours=24))
-    assert result.answered_by == "trace:GB_2023"
+    assert result.answered_by == "trace:GB_2023 (replayed trace of 2023)"
     assert [f.error for f in result.failures] == ["ProviderUnavailableError", "ProviderUnavailableError"]
     series = result.series
     assert series is not None

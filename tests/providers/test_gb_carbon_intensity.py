@@ -102,7 +102,8 @@ async def test_regional_one_region_nested_slots_shape(server: ScriptedServer, sl
     }
     server.on("/regional/regionid/1", Reply(body))
     result = await gb(server, sleeps).current("GB-1", datetime(2025, 3, 4, 14, 40, tzinfo=UTC))
-    assert result.series.values.tolist() == [12.0, 13.0, 14.0]
+    assert result.series.values.tolist() == [14.0]  # the slot containing 14:40, not every slot answered
+    assert not result.stale
     assert result.series.kind == Kind.FORECAST
     assert "forecasts only" in result.notes[0]
 

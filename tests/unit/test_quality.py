@@ -114,11 +114,30 @@ def test_naive_and_missing_timestamps_are_refused_and_offsets_normalised() -> No
     assert guarded.points[0][0].tzinfo == UTC
 
 
-def test_duplicates_and_unsorted_points() -> None:
+def test_duplicates_are_refused_and_unsorted_points_are_sorted_not_refused() -> None:
     raw: list[RawPoint] = [(at(0), 100.0), (at(1), 110.0), (at(1), 110.0), (at(2), 120.0), (at(1.5), 115.0)]
     guarded = guard_points(raw)
-    assert [r.reason for r in guarded.rejected] == [Reason.DUPLICATE, Reason.OUT_OF_ORDER]
-    assert [m for m, _ in guarded.points] == [at(0), at(1), at(2)]
+    assert [r.reason for r in guarded.rejected] == [Reason.DUPLICATE]
+    assert guarded.points == [(at(0), 100.0), (at(1), 110.0), (at(1.5), 115.0), (at(2), 120.0)]
+
+
+def test_a_reversed_answer_keeps_every_point() -> None:
+    """Before sorting, a point earlier than the last accepted one was refused: a reversed day kept 1 of 24."""
+    raw: list[RawPoint] = [(at(h), 100.0 + h) for h in reversed(range(24))]
+    guarded = guard_points(raw)
+    assert guarded.rejected == []
+    assert guarded.points == [(at(h), 100.0 + h) for h in range(24)]
+
+
+def test_pages_concatenated_out_of_order_with_an_overlap_keep_every_slot() -> None:
+    """Two pages of 288 five-minute points, the later page first and overlapping the earlier by one slot."""
+    five = timedelta(minutes=5)
+    first = [(T0 + i * five, 200.0 + i % 7) for i in range(288)]
+    second = [(T0 + (287 + i) * five, 200.0 + (287 + i) % 7) for i in range(289)]
+    guarded = guard_points([*second, *first])
+    assert len(guarded.points) == 576
+    assert [r.reason for r in guarded.rejected] == [Reason.DUPLICATE]
+    assert [m for m, _ in guarded.points] == sorted({m for m, _ in [*first, *second]})
 
 
 def test_conflicting_duplicates_refuse_every_copy_even_when_not_adjacent() -> None:

@@ -76,7 +76,7 @@ def test_garbage_rows_are_refused_with_their_reason_and_line() -> None:
             "2022-01-01T09:00:00Z",  # 12 too few fields
             "2022-01-01T10:00:00Z,200",  # 13 ok
             "2022-01-01T10:00:00Z,200",  # 14 exact duplicate
-            "2022-01-01T09:30:00Z,180",  # 15 out of order
+            "2022-01-01T09:00:00Z,180",  # 15 out of order: sorted into place, kept
             "2022-01-01T11:00:00Z,210",  # 16 ok
         ]
     )
@@ -94,12 +94,16 @@ def test_garbage_rows_are_refused_with_their_reason_and_line() -> None:
         "line 11": Reason.NOT_A_NUMBER,
         "line 12": Reason.MALFORMED_ROW,
         "line 14": Reason.DUPLICATE,
-        "line 15": Reason.OUT_OF_ORDER,
     }
     series = parsed.series
     assert series.resolution == timedelta(hours=1)
     kept = {s: v for s, v in zip(series.starts(), series.values.tolist(), strict=True) if not math.isnan(v)}
-    assert kept == {utc(2022, 1, 1, 0): 100.0, utc(2022, 1, 1, 10): 200.0, utc(2022, 1, 1, 11): 210.0}
+    assert kept == {
+        utc(2022, 1, 1, 0): 100.0,
+        utc(2022, 1, 1, 9): 180.0,
+        utc(2022, 1, 1, 10): 200.0,
+        utc(2022, 1, 1, 11): 210.0,
+    }
 
 
 def test_conflicting_duplicates_are_both_refused() -> None:

@@ -8,8 +8,13 @@ When `--at` is not given and the current time lies outside the trace, `--at` is 
 days (so persistence has history to read and the output is reproducible).
 
 With an API provider (`electricitymaps`, `watttime`, `carbon-aware-sdk`, `gb-carbon-intensity`) the points
-are that provider's forecast from `--at` (default: now). Credentials come from environment variables (see
-docs/carbon-data.md); `--base-url` overrides the provider's URL.
+are that provider's forecast from `--at` (default: now), through the same guards the operator uses (a 15 s
+budget for the call, a forecast older than three of its slots refused). Credentials come from environment
+variables (see docs/carbon-data.md); `--base-url` overrides the provider's URL.
+
+`issued_at` is when the forecast was made as the provider states it (`at` is the moment asked about): an old
+forecast is never shown as issued now. Retry warnings go to stderr, each line prefixed
+`carbonshift forecast: warning: carbon provider <name>:`.
 
 Any failure (missing file, unknown zone, malformed trace, provider error) prints one line on stderr and
 exits with status 2.
@@ -22,6 +27,7 @@ import asyncio
 import csv
 import io
 import json
+import logging
 import math
 import os
 import re
@@ -29,6 +35,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from carbonshift.adapters.carbon.cache import CachedProvider
 from carbonshift.adapters.carbon.config import PROVIDERS, api_provider_from_env
 from carbonshift.adapters.carbon.errors import ProviderError
 from carbonshift.adapters.carbon.trace import TraceProvider
@@ -89,6 +96,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    carbon_log = logging.getLogger("carbonshift.carbon")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("carbonshift forecast: %(levelname)s: %(message)s"))
+    carbon_log.addHandler(handler)
+    propagate, carbon_log.propagate = carbon_log.propagate, False
     try:
         report = asyncio.run(_collect(args, datetime.now(UTC)))
     except (CommandError, ProviderError, TraceError, UnknownTraceError, ForecastSpecError, ForecastError) as exc:
@@ -97,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
     except (SeriesError, FileNotFoundError) as exc:
         print(f"carbonshift forecast: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        carbon_log.removeHandler(handler)
+        carbon_log.propagate = propagate
     _emit(report, args.output)
     return 0
 
@@ -108,7 +123,7 @@ async def _collect(args: argparse.Namespace, wall_now: datetime) -> dict[str, An
     if not args.zone:
         raise CommandError(f"--zone is required with --provider {args.provider}")
     at = parse_moment(args.at) if args.at else wall_now
-    provider = api_provider_from_env(args.provider, os.environ, base_url=args.base_url)
+    provider = CachedProvider(api_provider_from_env(args.provider, os.environ, base_url=args.base_url))
     try:
         result = await provider.forecast(args.zone, at, horizon)
     finally:
@@ -141,7 +156,9 @@ async def _from_trace(args: argparse.Namespace, wall_now: datetime, horizon: tim
     kind = "oracle" if model.is_oracle else "forecast"
     points = _points(current.series, "actual") + _points(later, kind)
     notes = forecast.notes
-    return _report(series, provider.name, at, points, provider.load_rejected, model.name, model.is_oracle, notes)
+    return _report(
+        forecast.series, provider.name, at, points, provider.load_rejected, model.name, model.is_oracle, notes
+    )
 
 
 def _points(series: IntensitySeries, kind: str) -> list[dict[str, Any]]:
@@ -169,18 +186,24 @@ def _report(
     is_oracle: bool = False,
     notes: tuple[str, ...] = (),
 ) -> dict[str, Any]:
+    issued = series.issued_at
     report: dict[str, Any] = {
         "zone": series.zone,
         "provider": provider,
         "signal": series.signal.value,
         "unit": "gCO2e/kWh",
-        "issued_at": _iso(require_utc(at)),
+        "at": _iso(require_utc(at)),
+        "issued_at": _iso(issued) if issued is not None else None,
         "points": points,
         "rejected": [
             {"start": _iso(r.start) if r.start is not None and r.start.tzinfo else None, "reason": r.describe()}
             for r in rejected
         ],
     }
+    if issued is not None and "issued_at_source" in series.labels:
+        report["issued_at_source"] = series.labels["issued_at_source"]
+    if "replayed_from" in series.labels:
+        report["replayed_from"] = series.labels["replayed_from"]
     if model is not None:
         report["forecast_model"] = model
         report["oracle"] = is_oracle
@@ -213,7 +236,13 @@ def _table(report: dict[str, Any]) -> None:
 
     console = Console()
     model = f", model {report['forecast_model']}" if "forecast_model" in report else ""
-    title = f"{report['zone']} via {report['provider']} ({report['signal']} signal{model}), from {report['issued_at']}"
+    issued = report["issued_at"] or "unknown"
+    if report.get("issued_at_source"):
+        issued += f" ({report['issued_at_source']})"
+    title = (
+        f"{report['zone']} via {report['provider']} ({report['signal']} signal{model}), from {report['at']}, "
+        f"forecast issued {issued}"
+    )
     table = Table(title=title)
     for column in ("start", "end", "gCO2e/kWh", "kind"):
         table.add_column(column, justify="right" if column == "gCO2e/kWh" else "left")

@@ -1,9 +1,13 @@
 """`carbonshift run`: the operator. Reads its settings from flags and the environment, then runs kopf.
 
-Providers: `--providers electricitymaps,watttime` (keys from the environment or mounted Secret files, never logged),
-then the bundled trace of each zone unless `--no-trace-fallback`. With no API provider the bundled traces replay
-the same date a year earlier, with the forecast model of `--forecast` (persistence by default: honest, no
-look-ahead; `oracle` is for demos and is labelled as such).
+Providers: `--providers electricitymaps,watttime` (keys from the environment or mounted Secret files, never logged;
+`gb-carbon-intensity` needs no key), then the bundled trace of each zone unless `--no-trace-fallback`.
+
+No pretend data: with no API provider the operator refuses to start unless traces are asked for explicitly, with
+`--trace ZONE=PATH` or `--demo-traces` (CARBONSHIFT_DEMO_TRACES=true; the chart's `operator.demoTraces`). Traces are
+then replayed to today (shifted by whole 52-week periods) with the forecast model of `--forecast` (persistence by
+default: honest, no look-ahead; `oracle` is for demos and is labelled as such), and every plan, Event and receipt
+says "replayed trace of YEAR".
 """
 
 from __future__ import annotations
@@ -40,6 +44,13 @@ from carbonshift.metrics import REGISTRY
 
 log = logging.getLogger("carbonshift")
 
+NO_PROVIDER = (
+    "no carbon-intensity provider configured: set --providers (CARBONSHIFT_PROVIDERS; the chart's operator.providers), "
+    "e.g. gb-carbon-intensity, which needs no key, or electricitymaps with ELECTRICITYMAPS_API_TOKEN; or plan on "
+    "recorded grid traces explicitly with --trace ZONE=PATH or --demo-traces (the chart's operator.demoTraces=true), "
+    "and every plan will say 'replayed trace of YEAR'"
+)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     env = os.environ.get
@@ -64,6 +75,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--no-trace-fallback", action="store_true", help="do not fall back to the bundled trace of a zone"
+    )
+    parser.add_argument(
+        "--demo-traces",
+        action="store_true",
+        default=env("CARBONSHIFT_DEMO_TRACES", "").strip().lower() in ("1", "true", "yes"),
+        help="with no --providers, plan on the bundled grid traces replayed to today (a demo: plans, Events and "
+        "receipts say 'replayed trace of YEAR'); without it, or --trace, the operator refuses to start",
     )
     parser.add_argument(
         "--forecast",
@@ -162,6 +180,8 @@ def build_state(args: argparse.Namespace) -> OperatorState:
     )
     if settings.max_concurrent_reconciles < 1:
         raise ValueError(f"--max-concurrent-reconciles must be at least 1, not {settings.max_concurrent_reconciles}")
+    if not providers and not args.trace and not args.demo_traces:
+        raise ValueError(NO_PROVIDER)
     forecasts = ZoneForecasts(providers, None if args.no_trace_fallback else trace_for)
     scrape = parse_duration(args.dcgm_scrape_interval).total_seconds()
     meter = build_meter(args.prometheus_url, scrape_seconds=scrape) if args.prometheus_url else None

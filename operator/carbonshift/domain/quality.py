@@ -13,13 +13,19 @@ Rules, in the order they are applied to each point:
 * the value is zero or negative (physically impossible average) -> rejected;
 * the value, after unit conversion, is above `max_g_per_kwh`    -> rejected (absurd; 2000 g/kWh is well
   above the dirtiest real grid, about 1,100 g/kWh for lignite);
-* the timestamp equals an earlier point's timestamp              -> rejected (the later copies; if the copies
-  disagree, the first accepted one is withdrawn too, because nobody can tell which one is right);
-* the timestamp is earlier than the previous accepted point     -> rejected as out of order (sources are
-  documented to be sorted; a point that goes backwards is not trusted);
+* points are then sorted by time (a stable sort: an answer that arrives out of order, or pages concatenated
+  in another order, keeps every point - nothing is refused for its position);
+* the timestamp equals another point's timestamp                 -> rejected (the later copies; if the copies
+  disagree, every copy is refused, because nobody can tell which one is right);
 * and, per series: the latest point older than `max_age` before `now` -> every point rejected as stale;
   a forecast whose issue time lies after `now`                  -> every point rejected;
+  a forecast issued longer ago than `forecast_max_age(resolution)` -> every point rejected as stale;
   a measured (actual) point for a slot starting after `now`     -> rejected.
+
+Per zone, `check_plausible` compares an answer with the values the same source gave for that zone recently
+(`RecentValues`): where slots overlap, their values must agree within a factor of `OVERLAP_FACTOR`, and the
+answer's median may not exceed the zone's recent maximum by more than `RANGE_FACTOR`. Both catch a unit slip
+such as lbs/MWh served as g/kWh (every value 2.2x) that the global ceiling misses.
 
 An unknown unit rejects the whole batch: a number whose unit is unknown is not a number we can use.
 """
@@ -54,7 +60,7 @@ class Reason(StrEnum):
     ABSURD = "value is implausibly high"
     DUPLICATE = "duplicate timestamp"
     CONFLICTING_DUPLICATE = "duplicate timestamp with a different value"
-    OUT_OF_ORDER = "timestamp earlier than the previous point (unsorted)"
+    OUT_OF_ORDER = "timestamp earlier than the previous point (unsorted)"  # no longer produced: points are sorted
     OFF_GRID = "timestamp is not on the series' slot grid"
     STALE = "data is stale"
     FUTURE_FORECAST = "forecast issued in the future"
@@ -187,10 +193,10 @@ def guard_points(
     """
     factor = unit_factor_to_g_per_kwh(unit)
     limits = limits or QualityLimits()
-    accepted: dict[datetime, tuple[float, str]] = {}  # insertion-ordered: raw value and detail
+    accepted: dict[datetime, tuple[float, str]] = {}  # raw value and detail
     rejected: list[RejectedPoint] = []
     conflicted: set[datetime] = set()
-    last: datetime | None = None
+    valid: list[tuple[datetime, float, str]] = []
     for i, (moment, value) in enumerate(raw):
         detail = details[i] if details is not None else ""
         if moment is None:
@@ -206,7 +212,9 @@ def guard_points(
             text = ", ".join(part for part in (detail, extra) if part)
             rejected.append(RejectedPoint(moment, reason, _as_float_or_none(value), text))
             continue
-        number = float(value)  # type: ignore[arg-type]  # _value_problem proved it is a finite number
+        valid.append((moment, float(value), detail))  # type: ignore[arg-type]  # proved a finite number
+    valid.sort(key=lambda point: point[0])  # stable: copies of one timestamp keep their arrival order
+    for moment, number, detail in valid:
         if moment in conflicted:
             rejected.append(RejectedPoint(moment, Reason.CONFLICTING_DUPLICATE, number, detail))
         elif moment in accepted:
@@ -218,14 +226,109 @@ def guard_points(
             del accepted[moment]
             rejected.append(RejectedPoint(moment, Reason.CONFLICTING_DUPLICATE, first_value, first_detail))
             rejected.append(RejectedPoint(moment, Reason.CONFLICTING_DUPLICATE, number, detail))
-            last = next(reversed(accepted)) if accepted else None
-        elif last is not None and moment < last:
-            rejected.append(RejectedPoint(moment, Reason.OUT_OF_ORDER, number, detail))
         else:
             accepted[moment] = (number, detail)
-            last = moment
     points = [(moment, raw_value * factor) for moment, (raw_value, _) in accepted.items()]
     return GuardedPoints(points=points, rejected=rejected)
+
+
+def forecast_max_age(resolution: timedelta) -> timedelta:
+    """How old a forecast may be and still be used: three of its slots, and never less than an hour.
+
+    Providers re-issue forecasts about once a slot (Electricity Maps hourly, WattTime every 5 minutes), so a
+    forecast three slots old has missed several updates: its first hours are what the grid was expected to do
+    before the latest weather and outages were known."""
+    return max(3 * resolution, timedelta(hours=1))
+
+
+def forecast_age_problem(issued_at: datetime | None, *, now: datetime, resolution: timedelta) -> str | None:
+    """Why a forecast issued at `issued_at` is too old to use at `now`, or None when it is fresh enough."""
+    if issued_at is None or issued_at.tzinfo is None:
+        return None
+    age = now.astimezone(UTC) - issued_at.astimezone(UTC)
+    bound = forecast_max_age(resolution)
+    if age <= bound:
+        return None
+    return (
+        f"forecast issued at {issued_at.astimezone(UTC).isoformat()} is {age} old, more than the {bound} "
+        f"allowed for {resolution} slots"
+    )
+
+
+OVERLAP_FACTOR = 1.6
+"""Where an answer and the zone's recent values share slots, the median ratio of their values must lie within
+[1/1.6, 1.6]: forecasts are revised, but not all by one factor, and lbs/MWh read as g/kWh is 2.2x."""
+
+RANGE_FACTOR = 1.3
+"""An answer whose median exceeds the zone's largest recent value by more than 30% is refused: a day whose
+middle value beats the whole recent week's peak by a third is far rarer than a unit slip (2.2x)."""
+
+RECENT_MIN_POINTS = 12
+RECENT_KEEP = timedelta(days=2)
+
+
+class RecentValues:
+    """The values one source gave for each zone lately (slot start -> g/kWh), the reference of `check_plausible`.
+
+    A later answer for a slot replaces an earlier one. An entry is forgotten `keep` after it was recorded (on
+    the caller's clock), so a source that changes level for good is trusted again after `keep` of refusals
+    (or at a restart); only accepted answers are recorded."""
+
+    def __init__(self, keep: timedelta = RECENT_KEEP) -> None:
+        self.keep = keep
+        self._zones: dict[str, dict[datetime, tuple[float, datetime]]] = {}
+
+    def values(self, zone: str, now: datetime) -> dict[datetime, float]:
+        known = self._zones.get(zone, {})
+        expired = [m for m, (_, recorded) in known.items() if now - recorded > self.keep]
+        for moment in expired:
+            del known[moment]
+        return {m: v for m, (v, _) in known.items()}
+
+    def remember(self, zone: str, points: Iterable[tuple[datetime, float]], now: datetime) -> None:
+        known = self._zones.setdefault(zone, {})
+        for moment, value in points:
+            if math.isfinite(value):
+                known[moment] = (value, now)
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def check_plausible(
+    zone: str,
+    points: Sequence[tuple[datetime, float]],
+    recent: dict[datetime, float],
+) -> str | None:
+    """Why `points` (g/kWh) are implausible against the zone's `recent` values from the same source, or None.
+
+    Two tests, each needing enough reference: (1) slots present in both must agree, median ratio within
+    OVERLAP_FACTOR (catches a slip up or down once any earlier answer overlaps); (2) the answer's median may
+    not exceed the largest recent value by more than RANGE_FACTOR (catches an upward slip with no overlap)."""
+    finite = [(m, v) for m, v in points if math.isfinite(v)]
+    if not finite or not recent:
+        return None
+    ratios = [v / recent[m] for m, v in finite if m in recent and recent[m] > 0]
+    if len(ratios) >= 3:
+        ratio = _median(ratios)
+        if ratio > OVERLAP_FACTOR or ratio < 1 / OVERLAP_FACTOR:
+            return (
+                f"implausible values for zone {zone}: {ratio:.2f}x what the same source gave for the same "
+                f"{len(ratios)} slots before (a unit slip? lbs/MWh read as g/kWh is 2.20x); refusing the answer"
+            )
+    if len(recent) >= RECENT_MIN_POINTS:
+        median = _median([v for _, v in finite])
+        peak = max(recent.values())
+        if median > RANGE_FACTOR * peak:
+            return (
+                f"implausible values for zone {zone}: median {median:.0f} g/kWh is {median / peak:.2f}x the "
+                f"zone's highest value of the last {len(recent)} slots ({peak:.0f} g/kWh) (a unit slip? lbs/MWh "
+                f"read as g/kWh is 2.20x); refusing the answer"
+            )
+    return None
 
 
 def guard_freshness(

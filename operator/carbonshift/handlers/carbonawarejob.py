@@ -27,6 +27,7 @@ import kopf
 from pydantic import ValidationError
 
 from carbonshift import metrics
+from carbonshift.adapters.carbon.trace import replay_note
 from carbonshift.adapters.kube import KubeUnavailableError, namespace_terminating
 from carbonshift.api.base import GROUP, VERSION
 from carbonshift.api.carbonawarejob import PLURAL, CarbonAwareJob, CarbonAwareJobStatus
@@ -373,7 +374,8 @@ async def act(tick: Tick, decision: Decision, plan: Plan, acc: Accounting, obser
     if decision.resume:
         await kube.set_suspend(ns, name, False)  # run time starts counting once its pods are seen running
         metrics.TRANSITIONS.labels("resume").inc()
-        tick.event("Normal", "Resumed", f"Resumed: {decision.why} (until {translate.iso(decision.next_transition)})")
+        until = translate.iso(decision.next_transition)
+        tick.event("Normal", "Resumed", f"Resumed: {decision.why} (until {until}){replayed_suffix(tick.status)}")
     elif decision.suspend:
         acc = acc.suspended(tick.now)
         tick.store_accounting(acc)
@@ -382,9 +384,9 @@ async def act(tick: Tick, decision: Decision, plan: Plan, acc: Accounting, obser
         await kube.set_suspend(ns, name, True)
         metrics.TRANSITIONS.labels("suspend").inc()
         await kube.annotate_suspend_at(ns, name, None)
-        tick.event(
-            "Normal", "Suspended", f"Suspended: {decision.why}; next window {translate.iso(decision.next_transition)}"
-        )
+        next_window = translate.iso(decision.next_transition)
+        suffix = replayed_suffix(tick.status)
+        tick.event("Normal", "Suspended", f"Suspended: {decision.why}; next window {next_window}{suffix}")
     # Compared as written (to the second): the plan's end carries the clock's microseconds, the annotation does not,
     # and comparing them raw re-annotated on every pass, each patch waking the next pass.
     announced = translate.iso(observed.suspend_at_annotation)
@@ -474,6 +476,13 @@ def export_job_metrics(state: OperatorState, tick: Tick) -> None:
     metrics.DEADLINE_AT_RISK.labels(ns, name).set(1 if at_risk else 0)
 
 
+def replayed_suffix(status: dict[str, Any]) -> str:
+    """' [on a replayed trace of YEAR, not today's grid]' when the plan was made on one: never pass a recorded grid
+    off as today's (in the Planned, Resumed and Suspended Events and the Planned condition)."""
+    replayed = replay_note((status.get("plan") or {}).get("provider"))
+    return f" [on a {replayed}, not today's grid]" if replayed else ""
+
+
 def report_plan(
     tick: Tick,
     plan: Plan,
@@ -489,7 +498,7 @@ def report_plan(
     now_g = series.at(tick.now) if series is not None else None
     old_start = ((tick.old_status.get("plan") or {}).get("windows") or [{}])[0].get("start")
     tick.status["plan"] = translate.plan_status(plan, provider, signal, tick.now)
-    summary = translate.plan_summary(plan, now_g, tick.now)
+    summary = translate.plan_summary(plan, now_g, tick.now) + replayed_suffix({"plan": {"provider": provider}})
     planned_reason = Reason.PLAN_COMPUTED
     tick.condition(ConditionType.PLANNED, plan.reason is not PlanReason.NO_CAPACITY, planned_reason, summary)
     deferred = plan.start is not None and plan.start > tick.now

@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
+from carbonshift.adapters.carbon.trace import replay_note
 from carbonshift.adapters.prometheus import EnergyMeter, MetricsUnavailableError, PrometheusEnergyReader, job_keys
 from carbonshift.api.carbonawarejob import DEFAULT_WATTS_PER_GPU
 from carbonshift.api.conditions import ConditionType, Reason
@@ -205,4 +206,6 @@ async def update_energy(
 def receipt_message(namespace: str, name: str, status: Mapping[str, Any], pue: float | None = None) -> str:
     """The receipt text for the completion Event (capped at the Event message limit)."""
     text = format_receipt(receipt_from_status(namespace, name, status, pue))
+    if replayed := replay_note((status.get("plan") or {}).get("provider")):
+        text = f"[planned on a {replayed}, not today's grid] {text}"
     return text if len(text) <= EVENT_MESSAGE_LIMIT else text[: EVENT_MESSAGE_LIMIT - 3] + "..."

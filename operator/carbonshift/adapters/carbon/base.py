@@ -3,13 +3,17 @@
 This module owns `CarbonProvider` (current / forecast / history for a zone, `now` always passed in),
 `ProviderResult` (an IntensitySeries plus the points that were refused, and where it came from) and
 `build_result`, the single place where a provider's raw points go through the quality guards, get their
-unit normalised to gCO2e/kWh and are placed on the slot grid.
+unit normalised to gCO2e/kWh and are placed on the slot grid: points are sorted and de-duplicated first, a
+forecast issued longer ago than `forecast_max_age(resolution)` is refused, and an answer that disagrees with
+the zone's recent values from the same source (`RecentValues`; a unit slip) is refused. `latest_slot` is how
+every `current()` answers: the newest slot, flagged `stale` with a note when it does not contain `now`.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
@@ -17,8 +21,12 @@ from carbonshift.adapters.carbon.errors import ProviderDataError
 from carbonshift.domain.quality import (
     QualityLimits,
     RawPoint,
+    Reason,
+    RecentValues,
     RejectedPoint,
     UnknownUnitError,
+    check_plausible,
+    forecast_age_problem,
     guard_freshness,
     guard_issue_time,
     guard_not_future,
@@ -77,10 +85,13 @@ def build_result(
     limits: QualityLimits | None = None,
     window: tuple[datetime, datetime] | None = None,
     labels: dict[str, str] | None = None,
+    recent: RecentValues | None = None,
 ) -> ProviderResult:
     """Guard raw points, normalise units, build the series and cut it to `window`.
 
-    Raises ProviderDataError (with the refused points) when nothing usable is left."""
+    `recent` (the provider's memory of the zone) is checked against and, when the answer is accepted, updated.
+    Raises ProviderDataError (with the refused points) when nothing usable is left, when a forecast is too old
+    for its resolution, or when the answer is implausible against the zone's recent values."""
     now = require_utc(now, "now")
     if not raw:
         raise ProviderDataError(provider, f"no data points for zone {zone}")
@@ -115,6 +126,17 @@ def build_result(
         )
     except TraceError as exc:
         raise ProviderDataError(provider, str(exc), guarded.rejected) from None
+    points = [(series.slot_start(i), float(v)) for i, v in enumerate(series.values.tolist())]
+    if kind == Kind.FORECAST:
+        too_old = forecast_age_problem(issued_at, now=now, resolution=series.resolution)
+        if too_old is not None:
+            stale = [RejectedPoint(m, Reason.STALE, v, too_old) for m, v in points]
+            raise ProviderDataError(provider, f"refusing the forecast for zone {zone}: {too_old}", stale)
+    if recent is not None:
+        implausible = check_plausible(zone, points, recent.values(zone, now))
+        if implausible is not None:
+            raise ProviderDataError(provider, implausible, guarded.rejected)
+        recent.remember(zone, points, now)
     if window is not None:
         series = series.window(*window)
         if len(series) == 0:
@@ -124,6 +146,24 @@ def build_result(
                 guarded.rejected,
             )
     return ProviderResult(provider=provider, zone=zone, series=series, rejected=[*guarded.rejected, *off_grid])
+
+
+def latest_slot(result: ProviderResult, now: datetime, notes: tuple[str, ...] = ()) -> ProviderResult:
+    """The slot `current()` answers with: the one containing `now`, else the newest one before it (else the first),
+    and then flagged `stale=True` with a note saying how far that slot lies from `now` - an old slot is never
+    passed off as the current one."""
+    series = result.series
+    notes = (*result.notes, *notes)
+    known = [i for i, value in enumerate(series.values.tolist()) if math.isfinite(value)]
+    here = series.index_of(now)
+    if here in known:
+        return replace(result, series=series.window(now, now + timedelta(microseconds=1)), notes=notes)
+    before = [i for i in known if series.slot_start(i) <= now]
+    index = before[-1] if before else known[0]
+    begin, end = series.slot_start(index), series.slot_start(index + 1)
+    when = f"ended {now - end} before now" if end <= now else f"starts {begin - now} after now"
+    note = f"no value for the current slot: the latest one, {begin.isoformat()}..{end.isoformat()}, {when}"
+    return replace(result, series=series.window(begin, end), stale=True, notes=(*notes, note))
 
 
 def parse_time(value: object) -> datetime | None:

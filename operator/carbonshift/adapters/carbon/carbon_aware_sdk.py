@@ -18,10 +18,10 @@ from typing import Any
 
 import httpx
 
-from carbonshift.adapters.carbon.base import ProviderResult, build_result, forecast_window, parse_time
+from carbonshift.adapters.carbon.base import ProviderResult, build_result, forecast_window, latest_slot, parse_time
 from carbonshift.adapters.carbon.errors import ProviderDataError
 from carbonshift.adapters.carbon.http import HttpPolicy, JsonHttp, Sleep, asyncio_sleep
-from carbonshift.domain.quality import QualityLimits, RawPoint
+from carbonshift.domain.quality import QualityLimits, RawPoint, RecentValues
 from carbonshift.domain.series import Kind, Signal, require_utc
 
 DEFAULT_BASE_URL = "http://localhost:8080"
@@ -70,10 +70,18 @@ class CarbonAwareSdkProvider:
         max_age: timedelta = timedelta(hours=3),
         limits: QualityLimits | None = None,
     ) -> None:
-        self._http = JsonHttp(self.name, base_url, policy, client=client, sleep=sleep)
+        self._http = JsonHttp(
+            self.name,
+            base_url,
+            policy,
+            client=client,
+            sleep=sleep,
+            no_credentials_hint="check CARBON_AWARE_SDK_BASE_URL: it should name an SDK WebAPI that needs no key",
+        )
         self.signal = signal
         self.max_age = max_age
         self.limits = limits
+        self.recent = RecentValues()
 
     @property
     def name(self) -> str:
@@ -116,11 +124,9 @@ class CarbonAwareSdkProvider:
             resolution=resolution,
             max_age=self.max_age,
             limits=self.limits,
+            recent=self.recent,
         )
-        series = result.series
-        return ProviderResult(
-            self.name, zone, series.window(series.end - series.resolution, series.end), result.rejected
-        )
+        return latest_slot(result, now)
 
     async def forecast(self, zone: str, now: datetime, horizon: timedelta) -> ProviderResult:
         now = require_utc(now)
@@ -160,6 +166,7 @@ class CarbonAwareSdkProvider:
             issued_at=issued_at,
             max_age=timedelta(hours=1),
             limits=self.limits,
+            recent=self.recent,
             window=forecast_window(now, horizon),
             labels=labels,
         )
@@ -177,6 +184,7 @@ class CarbonAwareSdkProvider:
             kind=Kind.ACTUAL,
             resolution=resolution,
             limits=self.limits,
+            recent=self.recent,
             window=(begin, end),
         )
 

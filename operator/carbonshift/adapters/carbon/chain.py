@@ -92,7 +92,8 @@ class FallbackChain:
                 failures.append(ProviderFailure(name, type(exc).__name__, exc.message))
                 if isinstance(exc, ProviderDataError):
                     rejected.extend(exc.rejected)
-                logger.warning("carbon provider %s failed for %s: %s", name, link.zone or zone, exc.message)
+                level = logging.DEBUG if exc.remembered else logging.WARNING
+                logger.log(level, "carbon provider %s failed for %s: %s", name, link.zone or zone, exc.message)
                 continue
             return ChainResult(
                 zone=zone,

@@ -15,11 +15,11 @@ from typing import Any
 
 import httpx
 
-from carbonshift.adapters.carbon.base import ProviderResult, build_result, forecast_window, parse_time
+from carbonshift.adapters.carbon.base import ProviderResult, build_result, forecast_window, latest_slot, parse_time
 from carbonshift.adapters.carbon.errors import ProviderConfigError, ProviderDataError
 from carbonshift.adapters.carbon.http import HttpPolicy, JsonHttp, Sleep, asyncio_sleep
 from carbonshift.adapters.carbon.secrets import Secret
-from carbonshift.domain.quality import QualityLimits, RawPoint
+from carbonshift.domain.quality import QualityLimits, RawPoint, RecentValues
 from carbonshift.domain.series import Kind, Signal, require_utc
 
 DEFAULT_BASE_URL = "https://api.electricitymaps.com/v3"
@@ -45,7 +45,11 @@ class ElectricityMapsProvider:
         limits: QualityLimits | None = None,
     ) -> None:
         if token is None:
-            raise ProviderConfigError(self.name, "no API token: set ELECTRICITYMAPS_API_TOKEN or its _FILE")
+            raise ProviderConfigError(
+                self.name,
+                "no API token: set ELECTRICITYMAPS_API_TOKEN, or ELECTRICITYMAPS_API_TOKEN_FILE to a file holding it "
+                "(chart: providerSecret.keys.ELECTRICITYMAPS_API_TOKEN names the key of your Secret)",
+            )
         if temporal_granularity not in GRANULARITIES:
             raise ProviderConfigError(
                 self.name, f"temporal granularity {temporal_granularity!r} not one of {sorted(GRANULARITIES)}"
@@ -59,6 +63,7 @@ class ElectricityMapsProvider:
         self.emission_factor_type = emission_factor_type
         self.max_age = max_age
         self.limits = limits
+        self.recent = RecentValues()
 
     @property
     def name(self) -> str:
@@ -87,9 +92,10 @@ class ElectricityMapsProvider:
         return list(_points(items))
 
     async def current(self, zone: str, now: datetime) -> ProviderResult:
+        now = require_utc(now)
         payload = await self._get("carbon-intensity/latest", zone)
         raw = list(_points([payload]))
-        return build_result(
+        result = build_result(
             self.name,
             zone,
             raw,
@@ -100,8 +106,10 @@ class ElectricityMapsProvider:
             resolution=self.resolution,
             max_age=self.max_age,
             limits=self.limits,
+            recent=self.recent,
             labels=self._labels(),
         )
+        return latest_slot(result, now)
 
     async def forecast(self, zone: str, now: datetime, horizon: timedelta) -> ProviderResult:
         path = "carbon-intensity/forecast"
@@ -120,6 +128,7 @@ class ElectricityMapsProvider:
             issued_at=issued_at,
             max_age=self.resolution,
             limits=self.limits,
+            recent=self.recent,
             window=forecast_window(now, horizon),
             labels=self._labels(),
         )
@@ -150,6 +159,7 @@ class ElectricityMapsProvider:
             kind=Kind.ACTUAL,
             resolution=self.resolution,
             limits=self.limits,
+            recent=self.recent,
             window=(begin, end),
             labels=self._labels(),
         )

@@ -23,6 +23,7 @@ class ProviderError(Exception):
         super().__init__(f"{provider}: {message}")
         self.provider = provider
         self.message = message
+        self.remembered = False  # True: served from the negative cache, no request was made
 
 
 class ProviderConfigError(ProviderError):

@@ -18,10 +18,10 @@ from typing import Any
 
 import httpx
 
-from carbonshift.adapters.carbon.base import ProviderResult, build_result, forecast_window, parse_time
+from carbonshift.adapters.carbon.base import ProviderResult, build_result, forecast_window, latest_slot, parse_time
 from carbonshift.adapters.carbon.errors import ProviderConfigError, ProviderDataError
 from carbonshift.adapters.carbon.http import HttpPolicy, JsonHttp, Sleep, asyncio_sleep
-from carbonshift.domain.quality import QualityLimits, RawPoint
+from carbonshift.domain.quality import QualityLimits, RawPoint, RecentValues
 from carbonshift.domain.series import Kind, Signal, require_utc
 
 DEFAULT_BASE_URL = "https://api.carbonintensity.org.uk"
@@ -88,9 +88,17 @@ class GbCarbonIntensityProvider:
         max_age: timedelta = timedelta(hours=2),
         limits: QualityLimits | None = None,
     ) -> None:
-        self._http = JsonHttp(self.name, base_url, policy, client=client, sleep=sleep)
+        self._http = JsonHttp(
+            self.name,
+            base_url,
+            policy,
+            client=client,
+            sleep=sleep,
+            no_credentials_hint="the NESO API needs no key; check GB_CARBON_INTENSITY_BASE_URL",
+        )
         self.max_age = max_age
         self.limits = limits
+        self.recent = RecentValues()
 
     @property
     def name(self) -> str:
@@ -144,8 +152,9 @@ class GbCarbonIntensityProvider:
             issued_at=now if kind == Kind.FORECAST else None,
             max_age=self.max_age,
             limits=self.limits,
+            recent=self.recent,
         )
-        return ProviderResult(self.name, zone, result.series, result.rejected, notes=notes)
+        return latest_slot(result, now, notes)
 
     async def forecast(self, zone: str, now: datetime, horizon: timedelta) -> ProviderResult:
         now = require_utc(now)
@@ -166,6 +175,7 @@ class GbCarbonIntensityProvider:
             issued_at=now,
             max_age=RESOLUTION,
             limits=self.limits,
+            recent=self.recent,
             window=forecast_window(now, horizon),
             labels={"issued_at_source": "fetch time"},
         )
@@ -193,6 +203,7 @@ class GbCarbonIntensityProvider:
             resolution=RESOLUTION,
             issued_at=now if kind == Kind.FORECAST else None,
             limits=self.limits,
+            recent=self.recent,
             window=(begin, end),
         )
         notes = ("NESO publishes regional intensity as forecasts only",) if region is not None else ()

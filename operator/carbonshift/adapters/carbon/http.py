@@ -1,12 +1,16 @@
 """HTTP plumbing shared by the carbon providers: timeouts, bounded retries, backoff, Retry-After.
 
-This module owns how a provider call behaves on the wire. A call is retried (at most
+This module owns how a provider call behaves on the wire. Every GET, retries and waits included, ends within
+`HttpPolicy.budget_seconds` (15 s): an attempt gets at most the time left, and a retry whose wait would not
+leave time for an answer is not made. A call is retried (at most
 `HttpPolicy.max_attempts` times in all) on timeouts, refused connections and HTTP 429/500/502/503/504,
 waiting `backoff_initial_seconds * 2**(attempt-1)` (capped at `backoff_max_seconds`), or the server's
 `Retry-After` when that is longer (seconds, or an HTTP date measured against the response's own `Date`
 header, so no wall clock is read). A `Retry-After` beyond `retry_after_max_seconds` is not waited for:
 the call fails at once so the fallback chain can move on. 401/403 and other 4xx are not retried.
-Errors never carry credentials: response snippets are redacted and httpx exceptions are not chained.
+Errors never carry credentials: response snippets are redacted and httpx exceptions are not chained; a 401/403
+names the variable, file or Secret key the credential came from. Retry warnings go through logging
+(`carbonshift.carbon`), each starting with "carbon provider <name>:".
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from carbonshift.adapters.carbon.errors import (
     ProviderRateLimitedError,
     ProviderUnavailableError,
 )
-from carbonshift.adapters.carbon.secrets import Secret, redact
+from carbonshift.adapters.carbon.secrets import Secret, describe_sources, redact
 
 logger = logging.getLogger("carbonshift.carbon")
 
@@ -46,6 +50,8 @@ class HttpPolicy:
     backoff_initial_seconds: float = 0.5
     backoff_max_seconds: float = 30.0
     retry_after_max_seconds: float = 120.0
+    budget_seconds: float = 15.0
+    """The most one GET may take, every attempt and wait included."""
 
     def backoff_seconds(self, attempt: int) -> float:
         """Wait before attempt `attempt + 1` (attempt counts from 1)."""
@@ -87,6 +93,7 @@ class JsonHttp:
         client: httpx.AsyncClient | None = None,
         secrets: Iterable[Secret | None] = (),
         sleep: Sleep = asyncio.sleep,
+        no_credentials_hint: str = "",
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ProviderConfigError(provider, f"base URL must start with http:// or https://, got {base_url!r}")
@@ -96,7 +103,9 @@ class JsonHttp:
         self._client = client
         self._owns_client = client is None
         self._secrets = list(secrets)
+        self._credentials = [secret for secret in self._secrets if secret is not None]
         self._sleep = sleep
+        self._no_credentials_hint = no_credentials_hint
 
     def add_secret(self, secret: Secret) -> None:
         """Also redact `secret` (e.g. a session token obtained later) from error messages."""
@@ -111,6 +120,13 @@ class JsonHttp:
         if self._client is not None and self._owns_client:
             await self._client.aclose()
             self._client = None
+
+    def auth_advice(self) -> str:
+        """What to check after a 401/403: where each credential came from (never its value)."""
+        if self._credentials:
+            return f"credentials refused; check {describe_sources(self._credentials)}"
+        hint = f"; {self._no_credentials_hint}" if self._no_credentials_hint else ""
+        return f"access refused, and carbonshift sends no credentials to {self.provider}{hint}"
 
     def _snippet(self, response: httpx.Response) -> str:
         text = response.text[:200].replace("\n", " ")
@@ -128,19 +144,24 @@ class JsonHttp:
         judge). Raises ProviderUnavailableError/ProviderRateLimitedError when retries run out."""
         url = f"{self.base_url}/{path.lstrip('/')}"
         what = f"GET {path}"
+        loop = asyncio.get_running_loop()
+        budget = self.policy.budget_seconds
+        deadline = loop.time() + budget
         attempt = 0
         while True:
             attempt += 1
+            limit = min(self.policy.timeout_seconds, max(deadline - loop.time(), 0.001))
             try:
-                response = await self._http().get(
-                    url,
-                    params=params,
-                    headers=headers,
-                    auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
-                    timeout=self.policy.timeout_seconds,
-                )
-            except httpx.TimeoutException:
-                failure = f"{what} timed out after {self.policy.timeout_seconds:g}s"
+                async with asyncio.timeout(limit):  # a hard bound: httpx's timeout is per read, not per answer
+                    response = await self._http().get(
+                        url,
+                        params=params,
+                        headers=headers,
+                        auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
+                        timeout=limit,
+                    )
+            except (httpx.TimeoutException, TimeoutError):
+                failure = f"{what} timed out after {limit:.3g}s"
                 wait = self.policy.backoff_seconds(attempt)
                 retry_after = None
                 status = None
@@ -160,8 +181,11 @@ class JsonHttp:
                     self._give_up(failure, attempt, status, retry_after, beyond_limit=True)
             if attempt >= self.policy.max_attempts:
                 self._give_up(failure, attempt, status, retry_after)
+            left = deadline - loop.time()
+            if wait >= left:
+                self._give_up(failure, attempt, status, retry_after, budget_spent=True)
             logger.warning(
-                "%s: %s; retry %d/%d in %.2fs",
+                "carbon provider %s: %s; retry %d/%d in %.2fs",
                 self.provider,
                 failure,
                 attempt,
@@ -177,10 +201,16 @@ class JsonHttp:
         status: int | None,
         retry_after: float | None,
         beyond_limit: bool = False,
+        budget_spent: bool = False,
     ) -> None:
         if beyond_limit:
             message = (
                 f"{failure}; Retry-After {retry_after:g}s exceeds the {self.policy.retry_after_max_seconds:g}s limit"
+            )
+        elif budget_spent:
+            message = (
+                f"{failure} (gave up after {attempts} attempts: no time left in the "
+                f"{self.policy.budget_seconds:g}s budget of one call)"
             )
         else:
             message = f"{failure} (gave up after {attempts} attempts)"
@@ -206,7 +236,7 @@ class JsonHttp:
         status = response.status_code
         what = f"GET {path}"
         if status in (401, 403):
-            raise ProviderAuthError(self.provider, f"{what} answered HTTP {status}: credentials refused")
+            raise ProviderAuthError(self.provider, f"{what} answered HTTP {status}: {self.auth_advice()}")
         if status == 404:
             raise ProviderDataError(self.provider, f"{what} answered HTTP 404: {self._snippet(response)}")
         if 400 <= status < 500:

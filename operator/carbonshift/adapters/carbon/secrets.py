@@ -20,13 +20,14 @@ class SecretError(ValueError):
 class Secret:
     """A string that never shows itself: repr/str/format print `***`."""
 
-    __slots__ = ("_value", "name")
+    __slots__ = ("_value", "name", "source")
 
-    def __init__(self, value: str, name: str = "secret") -> None:
+    def __init__(self, value: str, name: str = "secret", source: str | None = None) -> None:
         if not value:
             raise SecretError(f"{name} is empty")
         self._value = value
         self.name = name
+        self.source = source or name  # where it came from, for error messages: a variable, or a file (Secret key)
 
     def reveal(self) -> str:
         return self._value
@@ -41,6 +42,12 @@ class Secret:
 
     def __reduce__(self) -> tuple[object, ...]:
         raise TypeError("secrets are not picklable")
+
+
+def describe_sources(secrets: Iterable[Secret | None]) -> str:
+    """What a user should check when these credentials are refused, e.g. for a 401."""
+    sources = [s.source for s in secrets if s is not None]
+    return " and ".join(dict.fromkeys(sources))
 
 
 def redact(text: str, secrets: Iterable[Secret | None]) -> str:
@@ -69,6 +76,7 @@ def read_secret(
             raise SecretError(f"cannot read {name} from {location}: {exc.strerror}") from None
         if not value:
             raise SecretError(f"{name} file {location} is empty")
-        return Secret(value, name)
+        source = f"{name}, read from {location} (key {location.name} of the mounted provider Secret)"
+        return Secret(value, name, source)
     value = env.get(name, "").strip()
-    return Secret(value, name) if value else None
+    return Secret(value, name, f"the environment variable {name}") if value else None

@@ -7,11 +7,13 @@ the actuals themselves unless the model is the oracle, whose results are labelle
 
 As the last configured fallback of a live operator, `now` usually lies outside the trace's year. With
 `replay=True` the trace is then shifted by a whole number of 52-week periods (364 days, which keeps
-weekdays aligned) so that `now` falls inside it; the result is labelled `replayed_from`.
+weekdays aligned) so that `now` falls inside it; the result is labelled `replayed_from`, and the provider's name
+says "replayed trace of YEAR" so that every plan, Event and receipt made from it says so (`replay_note`).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -25,6 +27,13 @@ from carbonshift.domain.series import IntensitySeries, require_utc
 from carbonshift.domain.traces import TraceError, parse_trace_csv
 
 REPLAY_PERIOD = timedelta(days=364)
+_REPLAY_NOTE = re.compile(r"replayed trace of \d{4}")
+
+
+def replay_note(provider: str | None) -> str | None:
+    """'replayed trace of YEAR' when `provider` (a provider name, as plans record it) is a replayed trace."""
+    match = _REPLAY_NOTE.search(provider or "")
+    return match.group(0) if match else None
 
 
 class TraceProvider:
@@ -73,7 +82,8 @@ class TraceProvider:
 
     @property
     def name(self) -> str:
-        return f"trace:{self._label.removeprefix('trace:')}"
+        name = f"trace:{self._label.removeprefix('trace:')}"
+        return f"{name} (replayed trace of {self.series.start.year})" if self.replay else name
 
     def __repr__(self) -> str:
         span = f"{self.series.start.date()}..{self.series.end.date()}"

@@ -19,11 +19,11 @@ from typing import Any
 
 import httpx
 
-from carbonshift.adapters.carbon.base import ProviderResult, build_result, forecast_window, parse_time
+from carbonshift.adapters.carbon.base import ProviderResult, build_result, forecast_window, latest_slot, parse_time
 from carbonshift.adapters.carbon.errors import ProviderAuthError, ProviderConfigError, ProviderDataError
 from carbonshift.adapters.carbon.http import HttpPolicy, JsonHttp, Sleep, asyncio_sleep
 from carbonshift.adapters.carbon.secrets import Secret
-from carbonshift.domain.quality import QualityLimits, RawPoint
+from carbonshift.domain.quality import QualityLimits, RawPoint, RecentValues
 from carbonshift.domain.series import Kind, Signal, require_utc
 
 DEFAULT_BASE_URL = "https://api.watttime.org"
@@ -51,7 +51,11 @@ class WattTimeProvider:
         limits: QualityLimits | None = None,
     ) -> None:
         if username is None or password is None:
-            raise ProviderConfigError(self.name, "no credentials: set WATTTIME_USERNAME and WATTTIME_PASSWORD")
+            raise ProviderConfigError(
+                self.name,
+                "no credentials: set WATTTIME_USERNAME and WATTTIME_PASSWORD, or their _FILE variables "
+                "(chart: providerSecret.keys.WATTTIME_USERNAME and .WATTTIME_PASSWORD name the keys of your Secret)",
+            )
         if signal_type not in SIGNALS:
             raise ProviderConfigError(
                 self.name, f"signal type {signal_type!r} is not a carbon intensity; use one of {sorted(SIGNALS)}"
@@ -66,6 +70,7 @@ class WattTimeProvider:
         self._token_expires = -math.inf
         self.max_age = max_age
         self.limits = limits
+        self.recent = RecentValues()
         self.logins = 0
 
     @property
@@ -83,7 +88,7 @@ class WattTimeProvider:
         payload = await self._http.get_json("login", auth=auth)
         token = payload.get("token") if isinstance(payload, dict) else None
         if not isinstance(token, str) or not token:
-            raise ProviderAuthError(self.name, "GET /login answered without a token")
+            raise ProviderAuthError(self.name, f"GET /login answered without a token; check {self._sources()}")
         self.logins += 1
         self._token = Secret(token, "watttime token")
         self._http.add_secret(self._token)
@@ -145,10 +150,10 @@ class WattTimeProvider:
             resolution=resolution,
             max_age=self.max_age,
             limits=self.limits,
+            recent=self.recent,
             labels=self._labels(),
         )
-        latest = result.series.window(result.series.end - result.series.resolution, result.series.end)
-        return ProviderResult(self.name, zone, latest, result.rejected)
+        return latest_slot(result, now)
 
     async def forecast(self, zone: str, now: datetime, horizon: timedelta) -> ProviderResult:
         path = "v3/forecast"
@@ -170,6 +175,7 @@ class WattTimeProvider:
             issued_at=issued_at,
             max_age=resolution or timedelta(minutes=5),
             limits=self.limits,
+            recent=self.recent,
             window=forecast_window(now, horizon),
             labels=self._labels(),
         )
@@ -201,9 +207,13 @@ class WattTimeProvider:
             kind=Kind.ACTUAL,
             resolution=resolution,
             limits=self.limits,
+            recent=self.recent,
             window=(begin, end),
             labels=self._labels(),
         )
+
+    def _sources(self) -> str:
+        return f"{self._username.source} and {self._password.source}"
 
     def _labels(self) -> dict[str, str]:
         return {"signal_type": self.signal_type}
