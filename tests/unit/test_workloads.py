@@ -295,3 +295,25 @@ def test_missing_workload_observation_and_suspend_annotation() -> None:
     job["metadata"]["annotations"]["carbonshift.io/suspend-at"] = "2026-05-01T10:00:00Z"
     assert BatchJob(job).observe().suspend_at_annotation == datetime(2026, 5, 1, 10, tzinfo=UTC)
     assert not BatchJob(job).observe().running
+
+
+async def test_a_crd_being_deleted_refusing_creation_is_reported_as_not_installed() -> None:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    from carbonshift.adapters.kube import Kube
+    from carbonshift.adapters.workloads.client import WorkloadClient
+
+    workloads = WorkloadClient(Kube("gpu-west", client.ApiClient()))
+    terminating = ApiException(status=403, reason="Forbidden")
+    terminating.body = (
+        '{"message":"rayjobs.ray.io \\"t\\" is forbidden: create not allowed while custom resource definition is '
+        'terminating"}'
+    )
+    with pytest.raises(KindNotInstalled, match=r"rayjobs\.ray\.io is not installed"):
+        await workloads._not_found(RayJob.info, terminating)
+    denied = ApiException(status=403, reason="Forbidden")  # a plain permission denial stays what it is
+    denied.body = '{"message":"rayjobs.ray.io is forbidden: User \\"x\\" cannot create resource"}'
+    with pytest.raises(ApiException) as raised:
+        await workloads._not_found(RayJob.info, denied)
+    assert not isinstance(raised.value, KindNotInstalled)

@@ -48,7 +48,11 @@ class WorkloadClient:
             raise KindNotInstalled(info, self.kube.name)
 
     async def _not_found(self, info: KindInfo, exc: ApiException) -> None:
-        """A 404 is either a missing object (return) or a missing kind (KindNotInstalled)."""
+        """A 404 is either a missing object (return) or a missing kind (KindNotInstalled); a CRD being deleted refuses
+        creation with a 403 until it is gone: the kind is being uninstalled."""
+        if exc.status == 403 and "custom resource definition is terminating" in str(exc.body or ""):
+            self._served.discard(info.crd_name)
+            raise KindNotInstalled(info, self.kube.name) from exc
         if exc.status != 404:
             raise exc
         self._served.discard(info.crd_name)  # the CRD may have been deleted since
@@ -74,6 +78,9 @@ class WorkloadClient:
         """Create the workload; if it already exists (a restarted operator), return the existing one."""
         info = workload_for(manifest).info
         namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+        existing = await self.get(info, namespace, name)  # read first: the kube adapter retries a 409 for seconds
+        if existing is not None:
+            return existing
         try:
             obj = await self.kube._raw(
                 f"create {info.kind}",
@@ -86,10 +93,10 @@ class WorkloadClient:
             )
             return workload_for(obj)
         except ApiException as exc:
-            if exc.status == 404:
-                await self._not_found(info, exc)
-                raise
-            if exc.status != 409:
+            await self._not_found(info, exc)
+            raise
+        except KubeUnavailableError as exc:  # the kube adapter retries conflicts, then gives up with this
+            if not (isinstance(exc.__cause__, ApiException) and exc.__cause__.status == 409):
                 raise
         existing = await self.get(info, namespace, name)
         if existing is None:
