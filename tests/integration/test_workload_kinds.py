@@ -16,13 +16,20 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from carbonshift.adapters.kube import Kube
-from carbonshift.adapters.workloads import KINDS, BatchJob, KindNotInstalled, Owner, PyTorchJob, Workload
+from carbonshift.adapters.workloads import KINDS, BatchJob, KindNotInstalled, Owner, PyTorchJob, TrainJob, Workload
 from carbonshift.adapters.workloads.base import selector_string
 from carbonshift.adapters.workloads.client import WorkloadClient
 from carbonshift.api.jobs import LABEL_CAJ_UID
-from carbonshift.devcluster.testing import InstalledCrd, install_crds, load_crd_documents, wait_for
+from carbonshift.devcluster.testing import (
+    InstalledCrd,
+    create_custom_object,
+    delete_custom_object,
+    install_crds,
+    load_crd_documents,
+    wait_for,
+)
 from carbonshift.devcluster.workload_crds import CRD_FILES, crd_path
-from tests.workloads.manifests import EXPECTED, job_template, template
+from tests.workloads.manifests import EXPECTED, cluster_training_runtime, job_template, template
 
 pytestmark = pytest.mark.cluster
 BY_KIND = {k.info.kind: k for k in KINDS}
@@ -153,6 +160,27 @@ async def test_pytorchjob_suspend_lands_in_its_run_policy(
     resumed = await workloads.resume(created)
     assert resumed.spec["runPolicy"] == {"cleanPodPolicy": "None", "suspend": False}
     assert "suspend" not in resumed.spec
+
+
+async def test_trainjob_gpus_left_to_its_runtime_are_read_from_the_real_runtime(
+    workload_crds: dict[str, InstalledCrd], api_client: client.ApiClient, workloads: WorkloadClient, namespace: str
+) -> None:
+    runtime = cluster_training_runtime(f"gpu-{namespace}")
+    crd = workload_crds["ClusterTrainingRuntime"]
+    create_custom_object(api_client, crd, runtime, namespace)
+    try:
+        bare = template("TrainJob")
+        bare["spec"]["runtimeRef"] = {"name": runtime["metadata"]["name"]}
+        del bare["spec"]["trainer"]["numNodes"], bare["spec"]["trainer"]["resourcesPerNode"]
+        stored_runtime = await workloads.runtime_of(TrainJob(bare))
+        assert stored_runtime is not None
+        created = await workloads.create(TrainJob.build(bare, owner(namespace), runtime=stored_runtime))
+        assert TrainJob(created.obj, stored_runtime).gpu_demand().total == 2 * 8
+        missing = template("TrainJob")
+        missing["spec"]["runtimeRef"] = {"name": "no-such-runtime"}
+        assert await workloads.runtime_of(TrainJob(missing)) is None
+    finally:
+        delete_custom_object(api_client, crd, runtime["metadata"]["name"], namespace)
 
 
 async def test_job_runs_through_the_job_controller_and_its_pods_are_observed_announced_and_suspended(

@@ -29,7 +29,15 @@ from carbonshift.adapters.workloads import (
 from carbonshift.adapters.workloads.base import pod_gpus
 from carbonshift.api.jobs import LABEL_CAJ, LABEL_CAJ_UID, build_job, gpus_requested
 from carbonshift.handlers.carbonawarejob import observe as handler_observe
-from tests.workloads.manifests import EXPECTED, GPU, container, job_template, pod_template, template
+from tests.workloads.manifests import (
+    EXPECTED,
+    GPU,
+    cluster_training_runtime,
+    container,
+    job_template,
+    pod_template,
+    template,
+)
 
 OWNER = Owner("train", "ml", "0d1f6a2e-uid", local=True)
 BY_KIND = {k.info.kind: k for k in KINDS}
@@ -317,3 +325,28 @@ async def test_a_crd_being_deleted_refusing_creation_is_reported_as_not_installe
     with pytest.raises(ApiException) as raised:
         await workloads._not_found(RayJob.info, denied)
     assert not isinstance(raised.value, KindNotInstalled)
+
+
+def test_trainjob_leaving_nodes_and_gpus_to_its_runtime_is_counted_from_the_runtime() -> None:
+    runtime = cluster_training_runtime()
+    untouched = copy.deepcopy(runtime)
+    bare = template("TrainJob")
+    bare["spec"]["runtimeRef"] = {"name": "torch-distributed-gpu"}
+    del bare["spec"]["trainer"]["numNodes"], bare["spec"]["trainer"]["resourcesPerNode"]
+    with pytest.raises(InvalidWorkload, match="let carbonshift read its runtime"):
+        TrainJob.build(bare, OWNER)
+    built = TrainJob.build(bare, OWNER, runtime=runtime)
+    assert runtime == untouched  # building labels the TrainJob, never the shared runtime
+    assert TrainJob(built, runtime).gpu_demand().total == 2 * 8  # mlPolicy.numNodes x the node container's GPUs
+    assert TrainJob(built, runtime).runtime_ref() == ("ClusterTrainingRuntime", "torch-distributed-gpu")
+    bare["spec"]["trainer"]["numNodes"] = 5  # the TrainJob's own values win over the runtime's
+    assert TrainJob(bare, runtime).gpu_demand().total == 5 * 8
+    bare["spec"]["trainer"]["resourcesPerNode"] = {"limits": {GPU: "2"}}
+    assert TrainJob(bare, runtime).gpu_demand().total == 5 * 2
+    no_trainer_step = copy.deepcopy(runtime)
+    no_trainer_step["spec"]["template"]["spec"]["replicatedJobs"][0]["name"] = "launcher"
+    del no_trainer_step["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["metadata"]
+    del bare["spec"]["trainer"]["resourcesPerNode"]
+    assert TrainJob(bare, no_trainer_step).problems() == [
+        "its runtime has no trainer step (a replicated Job named node) to count GPUs from"
+    ]

@@ -87,6 +87,44 @@ def trainjob_template() -> dict[str, Any]:
     }
 
 
+def cluster_training_runtime(name: str = "torch-distributed-gpu") -> dict[str, Any]:
+    """A ClusterTrainingRuntime shaped like the trainer's own torch-distributed one: 2 nodes x 8 GPUs."""
+    return {
+        "apiVersion": "trainer.kubeflow.org/v1alpha1",
+        "kind": "ClusterTrainingRuntime",
+        "metadata": {"name": name},
+        "spec": {
+            "mlPolicy": {"numNodes": 2, "torch": {"numProcPerNode": "auto"}},
+            "template": {
+                "spec": {
+                    "replicatedJobs": [
+                        {
+                            "name": "node",
+                            "template": {
+                                "metadata": {"labels": {"trainer.kubeflow.org/trainjob-ancestor-step": "trainer"}},
+                                "spec": {
+                                    "template": {
+                                        "spec": {
+                                            "containers": [
+                                                {
+                                                    "name": "node",
+                                                    "image": "pytorch/pytorch:2.7.1-cuda12.8-cudnn9-runtime",
+                                                    "command": ["torchrun", "train.py"],
+                                                    "resources": {"limits": {GPU: "8"}},
+                                                }
+                                            ]
+                                        }
+                                    }
+                                },
+                            },
+                        }
+                    ]
+                }
+            },
+        },
+    }
+
+
 def pytorchjob_template() -> dict[str, Any]:
     """PyTorchJob: a Master with 4 GPUs and 3 Workers with 8 each (28 GPUs at once)."""
     return {

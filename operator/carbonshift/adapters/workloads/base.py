@@ -110,8 +110,9 @@ class Workload(ABC):
     info: ClassVar[KindInfo]
     suspend_path: ClassVar[tuple[str, ...]] = ("spec", "suspend")
 
-    def __init__(self, obj: dict[str, Any]) -> None:
+    def __init__(self, obj: dict[str, Any], runtime: dict[str, Any] | None = None) -> None:
         self.obj = obj
+        self.runtime = runtime  # TrainJob only: its (Cluster)TrainingRuntime, where its pods come from
 
     # -- identity ----------------------------------------------------------------------------------------------
     @property
@@ -202,9 +203,10 @@ class Workload(ABC):
 
     # -- building ----------------------------------------------------------------------------------------------
     @classmethod
-    def build(cls, template: dict[str, Any], owner: Owner) -> dict[str, Any]:
+    def build(cls, template: dict[str, Any], owner: Owner, *, runtime: dict[str, Any] | None = None) -> dict[str, Any]:
         """The object for `owner`: the template's spec, always created suspended, labelled for attribution on the
-        object and on every pod template, annotated with its owner, and owned by it when in the same cluster."""
+        object and on every pod template, annotated with its owner, and owned by it when in the same cluster.
+        `runtime`: a TrainJob's (Cluster)TrainingRuntime, when the TrainJob leaves its GPUs to it."""
         template = copy.deepcopy(template)
         api_version = template.get("apiVersion", cls.info.api_version)
         kind = template.get("kind", cls.info.kind)
@@ -227,7 +229,7 @@ class Workload(ABC):
             },
             "spec": spec,
         }
-        workload = cls(manifest)
+        workload = cls(manifest, runtime)
         node = spec
         for key in cls.suspend_path[1:-1]:
             node = node.setdefault(key, {})

@@ -13,6 +13,7 @@ from kubernetes.client.exceptions import ApiException
 
 from carbonshift.adapters.kube import Kube, KubeUnavailableError
 from carbonshift.adapters.workloads.base import KindInfo, KindNotInstalled, Workload, selector_string
+from carbonshift.adapters.workloads.kinds import TrainJob
 from carbonshift.adapters.workloads.registry import workload_for
 
 MERGE_PATCH = "application/merge-patch+json"
@@ -122,6 +123,34 @@ class WorkloadClient:
             await self._not_found(info, exc)
             raise
         return workload_for(obj)
+
+    async def runtime_of(self, workload: TrainJob) -> dict[str, Any] | None:
+        """A TrainJob's (Cluster)TrainingRuntime (None when it does not exist); pass it to `TrainJob.build` or
+        `TrainJob(obj, runtime)` to count GPUs the TrainJob leaves to its runtime."""
+        kind, name = workload.runtime_ref()
+        group, version = TrainJob.info.group, TrainJob.info.version
+        try:
+            if kind == "TrainingRuntime":
+                return await self.kube._raw(
+                    "read TrainingRuntime",
+                    self.kube.custom.get_namespaced_custom_object,
+                    group,
+                    version,
+                    workload.namespace,
+                    "trainingruntimes",
+                    name,
+                )
+            return await self.kube._raw(
+                "read ClusterTrainingRuntime",
+                self.kube.custom.get_cluster_custom_object,
+                group,
+                version,
+                "clustertrainingruntimes",
+                name,
+            )
+        except ApiException as exc:
+            await self._not_found(TrainJob.info, exc)
+            return None
 
     async def suspend(self, workload: Workload) -> Workload:
         return await self.patch(workload, workload.suspend_patch())

@@ -4,6 +4,7 @@ own controller at the versions pinned in hack/versions.env."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any, ClassVar
 
 from carbonshift.adapters.workloads.base import (
@@ -105,11 +106,14 @@ class JobSet(Workload):
         )
 
 
+TRAINER_STEP_LABEL = "trainer.kubeflow.org/trainjob-ancestor-step"
+
+
 class TrainJob(Workload):
     """Kubeflow TrainJob (trainer.kubeflow.org/v1alpha1, trainer v2): `spec.suspend`, handed to the JobSet the
-    trainer creates (same name), which suspends its Jobs. The pods come from the referenced (Cluster)TrainingRuntime;
-    carbonshift counts GPUs from the TrainJob's own `spec.trainer.numNodes` x `resourcesPerNode`, so both must be set.
-    """
+    trainer creates (same name), which suspends its Jobs. Its trainer nodes run `spec.trainer.numNodes` pods (else the
+    runtime's `mlPolicy.numNodes`) with `spec.trainer.resourcesPerNode` (else the runtime's `node` container). Without
+    the (Cluster)TrainingRuntime (`runtime`), both must be set on the TrainJob for carbonshift to count its GPUs."""
 
     info = KindInfo(
         "trainer.kubeflow.org",
@@ -124,21 +128,51 @@ class TrainJob(Workload):
         trainer = self.spec.get("trainer")
         return trainer if isinstance(trainer, dict) else {}
 
+    def _runtime_spec(self) -> dict[str, Any]:
+        spec = (self.runtime or {}).get("spec")
+        return spec if isinstance(spec, dict) else {}
+
+    def _runtime_node_pod(self) -> dict[str, Any] | None:
+        """The pod template of the runtime's trainer step (the replicated Job labelled as the trainer, or `node`)."""
+        replicated = ((self._runtime_spec().get("template") or {}).get("spec") or {}).get("replicatedJobs") or []
+        for rj in replicated:
+            labels = ((rj.get("template") or {}).get("metadata") or {}).get("labels") or {}
+            if labels.get(TRAINER_STEP_LABEL) == "trainer" or rj.get("name") == "node":
+                pod = ((rj.get("template") or {}).get("spec") or {}).get("template")
+                return pod if isinstance(pod, dict) else None
+        return None
+
     def _nodes(self) -> int:
-        return count(self._trainer().get("numNodes"), 1, "spec.trainer.numNodes")
+        runtime_nodes = (self._runtime_spec().get("mlPolicy") or {}).get("numNodes")
+        return count(self._trainer().get("numNodes", runtime_nodes), 1, "spec.trainer.numNodes")
 
     def pod_sets(self) -> list[PodSet]:
-        resources = self._trainer().get("resourcesPerNode") or {}
+        resources = self._trainer().get("resourcesPerNode")
+        runtime_pod = self._runtime_node_pod()
+        if resources is None and runtime_pod is not None:  # a copy: building must not label the runtime's pods
+            return [PodSet("node", self._nodes(), copy.deepcopy(runtime_pod))]
         # The trainer node's pod, as far as the TrainJob states it: one container with `resourcesPerNode`.
-        template = {"spec": {"containers": [{"name": "node", "resources": resources}]}}
+        template = {"spec": {"containers": [{"name": "node", "resources": resources or {}}]}}
         return [PodSet("node", self._nodes(), template)]
 
     def problems(self) -> list[str]:
+        if self.runtime is not None:
+            if self._trainer().get("resourcesPerNode") is None and self._runtime_node_pod() is None:
+                return ["its runtime has no trainer step (a replicated Job named node) to count GPUs from"]
+            return []
         trainer = self._trainer()
         missing = [f"spec.trainer.{f}" for f in ("numNodes", "resourcesPerNode") if trainer.get(f) is None]
         if missing:
-            return [f"set {' and '.join(missing)}: carbonshift counts a TrainJob's GPUs from the TrainJob itself"]
+            return [
+                f"set {' and '.join(missing)}, or let carbonshift read its runtime: without it, carbonshift counts "
+                "a TrainJob's GPUs from the TrainJob itself"
+            ]
         return []
+
+    def runtime_ref(self) -> tuple[str, str]:
+        """(kind, name) of the runtime it references (ClusterTrainingRuntime unless it says TrainingRuntime)."""
+        ref = self.spec.get("runtimeRef") or {}
+        return str(ref.get("kind") or "ClusterTrainingRuntime"), str(ref.get("name") or "")
 
     def prepare(self, owner: Owner) -> None:
         # The TrainJob's own labels reach its JobSet and Jobs (its pods carry the JobSet's name label).
