@@ -350,3 +350,25 @@ def test_trainjob_leaving_nodes_and_gpus_to_its_runtime_is_counted_from_the_runt
     assert TrainJob(bare, no_trainer_step).problems() == [
         "its runtime has no trainer step (a replicated Job named node) to count GPUs from"
     ]
+
+
+def test_crd_directory_is_the_one_the_install_script_prints_and_a_missing_crd_names_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    import subprocess
+    from pathlib import Path
+
+    from carbonshift.devcluster import workload_crds
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CARBONSHIFT_CACHE": str(tmp_path / "cache")}
+    printed = subprocess.run(
+        ["bash", str(repo / "hack" / "install-crds.sh"), "--print-dir"], env=env, capture_output=True, text=True
+    )
+    assert printed.returncode == 0, printed.stderr
+    monkeypatch.setenv("CARBONSHIFT_CACHE", str(tmp_path / "cache"))
+    assert Path(printed.stdout.strip()) == workload_crds.crd_dir()
+    with pytest.raises(workload_crds.MissingCrdError) as missing:
+        workload_crds.crd_path("RayJob")
+    assert str(missing.value).endswith("ray.io_rayjobs.yaml is missing); run hack/install-crds.sh")
+    assert set(workload_crds.CRD_FILES) >= {k.info.kind for k in KINDS if not k.info.builtin}
