@@ -372,3 +372,14 @@ def test_crd_directory_is_the_one_the_install_script_prints_and_a_missing_crd_na
         workload_crds.crd_path("RayJob")
     assert str(missing.value).endswith("ray.io_rayjobs.yaml is missing); run hack/install-crds.sh")
     assert set(workload_crds.CRD_FILES) >= {k.info.kind for k in KINDS if not k.info.builtin}
+
+
+def test_observation_carries_every_field_the_core_reads_today() -> None:
+    """The core can take a WorkloadObservation where it takes lifecycle.Observed (docs/workloads.md, wiring step 1)."""
+    from dataclasses import fields
+
+    from carbonshift.domain.lifecycle import Observed
+    from carbonshift.domain.workload import WorkloadObservation
+
+    ours = {f.name: f.type for f in fields(WorkloadObservation)}
+    assert {f.name: f.type for f in fields(Observed)}.items() <= ours.items()
