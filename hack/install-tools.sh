@@ -132,4 +132,5 @@ go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
 go_install kwokctl "sigs.k8s.io/kwok/cmd/kwokctl@$KWOK_VERSION"
 go_install helm "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 build_kubernetes
+"$here/install-crds.sh"
 log "all tools ready in $bin ($((SECONDS - start)) s)"
