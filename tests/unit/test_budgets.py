@@ -326,3 +326,12 @@ def test_split_buckets_add_up_to_the_chunks() -> None:
     parts = split(s, [chunk])
     assert len(parts) == 9 and sum(p.kwh for p in parts.values()) == pytest.approx(8.0)
     assert all(bucket_bounds(s, b) == (b, b + HOUR) for b in parts)
+
+
+def test_a_job_with_nothing_planned_resumes_only_while_the_budget_is_not_used_up() -> None:
+    s = spec(kwh=1.0)
+    done = Candidate("a", "job-a", (UsageChunk(NOW - HOUR, NOW, 0.6, 0.0),), ())
+    assert admit(done, [(s, Ledger())], None, NOW, g_per_kwh=1.0).admitted
+    over = Candidate("a", "job-a", (UsageChunk(NOW - HOUR, NOW, 1.2, 0.0),), ())
+    held = admit(over, [(s, Ledger())], None, NOW, g_per_kwh=1.0)
+    assert held.hold is not None and "used up (1.200 kWh" in held.hold.reason

@@ -461,7 +461,11 @@ def shortfall(spec: BudgetSpec, others: list[UsageChunk], own: list[UsageChunk],
               projection: tuple[UsageChunk, ...], now: datetime) -> str | None:  # fmt: skip
     """Why the job's projection does not fit this budget (None: it fits). Every period (rolling: every window) the
     projection touches is checked, with everything the others used and were admitted for."""
-    if not projection:
+    if not projection:  # nothing planned (its run time is used up, yet it has not finished): only if not used up
+        begin, end = period_bounds(spec.period, spec.rolling, now)
+        kwh, kg = usage([JobUsage("", "", {}, tuple(others + own))], begin, max(end, now) + timedelta(microseconds=1))
+        if _ratio(kwh, spec.energy_kwh) >= 1.0 or _ratio(kg, spec.emissions_kg) >= 1.0:
+            return f"the budget is used up ({kwh:.3f} kWh, {kg:.3f} kgCO2e used and admitted)"
         return None
     if spec.emissions_kg is not None and any(not math.isfinite(c.grams) for c in projection):
         return "no intensity forecast for its planned windows, so its emissions cannot be projected"

@@ -45,6 +45,7 @@ from carbonshift.api.energybudget import CALENDAR_PERIODS, PLURAL, EnergyBudgetS
 from carbonshift.api.jobs import gpus_requested, parse_time
 from carbonshift.domain.accounting import account_from_wire
 from carbonshift.domain.budgets import (
+    Admission,
     BudgetSpec,
     BudgetState,
     Candidate,
@@ -93,6 +94,7 @@ class Mirror:
     jobs: dict[tuple[str, str], JobInfo]
     bodies: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # budgets as last read or written
     locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    conflicts: int = 0  # writes refused with HTTP 409 (another writer came first), for tests and logs
 
 
 MIRROR = Mirror({}, {})
@@ -281,6 +283,7 @@ async def _write(key: tuple[str, str], body: dict[str, Any], status: dict[str, A
     except ApiException as exc:
         if exc.status == 409:
             MIRROR.bodies.pop(key, None)
+            MIRROR.conflicts += 1
             return None
         raise
     MIRROR.bodies[key] = new
@@ -382,51 +385,63 @@ async def budget_admission(
                 holds.append(hold)
         return max(holds, key=lambda h: h.until or datetime.max.replace(tzinfo=UTC)) if holds else None
 
+    answer = await admit_and_record(budgets, Candidate(uid, name, used, ahead), cap, at, g_per_kwh=g_per_kwh)
+    for note in answer.notes:
+        tick.event("Warning", Reason.BUDGET_EXHAUSTED, f"admitted over a limit that does not hold jobs: {note}")
+    return answer.hold
+
+
+async def admit_and_record(
+    budgets: list[tuple[tuple[str, str], BudgetSpec]],
+    job: Candidate,
+    cap: Cap | None,
+    at: datetime,
+    *,
+    g_per_kwh: float | None,
+) -> Admission:
+    """The admission rule on the budgets as they are in the API, its outcome written into each of them (admitted:
+    the job's reservation; held: its reservation released) with their resourceVersion: when another pass or another
+    operator wrote one of them in between, everything is read and decided again."""
     keys = [key for key, _ in budgets]
     locks = [_lock(key) for key in keys]
-    for lock in locks:  # sorted keys: two passes never wait on each other's locks
+    for lock in locks:  # in the order of the keys: two passes never wait on each other's locks
         await lock.acquire()
     try:
-        return await _admit_locked(tick, uid, budgets, Candidate(uid, name, used, ahead), cap, g_per_kwh)
+        for _ in range(WRITE_ATTEMPTS):
+            bodies = {}
+            for key, _spec in budgets:
+                try:
+                    bodies[key] = await _current(key)
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
+            present = [(key, spec) for key, spec in budgets if key in bodies]
+            ledgers = {key: ledger_from_wire(bodies[key].get("status")) for key, _ in present}
+            answer = admit(job, [(spec, ledgers[key]) for key, spec in present], cap, at, g_per_kwh=g_per_kwh)
+            if await _record(present, bodies, ledgers, answer, job.uid):
+                return answer
+        raise BudgetConflictError(f"admission of {job.name}: {WRITE_ATTEMPTS} conflicting writes in a row")
     finally:
         for lock in reversed(locks):
             lock.release()
 
 
-async def _admit_locked(
-    tick: TickLike,
+async def _record(
+    present: list[tuple[tuple[str, str], BudgetSpec]],
+    bodies: dict[tuple[str, str], dict[str, Any]],
+    ledgers: dict[tuple[str, str], Ledger],
+    answer: Admission,
     uid: str,
-    budgets: list[tuple[tuple[str, str], BudgetSpec]],
-    job: Candidate,
-    cap: Cap | None,
-    g_per_kwh: float | None,
-) -> Hold | None:
-    for _ in range(WRITE_ATTEMPTS):
-        bodies = {}
-        for key, _spec in budgets:
-            try:
-                bodies[key] = await _current(key)
-            except ApiException as exc:
-                if exc.status != 404:
-                    raise
-        present = [(key, spec) for key, spec in budgets if key in bodies]
-        ledgers = {key: ledger_from_wire(bodies[key].get("status")) for key, _ in present}
-        answer = admit(job, [(spec, ledgers[key]) for key, spec in present], cap, tick.now, g_per_kwh=g_per_kwh)
-        conflict = False
-        for key, _spec in present:
-            name = f"{key[0]}/{key[1]}"
-            new = answer.ledgers[name] if answer.admitted else release(ledgers[key], uid)
-            if new == ledgers[key]:
-                continue
-            if await _write(key, bodies[key], ledger_to_wire(new) | _reserved_fields(new)) is None:
-                conflict = True  # someone wrote this budget since we read it: read again, decide again
-                break
-        if conflict:
+) -> bool:
+    """Write the admission's ledgers; False when a budget changed since it was read (nothing else is written then,
+    and what was written already is rewritten by the next attempt)."""
+    for key, _spec in present:
+        new = answer.ledgers[f"{key[0]}/{key[1]}"] if answer.admitted else release(ledgers[key], uid)
+        if new == ledgers[key]:
             continue
-        for note in answer.notes:
-            tick.event("Warning", Reason.BUDGET_EXHAUSTED, f"admitted over a limit that does not hold jobs: {note}")
-        return answer.hold
-    raise BudgetConflictError(f"admission of {tick.namespace}/{tick.name}: {WRITE_ATTEMPTS} conflicting writes")
+        if await _write(key, bodies[key], ledger_to_wire(new) | _reserved_fields(new)) is None:
+            return False
+    return True
 
 
 def _reserved_fields(ledger: Ledger) -> dict[str, Any]:
