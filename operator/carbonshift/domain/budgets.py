@@ -366,11 +366,15 @@ def sync(spec: BudgetSpec, ledger: Ledger, jobs: list[JobRecord], now: datetime,
         if complete and entry.uid not in present and entry.active:
             by_key[key] = _replace(entry, active=False, reserved_kwh=0.0, reserved_kg=0.0,
                                    reserved_from=None, reserved_to=None, base_kwh=0.0, base_kg=0.0)  # fmt: skip
+    buckets: dict[str, list[datetime]] = {}
+    for uid, bucket in by_key:
+        buckets.setdefault(uid, []).append(bucket)
     for job in jobs:
         parts = split(spec, job.chunks)
-        for key, entry in list(by_key.items()):
-            if entry.uid == job.uid and key[1] not in parts and bucket_bounds(spec, key[1])[1] > begin:
-                by_key[key] = _used(entry, None, active=not job.finished)  # usage corrected away
+        for bucket in buckets.get(job.uid, []):
+            if bucket not in parts and bucket_bounds(spec, bucket)[1] > begin:
+                key = (job.uid, bucket)
+                by_key[key] = _used(by_key[key], None, active=not job.finished)  # usage corrected away
         for bucket, part in parts.items():
             if bucket_bounds(spec, bucket)[1] <= begin:
                 continue  # already summed into the history, or never in this budget's window
