@@ -253,3 +253,56 @@ def test_a_burst_is_admitted_up_to_the_budget_and_its_usage_survives_deletes_rel
         proc.assert_alive()
     finally:
         proc.stop()
+
+
+def test_the_estimate_counts_the_gpus_of_the_pods_that_run_not_every_gpu_of_the_template(
+    api_client: client.ApiClient,
+    operator_install: OperatorInstall,
+    installed_crds: object,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """Two pods that each take a whole node, both pinned to the same node: one runs, one waits. Without DCGM the
+    energy is estimated, and it must be one pod's GPUs x wattsPerGPU x run time, not two pods'."""
+    k = Cluster(api_client)
+    node = next(n for n in k.core.list_node().items if int((n.status.allocatable or {}).get("nvidia.com/gpu", 0)))
+    per_pod = int(node.status.allocatable["nvidia.com/gpu"])
+    hostname = node.metadata.labels["kubernetes.io/hostname"]
+
+    def node_free() -> bool:
+        pods = k.core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node.metadata.name}").items
+        return not [p for p in pods if p.status.phase in ("Running", "Pending")]
+
+    wait_until(node_free, f"node {hostname} free of earlier tests' pods", timeout=60)
+    epoch = datetime.now(UTC).replace(microsecond=0)
+    trace = write_trace(tmp_path / "flat.csv", epoch - timedelta(hours=2), [300.0] * 48, timedelta(hours=1))
+    config = operator_install.kubeconfig(tmp_path / "operator.kubeconfig")
+    extra = ["--zone", "TEST", "--trace", f"TEST={trace}", "--forecast", "oracle", "--tick", "5m", "--margin", "5m"]
+    proc = OperatorProcess(config, tmp_path, speed=60.0, epoch=epoch, extra=extra)
+    job = caj_manifest("pinned", duration="4h", max_delay="20h", gpus=per_pod)
+    job["spec"]["template"]["spec"].update(parallelism=2, completions=2)
+    job["spec"]["template"]["spec"]["template"]["spec"]["nodeSelector"] = {"kubernetes.io/hostname": hostname}
+    try:
+        proc.start()
+        wait_until(proc.serving, "the operator to start", timeout=30, interval=0.05)
+        k.create_caj(namespace, job)
+        wait_until(lambda: len(k.running_pods(namespace, "pinned")) == 1, "one pod running", timeout=60)
+
+        def ran_ten_minutes() -> dict[str, Any] | None:
+            status = k.status(namespace, "pinned")
+            return status if float(status.get("runSeconds") or 0) >= 600 or (
+                status.get("runningSince") and run_minutes(status, proc.planning_now()) >= 10
+                and float(status.get("energyKWh") or 0) > 0
+            ) else None  # fmt: skip
+
+        wait_until(ran_ten_minutes, "ten planning minutes of run", timeout=60)
+        time.sleep(2)
+        status = k.status(namespace, "pinned")
+        assert len(k.running_pods(namespace, "pinned")) == 1 and len(k.pods(namespace, "pinned")) == 2
+        estimate = status["estimate"]
+        gpus = estimate["kWh"] * 3.6e6 / (estimate["runSeconds"] * 683.0)
+        print(f"estimate: {estimate['kWh']:.4f} kWh over {estimate['runSeconds']:.0f} s = {gpus:.2f} GPUs")
+        assert gpus == pytest.approx(per_pod, rel=0.01)
+        proc.assert_alive()
+    finally:
+        proc.stop()
