@@ -306,3 +306,36 @@ def test_the_estimate_counts_the_gpus_of_the_pods_that_run_not_every_gpu_of_the_
         proc.assert_alive()
     finally:
         proc.stop()
+
+
+def test_a_jobs_own_cap_holds_it_when_its_projection_exceeds_the_cap(
+    api_client: client.ApiClient,
+    operator_install: OperatorInstall,
+    installed_crds: object,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """spec.cap, projected ahead: a 1 h job on one GPU (0.683 kWh) with a 0.5 kWh cap is not started, and says why;
+    the same job with a 1 kWh cap runs; a Notify cap lets it run and says so in an Event."""
+    k = Cluster(api_client)
+    epoch = datetime.now(UTC).replace(microsecond=0)
+    trace = write_trace(tmp_path / "flat.csv", epoch - timedelta(hours=2), [300.0] * 48, timedelta(hours=1))
+    config = operator_install.kubeconfig(tmp_path / "operator.kubeconfig")
+    extra = ["--zone", "TEST", "--trace", f"TEST={trace}", "--forecast", "oracle", "--tick", "5m", "--margin", "5m"]
+    proc = OperatorProcess(config, tmp_path, speed=60.0, epoch=epoch, extra=extra)
+    caps = {"capped": {"energyKWh": 0.5}, "within": {"energyKWh": 1.0}, "noted": {"energyKWh": 0.5, "action": "Notify"}}
+    try:
+        proc.start()
+        wait_until(proc.serving, "the operator to start", timeout=30, interval=0.05)
+        for name, cap in caps.items():
+            k.create_caj(namespace, caj_manifest(name, duration="1h", max_delay="20h", extra_spec={"cap": cap}))
+        held = wait_until(lambda: condition(k.status(namespace, "capped"), "BudgetHeld"), "the capped job held")
+        assert "projected 0.683 kWh exceeds its cap of 0.5 kWh" in held["message"], held
+        wait_until(lambda: k.running_pods(namespace, "within"), "the job within its cap running", timeout=30)
+        wait_until(lambda: k.running_pods(namespace, "noted"), "the Notify-capped job running", timeout=30)
+        notes = [e.message for e in k.events(namespace, "noted") if e.reason == "BudgetExhausted"]
+        assert any("exceeds its cap of 0.5 kWh" in m for m in notes), notes
+        assert k.running_pods(namespace, "capped") == [] and k.status(namespace, "capped")["phase"] == "Waiting"
+        proc.assert_alive()
+    finally:
+        proc.stop()
