@@ -13,6 +13,9 @@ restarted operator computes the same numbers), `now` is passed in.
   until the period ends (rolling: until enough usage has slid out of the window); Defer lets jobs run only while the
   grid intensity is below deferBelowIntensity; Notify never holds. A non-interruptible job that already runs is
   never stopped by a budget.
+- Admission (`admit`, below): before a job starts or resumes, its projected use must fit what is left of every
+  budget that selects it, counting what the other jobs used and were admitted for (the ledger in the budget's
+  status, keyed by job UID), and its own cap.
 """
 
 from __future__ import annotations
