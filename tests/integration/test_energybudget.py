@@ -295,6 +295,7 @@ async def one(i: int) -> bool:
     return (await eb.admit_and_record([(key, spec)], job, None, now, g_per_kwh=100.0)).admitted
 
 async def main() -> None:
+    await eb._read(key)  # both start from the same view of the budget, as two operators that have just read it
     print("ready", flush=True)
     sys.stdin.readline()  # both processes are told to go at once, after their imports
     admitted = await asyncio.gather(*(one(i) for i in range(25)))
@@ -308,7 +309,8 @@ def test_two_operators_admitting_a_burst_at_once_never_both_take_the_last_slice(
     api_client: client.ApiClient, namespace: str, installed_crds: Any, kubeconfig: Path
 ) -> None:
     """50 jobs of 1 kWh each ask two separate processes (two operators) at the same moment for a 5.5 kWh budget:
-    exactly 5 are admitted, whatever the interleaving; their writes conflicted and were decided again."""
+    exactly 5 are admitted, whatever the interleaving. Both start from the same read of the budget, so whichever
+    writes second was deciding on a stale view: its write is refused (409), and it reads and decides again."""
     custom = client.CustomObjectsApi(api_client)
     custom.create_namespaced_custom_object(
         GROUP, VERSION, namespace, "energybudgets", budget_manifest("burst", 5.5, {})
