@@ -25,6 +25,7 @@ from carbonshift.api.base import (
 )
 from carbonshift.api.conditions import Condition
 from carbonshift.api.energy import EnergyAccount, EnergyEstimate
+from carbonshift.api.energybudget import Action
 
 KIND: Final = "CarbonAwareJob"
 PLURAL = "carbonawarejobs"
@@ -116,6 +117,34 @@ class Power(ApiModel):
     )
 
 
+class Cap(ApiModel):
+    """A cap on the job's own run, projected ahead: what it used so far plus what its planned windows will use."""
+
+    energy_kwh: Number | None = Field(default=None, alias="energyKWh", ge=0, description="Energy cap (kWh).")
+    emissions_kg: Number | None = Field(default=None, ge=0, description="Emissions cap (kgCO2e).")
+    action: Action = Field(
+        default=Action.SUSPEND,
+        description="Suspend: not started or resumed (an interruptible running job is suspended) while the "
+        "projection exceeds the cap. Defer: only run below deferBelowIntensity. Notify: a condition and an Event.",
+    )
+    defer_below_intensity: Number | None = Field(
+        default=None, gt=0, le=2000, description="For action Defer: intensity limit in gCO2e/kWh."
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "has(self.energyKWh) || has(self.emissionsKg)",
+            "set at least one of cap.energyKWh or cap.emissionsKg",
+            lambda s: s.energy_kwh is not None or s.emissions_kg is not None,
+        ),
+        Rule(
+            "self.action != 'Defer' || has(self.deferBelowIntensity)",
+            "cap.deferBelowIntensity is required when cap.action is Defer",
+            lambda s: s.action != Action.DEFER or s.defer_below_intensity is not None,
+        ),
+    )
+
+
 class JobTemplate(ApiModel):
     """A batch/v1 JobTemplateSpec (metadata and spec). Validated by the API server when the Job is created."""
 
@@ -161,6 +190,7 @@ class CarbonAwareJobSpec(ApiModel):
     )
     placement: Placement | None = Field(default=None, description="Which clusters the job may use.")
     power: Power | None = Field(default=None, description="Power estimate for planning and gaps.")
+    cap: Cap | None = Field(default=None, description="A cap on this job's energy and/or emissions, projected ahead.")
 
     rules: ClassVar[tuple[Rule, ...]] = (
         Rule(

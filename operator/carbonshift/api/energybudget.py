@@ -8,7 +8,7 @@ from typing import Annotated, ClassVar, Final, Literal
 
 from pydantic import Field, StringConstraints
 
-from carbonshift.api.base import API_VERSION, ApiModel, Integer, LabelSelector, Number, ObjectMeta, Rule
+from carbonshift.api.base import API_VERSION, ApiModel, Bool, Integer, LabelSelector, Number, ObjectMeta, Rule
 from carbonshift.api.conditions import Condition
 from carbonshift.api.durations import parse_duration
 
@@ -76,6 +76,43 @@ class EnergyBudgetSpec(ApiModel):
     )
 
 
+class LedgerEntry(ApiModel):
+    """One job's use of one bucket (the period; a rolling window's eighth), keyed by the job's UID."""
+
+    uid: Annotated[str, StringConstraints(max_length=64)] = Field(description="The CarbonAwareJob's UID.")
+    job: Annotated[str, StringConstraints(max_length=253)] = Field(description="Its name (for reading only).")
+    bucket: datetime = Field(description="Start of the bucket the figures belong to.")
+    used_kwh: Number = Field(default=0.0, alias="usedKWh", ge=0, description="kWh the job used in the bucket.")
+    used_kg: Number = Field(default=0.0, ge=0, description="kgCO2e the job emitted in the bucket.")
+    used_from: datetime | None = Field(default=None, description="Start of the use within the bucket.")
+    used_to: datetime | None = Field(default=None, description="End of the use within the bucket (so far).")
+    reserved_kwh: Number = Field(
+        default=0.0, alias="reservedKWh", ge=0, description="kWh projected for the bucket when last admitted."
+    )
+    reserved_kg: Number = Field(default=0.0, ge=0, description="kgCO2e projected for the bucket when last admitted.")
+    reserved_from: datetime | None = Field(default=None, description="Start of the projected use.")
+    reserved_to: datetime | None = Field(default=None, description="End of the projected use.")
+    base_kwh: Number = Field(
+        default=0.0, alias="baseKWh", ge=0, description="kWh used at the admission (the reservation is net of it)."
+    )
+    base_kg: Number = Field(default=0.0, ge=0, description="kgCO2e used at the admission.")
+    active: Bool = Field(
+        default=True,
+        description="False once the job finished, was deleted or left the selector: its use stays, its "
+        "reservation no longer counts.",
+    )
+
+
+class PastBucket(ApiModel):
+    """A bucket that has left the budget's window, summed over its jobs."""
+
+    start: datetime = Field(description="Bucket start.")
+    end: datetime = Field(description="Bucket end.")
+    energy_kwh: Number = Field(alias="energyKWh", ge=0, description="kWh used.")
+    emissions_kg: Number = Field(ge=0, description="kgCO2e emitted.")
+    jobs: Integer = Field(ge=0, description="How many jobs used it.")
+
+
 class EnergyBudgetStatus(ApiModel):
     used_energy_kwh: Number | None = Field(default=None, alias="usedEnergyKWh", description="kWh used this period.")
     used_emissions_kg: Number | None = Field(default=None, description="kgCO2e used this period.")
@@ -88,6 +125,21 @@ class EnergyBudgetStatus(ApiModel):
     period_end: datetime | None = Field(default=None, description="End of the current period.")
     projected_exhaustion: datetime | None = Field(
         default=None, description="When the budget runs out at the current rate, if within the period."
+    )
+    reserved_energy_kwh: Number | None = Field(
+        default=None, alias="reservedEnergyKWh", description="kWh admitted jobs are projected to use still."
+    )
+    reserved_emissions_kg: Number | None = Field(
+        default=None, description="kgCO2e admitted jobs are projected to emit still."
+    )
+    admitted_jobs: Integer | None = Field(default=None, description="Jobs with an outstanding reservation.")
+    ledger: list[LedgerEntry] = Field(
+        default_factory=list,
+        description="Use and reservations per job UID and bucket (admission counts them; written with the "
+        "object's resourceVersion).",
+    )
+    history: list[PastBucket] = Field(
+        default_factory=list, description="Totals of the last buckets that left the window (at most 12)."
     )
     conditions: list[Condition] = Field(default_factory=list, description="Standard conditions (Exceeded).")
     observed_generation: Integer | None = Field(default=None, description="Last generation acted on.")

@@ -13,13 +13,17 @@ restarted operator computes the same numbers), `now` is passed in.
   until the period ends (rolling: until enough usage has slid out of the window); Defer lets jobs run only while the
   grid intensity is below deferBelowIntensity; Notify never holds. A non-interruptible job that already runs is
   never stopped by a budget.
+- Admission (`admit`, below): before a job starts or resumes, its projected use must fit what is left of every
+  budget that selects it, counting what the other jobs used and were admitted for (the ledger in the budget's
+  status, keyed by job UID), and its own cap.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from carbonshift.domain.series import require_utc
 
@@ -213,3 +217,417 @@ def _limits_text(spec: BudgetSpec, state: BudgetState) -> str:
     if spec.emissions_kg is not None:
         parts.append(f"{state.used_kg:.3f} of {spec.emissions_kg:g} kgCO2e")
     return ", ".join(parts)
+
+
+# -- Admission ----------------------------------------------------------------------------------------------------
+# A job starts or resumes only if its projected use fits what is left of every budget that selects it, counting
+# what the running and already admitted jobs will still use. What each job used and what it was admitted for live in
+# the budget's own status, as a ledger keyed by the job's UID (one entry per job and bucket: a calendar budget's
+# bucket is its period; a rolling budget's is an eighth of its window). Deleting a job, re-creating one of the same
+# name (a new UID), relabelling it out of the selector or restarting the operator therefore loses nothing and
+# counts nothing twice: an entry is only ever rewritten by the job of its UID, and frozen when that job is gone.
+
+ROLLING_BUCKETS = 8  # buckets per rolling window: the ledger's resolution in time
+HISTORY_PERIODS = 12  # past buckets kept in the status as totals
+EPSILON = 1e-9  # rounding of float sums: a projection that fits exactly is admitted
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """One job's use of one bucket: what it used so far, and what it was admitted for.
+
+    `reserved_*` is the projected use from the admission on and `base_*` what the job had used at that moment, so
+    the part still to come is reserved - (used - base), never below 0. An entry that is not `active` (the job
+    finished, was deleted or is no longer selected) counts what it used and nothing more."""
+
+    uid: str
+    job: str
+    bucket: datetime
+    used_kwh: float = 0.0
+    used_kg: float = 0.0
+    used_from: datetime | None = None
+    used_to: datetime | None = None
+    reserved_kwh: float = 0.0
+    reserved_kg: float = 0.0
+    reserved_from: datetime | None = None
+    reserved_to: datetime | None = None
+    base_kwh: float = 0.0
+    base_kg: float = 0.0
+    active: bool = True
+
+    def outstanding(self) -> tuple[float, float]:
+        """(kWh, kgCO2e) admitted but not yet used."""
+        if not self.active:
+            return 0.0, 0.0
+        kwh = max(self.reserved_kwh - max(self.used_kwh - self.base_kwh, 0.0), 0.0)
+        kg = max(self.reserved_kg - max(self.used_kg - self.base_kg, 0.0), 0.0)
+        return kwh, kg
+
+
+@dataclass(frozen=True, slots=True)
+class PastBucket:
+    """What a bucket that has left the budget's window used, in total (the ledger keeps no per-job entry of it)."""
+
+    start: datetime
+    end: datetime
+    kwh: float
+    kg: float
+    jobs: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ledger:
+    entries: tuple[LedgerEntry, ...] = ()
+    history: tuple[PastBucket, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A job as the budget's sync sees it now: selected by the budget, with its usage from its status."""
+
+    uid: str
+    name: str
+    chunks: tuple[UsageChunk, ...]
+    finished: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A job asking to start or resume: its usage so far and the projection of its planned windows."""
+
+    uid: str
+    name: str
+    used: tuple[UsageChunk, ...]
+    projection: tuple[UsageChunk, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Cap:
+    """A CarbonAwareJob's own cap on its whole run (used so far + projected), with a budget's actions."""
+
+    energy_kwh: float | None
+    emissions_kg: float | None
+    action: str  # Suspend | Defer | Notify
+    defer_below_g_per_kwh: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The answer: admitted (with each budget's ledger holding the job's reservation) or held, and why."""
+
+    admitted: bool
+    hold: Hold | None
+    ledgers: dict[str, Ledger]  # "namespace/name" of each budget -> its new ledger (only when admitted)
+    notes: tuple[str, ...] = ()  # Notify budgets and caps the job would exceed: reported, not held
+
+
+def bucket_bounds(spec: BudgetSpec, moment: datetime) -> tuple[datetime, datetime]:
+    """The ledger bucket holding `moment`: the calendar period, or an eighth of a rolling window (epoch-aligned)."""
+    if spec.rolling is None:
+        return period_bounds(spec.period, None, moment)
+    size = spec.rolling / ROLLING_BUCKETS
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    start = epoch + size * math.floor((require_utc(moment) - epoch) / size)
+    return start, start + size
+
+
+def window_start(spec: BudgetSpec, now: datetime) -> datetime:
+    return period_bounds(spec.period, spec.rolling, now)[0]
+
+
+def split(spec: BudgetSpec, chunks: tuple[UsageChunk, ...] | list[UsageChunk]) -> dict[datetime, UsageChunk]:
+    """Chunks summed per bucket (pro rata), each sum spanning the part of its bucket the chunks cover."""
+    out: dict[datetime, UsageChunk] = {}
+    for chunk in chunks:
+        begin, end = bucket_bounds(spec, chunk.start)
+        while True:
+            share = chunk_share(chunk, begin, end)
+            if share > 0:
+                part = UsageChunk(max(chunk.start, begin), min(max(chunk.end, chunk.start), end),
+                                  chunk.kwh * share, chunk.grams * share)  # fmt: skip
+                have = out.get(begin)
+                out[begin] = part if have is None else UsageChunk(
+                    min(have.start, part.start), max(have.end, part.end), have.kwh + part.kwh, have.grams + part.grams
+                )  # fmt: skip
+            if end >= chunk.end:
+                break
+            begin, end = bucket_bounds(spec, end)
+    return out
+
+
+def sync(spec: BudgetSpec, ledger: Ledger, jobs: list[JobRecord], now: datetime, *, complete: bool = True) -> Ledger:
+    """The ledger after reading the selected jobs' usage from their status.
+
+    Each selected job's entries of the buckets still in the window take its usage; entries of jobs not in `jobs`
+    (deleted, relabelled out of the selector) keep what they used and stop counting any reservation; buckets that
+    have left the window are summed into the history (at most HISTORY_PERIODS of them). `complete=False`: `jobs`
+    may miss some (an operator that has just started and not yet seen every job): absent jobs are left alone."""
+    begin = window_start(spec, now)
+    by_key = {(e.uid, e.bucket): e for e in ledger.entries}
+    present = {j.uid for j in jobs}
+    for key, entry in list(by_key.items()):
+        if complete and entry.uid not in present and entry.active:
+            by_key[key] = _replace(entry, active=False, reserved_kwh=0.0, reserved_kg=0.0,
+                                   reserved_from=None, reserved_to=None, base_kwh=0.0, base_kg=0.0)  # fmt: skip
+    buckets: dict[str, list[datetime]] = {}
+    for uid, bucket in by_key:
+        buckets.setdefault(uid, []).append(bucket)
+    for job in jobs:
+        parts = split(spec, job.chunks)
+        for bucket in buckets.get(job.uid, []):
+            if bucket not in parts and bucket_bounds(spec, bucket)[1] > begin:
+                key = (job.uid, bucket)
+                by_key[key] = _used(by_key[key], None, active=not job.finished)  # usage corrected away
+        for bucket, part in parts.items():
+            if bucket_bounds(spec, bucket)[1] <= begin:
+                continue  # already summed into the history, or never in this budget's window
+            entry = by_key.get((job.uid, bucket)) or LedgerEntry(job.uid, job.name, bucket)
+            by_key[(job.uid, bucket)] = _used(entry, part, active=not job.finished)
+    keep: list[LedgerEntry] = []
+    past: dict[datetime, list[LedgerEntry]] = {}
+    for entry in by_key.values():
+        if bucket_bounds(spec, entry.bucket)[1] <= begin:
+            past.setdefault(entry.bucket, []).append(entry)
+        elif entry.active or entry.used_kwh > 0 or entry.used_kg > 0:
+            keep.append(entry)
+    history = {h.start: h for h in ledger.history}
+    for bucket, entries in past.items():
+        old = history.get(bucket)
+        kwh = sum(e.used_kwh for e in entries) + (old.kwh if old else 0.0)
+        kg = sum(e.used_kg for e in entries) + (old.kg if old else 0.0)
+        count = len({e.uid for e in entries}) + (old.jobs if old else 0)
+        history[bucket] = PastBucket(bucket, bucket_bounds(spec, bucket)[1], kwh, kg, count)
+    kept_history = tuple(sorted(history.values(), key=lambda h: h.start)[-HISTORY_PERIODS:])
+    return Ledger(tuple(sorted(keep, key=lambda e: (e.bucket, e.uid))), kept_history)
+
+
+def _replace(entry: LedgerEntry, **changes: Any) -> LedgerEntry:
+    return replace(entry, **changes)
+
+
+def _used(entry: LedgerEntry, part: UsageChunk | None, *, active: bool) -> LedgerEntry:
+    if part is None:
+        return _replace(entry, used_kwh=0.0, used_kg=0.0, used_from=None, used_to=None, active=active)
+    return _replace(entry, used_kwh=part.kwh, used_kg=part.grams / 1000, used_from=part.start, used_to=part.end,
+                    active=active)  # fmt: skip
+
+
+def used_chunks(ledger: Ledger) -> list[UsageChunk]:
+    """What the ledger's jobs used, as chunks (for `evaluate`)."""
+    return [
+        UsageChunk(e.used_from or e.bucket, e.used_to or e.used_from or e.bucket, e.used_kwh, e.used_kg * 1000)
+        for e in ledger.entries
+        if e.used_kwh > 0 or e.used_kg > 0
+    ]
+
+
+def commitments(ledger: Ledger, now: datetime, *, exclude_uid: str | None = None) -> list[UsageChunk]:
+    """What the ledger's jobs used plus what the active ones were admitted for and have not used yet."""
+    chunks = [
+        UsageChunk(e.used_from or e.bucket, e.used_to or e.used_from or e.bucket, e.used_kwh, e.used_kg * 1000)
+        for e in ledger.entries
+        if e.uid != exclude_uid and (e.used_kwh > 0 or e.used_kg > 0)
+    ]
+    for e in ledger.entries:
+        if e.uid == exclude_uid:
+            continue
+        kwh, kg = e.outstanding()
+        if kwh > 0 or kg > 0:
+            start = max(e.reserved_from or now, now)
+            chunks.append(UsageChunk(start, max(e.reserved_to or start, start), kwh, kg * 1000))
+    return chunks
+
+
+def reserved(ledger: Ledger) -> tuple[float, float, int]:
+    """(kWh, kgCO2e, jobs) admitted and not yet used."""
+    kwh = kg = 0.0
+    jobs = set()
+    for e in ledger.entries:
+        k, g = e.outstanding()
+        if k > 0 or g > 0:
+            kwh, kg = kwh + k, kg + g
+            jobs.add(e.uid)
+    return kwh, kg, len(jobs)
+
+
+def project(windows: list[tuple[datetime, datetime, float]], gpus: int, watts: float, pue: float,
+            now: datetime) -> tuple[UsageChunk, ...]:  # fmt: skip
+    """The use of planned windows (start, end, forecast gCO2e/kWh) from `now` on: GPUs x watts x time, the energy
+    the receipts measure (GPU energy), and its emissions x PUE x the forecast intensity (NaN: no forecast)."""
+    chunks = []
+    for start, end, g_per_kwh in windows:
+        begin = max(start, now)
+        if end <= begin:
+            continue
+        kwh = gpus * watts * (end - begin).total_seconds() / 3.6e6
+        chunks.append(UsageChunk(begin, end, kwh, kwh * pue * g_per_kwh))
+    return tuple(chunks)
+
+
+def shortfall(spec: BudgetSpec, others: list[UsageChunk], own: list[UsageChunk],
+              projection: tuple[UsageChunk, ...], now: datetime) -> str | None:  # fmt: skip
+    """Why the job's projection does not fit this budget (None: it fits). Every period (rolling: every window) the
+    projection touches is checked, with everything the others used and were admitted for."""
+    if not projection:  # nothing planned (its run time is used up, yet it has not finished): only if not used up
+        begin, end = period_bounds(spec.period, spec.rolling, now)
+        kwh, kg = usage([JobUsage("", "", {}, tuple(others + own))], begin, max(end, now) + timedelta(microseconds=1))
+        if _ratio(kwh, spec.energy_kwh) >= 1.0 or _ratio(kg, spec.emissions_kg) >= 1.0:
+            return f"the budget is used up ({kwh:.3f} kWh, {kg:.3f} kgCO2e used and admitted)"
+        return None
+    if spec.emissions_kg is not None and any(not math.isfinite(c.grams) for c in projection):
+        return "no intensity forecast for its planned windows, so its emissions cannot be projected"
+    everything = others + own + list(projection)
+    last = max(c.end for c in projection)
+    windows: list[tuple[datetime, datetime]] = []
+    if spec.rolling is None:
+        begin, end = period_bounds(spec.period, None, max(min(c.start for c in projection), now))
+        while begin <= last:
+            windows.append((begin, end))
+            begin, end = period_bounds(spec.period, None, end)
+    else:
+        span = spec.rolling
+        first = min(c.start for c in projection)
+        moments = {last, first + timedelta(microseconds=1)}
+        for c in everything:
+            for edge in (c.start, c.end, c.start + span, c.end + span):
+                if first < edge <= last + span:
+                    moments.add(edge)
+        windows = [(t - span, t) for t in sorted(moments)]
+    for begin, end in windows:
+        mine = usage([JobUsage("", "", {}, projection)], begin, end + timedelta(microseconds=1))
+        if mine == (0.0, 0.0):
+            continue
+        kwh, kg = usage([JobUsage("", "", {}, tuple(everything))], begin, end + timedelta(microseconds=1))
+        checks = ((kwh, spec.energy_kwh, "kWh", mine[0]), (kg, spec.emissions_kg, "kgCO2e", mine[1]))
+        for total, limit, unit, own_part in checks:
+            if limit is not None and total > limit * (1 + EPSILON) + EPSILON:
+                left = max(limit - (total - own_part), 0.0)
+                when = f"the period from {_text(begin)}" if spec.rolling is None else f"the window ending {_text(end)}"
+                return (f"its projected {own_part:.3f} {unit} does not fit the {left:.3f} {unit} left of {limit:g} "
+                        f"in {when} (used and admitted: {total - own_part:.3f})")  # fmt: skip
+    return None
+
+
+def _text(moment: datetime) -> str:
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def reserve(spec: BudgetSpec, ledger: Ledger, job: Candidate, now: datetime) -> Ledger:
+    """The ledger with the job's usage so far and its projection reserved (replacing any earlier reservation)."""
+    begin = window_start(spec, now)
+    used = split(spec, job.used)
+    ahead = split(spec, job.projection)
+    by_key = {(e.uid, e.bucket): e for e in ledger.entries}
+    for key, entry in list(by_key.items()):
+        if entry.uid == job.uid:
+            by_key[key] = _replace(entry, reserved_kwh=0.0, reserved_kg=0.0, reserved_from=None, reserved_to=None,
+                                   base_kwh=0.0, base_kg=0.0, active=True)  # fmt: skip
+    for bucket in sorted(set(used) | set(ahead)):
+        if bucket_bounds(spec, bucket)[1] <= begin:
+            continue
+        entry = by_key.get((job.uid, bucket)) or LedgerEntry(job.uid, job.name, bucket)
+        part = used.get(bucket)
+        entry = _used(entry, part, active=True) if part is not None else entry
+        plan = ahead.get(bucket)
+        if plan is not None:
+            entry = _replace(entry, reserved_kwh=plan.kwh, reserved_kg=plan.grams / 1000, reserved_from=plan.start,
+                             reserved_to=plan.end, base_kwh=entry.used_kwh, base_kg=entry.used_kg)  # fmt: skip
+        by_key[(job.uid, bucket)] = entry
+    return Ledger(tuple(sorted(by_key.values(), key=lambda e: (e.bucket, e.uid))), ledger.history)
+
+
+def release(ledger: Ledger, uid: str) -> Ledger:
+    """The ledger without the job's reservations (what it used stays)."""
+    entries = tuple(
+        _replace(e, reserved_kwh=0.0, reserved_kg=0.0, reserved_from=None, reserved_to=None, base_kwh=0.0, base_kg=0.0)
+        if e.uid == uid else e
+        for e in ledger.entries
+    )  # fmt: skip
+    return Ledger(entries, ledger.history)
+
+
+def admit(
+    job: Candidate,
+    budgets: list[tuple[BudgetSpec, Ledger]],
+    cap: Cap | None,
+    now: datetime,
+    *,
+    g_per_kwh: float | None,
+) -> Admission:
+    """Whether the job may start or resume now: its projection must fit every budget that selects it (`budgets`,
+    with their ledgers as last read) and its own cap. Admitted: each budget's new ledger holds its reservation, to
+    be written (with the budget's resourceVersion) before the job is resumed. Held: the hold that lasts longest."""
+    holds: list[Hold] = []
+    notes: list[str] = []
+    own_used = list(job.used)
+    for spec, ledger in budgets:
+        why = shortfall(spec, commitments(ledger, now, exclude_uid=job.uid), own_used, job.projection, now)
+        if why is None:
+            continue
+        budget = f"{spec.namespace}/{spec.name}"
+        if spec.action == "Notify":
+            notes.append(f"EnergyBudget {budget} (Notify): {why}")
+            continue
+        if spec.action == "Defer":
+            limit = spec.defer_below_g_per_kwh
+            if limit is not None and g_per_kwh is not None and math.isfinite(g_per_kwh) and g_per_kwh < limit:
+                notes.append(f"EnergyBudget {budget}: {why}; admitted while the grid is below {limit:g} g/kWh")
+                continue
+            holds.append(Hold(budget, f"EnergyBudget {budget}: {why}; runs only below {limit:g} g/kWh", None, False))
+            continue
+        until = bucket_bounds(spec, now)[1] if spec.rolling is not None else period_bounds(spec.period, None, now)[1]
+        holds.append(Hold(budget, f"EnergyBudget {budget}: {why}", until, False))
+    if cap is not None:
+        verdict = cap_check(cap, own_used, job.projection)
+        if verdict is not None:
+            hold = _cap_hold(cap, verdict, g_per_kwh, f"CarbonAwareJob {job.name}", running=False, interruptible=False)
+            if hold is None:
+                notes.append(f"cap of CarbonAwareJob {job.name}: {verdict}")
+            else:
+                holds.append(hold)
+    if holds:
+        return Admission(False, _longest(holds), {}, tuple(notes))
+    ledgers = {f"{spec.namespace}/{spec.name}": reserve(spec, ledger, job, now) for spec, ledger in budgets}
+    return Admission(True, None, ledgers, tuple(notes))
+
+
+def cap_check(cap: Cap, used: list[UsageChunk], projection: tuple[UsageChunk, ...]) -> str | None:
+    """Why the job's whole run (used + projected) exceeds its cap (None: within it)."""
+    kwh = sum(c.kwh for c in used) + sum(c.kwh for c in projection)
+    grams = sum(c.grams for c in used) + sum(c.grams for c in projection)
+    parts = []
+    if cap.energy_kwh is not None and kwh > cap.energy_kwh * (1 + EPSILON) + EPSILON:
+        parts.append(f"projected {kwh:.3f} kWh exceeds its cap of {cap.energy_kwh:g} kWh")
+    if cap.emissions_kg is not None:
+        if not math.isfinite(grams):
+            parts.append("its emissions cannot be projected (no intensity forecast)")
+        elif grams / 1000 > cap.emissions_kg * (1 + EPSILON) + EPSILON:
+            parts.append(f"projected {grams / 1000:.3f} kgCO2e exceeds its cap of {cap.emissions_kg:g} kgCO2e")
+    return "; ".join(parts) or None
+
+
+def cap_hold(cap: Cap, used: list[UsageChunk], projection: tuple[UsageChunk, ...], g_per_kwh: float | None,
+             job: str, *, running: bool, interruptible: bool) -> tuple[Hold | None, str | None]:  # fmt: skip
+    """A running job's cap, projected ahead: (the hold, or None; the note when it is exceeded but not held)."""
+    verdict = cap_check(cap, used, projection)
+    if verdict is None:
+        return None, None
+    hold = _cap_hold(cap, verdict, g_per_kwh, job, running=running, interruptible=interruptible)
+    return hold, None if hold is not None else f"cap of {job}: {verdict}"
+
+
+def _cap_hold(cap: Cap, verdict: str, g_per_kwh: float | None, job: str, *, running: bool,
+              interruptible: bool) -> Hold | None:  # fmt: skip
+    if cap.action == "Notify" or (running and not interruptible):
+        return None
+    if cap.action == "Defer":
+        limit = cap.defer_below_g_per_kwh
+        if limit is not None and g_per_kwh is not None and math.isfinite(g_per_kwh) and g_per_kwh < limit:
+            return None
+        return Hold(f"cap of {job}", f"cap of {job}: {verdict}; runs only below {limit:g} g/kWh", None, running)
+    return Hold(f"cap of {job}", f"cap of {job}: {verdict}; raise spec.cap to let it run", None, running)
+
+
+def _longest(holds: list[Hold]) -> Hold:
+    # The one that holds longest (None = until something changes: the intensity, or the cap: ranked last).
+    return max(holds, key=lambda h: h.until or datetime.max.replace(tzinfo=UTC))

@@ -58,7 +58,7 @@ from carbonshift.domain.planning.single import plan_job
 from carbonshift.domain.series import IntensitySeries
 from carbonshift.handlers import translate
 from carbonshift.handlers.energy import receipt_message, update_energy
-from carbonshift.handlers.energybudget import budget_hold
+from carbonshift.handlers.energybudget import budget_admission
 from carbonshift.handlers.state import LOCAL, OperatorState, current
 
 log = logging.getLogger(__name__)
@@ -280,10 +280,12 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         plan, observed, tick.now, interruptible=spec.interruptible, grace=grace,
         has_run=acc.run_seconds > 0 or acc.running_since is not None,
     )  # fmt: skip
-    decision = apply_budget(tick, decision, plan, caj, running, forecasts)
+    decision = await apply_budget(tick, decision, plan, caj, running, forecasts)
     acc = await act(tick, decision, plan, acc, observed)
     tick.store_accounting(acc)
-    await estimate_energy(state, tick, acc, pjob.gpus, pjob.watts_per_gpu, submitted, cluster_name)
+    # The GPUs of the pods seen running (one pod of several may run), the template's when none is seen any more.
+    gpus = min(per_pod * observed.ready_pods, pjob.gpus) if observed.ready_pods else pjob.gpus
+    await estimate_energy(state, tick, acc, gpus, pjob.watts_per_gpu, submitted, cluster_name)
     report_decision(tick, decision, plan, observed)
     finished = decision.phase in (Phase.SUCCEEDED, Phase.FAILED)
     if state.meter is not None and cluster_name is not None:
@@ -339,17 +341,17 @@ def plan_around_others(
     return plan
 
 
-def apply_budget(
+async def apply_budget(
     tick: Tick, decision: Decision, plan: Plan, caj: CarbonAwareJob, running: bool, forecasts: dict[str, Any]
 ) -> Decision:
-    """An EnergyBudget may hold the job: no (re)start, and an interruptible job is suspended; never silently."""
+    """EnergyBudgets and the job's cap admit a (re)start or hold it; an interruptible job may be suspended; never
+    silently. An admission is recorded in the budgets' status before the Job is resumed."""
     if decision.phase in (Phase.SUCCEEDED, Phase.FAILED):
         return decision
     series = forecasts.get(plan.zone) if plan.zone else None
     g_now = series.at(tick.now) if series is not None else None
-    hold = budget_hold(
-        tick.namespace, caj.metadata.labels, tick.now, g_now, interruptible=caj.spec.interruptible, running=running
-    )
+    pue = zone_and_pue(tick.state, plan.cluster)[1] if plan.cluster else tick.state.settings.pue
+    hold = await budget_admission(tick, caj, plan, resuming=decision.resume, running=running, g_per_kwh=g_now, pue=pue)
     if hold is None:
         tick.condition(ConditionType.BUDGET_HELD, False, Reason.WITHIN_BUDGET, "no EnergyBudget holds this job")
         return decision

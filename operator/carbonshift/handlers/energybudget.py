@@ -1,50 +1,107 @@
-"""kopf handlers of EnergyBudget, and `budget_hold()`, which the CarbonAwareJob reconcile asks before it runs a job.
+"""kopf handlers of EnergyBudget, and `budget_admission()`, which the CarbonAwareJob reconcile asks before it runs a
+job.
 
 Importing this module registers the handlers (`carbonshift run` imports it):
-- every EnergyBudget and every CarbonAwareJob event refreshes an in-memory mirror of them (kopf lists all objects
-  when it starts, so the mirror is rebuilt from the API after a restart; usage comes from the jobs' status
-  receipts, never from memory of past events);
-- a timer per EnergyBudget (every CARBONSHIFT_BUDGET_INTERVAL_SECONDS, default 30) writes its status: used and
-  remaining energy and emissions, the period, projected exhaustion, the Exceeded condition (with an Event when it
-  turns true), and the metrics carbonshift_budget_used_ratio / carbonshift_budget_exceeded.
+- every EnergyBudget and every CarbonAwareJob event refreshes an in-memory mirror of their specs, labels and usage
+  (kopf lists all objects when it starts, so the mirror is rebuilt from the API after a restart);
+- usage itself lives in each budget's status, as a ledger keyed by job UID (`domain.budgets`): a timer per
+  EnergyBudget (every CARBONSHIFT_BUDGET_INTERVAL_SECONDS, default 30) copies the selected jobs' usage from their
+  status into it and reports used, reserved and remaining energy and emissions, the period, projected exhaustion,
+  the Exceeded condition (with an Event when it turns true), and the metrics carbonshift_budget_used_ratio /
+  carbonshift_budget_exceeded; a deleted or relabelled job's last usage is written into the ledgers that counted it;
+- every write of a budget's status is a read-modify-write with the object's resourceVersion (HTTP 409: read again,
+  decide again), serialised per budget within one operator by a lock, so that two passes, or two operators, never
+  both take the last slice of a budget.
 
-`budget_hold(namespace, labels, now, current_g_per_kwh, interruptible=..., running=...)` returns a `Hold` (which
-budget, why, until when, whether to suspend a running interruptible job) or None. Times are planning times (the
-operator's clock when one is installed, else wall time).
+`budget_admission(tick, caj, plan, ...)` is the hook of the reconcile: before a resume it runs the pure admission
+rule (`domain.budgets.admit`) on the budgets that select the job and writes the job's reservation into each of them
+before the Job is resumed (or releases it when the job is held); otherwise it reports the holds of budgets already
+exceeded and of the job's own cap. Times are planning times (the operator's clock when one is installed).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import os
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import kopf
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
 from carbonshift import metrics
 from carbonshift.api.base import GROUP, VERSION, LabelSelector
+from carbonshift.api.carbonawarejob import DEFAULT_WATTS_PER_GPU, CarbonAwareJob
 from carbonshift.api.carbonawarejob import PLURAL as CAJ_PLURAL
 from carbonshift.api.conditions import Condition, ConditionType, Reason, set_condition
 from carbonshift.api.durations import parse_duration
-from carbonshift.api.energybudget import CALENDAR_PERIODS, PLURAL, EnergyBudgetSpec
-from carbonshift.api.jobs import parse_time
+from carbonshift.api.energybudget import CALENDAR_PERIODS, PLURAL, EnergyBudgetSpec, EnergyBudgetStatus
+from carbonshift.api.jobs import gpus_requested, parse_time
 from carbonshift.domain.accounting import account_from_wire
-from carbonshift.domain.budgets import BudgetSpec, BudgetState, Hold, JobUsage, UsageChunk, evaluate, hold_for
+from carbonshift.domain.budgets import (
+    Admission,
+    BudgetSpec,
+    BudgetState,
+    Candidate,
+    Cap,
+    Hold,
+    JobRecord,
+    JobUsage,
+    Ledger,
+    LedgerEntry,
+    PastBucket,
+    UsageChunk,
+    admit,
+    cap_hold,
+    evaluate,
+    hold_for,
+    project,
+    release,
+    reserved,
+    sync,
+    used_chunks,
+)
+from carbonshift.domain.planning.model import Plan
 from carbonshift.handlers import state as operator_state
 
 log = logging.getLogger(__name__)
 INTERVAL_SECONDS = float(os.environ.get("CARBONSHIFT_BUDGET_INTERVAL_SECONDS", "30"))
+WRITE_ATTEMPTS = 8  # conflicting writes of one budget before a pass gives up (and the reconcile retries)
+FINISHED = ("Succeeded", "Failed")
+# Until kopf has listed every CarbonAwareJob, a job missing from the mirror may merely be unseen yet: its ledger
+# entries (and reservation) are kept as they are. Deletions and relabels are recorded as they happen anyway.
+SETTLE_SECONDS = float(os.environ.get("CARBONSHIFT_BUDGET_SETTLE_SECONDS", "30"))
+STARTED = time.monotonic()
+
+
+@dataclass
+class JobInfo:
+    uid: str
+    labels: dict[str, str]
+    usage: JobUsage
+    finished: bool
 
 
 @dataclass
 class Mirror:
     budgets: dict[tuple[str, str], tuple[BudgetSpec, LabelSelector]]
-    jobs: dict[tuple[str, str], JobUsage]
+    jobs: dict[tuple[str, str], JobInfo]
+    bodies: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # budgets as last read or written
+    locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict)
+    conflicts: int = 0  # writes refused with HTTP 409 (another writer came first), for tests and logs
 
 
 MIRROR = Mirror({}, {})
+
+
+class BudgetConflictError(RuntimeError):
+    """A budget's status kept changing under us (another writer each time)."""
 
 
 def now() -> datetime:
@@ -54,6 +111,32 @@ def now() -> datetime:
         return datetime.now(UTC)
 
 
+_standalone: client.CustomObjectsApi | None = None
+
+
+def _custom() -> client.CustomObjectsApi:
+    """The API client: the operator's, or (budget handlers alone, `kopf run -m`) one from KUBECONFIG / in-cluster."""
+    global _standalone
+    try:
+        return operator_state.current().local.custom
+    except RuntimeError:
+        pass
+    if _standalone is None:
+        if os.environ.get("KUBECONFIG"):
+            api = config.new_client_from_config()  # type: ignore[no-untyped-call]
+        else:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+            api = client.ApiClient()
+        _standalone = client.CustomObjectsApi(api)
+    return _standalone
+
+
+async def _api(fn: Callable[..., Any], *args: Any) -> dict[str, Any]:
+    result = await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+    return result if isinstance(result, dict) else {}
+
+
+# -- wire <-> domain ----------------------------------------------------------------------------------------------
 def budget_spec(namespace: str, name: str, spec: dict[str, Any]) -> tuple[BudgetSpec, LabelSelector]:
     model = EnergyBudgetSpec.model_validate(spec)
     rolling = None if model.period in CALENDAR_PERIODS else parse_duration(model.period)
@@ -86,10 +169,7 @@ def job_usage(namespace: str, name: str, labels: dict[str, str], status: dict[st
         if start is not None:
             seconds = float(status.get("runSeconds") or 0.0)
             # runSeconds holds the closed intervals; a running job's open one lasts until its last reconcile.
-            since, seen = (
-                parse_time(status.get("runningSince")),
-                parse_time((status.get("plan") or {}).get("computedAt")),
-            )
+            since = parse_time(status.get("runningSince"))
             if since is not None and seen is not None and seen > since:
                 seconds += (seen - since).total_seconds()
             end = start + timedelta(seconds=seconds)
@@ -98,39 +178,72 @@ def job_usage(namespace: str, name: str, labels: dict[str, str], status: dict[st
     return JobUsage(namespace, name, dict(labels), tuple(chunks))
 
 
-def selected(spec: BudgetSpec, selector: LabelSelector) -> list[JobUsage]:
-    return [j for (ns, _), j in MIRROR.jobs.items() if ns == spec.namespace and selector.matches(j.labels)]
+def job_info(body: dict[str, Any]) -> JobInfo:
+    meta = body.get("metadata") or {}
+    status = dict(body.get("status") or {})
+    labels = dict(meta.get("labels") or {})
+    usage = job_usage(meta.get("namespace") or "", meta.get("name") or "", labels, status)
+    return JobInfo(str(meta.get("uid") or ""), labels, usage, status.get("phase") in FINISHED)
 
 
-def budget_hold(
-    namespace: str,
-    labels: dict[str, str],
-    at: datetime,
-    current_g_per_kwh: float | None,
-    *,
-    interruptible: bool = False,
-    running: bool = False,
-) -> Hold | None:
-    """The first EnergyBudget of the namespace that selects these labels and holds the job now, if any."""
-    holds = []
-    for (ns, _), (spec, selector) in sorted(MIRROR.budgets.items()):
-        if ns != namespace or not selector.matches(labels):
-            continue
-        state = evaluate(spec, selected(spec, selector), at)
-        hold = hold_for(spec, state, g_per_kwh=current_g_per_kwh, interruptible=interruptible, running=running)
-        if hold is not None:
-            holds.append(hold)
-    if not holds:
-        return None
-    # The one that holds longest (None = until the intensity drops, which may be any time: ranked last).
-    return max(holds, key=lambda h: h.until or datetime.min.replace(tzinfo=UTC))
+def ledger_from_wire(status: dict[str, Any] | None) -> Ledger:
+    model = EnergyBudgetStatus.model_validate({k: v for k, v in (status or {}).items() if k in ("ledger", "history")})
+    entries = tuple(
+        LedgerEntry(
+            uid=e.uid,
+            job=e.job,
+            bucket=e.bucket,
+            used_kwh=e.used_kwh,
+            used_kg=e.used_kg,
+            used_from=e.used_from,
+            used_to=e.used_to,
+            reserved_kwh=e.reserved_kwh,
+            reserved_kg=e.reserved_kg,
+            reserved_from=e.reserved_from,
+            reserved_to=e.reserved_to,
+            base_kwh=e.base_kwh,
+            base_kg=e.base_kg,
+            active=e.active,
+        )
+        for e in model.ledger
+    )
+    history = tuple(PastBucket(h.start, h.end, h.energy_kwh, h.emissions_kg, h.jobs) for h in model.history)
+    return Ledger(entries, history)
 
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z") if moment else None
 
 
-def status_fields(spec: BudgetSpec, state: BudgetState) -> dict[str, Any]:
+def ledger_to_wire(ledger: Ledger) -> dict[str, Any]:
+    def entry(e: LedgerEntry) -> dict[str, Any]:
+        out: dict[str, Any] = {"uid": e.uid, "job": e.job, "bucket": _iso(e.bucket)}
+        numbers = {"usedKWh": e.used_kwh, "usedKg": e.used_kg, "reservedKWh": e.reserved_kwh,
+                   "reservedKg": e.reserved_kg, "baseKWh": e.base_kwh, "baseKg": e.base_kg}  # fmt: skip
+        out.update({k: round(v, 9) for k, v in numbers.items() if v})
+        times = {"usedFrom": e.used_from, "usedTo": e.used_to, "reservedFrom": e.reserved_from,
+                 "reservedTo": e.reserved_to}  # fmt: skip
+        out.update({k: _iso(v) for k, v in times.items() if v is not None})
+        if not e.active:
+            out["active"] = False
+        return out
+
+    return {
+        "ledger": [entry(e) for e in ledger.entries],
+        "history": [
+            {
+                "start": _iso(h.start),
+                "end": _iso(h.end),
+                "energyKWh": round(h.kwh, 9),
+                "emissionsKg": round(h.kg, 9),
+                "jobs": h.jobs,
+            }
+            for h in ledger.history
+        ],
+    }
+
+
+def status_fields(spec: BudgetSpec, state: BudgetState, ledger: Ledger | None = None) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "usedEnergyKWh": round(state.used_kwh, 6),
         "usedEmissionsKg": round(state.used_kg, 6),
@@ -143,7 +256,197 @@ def status_fields(spec: BudgetSpec, state: BudgetState) -> dict[str, Any]:
         fields["remainingEnergyKWh"] = round(state.remaining_kwh, 6)
     if state.remaining_kg is not None:
         fields["remainingEmissionsKg"] = round(state.remaining_kg, 6)
+    if ledger is not None:
+        kwh, kg, jobs = reserved(ledger)
+        fields.update(reservedEnergyKWh=round(kwh, 6), reservedEmissionsKg=round(kg, 6), admittedJobs=jobs)
+        fields.update(ledger_to_wire(ledger))
     return fields
+
+
+# -- the budget's status: read-modify-write with its resourceVersion ----------------------------------------------
+def _lock(key: tuple[str, str]) -> asyncio.Lock:
+    return MIRROR.locks.setdefault(key, asyncio.Lock())
+
+
+async def _read(key: tuple[str, str]) -> dict[str, Any]:
+    body = await _api(_custom().get_namespaced_custom_object, GROUP, VERSION, key[0], PLURAL, key[1])
+    MIRROR.bodies[key] = body
+    return body
+
+
+async def _write(key: tuple[str, str], body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any] | None:
+    """Merge-patch the status on condition that the object is still at `body`'s resourceVersion; None on 409."""
+    version = (body.get("metadata") or {}).get("resourceVersion")
+    patch = {"metadata": {"resourceVersion": version}, "status": status}
+    try:
+        new = await _api(_custom().patch_namespaced_custom_object_status, GROUP, VERSION, key[0], PLURAL, key[1], patch)
+    except ApiException as exc:
+        if exc.status == 409:
+            MIRROR.bodies.pop(key, None)
+            MIRROR.conflicts += 1
+            return None
+        raise
+    MIRROR.bodies[key] = new
+    return new
+
+
+async def _current(key: tuple[str, str]) -> dict[str, Any]:
+    return MIRROR.bodies.get(key) or await _read(key)
+
+
+async def update_budget(
+    key: tuple[str, str], change: Callable[[dict[str, Any]], dict[str, Any] | None]
+) -> dict[str, Any] | None:
+    """Apply `change` (body -> status fields to write, or None) to the budget until a write lands on the version
+    it was computed from. Returns the body written (None: nothing to write, or the budget is gone)."""
+    async with _lock(key):
+        for _ in range(WRITE_ATTEMPTS):
+            try:
+                body = await _current(key)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                raise
+            fields = change(body)
+            if fields is None:
+                return None
+            written = await _write(key, body, fields)
+            if written is not None:
+                return written
+        raise BudgetConflictError(f"EnergyBudget {key[0]}/{key[1]}: {WRITE_ATTEMPTS} conflicting writes in a row")
+
+
+# -- admission: the hook of the CarbonAwareJob reconcile ----------------------------------------------------------
+class TickLike(Protocol):
+    namespace: str
+    name: str
+    meta: dict[str, Any]
+    status: dict[str, Any]
+    now: datetime
+
+    def event(self, kind: str, reason: str, message: str) -> None: ...
+
+
+def selecting(namespace: str, labels: dict[str, str]) -> list[tuple[tuple[str, str], BudgetSpec]]:
+    return [
+        (key, spec)
+        for key, (spec, selector) in sorted(MIRROR.budgets.items())
+        if key[0] == namespace and selector.matches(labels)
+    ]
+
+
+def job_cap(caj: CarbonAwareJob) -> Cap | None:
+    cap = caj.spec.cap
+    if cap is None:
+        return None
+    return Cap(cap.energy_kwh, cap.emissions_kg, str(cap.action), cap.defer_below_intensity)
+
+
+def projection(caj: CarbonAwareJob, plan: Plan, pue: float, at: datetime) -> tuple[UsageChunk, ...]:
+    """The job's planned windows from `at` on: every GPU its pods ask for x wattsPerGPU x the window, priced on the
+    window's forecast intensity x PUE."""
+    watts = caj.spec.power.watts_per_gpu if caj.spec.power else DEFAULT_WATTS_PER_GPU
+    windows = [(w.start, w.end, w.mean_g_per_kwh) for w in plan.windows]
+    return project(windows, gpus_requested(caj.spec.template.model_dump()), watts, pue, at)
+
+
+async def budget_admission(
+    tick: TickLike,
+    caj: CarbonAwareJob,
+    plan: Plan,
+    *,
+    resuming: bool,
+    running: bool,
+    g_per_kwh: float | None,
+    pue: float,
+) -> Hold | None:
+    """Before a (re)start: admit the job (its reservation written into every budget that selects it) or hold it
+    (its reservations released). Otherwise: the hold of a budget already exceeded, or of the job's own cap."""
+    ns, name, at = tick.namespace, tick.name, tick.now
+    labels = dict(caj.metadata.labels)
+    uid = str(tick.meta.get("uid") or "")
+    used = job_usage(ns, name, labels, tick.status).chunks
+    ahead = projection(caj, plan, pue, at)
+    cap = job_cap(caj)
+    budgets = selecting(ns, labels)
+    if not resuming:
+        holds = []
+        for _key, spec in budgets:
+            ledger = ledger_from_wire((MIRROR.bodies.get(_key) or {}).get("status"))
+            usage = used_chunks(ledger)
+            state = evaluate(spec, [JobUsage(ns, "ledger", {}, tuple(usage))], at)
+            hold = hold_for(spec, state, g_per_kwh=g_per_kwh, interruptible=caj.spec.interruptible, running=running)
+            if hold is not None:
+                holds.append(hold)
+        if cap is not None and running:
+            hold, _ = cap_hold(cap, list(used), ahead, g_per_kwh, f"CarbonAwareJob {name}", running=True,
+                               interruptible=caj.spec.interruptible)  # fmt: skip
+            if hold is not None:
+                holds.append(hold)
+        return max(holds, key=lambda h: h.until or datetime.max.replace(tzinfo=UTC)) if holds else None
+
+    answer = await admit_and_record(budgets, Candidate(uid, name, used, ahead), cap, at, g_per_kwh=g_per_kwh)
+    for note in answer.notes:
+        tick.event("Warning", Reason.BUDGET_EXHAUSTED, f"admitted over a limit that does not hold jobs: {note}")
+    return answer.hold
+
+
+async def admit_and_record(
+    budgets: list[tuple[tuple[str, str], BudgetSpec]],
+    job: Candidate,
+    cap: Cap | None,
+    at: datetime,
+    *,
+    g_per_kwh: float | None,
+) -> Admission:
+    """The admission rule on the budgets as they are in the API, its outcome written into each of them (admitted:
+    the job's reservation; held: its reservation released) with their resourceVersion: when another pass or another
+    operator wrote one of them in between, everything is read and decided again."""
+    keys = [key for key, _ in budgets]
+    locks = [_lock(key) for key in keys]
+    for lock in locks:  # in the order of the keys: two passes never wait on each other's locks
+        await lock.acquire()
+    try:
+        for _ in range(WRITE_ATTEMPTS):
+            bodies = {}
+            for key, _spec in budgets:
+                try:
+                    bodies[key] = await _current(key)
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
+            present = [(key, spec) for key, spec in budgets if key in bodies]
+            ledgers = {key: ledger_from_wire(bodies[key].get("status")) for key, _ in present}
+            answer = admit(job, [(spec, ledgers[key]) for key, spec in present], cap, at, g_per_kwh=g_per_kwh)
+            if await _record(present, bodies, ledgers, answer, job.uid):
+                return answer
+        raise BudgetConflictError(f"admission of {job.name}: {WRITE_ATTEMPTS} conflicting writes in a row")
+    finally:
+        for lock in reversed(locks):
+            lock.release()
+
+
+async def _record(
+    present: list[tuple[tuple[str, str], BudgetSpec]],
+    bodies: dict[tuple[str, str], dict[str, Any]],
+    ledgers: dict[tuple[str, str], Ledger],
+    answer: Admission,
+    uid: str,
+) -> bool:
+    """Write the admission's ledgers; False when a budget changed since it was read (nothing else is written then,
+    and what was written already is rewritten by the next attempt)."""
+    for key, _spec in present:
+        new = answer.ledgers[f"{key[0]}/{key[1]}"] if answer.admitted else release(ledgers[key], uid)
+        if new == ledgers[key]:
+            continue
+        if await _write(key, bodies[key], ledger_to_wire(new) | _reserved_fields(new)) is None:
+            return False
+    return True
+
+
+def _reserved_fields(ledger: Ledger) -> dict[str, Any]:
+    kwh, kg, jobs = reserved(ledger)
+    return {"reservedEnergyKWh": round(kwh, 6), "reservedEmissionsKg": round(kg, 6), "admittedJobs": jobs}
 
 
 # -- kopf wiring --------------------------------------------------------------------------------------------------
@@ -152,10 +455,12 @@ async def budget_event(type: str, body: kopf.Body, name: str, namespace: str | N
     key = (namespace or "", name)
     if type == "DELETED":
         MIRROR.budgets.pop(key, None)
+        MIRROR.bodies.pop(key, None)
         if _has_metric(key):
             metrics.BUDGET_USED_RATIO.remove(*key)
             metrics.BUDGET_EXCEEDED.remove(*key)
         return
+    MIRROR.bodies.setdefault(key, dict(body))  # later, our own writes keep it current (a stale one costs a 409)
     try:
         MIRROR.budgets[key] = budget_spec(key[0], key[1], dict(body.get("spec") or {}))
     except ValueError as exc:  # the CRD's validation makes this rare (a manifest from before a schema change)
@@ -174,15 +479,76 @@ def _has_metric(key: tuple[str, str]) -> bool:
 @kopf.on.event(GROUP, VERSION, CAJ_PLURAL)
 async def job_event(type: str, body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
     key = (namespace or "", name)
+    info = job_info(dict(body))
     if type == "DELETED":
-        # A deleted job's energy was still used in its period: keep counting it until its chunks leave the period.
+        # Its last usage goes into the ledgers (the delete handler did so already when the operator's finalizer
+        # held the object; this covers the budget handlers running alone). Then it is forgotten here.
+        await record_final(key[0], info, info.labels)
+        MIRROR.jobs.pop(key, None)
         return
-    labels = dict(body.get("metadata", {}).get("labels") or {})
-    MIRROR.jobs[key] = job_usage(key[0], key[1], labels, dict(body.get("status") or {}))
+    old = MIRROR.jobs.get(key)
+    MIRROR.jobs[key] = info
+    if old is not None and old.uid == info.uid and old.labels != info.labels:
+        await record_final(key[0], old, info.labels)  # relabelled: the budgets it leaves keep its usage so far
+
+
+@kopf.on.delete(GROUP, VERSION, CAJ_PLURAL, optional=True)
+async def job_deleted(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+    """While the operator's finalizer holds a deleted job, its last usage is written into the ledgers."""
+    info = job_info(dict(body))
+    await record_final(namespace or "", info, info.labels)
+
+
+async def record_final(namespace: str, info: JobInfo, labels_now: dict[str, str]) -> None:
+    """Write a job's usage into the ledgers of the budgets that select `info.labels`, as inactive where the job no
+    longer belongs (deleted: `labels_now` is its last labels too, and it is gone; relabelled: not selected now)."""
+    deleted = labels_now is info.labels
+    for key, spec in selecting(namespace, info.labels):
+        selector = MIRROR.budgets[key][1]
+        stays = not deleted and selector.matches(labels_now)
+        if stays or not info.uid:
+            continue
+        record = JobRecord(info.uid, info.usage.name, info.usage.chunks, finished=True)
+        at = now()
+
+        def change(
+            body: dict[str, Any], spec: BudgetSpec = spec, record: JobRecord = record, at: datetime = at
+        ) -> dict[str, Any] | None:
+            ledger = ledger_from_wire(body.get("status"))
+            new = _record_one(spec, ledger, record, at)
+            return None if new == ledger else ledger_to_wire(new) | _reserved_fields(new)
+
+        try:
+            await update_budget(key, change)
+        except (ApiException, BudgetConflictError) as exc:
+            log.warning("EnergyBudget %s/%s: job %s's last usage not recorded: %s", *key, info.usage.name, exc)
+
+
+def _record_one(spec: BudgetSpec, ledger: Ledger, job: JobRecord, at: datetime) -> Ledger:
+    """`sync` for one job only: the other entries are left as they are."""
+    mine = Ledger(tuple(e for e in ledger.entries if e.uid == job.uid), ())
+    theirs = tuple(e for e in ledger.entries if e.uid != job.uid)
+    synced = sync(spec, mine, [job], at)
+    # Whatever `sync` moved to the history belongs to this job alone: fold it into the budget's history.
+    history = {h.start: h for h in ledger.history}
+    for h in synced.history:
+        old = history.get(h.start)
+        history[h.start] = h if old is None else PastBucket(h.start, h.end, old.kwh + h.kwh, old.kg + h.kg,
+                                                             old.jobs + h.jobs)  # fmt: skip
+    entries = tuple(sorted(theirs + synced.entries, key=lambda e: (e.bucket, e.uid)))
+    return Ledger(entries, tuple(sorted(history.values(), key=lambda h: h.start)))
+
+
+def selected_records(spec: BudgetSpec, selector: LabelSelector) -> list[JobRecord]:
+    return [
+        JobRecord(j.uid, j.usage.name, j.usage.chunks, j.finished)
+        for (ns, _), j in MIRROR.jobs.items()
+        if ns == spec.namespace and j.uid and selector.matches(j.labels)
+    ]
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=INTERVAL_SECONDS, initial_delay=0.5)
-async def refresh_budget(body: kopf.Body, name: str | None, namespace: str | None, patch: kopf.Patch, **_: Any) -> None:
+async def refresh_budget(body: kopf.Body, name: str | None, namespace: str | None, **_: Any) -> None:
     key = (namespace or "", name or "")
     entry = MIRROR.budgets.get(key)
     if entry is None:
@@ -190,28 +556,41 @@ async def refresh_budget(body: kopf.Body, name: str | None, namespace: str | Non
         MIRROR.budgets[key] = entry
     spec, selector = entry
     at = now()
-    state = evaluate(spec, selected(spec, selector), at)
-    old = dict(body.get("status") or {})
-    fields = status_fields(spec, state)
-    conditions = [Condition.model_validate(c) for c in old.get("conditions") or []]
-    generation = int(body.get("metadata", {}).get("generation") or 0)
-    if state.exceeded:
-        message = f"used {state.used_ratio:.0%} of the budget; action {spec.action} until {_iso(state.period_end)}"
-        conditions, _changed = set_condition(
-            conditions, ConditionType.EXCEEDED, True, Reason.BUDGET_EXHAUSTED, message, at, generation
+    records = selected_records(spec, selector)
+    outcome: dict[str, Any] = {}
+
+    def change(current: dict[str, Any]) -> dict[str, Any] | None:
+        old = dict(current.get("status") or {})
+        ledger = sync(spec, ledger_from_wire(old), records, at, complete=time.monotonic() - STARTED > SETTLE_SECONDS)
+        state = evaluate(spec, [JobUsage(spec.namespace, "ledger", {}, tuple(used_chunks(ledger)))], at)
+        fields = status_fields(spec, state, ledger)
+        conditions = [Condition.model_validate(c) for c in old.get("conditions") or []]
+        generation = int((current.get("metadata") or {}).get("generation") or 0)
+        if state.exceeded:
+            message = f"used {state.used_ratio:.0%} of the budget; action {spec.action} until {_iso(state.period_end)}"
+            conditions, _changed = set_condition(
+                conditions, ConditionType.EXCEEDED, True, Reason.BUDGET_EXHAUSTED, message, at, generation
+            )
+            before = old.get("conditions") or []
+            if not any(c.get("type") == "Exceeded" and c.get("status") == "True" for c in before):
+                outcome["warn"] = message
+        else:
+            message = f"used {state.used_ratio:.0%} of the budget this period"
+            conditions, _changed = set_condition(
+                conditions, ConditionType.EXCEEDED, False, Reason.WITHIN_BUDGET, message, at, generation
+            )
+        fields["conditions"] = [c.model_dump(mode="json", by_alias=True) for c in conditions]
+        fields["observedGeneration"] = generation
+        outcome["state"] = state
+        patch = {k: v for k, v in fields.items() if old.get(k) != v}
+        return patch or None
+
+    await update_budget(key, change)
+    state = outcome.get("state")
+    if isinstance(state, BudgetState):
+        metrics.BUDGET_USED_RATIO.labels(*key).set(
+            min(state.used_ratio, 1e9) if math.isfinite(state.used_ratio) else 1e9
         )
-        before = old.get("conditions") or []
-        if not any(c.get("type") == "Exceeded" and c.get("status") == "True" for c in before):
-            kopf.warn(body, reason=Reason.BUDGET_EXHAUSTED, message=message)
-    else:
-        message = f"used {state.used_ratio:.0%} of the budget this period"
-        conditions, _changed = set_condition(
-            conditions, ConditionType.EXCEEDED, False, Reason.WITHIN_BUDGET, message, at, generation
-        )
-    fields["conditions"] = [c.model_dump(mode="json", by_alias=True) for c in conditions]
-    fields["observedGeneration"] = generation
-    for field, value in fields.items():
-        if old.get(field) != value:
-            patch.status[field] = value
-    metrics.BUDGET_USED_RATIO.labels(*key).set(min(state.used_ratio, 1e9))
-    metrics.BUDGET_EXCEEDED.labels(*key).set(1 if state.exceeded else 0)
+        metrics.BUDGET_EXCEEDED.labels(*key).set(1 if state.exceeded else 0)
+    if "warn" in outcome:
+        kopf.warn(body, reason=Reason.BUDGET_EXHAUSTED, message=str(outcome["warn"]))
