@@ -1,4 +1,5 @@
-"""`carbonshift demo`: the whole product on this machine, with no account and no cluster of your own.
+"""`make demo` (`python -m carbonshift_dev demo`): the whole product on this machine, with no account and no
+cluster of your own.
 
 It starts two real control planes (API server, etcd, Job controller, scheduler, kwok GPU nodes) standing for
 clusters in Germany (DE) and Great Britain (GB), the operator under its least-privilege ServiceAccount, the
@@ -26,7 +27,7 @@ from typing import Any
 from carbonshift.api.durations import parse_duration
 
 NAMESPACE = "ml-research"
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 CRD_DIR = REPO / "crds"
 DASHBOARD = REPO / "charts" / "carbonshift" / "dashboards" / "carbonshift.json"
 
@@ -144,22 +145,24 @@ async def _demo(args: argparse.Namespace) -> int:
     from rich.live import Live
     from rich.table import Table
 
-    from carbonshift.devcluster import ClusterConfig, DevCluster, MissingBinaryError, PrometheusServer
-    from carbonshift.devcluster.gpu_binder import GpuBinder, TimeLapseDcgm
-    from carbonshift.devcluster.operator_process import (
+    from carbonshift_dev.devcluster import ClusterConfig, DevCluster, MissingBinaryError, PrometheusServer
+    from carbonshift_dev.devcluster.gpu_binder import GpuBinder, TimeLapseDcgm
+    from carbonshift_dev.devcluster.operator_process import (
         OPERATOR_NAMESPACE,
         OperatorProcess,
         ensure_namespace,
         operator_kubeconfig,
     )
-    from carbonshift.devcluster.testing import api_client_from_kubeconfig, install_crds, load_crd_documents
-    from carbonshift.devcluster.workload import Workload
+    from carbonshift_dev.devcluster.testing import api_client_from_kubeconfig, install_crds, load_crd_documents
+    from carbonshift_dev.devcluster.workload import Workload
 
     console = Console()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="carbonshift-demo-") as tmp:
         work = Path(tmp)
-        console.print("[bold]carbonshift demo[/]: starting two control planes (DE and GB), Prometheus and the operator")
+        console.print(
+            "[bold]carbonshift_dev demo[/]: starting two control planes (DE and GB), Prometheus and the operator"
+        )
         try:
             de = stack.enter_context(
                 DevCluster.start(
@@ -172,7 +175,7 @@ async def _demo(args: argparse.Namespace) -> int:
                 )
             )
         except MissingBinaryError as exc:
-            print(f"carbonshift demo: {exc}", file=sys.stderr)
+            print(f"carbonshift_dev demo: {exc}", file=sys.stderr)
             return 2
         api_de, api_gb = api_client_from_kubeconfig(de.kubeconfig), api_client_from_kubeconfig(gb.kubeconfig)
         install_crds(api_de, load_crd_documents(sorted(CRD_DIR.glob("*.yaml"))))
