@@ -61,6 +61,10 @@ chart: python-deps ## Regenerate the chart's CRDs, RBAC rules, values schema and
 bench: setup ## Run every benchmark (bench/bench_*.py); each prints its numbers against a baseline
 	@set -e; for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done
 
+.PHONY: image
+image: ## Build the operator image (podman, Debian base made with mmdebstrap; reused when its inputs are unchanged)
+	@UV_VERSION=$(UV_VERSION) hack/build-image.sh
+
 .PHONY: dev-cluster
 dev-cluster: setup ## Start a local control plane with fake GPU nodes and leave it running
 	$(PY) -m carbonshift_dev.devcluster up --detach
