@@ -24,12 +24,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from carbonshift.api.durations import parse_duration
 
 NAMESPACE = "ml-research"
 REPO = Path(__file__).resolve().parents[2]
-CRD_DIR = REPO / "crds"
 DASHBOARD = REPO / "charts" / "carbonshift" / "dashboards" / "carbonshift.json"
+
+
+def crd_documents() -> list[dict[str, Any]]:
+    """The CRDs, generated from the installed operator's API models (what `carbonshift crds` writes to crds/), so
+    the demo needs no source tree for them."""
+    from carbonshift.api.crdgen import render_all
+
+    return [
+        doc for text in render_all().values() if (doc := yaml.safe_load(text))["kind"] == "CustomResourceDefinition"
+    ]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -153,7 +164,7 @@ async def _demo(args: argparse.Namespace) -> int:
         ensure_namespace,
         operator_kubeconfig,
     )
-    from carbonshift_dev.devcluster.testing import api_client_from_kubeconfig, install_crds, load_crd_documents
+    from carbonshift_dev.devcluster.testing import api_client_from_kubeconfig, install_crds
     from carbonshift_dev.devcluster.workload import Workload
 
     console = Console()
@@ -178,7 +189,7 @@ async def _demo(args: argparse.Namespace) -> int:
             print(f"carbonshift_dev demo: {exc}", file=sys.stderr)
             return 2
         api_de, api_gb = api_client_from_kubeconfig(de.kubeconfig), api_client_from_kubeconfig(gb.kubeconfig)
-        install_crds(api_de, load_crd_documents(sorted(CRD_DIR.glob("*.yaml"))))
+        install_crds(api_de, crd_documents())
         for api in (api_de, api_gb):
             ensure_namespace(api, NAMESPACE)
         core, custom = client.CoreV1Api(api_de), client.CustomObjectsApi(api_de)
