@@ -4,9 +4,10 @@
 #   docker build -t REGISTRY/carbonshift:0.1.0 .     # anywhere a registry is reachable (the defaults below)
 #
 # BASE is the root filesystem of both stages; it must hold CPython 3.11 (the venv built in the first stage links to
-# that interpreter, so both stages use the same base). `make image` passes a bookworm base (Debian's python3.11,
-# ca-certificates, tzdata; hack/build-image.sh) and a uv image made from the pinned uv binary; the defaults pull
-# the equivalents from registries. Pinned: uv (hack/versions.env), every Python package (uv.lock, hash-checked).
+# that interpreter, so both stages use the same base) and libstdc++ (numpy's and highspy's wheels link it).
+# `make image` passes a bookworm base (Debian's python3.11, libstdc++6, ca-certificates, tzdata; made by
+# hack/build-image.sh) and a uv image made from the pinned uv wheel; the defaults pull the equivalents.
+# Pinned: uv (the Makefile's UV_VERSION), every Python package (uv.lock, hash-checked).
 # Only package registries are reached while building: PyPI, for the locked wheels and the build backend.
 ARG BASE=docker.io/library/python:3.11-slim-bookworm
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
@@ -30,7 +31,8 @@ COPY operator/carbonshift ./operator/carbonshift
 RUN --mount=type=secret,id=ca-bundle \
     if [ -s /run/secrets/ca-bundle ]; then export SSL_CERT_FILE=/run/secrets/ca-bundle; fi \
  && uv sync --locked --no-dev --no-editable \
- && /opt/carbonshift/bin/python -c "import carbonshift.cli, carbonshift.handlers" \
+ && /opt/carbonshift/bin/carbonshift run --help >/dev/null \
+ && /opt/carbonshift/bin/python -c "import carbonshift.handlers.carbonawarejob, highspy, numpy" \
  && ! /opt/carbonshift/bin/python -c "import carbonshift_dev" 2>/dev/null
 
 FROM ${BASE}
