@@ -63,7 +63,7 @@ bench: setup ## Run every benchmark (bench/bench_*.py); each prints its numbers 
 
 .PHONY: image
 image: ## Build the operator image (podman, Debian base made with mmdebstrap; reused when its inputs are unchanged)
-	@UV_VERSION=$(UV_VERSION) hack/build-image.sh
+	@UV_VERSION=$(UV_VERSION) IMAGE_REPO=$(IMAGE_REPO) IMAGE_TAG=$(IMAGE_TAG) hack/build-image.sh
 
 .PHONY: dev-cluster
 dev-cluster: setup ## Start a local control plane with fake GPU nodes and leave it running
