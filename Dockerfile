@@ -39,7 +39,10 @@ FROM ${BASE}
 COPY --from=build /opt/carbonshift /opt/carbonshift
 ENV PATH=/opt/carbonshift/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp
-# 65532: the conventional "nonroot" id; the chart runs the pod as this user with a read-only root filesystem.
+# 65532: the conventional "nonroot" id; the chart runs the pod as this user with a read-only root filesystem. It
+# needs a passwd entry: kopf names its peering identity after getpass.getuser(), which fails for an unknown uid.
+RUN echo 'nonroot:x:65532:65532:carbonshift:/tmp:/usr/sbin/nologin' >> /etc/passwd \
+ && echo 'nonroot:x:65532:' >> /etc/group
 USER 65532:65532
 WORKDIR /tmp
 # 8080: kopf liveness (/healthz); 9090: Prometheus metrics (/metrics).

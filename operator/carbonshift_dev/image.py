@@ -45,7 +45,7 @@ INPUTS_LABEL = "io.carbonshift.inputs"
 _SANDBOX = r"""
 set -eu
 image_root="$1"; sa_dir="$2"; tmp_size="$3"; uid="$4"; gid="$5"; wd="$6"; shift 6
-new="$(mktemp -d /tmp/carbonshift-image-root.XXXXXX)"
+new="$image_root"  # bound onto itself: the read-only flag and the mounts below exist only in this namespace
 mount --bind "$image_root" "$new"
 mount -o remount,bind,ro "$new"
 mount -t proc -o nosuid,nodev,noexec proc "$new/proc"

@@ -18,10 +18,10 @@ import re
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -30,7 +30,7 @@ from kubernetes import client
 
 import carbonshift
 from carbonshift_dev.devcluster.binaries import require
-from carbonshift_dev.devcluster.testing import create_namespace, delete_namespace, wait_for
+from carbonshift_dev.devcluster.testing import WaitTimeoutError, create_namespace, delete_namespace, wait_for
 from carbonshift_dev.image import (
     INPUTS_LABEL,
     ImageConfig,
@@ -43,6 +43,7 @@ from carbonshift_dev.image import (
 from tests.chart.helm import CHART
 
 pytestmark = [pytest.mark.cluster, pytest.mark.image]
+T = TypeVar("T")
 
 RELEASE = "carbonshift-image"
 PEERING = "carbonshift-image"
@@ -123,6 +124,8 @@ def test_the_image_holds_the_operator_and_no_development_or_build_tools(built: B
         assert found == []
         assert not list((root / "usr/lib").glob("gcc*"))
         assert (root / "etc/ssl/certs/ca-certificates.crt").is_file()  # for the carbon-intensity providers' HTTPS
+        # kopf names its peering identity after the user's name: uid 65532 must have one.
+        assert "nonroot:x:65532:65532:" in (root / "etc/passwd").read_text()
 
 
 def helm(kubeconfig: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -224,6 +227,14 @@ def http_get(url: str) -> tuple[int, str]:
         return response.status, response.read().decode()
 
 
+def until(operator: ImageProcess, check: Callable[[], T | None], what: str) -> T:
+    """wait_for, with the operator's log in the failure."""
+    try:
+        return wait_for(check, what, timeout_seconds=90)
+    except WaitTimeoutError as exc:
+        raise WaitTimeoutError(f"{exc}\noperator log:\n{operator.logs()[-4000:]}") from None
+
+
 def test_the_image_plans_and_runs_jobs_under_the_chart(
     api_client: client.ApiClient, release: Release, image_operator: ImageProcess
 ) -> None:
@@ -232,19 +243,17 @@ def test_the_image_plans_and_runs_jobs_under_the_chart(
         k = Cluster(api_client)
         # A flexible job is planned into a window of the bundled DE trace; an Immediate one runs now, to the end.
         k.create_caj(namespace, caj_manifest("flexible", duration="2h", max_delay="20h"))
-        now = caj_manifest("now", duration="1h", policy="Immediate")
+        now = caj_manifest("now", duration="1h", max_delay="20h", policy="Immediate")
         now["spec"]["template"]["spec"]["template"]["metadata"] = {"annotations": {"carbonshift.io/complete": "true"}}
         k.create_caj(namespace, now)
-        status = wait_for(lambda: (s := k.status(namespace, "flexible")).get("phase") == "Waiting" and s,
-                          f"the flexible job planned and Waiting\n{image_operator.logs()[-3000:]}",
-                          timeout_seconds=90)  # fmt: skip
+        status = until(image_operator, lambda: (s := k.status(namespace, "flexible")).get("phase") == "Waiting" and s,
+                       "the flexible job planned and Waiting")  # fmt: skip
         assert status["plan"]["windows"], status
         assert next(c for c in status["conditions"] if c["type"] == "Planned")["status"] == "True"
         job = wait_for(lambda: k.job(namespace, "flexible"), "the flexible job's Job")
         assert job.spec.suspend is True
-        ran = wait_for(lambda: (s := k.status(namespace, "now")).get("phase") == "Succeeded" and s,
-                       f"the Immediate job run to Succeeded\n{image_operator.logs()[-3000:]}",
-                       timeout_seconds=90)  # fmt: skip
+        ran = until(image_operator, lambda: (s := k.status(namespace, "now")).get("phase") == "Succeeded" and s,
+                    "the Immediate job run to Succeeded")  # fmt: skip
         assert ran["cluster"], ran
         assert k.job(namespace, "now").status.succeeded == 1
         status_code, _ = http_get(f"http://127.0.0.1:{release.health_port}/healthz")
