@@ -4,6 +4,7 @@ local control plane and the demo), and its only command is `carbonshift`. The im
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import zipfile
@@ -43,3 +44,19 @@ def test_the_wheel_holds_only_the_operator(wheel: Path) -> None:
 def test_the_wheels_only_command_is_carbonshift(wheel: Path) -> None:
     entry_points = zipfile.ZipFile(wheel).read(f"carbonshift-{carbonshift.__version__}.dist-info/entry_points.txt")
     assert entry_points.decode().split() == ["[console_scripts]", "carbonshift", "=", "carbonshift.cli:main"]
+
+
+def test_the_dockerfiles_default_uv_is_the_pinned_one() -> None:
+    """`docker build .` (registry defaults) and `make image` (UV_VERSION from the Makefile) use the same uv."""
+    pinned = re.search(r"^UV_VERSION := (\S+)$", (REPO / "Makefile").read_text(), re.MULTILINE)
+    default = re.search(r"^ARG UV_IMAGE=ghcr.io/astral-sh/uv:(\S+)$", (REPO / "Dockerfile").read_text(), re.MULTILINE)
+    assert pinned and default
+    assert default.group(1) == pinned.group(1)
+
+
+def test_the_image_context_leaves_the_development_tools_out() -> None:
+    """.dockerignore sends the operator package, not carbonshift_dev, into the build."""
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    assert "*" in lines and "!operator/carbonshift/" in lines
+    assert not [line for line in lines if line.startswith("!") and "carbonshift_dev" in line]
+    assert "!operator/" not in lines
