@@ -104,12 +104,17 @@ else
   [[ -s "$ca_bundle" ]] && secret=(--secret "id=ca-bundle,src=$ca_bundle")
   log "image: podman build $ref"
   t=$SECONDS
+  previous="$(podman image inspect --format '{{.Id}}' "$ref" 2>/dev/null || true)"
   podman build --isolation chroot --pull=never --layers \
     --build-arg "BASE=$base_ref" --build-arg "UV_IMAGE=$uv_ref" "${secret[@]}" \
     --label "io.carbonshift.inputs=$inputs" \
     --label "org.opencontainers.image.version=$tag" \
     --tag "$ref" --file Dockerfile . || fail "podman build failed"
   log "image: built in $((SECONDS - t)) s"
+  # The image this build replaced (now untagged) is nobody's cache: remove it, so rebuilds do not fill the disk.
+  if [[ -n "$previous" && "$previous" != "$(podman image inspect --format '{{.Id}}' "$ref")" ]]; then
+    podman rmi "$previous" >/dev/null 2>&1 || true
+  fi
 fi
 size="$(podman image inspect --format '{{.Size}}' "$ref")"
 log "image: $ref  id $(podman image inspect --format '{{.Id}}' "$ref" | cut -c1-12)  size $((size / 1048576)) MiB  ($((SECONDS - started)) s in all)"
