@@ -9,7 +9,7 @@
 # hack/build-image.sh) and a uv image made from the pinned uv wheel; the defaults pull the equivalents.
 # Pinned: uv (the Makefile's UV_VERSION), every Python package (uv.lock, hash-checked).
 # Only package registries are reached while building: PyPI, for the locked wheels and the build backend.
-ARG BASE=docker.io/library/python:3.11-slim-bookworm
+ARG BASE=docker.io/library/python:3.11.13-slim-bookworm
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
 
 FROM ${UV_IMAGE} AS uv
