@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -60,3 +61,13 @@ def test_the_image_context_leaves_the_development_tools_out() -> None:
     assert "*" in lines and "!operator/carbonshift/" in lines
     assert not [line for line in lines if line.startswith("!") and "carbonshift_dev" in line]
     assert "!operator/" not in lines
+
+
+def test_the_demo_is_a_development_command_not_an_operator_one() -> None:
+    from carbonshift.cli import COMMANDS
+
+    assert "demo" not in COMMANDS
+    command = [sys.executable, "-m", "carbonshift_dev", "demo", "--help"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "--speed" in done.stdout and "--out-dir" in done.stdout
