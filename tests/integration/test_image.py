@@ -42,7 +42,8 @@ from carbonshift_dev.image import (
 )
 from tests.chart.helm import CHART
 
-pytestmark = [pytest.mark.cluster, pytest.mark.image]
+# A cold build (mmdebstrap, then the image) takes about 4 minutes on CI's machines, in the first test's setup.
+pytestmark = [pytest.mark.cluster, pytest.mark.image, pytest.mark.timeout(1800)]
 T = TypeVar("T")
 
 RELEASE = "carbonshift-image"
