@@ -36,8 +36,7 @@ started=$SECONDS
 "$here/install-image-tools.sh"
 
 # 1. The base: Debian's CPython 3.11, the C++ runtime (numpy and highspy wheels link it), CA certificates and
-#    time zones; no apt, no compilers. Docs are left out,
-#    copyright files kept.
+#    time zones; no apt, no compilers. Docs are left out, copyright files kept.
 packages="python$IMAGE_PYTHON,libstdc++6,ca-certificates,tzdata"
 base_opts=(--variant=essential "--include=$packages"
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
