@@ -61,17 +61,21 @@ chart: python-deps ## Regenerate the chart's CRDs, RBAC rules, values schema and
 bench: setup ## Run every benchmark (bench/bench_*.py); each prints its numbers against a baseline
 	@set -e; for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b; done
 
+.PHONY: image
+image: ## Build the operator image (podman, Debian base made with mmdebstrap; reused when its inputs are unchanged)
+	@UV_VERSION=$(UV_VERSION) IMAGE_REPO=$(IMAGE_REPO) IMAGE_TAG=$(IMAGE_TAG) hack/build-image.sh
+
 .PHONY: dev-cluster
 dev-cluster: setup ## Start a local control plane with fake GPU nodes and leave it running
-	$(PY) -m carbonshift.devcluster up --detach
+	$(PY) -m carbonshift_dev.devcluster up --detach
 
 .PHONY: dev-cluster-down
 dev-cluster-down: ## Stop the control plane started by `make dev-cluster`
-	$(PY) -m carbonshift.devcluster down
+	$(PY) -m carbonshift_dev.devcluster down
 
 .PHONY: demo
 demo: setup ## The live demo: two local control planes (DE, GB), the operator, DCGM replay, Prometheus, example jobs
-	$(VENV)/bin/carbonshift demo --out-dir out/demo
+	$(PY) -m carbonshift_dev demo --out-dir out/demo
 
 .PHONY: simulate
 simulate: python-deps ## Replay a year of German grid data through the planner (no cluster) and print the savings

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from carbonshift.devcluster import ClusterConfig, DevCluster, bin_dir
-from carbonshift.devcluster.testing import api_client_from_kubeconfig, create_namespace, delete_namespace, wait_for
+from carbonshift_dev.devcluster import ClusterConfig, DevCluster, bin_dir
+from carbonshift_dev.devcluster.testing import api_client_from_kubeconfig, create_namespace, delete_namespace, wait_for
 
 NAMESPACE_ROUNDS = 10
 MIB = 1024 * 1024

@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 import httpx
 
 from carbonshift.adapters.prometheus import EnergyMeter, PrometheusEnergyReader
-from carbonshift.devcluster import PrometheusServer
-from carbonshift.devcluster.dcgm import DcgmStandIn
 from carbonshift.handlers.energy import update_energy
+from carbonshift_dev.devcluster import PrometheusServer
+from carbonshift_dev.devcluster.dcgm import DcgmStandIn
 
 NS = "bench"
 

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from e2e.harness import OperatorProcess, caj_manifest, ensure_namespace, write_trace
 from kubernetes import client
 
-from carbonshift.devcluster import ClusterConfig, DevCluster
-from carbonshift.devcluster.testing import api_client_from_kubeconfig, install_crds, load_crd_documents
+from carbonshift_dev.devcluster import ClusterConfig, DevCluster
+from carbonshift_dev.devcluster.testing import api_client_from_kubeconfig, install_crds, load_crd_documents
 
 REPO = Path(__file__).resolve().parents[1]
 KUEUE_ADMISSIONS_PER_SECOND = 43.0  # Kueue's published scheduling throughput (kubernetes-sigs/kueue perf docs)

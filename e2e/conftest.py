@@ -1,6 +1,6 @@
 """Fixtures for the end-to-end suite: any cluster given by E2E_KUBECONFIG, else a local dev cluster.
 
-Without E2E_KUBECONFIG the suite starts a dev cluster (carbonshift.devcluster: real API server,
+Without E2E_KUBECONFIG the suite starts a dev cluster (carbonshift_dev.devcluster: real API server,
 controller-manager, scheduler, kwok GPU nodes). With `E2E_KUBECONFIG=/path/to/kubeconfig` (kind, a real cluster)
 it uses that cluster as it is (hack/e2e-kind.sh applies crds/ first; the release adopts them).
 
@@ -25,10 +25,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from carbonshift.devcluster import ClusterConfig, DevCluster
-from carbonshift.devcluster.helm_release import install_release, scale_to_zero, uninstall_release
-from carbonshift.devcluster.operator_process import OPERATOR_NAMESPACE, install_rbac
-from carbonshift.devcluster.testing import (
+from carbonshift_dev.devcluster import ClusterConfig, DevCluster
+from carbonshift_dev.devcluster.helm_release import install_release, scale_to_zero, uninstall_release
+from carbonshift_dev.devcluster.operator_process import OPERATOR_NAMESPACE, install_rbac
+from carbonshift_dev.devcluster.testing import (
     InstalledCrd,
     api_client_from_kubeconfig,
     crd_established,

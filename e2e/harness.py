@@ -21,8 +21,8 @@ from typing import Any, Literal, TypeVar
 
 from kubernetes import client
 
-from carbonshift.devcluster.helm_release import HelmRelease
-from carbonshift.devcluster.operator_process import (
+from carbonshift_dev.devcluster.helm_release import HelmRelease
+from carbonshift_dev.devcluster.operator_process import (
     OPERATOR_NAMESPACE,
     OperatorProcess,
     apply_objects,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from kubernetes import client
 
-from carbonshift.devcluster import GPU_RESOURCE
-from carbonshift.devcluster.testing import InstalledCrd
+from carbonshift_dev.devcluster import GPU_RESOURCE
+from carbonshift_dev.devcluster.testing import InstalledCrd
 
 
 def test_cluster_has_schedulable_gpu_capacity(api_client: client.ApiClient) -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from kubernetes import client
 
-from carbonshift.devcluster import PrometheusServer
-from carbonshift.devcluster.dcgm import DcgmStandIn
-from carbonshift.devcluster.gpu_binder import GpuBinder
-from carbonshift.devcluster.workload import Workload
+from carbonshift_dev.devcluster import PrometheusServer
+from carbonshift_dev.devcluster.dcgm import DcgmStandIn
+from carbonshift_dev.devcluster.gpu_binder import GpuBinder
+from carbonshift_dev.devcluster.workload import Workload
 from e2e.harness import Cluster, OperatorInstall, OperatorProcess, caj_manifest, wait_until, write_trace
 
 SPEED = 60.0  # planning minutes per wall second

@@ -16,8 +16,8 @@ from typing import Any
 from kubernetes import client
 
 from carbonshift.api import rbac
-from carbonshift.devcluster.operator_process import authenticated_user
-from carbonshift.devcluster.testing import InstalledCrd
+from carbonshift_dev.devcluster.operator_process import authenticated_user
+from carbonshift_dev.devcluster.testing import InstalledCrd
 from e2e.harness import OperatorInstall
 
 HELM_MANAGED = ("app.kubernetes.io/managed-by", "Helm")

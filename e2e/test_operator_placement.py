@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from carbonshift.devcluster import ClusterConfig, DevCluster
-from carbonshift.devcluster.testing import api_client_from_kubeconfig
+from carbonshift_dev.devcluster import ClusterConfig, DevCluster
+from carbonshift_dev.devcluster.testing import api_client_from_kubeconfig
 from e2e.harness import (
     OPERATOR_NAMESPACE,
     Cluster,

@@ -21,7 +21,6 @@ COMMANDS: dict[str, str] = {
     "forecast": "show grid carbon intensity (current and forecast) for a zone",
     "crds": "write or check the CustomResourceDefinitions generated from the API models",
     "receipt": "print the carbon receipt of a CarbonAwareJob",
-    "demo": "run the whole product locally: two control planes, the operator, DCGM replay, Prometheus, example jobs",
 }
 
 EXIT_USAGE = 2

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from carbonshift.devcluster.binaries import require
+from carbonshift_dev.devcluster.binaries import require
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "carbonshift"

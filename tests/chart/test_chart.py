@@ -409,7 +409,8 @@ def test_schema_is_strict_everywhere_and_describes_every_value() -> None:
 # -- the image -------------------------------------------------------------------------------------------------------
 def test_dockerfile_runs_the_operator_as_non_root_from_the_lockfile_with_a_pinned_base() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
-    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim-\w+$", dockerfile, re.M)
+    assert re.search(r"^ARG BASE=docker.io/library/python:3\.11\.\d+-slim-bookworm$", dockerfile, re.M)
+    assert re.search(r"^ARG UV_IMAGE=ghcr.io/astral-sh/uv:\d+\.\d+\.\d+$", dockerfile, re.M)
     assert 'ENTRYPOINT ["carbonshift", "run"]' in dockerfile
     assert re.search(r"^USER 65532:65532$", dockerfile, re.M)
     assert "uv sync --locked --no-dev" in dockerfile

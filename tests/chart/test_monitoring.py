@@ -25,8 +25,8 @@ import pytest
 import yaml
 
 from carbonshift import metrics
-from carbonshift.devcluster import PrometheusServer
-from carbonshift.devcluster.processes import free_loopback_port
+from carbonshift_dev.devcluster import PrometheusServer
+from carbonshift_dev.devcluster.processes import free_loopback_port
 from tests.chart.helm import one, render
 
 pytestmark = pytest.mark.prometheus

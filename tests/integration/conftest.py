@@ -1,4 +1,4 @@
-"""Fixtures over a real control plane (carbonshift.devcluster) and a real Prometheus.
+"""Fixtures over a real control plane (carbonshift_dev.devcluster) and a real Prometheus.
 
 - `dev_cluster`: one cluster per test session (2 fake GPU nodes, 8 GPUs each, zones zone-a and zone-b).
 - `second_cluster`: a second, independent cluster, started only when a test asks for it.
@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from carbonshift.devcluster import ClusterConfig, DevCluster, PrometheusServer
-from carbonshift.devcluster.testing import (
+from carbonshift_dev.devcluster import ClusterConfig, DevCluster, PrometheusServer
+from carbonshift_dev.devcluster.testing import (
     InstalledCrd,
     api_client_from_kubeconfig,
     create_namespace,
@@ -33,7 +33,7 @@ CRD_DIR = REPO / "crds"
 ZONES = ("zone-a", "zone-b")
 NODES = 2
 GPUS_PER_NODE = 8
-DEVCLUSTER_CLI = (sys.executable, "-m", "carbonshift.devcluster")
+DEVCLUSTER_CLI = (sys.executable, "-m", "carbonshift_dev.devcluster")
 
 
 @pytest.fixture(scope="session")

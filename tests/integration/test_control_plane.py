@@ -9,7 +9,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from carbonshift.devcluster import (
+from carbonshift_dev.devcluster import (
     COMPLETE_ANNOTATION,
     FAIL_ANNOTATION,
     GPU_RESOURCE,
@@ -17,8 +17,8 @@ from carbonshift.devcluster import (
     ZONE_LABEL,
     DevCluster,
 )
-from carbonshift.devcluster.kubeconfig import read_kubeconfig_token
-from carbonshift.devcluster.testing import api_client_from_kubeconfig, token_api_client, wait_for
+from carbonshift_dev.devcluster.kubeconfig import read_kubeconfig_token
+from carbonshift_dev.devcluster.testing import api_client_from_kubeconfig, token_api_client, wait_for
 from tests.integration.conftest import GPUS_PER_NODE, NODES, ZONES
 
 pytestmark = pytest.mark.cluster

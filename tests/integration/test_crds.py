@@ -14,7 +14,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from carbonshift.devcluster.testing import (
+from carbonshift_dev.devcluster.testing import (
     InstalledCrd,
     crd_established,
     create_custom_object,

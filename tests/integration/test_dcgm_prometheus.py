@@ -20,10 +20,10 @@ import pytest
 import yaml
 
 from carbonshift.adapters.prometheus import EnergyMeter, MetricsUnavailableError, PrometheusEnergyReader
-from carbonshift.devcluster import PrometheusServer
-from carbonshift.devcluster.dcgm import DcgmStandIn, HostnameLabel, PodLabels
 from carbonshift.domain.series import IntensitySeries
 from carbonshift.handlers.energy import update_energy
+from carbonshift_dev.devcluster import PrometheusServer
+from carbonshift_dev.devcluster.dcgm import DcgmStandIn, HostnameLabel, PodLabels
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 SCRAPE_SECONDS = 0.5

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from carbonshift.devcluster import ClusterConfig, DevCluster
-from carbonshift.devcluster import cluster as cluster_module
-from carbonshift.devcluster.testing import wait_for
+from carbonshift_dev.devcluster import ClusterConfig, DevCluster
+from carbonshift_dev.devcluster import cluster as cluster_module
+from carbonshift_dev.devcluster.testing import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -65,7 +65,18 @@ def test_start_retries_on_new_ports_when_a_port_was_taken(
 
 def test_foreground_up_stops_every_process_on_ctrl_c(tmp_path: Path) -> None:
     workdir = tmp_path / "fg"
-    cli = [sys.executable, "-m", "carbonshift.devcluster", "up", "--dir", str(workdir), "--name", "fg", "--nodes", "1"]
+    cli = [
+        sys.executable,
+        "-m",
+        "carbonshift_dev.devcluster",
+        "up",
+        "--dir",
+        str(workdir),
+        "--name",
+        "fg",
+        "--nodes",
+        "1",
+    ]
     with subprocess.Popen(cli, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) as up:
         try:
             assert up.stdout is not None
@@ -84,7 +95,7 @@ def test_foreground_up_stops_every_process_on_ctrl_c(tmp_path: Path) -> None:
 
 
 def test_two_launches_at_once_get_separate_clusters(tmp_path: Path) -> None:
-    cli = [sys.executable, "-m", "carbonshift.devcluster", "up", "--detach", "--nodes", "1"]
+    cli = [sys.executable, "-m", "carbonshift_dev.devcluster", "up", "--detach", "--nodes", "1"]
     dirs = [tmp_path / "a", tmp_path / "b"]
     launches = [
         subprocess.Popen([*cli, "--dir", str(d), "--name", d.name], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -106,6 +117,6 @@ def test_two_launches_at_once_get_separate_clusters(tmp_path: Path) -> None:
                 assert http.get(f"/api/v1/namespaces/only-in-{other.name}").status_code == 404
     finally:
         for d in dirs:
-            subprocess.run([sys.executable, "-m", "carbonshift.devcluster", "down", "--dir", str(d)], check=False)
+            subprocess.run([sys.executable, "-m", "carbonshift_dev.devcluster", "down", "--dir", str(d)], check=False)
     for d in dirs:
         wait_for(lambda d=d: processes_mentioning(str(d)) == [], f"processes of {d.name} gone", 30)

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from carbonshift.devcluster import MissingBinaryError, find_binaries, gpu_nodes
-from carbonshift.devcluster.binaries import VERSIONS_FILE, default_bin_dir, read_versions
-from carbonshift.devcluster.cluster import stages_text
-from carbonshift.devcluster.kubeconfig import Identity, read_kubeconfig_token, write_kubeconfig, write_token_file
-from carbonshift.devcluster.processes import ManagedProcess, ProcessExitedError
-from carbonshift.devcluster.prometheus import prometheus_config
+from carbonshift_dev.devcluster import MissingBinaryError, find_binaries, gpu_nodes
+from carbonshift_dev.devcluster.binaries import VERSIONS_FILE, default_bin_dir, read_versions
+from carbonshift_dev.devcluster.cluster import stages_text
+from carbonshift_dev.devcluster.kubeconfig import Identity, read_kubeconfig_token, write_kubeconfig, write_token_file
+from carbonshift_dev.devcluster.processes import ManagedProcess, ProcessExitedError
+from carbonshift_dev.devcluster.prometheus import prometheus_config
 
 REPO = Path(__file__).resolve().parents[2]
-CLI = (sys.executable, "-m", "carbonshift.devcluster")
+CLI = (sys.executable, "-m", "carbonshift_dev.devcluster")
 
 
 def test_bin_dir_matches_what_the_install_script_prints(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

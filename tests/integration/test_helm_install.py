@@ -26,9 +26,9 @@ from e2e.harness import Cluster, OperatorProcess, caj_manifest, free_port, write
 from kubernetes import client
 
 from carbonshift.api import rbac
-from carbonshift.devcluster.binaries import require
-from carbonshift.devcluster.operator_process import service_account_kubeconfig
-from carbonshift.devcluster.testing import create_namespace, delete_namespace, wait_for
+from carbonshift_dev.devcluster.binaries import require
+from carbonshift_dev.devcluster.operator_process import service_account_kubeconfig
+from carbonshift_dev.devcluster.testing import create_namespace, delete_namespace, wait_for
 from tests.chart.helm import CHART, load_gen_chart
 
 pytestmark = pytest.mark.cluster

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
-from carbonshift.devcluster import PrometheusServer
+from carbonshift_dev.devcluster import PrometheusServer
 
 pytestmark = pytest.mark.prometheus
 
@@ -44,7 +44,7 @@ def test_promql_returns_the_sample_scraped_from_the_test_endpoint(
 
 
 def test_unreachable_target_is_reported_down(start_prometheus: Callable[[Sequence[str]], PrometheusServer]) -> None:
-    from carbonshift.devcluster.processes import free_loopback_port
+    from carbonshift_dev.devcluster.processes import free_loopback_port
 
     prometheus = start_prometheus([f"127.0.0.1:{free_loopback_port()}"])
     result = prometheus.wait_for_sample("up == 0")

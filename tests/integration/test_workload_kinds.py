@@ -20,7 +20,7 @@ from carbonshift.adapters.workloads import KINDS, BatchJob, KindNotInstalled, Ow
 from carbonshift.adapters.workloads.base import selector_string
 from carbonshift.adapters.workloads.client import WorkloadClient
 from carbonshift.api.jobs import LABEL_CAJ_UID
-from carbonshift.devcluster.testing import (
+from carbonshift_dev.devcluster.testing import (
     InstalledCrd,
     create_custom_object,
     delete_custom_object,
@@ -28,7 +28,7 @@ from carbonshift.devcluster.testing import (
     load_crd_documents,
     wait_for,
 )
-from carbonshift.devcluster.workload_crds import CRD_FILES, crd_path
+from carbonshift_dev.devcluster.workload_crds import CRD_FILES, crd_path
 from tests.workloads.manifests import EXPECTED, cluster_training_runtime, job_template, template
 
 pytestmark = pytest.mark.cluster

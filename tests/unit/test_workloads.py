@@ -358,7 +358,7 @@ def test_crd_directory_is_the_one_the_install_script_prints_and_a_missing_crd_na
     import subprocess
     from pathlib import Path
 
-    from carbonshift.devcluster import workload_crds
+    from carbonshift_dev.devcluster import workload_crds
 
     repo = Path(__file__).resolve().parents[2]
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CARBONSHIFT_CACHE": str(tmp_path / "cache")}

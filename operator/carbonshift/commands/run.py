@@ -224,8 +224,11 @@ def run(args: argparse.Namespace) -> int:
     if os.environ.get("CARBONSHIFT_TRACEMALLOC"):
         _memory_report_on_sigusr1(Path(os.environ["CARBONSHIFT_TRACEMALLOC"]))
     kopf.on.startup()(configure_kopf)
-    # Log kopf in with the same credentials as our client: the given kubeconfig, else the pod's ServiceAccount.
-    base = kopf.login_with_kubeconfig if args.kubeconfig else kopf.login_with_service_account
+    # Log kopf in with the same credentials and server as our client: the given kubeconfig, else the in-cluster
+    # config (KUBERNETES_SERVICE_HOST/PORT and the pod's ServiceAccount). Not kopf.login_with_service_account: it
+    # hard-codes https://kubernetes.default.svc, so kopf alone would depend on cluster DNS (found by running the
+    # image, tests/integration/test_image.py).
+    base = kopf.login_with_kubeconfig if args.kubeconfig else kopf.login_via_client
     kopf.on.login()(bounded_login(base, watches=8 * max(len(args.namespace or []), 1)))
     asyncio.run(
         kopf.operator(

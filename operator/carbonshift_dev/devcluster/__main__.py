@@ -1,4 +1,4 @@
-"""`python -m carbonshift.devcluster up|down|status`: the dev cluster from the command line.
+"""`python -m carbonshift_dev.devcluster up|down|status`: the dev cluster from the command line.
 
 `up` starts a cluster and stays in the foreground until Ctrl-C (or SIGTERM), then stops every process it
 started. `up --detach` returns once the cluster is ready and leaves it running; it prints only the
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from carbonshift.devcluster.binaries import MissingBinaryError
-from carbonshift.devcluster.cluster import (
+from carbonshift_dev.devcluster.binaries import MissingBinaryError
+from carbonshift_dev.devcluster.cluster import (
     STATE_FILE,
     ClusterConfig,
     ClusterStartError,
@@ -25,7 +25,7 @@ from carbonshift.devcluster.cluster import (
     default_cluster_dir,
     stop_detached,
 )
-from carbonshift.devcluster.processes import ProcessExitedError
+from carbonshift_dev.devcluster.processes import ProcessExitedError
 
 EXIT_FAILURE = 1
 
@@ -35,7 +35,7 @@ def _progress(message: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m carbonshift.devcluster", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m carbonshift_dev.devcluster", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start a dev cluster")
     up.add_argument("--name", default="carbonshift-dev", help="cluster name (default: %(default)s)")

@@ -13,7 +13,7 @@ import threading
 from kubernetes import client
 
 from carbonshift.api.jobs import GPU_RESOURCE
-from carbonshift.devcluster.dcgm import DcgmStandIn, Gpu
+from carbonshift_dev.devcluster.dcgm import DcgmStandIn, Gpu
 
 
 class GpuBinder(threading.Thread):

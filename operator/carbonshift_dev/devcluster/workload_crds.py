@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from carbonshift.devcluster.binaries import VERSIONS_FILE, cache_dir, read_versions
+from carbonshift_dev.devcluster.binaries import VERSIONS_FILE, cache_dir, read_versions
 
 INSTALL_COMMAND = "hack/install-crds.sh"
 CRD_FILES = {

@@ -2,7 +2,7 @@
 
 - `operator_kubeconfig`: binds exactly the operator's RBAC rules (carbonshift.api.rbac) to a ServiceAccount and
   writes a kubeconfig that authenticates with its token, so whatever runs the operator this way proves the rules.
-  (carbonshift.devcluster.helm_release does the same for the ServiceAccount of a `helm install`ed chart.)
+  (carbonshift_dev.devcluster.helm_release does the same for the ServiceAccount of a `helm install`ed chart.)
 - `service_account_kubeconfig`: a kubeconfig authenticated by a fresh token (TokenRequest) of any ServiceAccount;
   `authenticated_user`: who the API server says a kubeconfig is (SelfSubjectReview).
 - `OperatorProcess`: `carbonshift run` in a subprocess with an accelerated clock whose anchor is fixed, so a
@@ -28,7 +28,7 @@ import yaml
 from kubernetes import client, utils
 
 from carbonshift.api import rbac
-from carbonshift.devcluster.testing import api_client_from_kubeconfig
+from carbonshift_dev.devcluster.testing import api_client_from_kubeconfig
 
 OPERATOR_NAMESPACE = "carbonshift-system"
 

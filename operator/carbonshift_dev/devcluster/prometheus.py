@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import yaml
 
-from carbonshift.devcluster.binaries import find_prometheus
-from carbonshift.devcluster.processes import ManagedProcess, free_loopback_port
+from carbonshift_dev.devcluster.binaries import find_prometheus
+from carbonshift_dev.devcluster.processes import ManagedProcess, free_loopback_port
 
 _POLL_SECONDS = 0.2
 

@@ -3,11 +3,11 @@
 Processes, not containers: etcd, kube-apiserver (RBAC, ServiceAccount tokens), kube-controller-manager (Job
 controller), kube-scheduler and kwok (fake kubelets driven by the Stage definitions in stages.yaml), plus a
 Prometheus runner. Binaries come from `hack/install-tools.sh` (see `binaries`). Command line:
-`python -m carbonshift.devcluster up|down|status`. Design and measurements: docs/design/control-plane.md.
+`python -m carbonshift_dev.devcluster up|down|status`. Design and measurements: docs/design/control-plane.md.
 """
 
-from carbonshift.devcluster.binaries import Binaries, MissingBinaryError, bin_dir, find_binaries, find_prometheus
-from carbonshift.devcluster.cluster import (
+from carbonshift_dev.devcluster.binaries import Binaries, MissingBinaryError, bin_dir, find_binaries, find_prometheus
+from carbonshift_dev.devcluster.cluster import (
     ClusterConfig,
     ClusterStartError,
     DevCluster,
@@ -15,9 +15,9 @@ from carbonshift.devcluster.cluster import (
     default_cluster_dir,
     stop_detached,
 )
-from carbonshift.devcluster.nodes import GPU_RESOURCE, ZONE_LABEL, gpu_node, gpu_nodes
-from carbonshift.devcluster.processes import ProcessExitedError
-from carbonshift.devcluster.prometheus import PrometheusError, PrometheusServer
+from carbonshift_dev.devcluster.nodes import GPU_RESOURCE, ZONE_LABEL, gpu_node, gpu_nodes
+from carbonshift_dev.devcluster.processes import ProcessExitedError
+from carbonshift_dev.devcluster.prometheus import PrometheusError, PrometheusServer
 
 # Pod annotations the kwok stages react to (see stages.yaml).
 COMPLETE_ANNOTATION = "carbonshift.io/complete"

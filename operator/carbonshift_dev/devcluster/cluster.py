@@ -30,8 +30,8 @@ from typing import Any
 
 import httpx
 
-from carbonshift.devcluster.binaries import Binaries, find_binaries
-from carbonshift.devcluster.kubeconfig import (
+from carbonshift_dev.devcluster.binaries import Binaries, find_binaries
+from carbonshift_dev.devcluster.kubeconfig import (
     Identity,
     admin_identity,
     component_identities,
@@ -39,9 +39,9 @@ from carbonshift.devcluster.kubeconfig import (
     write_kubeconfig,
     write_token_file,
 )
-from carbonshift.devcluster.nodes import KWOK_NODE_SELECTOR, gpu_nodes
-from carbonshift.devcluster.pki import ClusterPki, create_pki
-from carbonshift.devcluster.processes import ManagedProcess, ProcessExitedError, free_loopback_port
+from carbonshift_dev.devcluster.nodes import KWOK_NODE_SELECTOR, gpu_nodes
+from carbonshift_dev.devcluster.pki import ClusterPki, create_pki
+from carbonshift_dev.devcluster.processes import ManagedProcess, ProcessExitedError, free_loopback_port
 
 STATE_FILE = "state.json"
 KUBECONFIG_FILE = "kubeconfig"
@@ -355,7 +355,7 @@ def _node_schedulable(node: dict[str, Any]) -> bool:
 
 def stages_text() -> str:
     """The kwok Stage definitions shipped with this package (see stages.yaml for what each does)."""
-    return resources.files("carbonshift.devcluster").joinpath("stages.yaml").read_text(encoding="utf-8")
+    return resources.files("carbonshift_dev.devcluster").joinpath("stages.yaml").read_text(encoding="utf-8")
 
 
 @dataclass

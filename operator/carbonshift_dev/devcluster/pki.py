@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from carbonshift.devcluster.binaries import MissingBinaryError
+from carbonshift_dev.devcluster.binaries import MissingBinaryError
 
 SERVING_SANS = (
     "IP:127.0.0.1",

@@ -27,9 +27,9 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from carbonshift.devcluster.binaries import MissingBinaryError, require
-from carbonshift.devcluster.operator_process import ensure_namespace, service_account_kubeconfig
-from carbonshift.devcluster.testing import wait_for
+from carbonshift_dev.devcluster.binaries import MissingBinaryError, require
+from carbonshift_dev.devcluster.operator_process import ensure_namespace, service_account_kubeconfig
+from carbonshift_dev.devcluster.testing import wait_for
 
 HELM_TIMEOUT_SECONDS = 240.0
 

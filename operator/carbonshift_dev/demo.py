@@ -1,4 +1,5 @@
-"""`carbonshift demo`: the whole product on this machine, with no account and no cluster of your own.
+"""`make demo` (`python -m carbonshift_dev demo`): the whole product on this machine, with no account and no
+cluster of your own.
 
 It starts two real control planes (API server, etcd, Job controller, scheduler, kwok GPU nodes) standing for
 clusters in Germany (DE) and Great Britain (GB), the operator under its least-privilege ServiceAccount, the
@@ -23,12 +24,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from carbonshift.api.durations import parse_duration
 
 NAMESPACE = "ml-research"
-REPO = Path(__file__).resolve().parents[3]
-CRD_DIR = REPO / "crds"
+REPO = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO / "charts" / "carbonshift" / "dashboards" / "carbonshift.json"
+
+
+def crd_documents() -> list[dict[str, Any]]:
+    """The CRDs, generated from the installed operator's API models (what `carbonshift crds` writes to crds/), so
+    the demo needs no source tree for them."""
+    from carbonshift.api.crdgen import render_all
+
+    return [
+        doc for text in render_all().values() if (doc := yaml.safe_load(text))["kind"] == "CustomResourceDefinition"
+    ]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,22 +156,24 @@ async def _demo(args: argparse.Namespace) -> int:
     from rich.live import Live
     from rich.table import Table
 
-    from carbonshift.devcluster import ClusterConfig, DevCluster, MissingBinaryError, PrometheusServer
-    from carbonshift.devcluster.gpu_binder import GpuBinder, TimeLapseDcgm
-    from carbonshift.devcluster.operator_process import (
+    from carbonshift_dev.devcluster import ClusterConfig, DevCluster, MissingBinaryError, PrometheusServer
+    from carbonshift_dev.devcluster.gpu_binder import GpuBinder, TimeLapseDcgm
+    from carbonshift_dev.devcluster.operator_process import (
         OPERATOR_NAMESPACE,
         OperatorProcess,
         ensure_namespace,
         operator_kubeconfig,
     )
-    from carbonshift.devcluster.testing import api_client_from_kubeconfig, install_crds, load_crd_documents
-    from carbonshift.devcluster.workload import Workload
+    from carbonshift_dev.devcluster.testing import api_client_from_kubeconfig, install_crds
+    from carbonshift_dev.devcluster.workload import Workload
 
     console = Console()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="carbonshift-demo-") as tmp:
         work = Path(tmp)
-        console.print("[bold]carbonshift demo[/]: starting two control planes (DE and GB), Prometheus and the operator")
+        console.print(
+            "[bold]carbonshift_dev demo[/]: starting two control planes (DE and GB), Prometheus and the operator"
+        )
         try:
             de = stack.enter_context(
                 DevCluster.start(
@@ -172,10 +186,10 @@ async def _demo(args: argparse.Namespace) -> int:
                 )
             )
         except MissingBinaryError as exc:
-            print(f"carbonshift demo: {exc}", file=sys.stderr)
+            print(f"carbonshift_dev demo: {exc}", file=sys.stderr)
             return 2
         api_de, api_gb = api_client_from_kubeconfig(de.kubeconfig), api_client_from_kubeconfig(gb.kubeconfig)
-        install_crds(api_de, load_crd_documents(sorted(CRD_DIR.glob("*.yaml"))))
+        install_crds(api_de, crd_documents())
         for api in (api_de, api_gb):
             ensure_namespace(api, NAMESPACE)
         core, custom = client.CoreV1Api(api_de), client.CustomObjectsApi(api_de)

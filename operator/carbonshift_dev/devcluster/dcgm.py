@@ -20,7 +20,7 @@ reader of Prometheus is checked against. Label spellings: `hostname_label` Hostn
 (main after PR #655); `pod_labels` plain (namespace/pod/container) or exported (exported_namespace/...: what
 Prometheus stores when honor_labels is false and the target already has those labels).
 
-Command line: `python -m carbonshift.devcluster.dcgm --port 9400 --nodes gpu-node-a:8 --assign
+Command line: `python -m carbonshift_dev.devcluster.dcgm --port 9400 --nodes gpu-node-a:8 --assign
 gpu-node-a/0=ml/train-x2k4q`. As a process it also accepts POST /assign, /unassign, /reset (query parameters
 node, gpu, namespace, pod, container) and answers GET /ground-truth?namespace=&pod= with JSON.
 """
@@ -382,7 +382,9 @@ def parse_assignment(text: str) -> tuple[str, int, str, str, str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m carbonshift.devcluster.dcgm", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m carbonshift_dev.devcluster.dcgm", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--port", type=int, default=9400, help="port on 127.0.0.1 (0: any free port)")
     parser.add_argument("--nodes", default="gpu-node-a:8", help="NODE:GPUS,... (default gpu-node-a:8)")
     parser.add_argument("--speed", type=float, default=1.0, help="replay speed (trace seconds per wall second)")
