@@ -105,8 +105,8 @@ def test_issue_scenario_overhead_is_not_progress_and_the_core_keeps_deadline_min
     after = drive(needs, START, actual, OracleForecast())
     assert after.finish <= needs.deadline
     assert after.resumes >= 3
-    # Credited work is the true work: never more (no overhead counted), less by at most the last pass's interval.
-    assert needs.duration.total_seconds() - 300 <= after.credited_work_seconds <= needs.duration.total_seconds()
+    # Credited work is the true work (no overhead counted; credited up to the Job's completion time).
+    assert after.credited_work_seconds == pytest.approx(needs.duration.total_seconds(), abs=1.0)
     assert after.min_chunk_seconds >= needs.min_run.total_seconds()
     assert min(after.announced_ahead) >= needs.grace.total_seconds()
     assert after.grams < before.grams

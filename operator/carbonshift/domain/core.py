@@ -128,6 +128,7 @@ class CoreSettings:
     max_unobserved: timedelta = timedelta(minutes=61)  # longer gaps between observations are not credited
     start_allowance: timedelta = timedelta(0)  # expected pod start delay, planned as part of each resume
     do_no_harm: bool = True
+    harm_factor: float = 1.5  # defer only for a forecast gain above this many times the forecast's expected error
     commit: bool = True
     overrun_floor: timedelta = timedelta(minutes=10)
     extend_limit: timedelta = timedelta(minutes=15)  # a committed plan short by up to this is extended at its end
@@ -190,6 +191,10 @@ def observe(
         if gap > 0 and (watched or gap <= settings.max_unobserved.total_seconds()):
             if progress.rate > 0 and rate > 0:
                 credit = gap * min(progress.rate, rate)
+            elif progress.rate > 0 and observed.complete and observed.completed_at is not None:
+                # It ran to completion since the last pass: credit up to the completion, at the rate seen then.
+                ran = (min(observed.completed_at, now) - progress.observed_at).total_seconds()
+                credit = max(ran, 0.0) * progress.rate
             elif rate > 0 and observed.running_since is not None:
                 since = max(observed.running_since, progress.observed_at)
                 credit = max((now - since).total_seconds(), 0.0) * rate
@@ -268,6 +273,44 @@ def _same_forecasts(old: Mapping[str, IntensitySeries | None], new: Mapping[str,
         if not np.array_equal(series.values, before.values[shift : shift + len(series)], equal_nan=True):
             return False
     return True
+
+
+def _change_bound(
+    commitment: Commitment, new: Mapping[str, IntensitySeries | None], power_kw: float, pue: float
+) -> float:
+    """An upper bound on how much cheaper than the committed windows any plan can be made by the forecast's change
+    since the commitment (grams): a changed slot helps another plan only where it got cheaper outside the
+    committed windows or dearer inside them. inf when the forecasts cannot be compared slot by slot."""
+    old = commitment.forecasts
+    if not old or set(old) != set(new) or commitment.zone is None:
+        return math.inf
+    for zone, series in new.items():
+        if (series is None) != (old[zone] is None):
+            return math.inf
+    series, before = new.get(commitment.zone), old.get(commitment.zone)
+    if len(new) != 1 or series is None or before is None or series.resolution != before.resolution:
+        return math.inf
+    offset = (series.start - before.start) / series.resolution
+    if offset < 0 or offset != int(offset) or int(offset) + len(series) > len(before):
+        return math.inf
+    shift = int(offset)
+    diff = series.values - before.values[shift : shift + len(series)]
+    if np.isnan(diff).any():
+        same_gaps = np.array_equal(np.isnan(series.values), np.isnan(before.values[shift : shift + len(series)]))
+        if not same_gaps:
+            return math.inf
+        diff = np.nan_to_num(diff, nan=0.0)
+    if not diff.any():
+        return 0.0
+    inside = np.zeros(len(series), dtype=bool)
+    step = series.resolution
+    for w in commitment.windows:
+        first = max(math.floor((w.start - series.start) / step), 0)
+        last = min(math.ceil((w.end - series.start) / step), len(series))
+        if last > first:
+            inside[first:last] = True
+    helps = np.where(inside, np.maximum(diff, 0.0), np.maximum(-diff, 0.0))
+    return float(np.sum(helps)) * power_kw * pue * step.total_seconds() / 3600.0
 
 
 def windows_grams(
@@ -434,7 +477,12 @@ def reconcile(snapshot: Snapshot, settings: CoreSettings = CoreSettings()) -> Ou
         if commitment is not None and settings.commit and at_risk is None
         else None
     )
-    keep = held is not None and (held.forecast_key == key or _same_forecasts(held.forecasts, snapshot.forecasts))
+    keep = held is not None and (
+        (running and not needs.interruptible)  # it runs to completion whatever a re-plan would say
+        or held.forecast_key == key
+        or _same_forecasts(held.forecasts, snapshot.forecasts)
+        or _change_too_small(held, snapshot, job, settings)
+    )
     if held is not None:
         commitment = held
     if keep:
@@ -460,6 +508,24 @@ def reconcile(snapshot: Snapshot, settings: CoreSettings = CoreSettings()) -> Ou
     return replace(outcome, create=create) if create else outcome
 
 
+def _change_too_small(commitment: Commitment, snapshot: Snapshot, job: Job, settings: CoreSettings) -> bool:
+    """Whether the forecast changed too little since the commitment for any re-plan to beat it by the threshold
+    (then re-planning is skipped: same answer, less work)."""
+    cluster = next((c for c in snapshot.clusters if c.name == commitment.cluster), None)
+    pue = cluster.pue if cluster else 1.0
+    bound = _change_bound(commitment, snapshot.forecasts, job.power_kw, pue)
+    if not math.isfinite(bound):
+        return False
+    if bound == 0.0:
+        return True
+    forecast = snapshot.forecasts.get(commitment.zone or "")
+    committed = windows_grams(_clipped(commitment.windows, snapshot.now), forecast, job.power_kw, pue)
+    if not math.isfinite(committed):
+        return False
+    threshold = max(settings.commit_gain * committed, max(snapshot.forecast_error_g_per_kwh, 0.0) * _energy_kwh(job))
+    return bound <= threshold
+
+
 def _latest_safe_start(job: Job, margin: timedelta) -> datetime:
     overhead = timedelta(0) if job.running or not job.started else job.overhead
     return job.deadline - job.remaining - overhead - margin
@@ -480,7 +546,7 @@ def _replan(
     now, needs = snapshot.now, snapshot.job
     clusters = list(snapshot.clusters) or [Cluster(name="local", zone="local")]
     fresh = _aligned_plan(job, clusters, snapshot.forecasts, now, settings.margin)
-    error = max(snapshot.forecast_error_g_per_kwh, 0.0)
+    error = max(snapshot.forecast_error_g_per_kwh, 0.0) * settings.harm_factor
     if (
         settings.do_no_harm
         and job.policy is Policy.OPTIMAL
@@ -569,8 +635,11 @@ def _act(
         return Outcome(resume, suspend, announce, phase, new, plan, wake, why, at_risk, replanned,
                        transition_at=transition)  # fmt: skip
 
+    def settled(phase: Phase) -> CoreStatus:
+        return settled(phase)
+
     if plan.reason is Reason.NO_CAPACITY and not running:
-        return out(False, False, None, Phase.PENDING, replace(status, phase=Phase.PENDING, suspend_at=None, announced_at=None), None,
+        return out(False, False, None, Phase.PENDING, settled(Phase.PENDING), None,
                    "no cluster has enough GPUs")  # fmt: skip
     must_run = (
         at_risk is not None
@@ -580,18 +649,18 @@ def _act(
         or not plan.windows
     )
     if running and not needs.interruptible:
-        return out(False, False, None, Phase.RUNNING, replace(status, phase=Phase.RUNNING, suspend_at=None, announced_at=None), None,
+        return out(False, False, None, Phase.RUNNING, settled(Phase.RUNNING), None,
                    "running to completion (not interruptible)")  # fmt: skip
     if running:
         progress = status.progress
         end = _current_end(plan, now) if must_run else now
         if end is None:  # forced to run (latest safe start, overrun) with no planned end yet
-            return out(False, False, None, Phase.RUNNING, replace(status, phase=Phase.RUNNING, suspend_at=None, announced_at=None), None,
+            return out(False, False, None, Phase.RUNNING, settled(Phase.RUNNING), None,
                        "running")  # fmt: skip
         if progress.chunk_started_at is not None:
             end = max(end, progress.chunk_started_at + needs.min_run)  # every chunk runs at least min_run
         if end - now > needs.grace:
-            return out(False, False, None, Phase.RUNNING, replace(status, phase=Phase.RUNNING, suspend_at=None, announced_at=None),
+            return out(False, False, None, Phase.RUNNING, settled(Phase.RUNNING),
                        end - needs.grace, "running in a planned window")  # fmt: skip
         # The suspension is due within the grace period: announce it (once), suspend no earlier than grace later.
         announced = status.announced_at if status.suspend_at is not None else None
@@ -599,7 +668,7 @@ def _act(
             announced = now
         suspend_at = max(end, announced + needs.grace)
         if now >= suspend_at:
-            return out(False, True, None, Phase.SUSPENDED, replace(status, phase=Phase.SUSPENDED, suspend_at=None, announced_at=None),
+            return out(False, True, None, Phase.SUSPENDED, settled(Phase.SUSPENDED),
                        _next_start(plan, now), "the planned window ended")  # fmt: skip
         new = replace(status, phase=Phase.RUNNING, suspend_at=suspend_at, announced_at=announced)
         return out(False, False, suspend_at, Phase.RUNNING, new, suspend_at, "running; suspension announced")
@@ -613,5 +682,5 @@ def _act(
     phase = Phase.SUSPENDED if status.progress.ran else Phase.WAITING
     nxt = _next_start(plan, now)
     transition = plan.latest_safe_start if nxt is None else min(nxt, max(plan.latest_safe_start, now))
-    return out(False, False, None, phase, replace(status, phase=phase, suspend_at=None, announced_at=None), transition,
+    return out(False, False, None, phase, settled(phase), transition,
                "waiting for a cleaner window")  # fmt: skip

@@ -43,6 +43,7 @@ class Observed:
     suspend_at_annotation: datetime | None = None
     desired_pods: int = 1  # pods the Job runs at once (parallelism); run time accrues at ready/desired
     running_since: datetime | None = None  # since when the ready pods run, when the cluster says so
+    completed_at: datetime | None = None  # when the Job completed (its status.completionTime), when known
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,36 +58,42 @@ class LoopResult:
 
 
 class ErrorEstimate:
-    """The forecast's expected absolute error at each moment: the mean |forecast - actual| of the model's view over
-    the week before (causal; 0 for the oracle)."""
+    """The forecast's expected error at the scale of a decision: over the week before `moment` (causal), the mean
+    absolute error of the model's forecast averaged over runs of `length` (a job's remaining run time). White noise
+    averages out over a long run, errors that persist for hours do not; 0 for the oracle."""
 
     def __init__(self, model: ForecastModel, actual: IntensitySeries) -> None:
         self.start = actual.start
         self.step = actual.resolution_seconds
-        if model.is_oracle:
-            self.values: FloatArray = np.zeros(len(actual) + 1)
+        self.width = int(WEEK.total_seconds() // self.step)
+        self.oracle = model.is_oracle
+        if self.oracle:
+            self.diff: FloatArray = np.zeros(len(actual))
             return
-        view = model.noisy_view(actual)
-        diff = np.abs(view - actual.values)
-        valid = ~np.isnan(diff)
-        cum = np.concatenate(([0.0], np.cumsum(np.where(valid, diff, 0.0))))
-        count = np.concatenate(([0], np.cumsum(valid)))
-        width = int(WEEK.total_seconds() // self.step)
-        idx = np.arange(len(actual) + 1)
-        lo = np.maximum(idx - width, 0)
-        n = count[idx] - count[lo]
-        total = cum[idx] - cum[lo]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(n > 0, total / np.maximum(n, 1), np.nan)
-        # Before a week of history exists, use the first full estimate available (never 0 for a real forecast).
-        finite = np.flatnonzero(np.isfinite(mean))
-        if finite.size:
-            mean[: finite[0]] = mean[finite[min(width, finite.size - 1)]]
-        self.values = np.nan_to_num(mean, nan=0.0)
+        diff = np.asarray(model.noisy_view(actual), dtype=np.float64) - actual.values
+        self.diff = diff
+        self.cumulative = np.concatenate(([0.0], np.cumsum(np.nan_to_num(diff, nan=0.0))))
+        self.counts = np.concatenate(([0], np.cumsum(~np.isnan(diff))))
+        first = np.flatnonzero(~np.isnan(diff))
+        self.first = int(first[0]) if first.size else len(actual)
 
-    def at(self, moment: datetime) -> float:
-        index = math.floor((moment - self.start).total_seconds() / self.step)
-        return float(self.values[min(max(index, 0), self.values.shape[0] - 1)])
+    def at(self, moment: datetime, length: timedelta = timedelta(hours=1)) -> float:
+        if self.oracle:
+            return 0.0
+        n = self.diff.shape[0]
+        index = min(max(math.floor((moment - self.start).total_seconds() / self.step), 0), n)
+        lo = max(index - self.width, self.first)
+        if index - lo < self.width // 2:  # less than half a week of history: use the first week there is
+            lo, index = self.first, min(self.first + self.width, n)
+        span = max(1, min(round(length.total_seconds() / self.step), max(index - lo, 1)))
+        if index - lo < span:
+            return 0.0
+        sums = self.cumulative[lo + span : index + 1] - self.cumulative[lo : index + 1 - span]
+        counts = self.counts[lo + span : index + 1] - self.counts[lo : index + 1 - span]
+        valid = counts > 0
+        if not valid.any():
+            return 0.0
+        return float(np.mean(np.abs(sums[valid] / counts[valid])))
 
 
 class Workload:
@@ -153,7 +159,7 @@ class Workload:
         if not self.exists:
             return Observed(exists=False)
         if self.finished_at is not None:
-            return Observed(exists=True, suspended=False, complete=True)
+            return Observed(exists=True, suspended=False, complete=True, completed_at=self.finished_at)
         ready = 1 if self.running and self.pods_at is not None and self.pods_at <= t else 0
         return Observed(
             exists=True,
@@ -261,7 +267,9 @@ def run_job(
             now=t,
             clusters=(cluster,),
             forecasts={cluster.zone: forecast},
-            forecast_error_g_per_kwh=error.at(t) if error is not None else 0.0,
+            forecast_error_g_per_kwh=error.at(t, needs.duration - timedelta(seconds=status.progress.work_seconds))
+            if error is not None
+            else 0.0,
             watching_since=arrival,
         )
         out = (core_fn or reconcile)(snapshot, core)
@@ -300,7 +308,12 @@ def run_job(
                 candidates.append(_next_tick_after(t, work.pods_at, loop.tick))
             if out.announce_suspend_at is not None:
                 candidates.append(t + loop.tick)
-            nxt = min(candidates) if candidates else _next_tick_after(t, boundary, loop.tick)
+            if candidates:
+                nxt = min(candidates)
+            elif static and work.running:
+                nxt = needs.deadline + timedelta(days=365)  # nothing to decide before it completes (below)
+            else:
+                nxt = _next_tick_after(t, boundary, loop.tick)
         elif wake is not None and t < wake < nxt:
             nxt = wake
         done = work.completion_time()

@@ -73,6 +73,7 @@ class Settings:
     grace: timedelta = timedelta(minutes=2)
     commit_gain: float = 0.03
     do_no_harm: bool = True
+    harm_factor: float = 1.5
     legacy: bool = False  # closed loop with the decisions from before the core (to measure what it fixed)
 
 
@@ -356,7 +357,9 @@ def _run_closed(
         margin=settings.margin,
         commit_gain=settings.commit_gain,
         do_no_harm=settings.do_no_harm,
+        harm_factor=settings.harm_factor,
         max_unobserved=max(actual.resolution, settings.tick) + settings.tick,
+        start_allowance=settings.start_delay,
     )
     loop = LoopSettings(tick=settings.tick, start_delay=settings.start_delay)
     error = ErrorEstimate(model, actual) if settings.do_no_harm else None
