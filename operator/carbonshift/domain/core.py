@@ -636,7 +636,7 @@ def _act(
                        transition_at=transition)  # fmt: skip
 
     def settled(phase: Phase) -> CoreStatus:
-        return settled(phase)
+        return replace(status, phase=phase, suspend_at=None, announced_at=None)
 
     if plan.reason is Reason.NO_CAPACITY and not running:
         return out(False, False, None, Phase.PENDING, settled(Phase.PENDING), None,
