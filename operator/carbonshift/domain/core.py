@@ -595,6 +595,21 @@ def _aligned_plan(
     elapsed = now - aligned
     if elapsed <= timedelta(0) or aligned < series.start or job.deadline - margin <= now:
         return plan_job(job, clusters, forecasts, now, margin)
+    if not job.interruptible and not job.running and job.policy is Policy.OPTIMAL:
+        # One block: either it starts now, or at a later boundary of the forecast (exact, no padding needed).
+        at_once = plan_job(_run_now(job), clusters, forecasts, now, margin)
+        blocked = [replace(c, free_gpus_by_slot=(0, *(c.free_gpus_by_slot or ())[1:])) for c in clusters]
+        later = plan_job(job, blocked, forecasts, aligned, margin)
+        if (
+            later.reason is Reason.OPTIMAL
+            and later.windows
+            and math.isfinite(later.planned_grams)
+            and later.planned_grams < at_once.planned_grams
+        ):
+            return replace(
+                later, baseline_grams=at_once.planned_grams, latest_safe_start=_latest_safe_start(job, margin)
+            )
+        return replace(at_once, reason=Reason.OPTIMAL) if at_once.reason is Reason.IMMEDIATE else at_once
     padded = replace(job, remaining=job.remaining + elapsed)
     plan = plan_job(padded, clusters, forecasts, aligned, margin)
     windows = tuple(RunWindow(max(w.start, now), w.end, w.mean_g_per_kwh) for w in plan.windows if w.end > now)

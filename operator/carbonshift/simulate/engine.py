@@ -116,6 +116,7 @@ class PolicyResult:
     outcomes: list[JobOutcome] = field(default_factory=list)
     loop: str = "open"
     optimum_saved_pct: float = math.nan  # perfect-information optimum of the same kind (interruptible or not)
+    optimum_cycles: int = 0  # and its suspend/resume cycles
     unmeetable_jobs: int = 0  # closed loop: jobs with less slack than the pod start delay (not counted as misses)
     claimed_avoided_kg: float = math.nan  # closed loop: avoided emissions the receipts would claim
     true_avoided_kg: float = math.nan  # and the true ones (run-now on the actuals minus what was emitted)
@@ -261,15 +262,16 @@ def _optimum_figures(
     if baseline_kg <= 0:
         return
     open_settings = replace(settings, loop="open")
-    cache: dict[str, float] = {}
+    cache: dict[str, tuple[float, int]] = {}
     for r in results:
         if r.policy == "run-now":
             continue
         kind = "optimal-interruptible" if r.policy in INTERRUPTIBLE_KIND else "optimal"
         if kind not in cache:
             outcomes = _run_policy(kind, jobs, actual, OracleForecast(), ledger, open_settings, None)
-            cache[kind] = (1.0 - sum(o.grams for o in outcomes) / 1000.0 / baseline_kg) * 100.0
-        r.optimum_saved_pct = cache[kind]
+            saved = (1.0 - sum(o.grams for o in outcomes) / 1000.0 / baseline_kg) * 100.0
+            cache[kind] = (saved, sum(o.cycles for o in outcomes))
+        r.optimum_saved_pct, r.optimum_cycles = cache[kind]
 
 
 def _average(policy: str, runs: list[list[JobOutcome]], models: Sequence[ForecastModel]) -> PolicyResult:

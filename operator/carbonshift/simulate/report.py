@@ -63,6 +63,7 @@ def to_json(report: Report) -> dict[str, Any]:
                 "loop": r.loop,
                 "saved_pct_vs_run_now": _round(r.saved_pct_vs_run_now, 3),
                 "optimum_saved_pct": _round(r.optimum_saved_pct, 3),
+                "optimum_suspend_resume_cycles": r.optimum_cycles,
                 "deadline_misses": r.deadline_misses,
                 "unmeetable_jobs": r.unmeetable_jobs,
                 "claimed_avoided_kg": _round(r.claimed_avoided_kg, 3),
