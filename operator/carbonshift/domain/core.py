@@ -144,6 +144,7 @@ class Snapshot:
     forecasts: Mapping[str, IntensitySeries | None] = field(default_factory=dict)
     forecast_error_g_per_kwh: float = 0.0  # the forecast's expected absolute error (0 = trusted)
     watching_since: datetime | None = None  # since when this operator process has watched the job without a break
+    slot_error_g_per_kwh: float = 0.0  # the forecast's expected absolute error for one slot (for extra chunks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -531,6 +532,23 @@ def _latest_safe_start(job: Job, margin: timedelta) -> datetime:
     return job.deadline - job.remaining - overhead - margin
 
 
+def _with_cycle_penalty(job: Job, snapshot: Snapshot, error: float) -> Job:
+    """The job as planned: with an uncertain forecast, each extra chunk must also gain more than the forecast's
+    error for a slot over a minimum chunk's energy (planned as extra energy per cycle, priced at the slot's
+    intensity), so that noise in the forecast does not buy suspensions."""
+    if error <= 0 or not job.interruptible:
+        return job
+    series = next((snapshot.forecasts.get(c.zone) for c in snapshot.clusters), None)
+    if series is None or len(series) == 0 or np.isnan(series.values).all():
+        return job
+    mean = float(np.nanmean(series.values))
+    if not mean > 0:
+        return job
+    chunk_hours = max(job.min_run, timedelta(minutes=15)).total_seconds() / 3600.0
+    penalty_kwh = error * job.power_kw * chunk_hours / mean
+    return replace(job, overhead_kwh=job.overhead_kwh + penalty_kwh)
+
+
 def _replan(
     snapshot: Snapshot,
     job: Job,
@@ -545,8 +563,10 @@ def _replan(
     holds the work); do no harm: deferring needs a forecast gain above the forecast's expected error."""
     now, needs = snapshot.now, snapshot.job
     clusters = list(snapshot.clusters) or [Cluster(name="local", zone="local")]
-    fresh = _aligned_plan(job, clusters, snapshot.forecasts, now, settings.margin)
     error = max(snapshot.forecast_error_g_per_kwh, 0.0) * settings.harm_factor
+    chunk_error = max(snapshot.slot_error_g_per_kwh, 0.0) * settings.harm_factor
+    planned = _with_cycle_penalty(job, snapshot, chunk_error)
+    fresh = _aligned_plan(planned, clusters, snapshot.forecasts, now, settings.margin)
     if (
         settings.do_no_harm
         and job.policy is Policy.OPTIMAL

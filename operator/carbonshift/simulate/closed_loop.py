@@ -271,6 +271,7 @@ def run_job(
             if error is not None
             else 0.0,
             watching_since=arrival,
+            slot_error_g_per_kwh=error.at(t, step) if error is not None else 0.0,
         )
         out = (core_fn or reconcile)(snapshot, core)
         passes += 1
