@@ -267,9 +267,7 @@ def run_job(
             now=t,
             clusters=(cluster,),
             forecasts={cluster.zone: forecast},
-            forecast_error_g_per_kwh=error.at(t, needs.duration - timedelta(seconds=status.progress.work_seconds))
-            if error is not None
-            else 0.0,
+            forecast_error_g_per_kwh=error.at(t, needs.duration) if error is not None else 0.0,
             watching_since=arrival,
             slot_error_g_per_kwh=error.at(t, step) if error is not None else 0.0,
         )
