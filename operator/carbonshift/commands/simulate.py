@@ -198,7 +198,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         console = Console()
         if not console.is_terminal:
-            console = Console(width=130)
+            console = Console(width=160)
         render_table(report, console, plots)
     return 0
 

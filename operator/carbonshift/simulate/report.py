@@ -116,9 +116,9 @@ def render_table(report: Report, console: Console, plots: list[Path] | None = No
     table.add_column("planned on", no_wrap=True)
     table.add_column("CO2e kg", justify="right")
     table.add_column("loop", no_wrap=True)
-    table.add_column("saved vs run-now", justify="right")
-    table.add_column("optimum (same kind)", justify="right")
-    table.add_column("deadline misses", justify="right")
+    table.add_column("saved vs run-now", justify="right", no_wrap=True)
+    table.add_column("optimum", justify="right")
+    table.add_column("misses", justify="right")
     table.add_column("mean delay h", justify="right")
     table.add_column("cycles", justify="right")
     for r in report.results:
