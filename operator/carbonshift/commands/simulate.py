@@ -76,7 +76,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--grace-seconds", type=float, default=120.0, help="closed loop: suspension notice (gracePeriod)"
     )
     parser.add_argument(
-        "--commit-gain", type=float, default=0.03, help="closed loop: relative gain needed to move a committed plan"
+        "--commit-gain", type=float, default=0.01, help="closed loop: relative gain needed to move a committed plan"
     )
     parser.add_argument("--output", choices=["table", "json", "csv"], default="table")
     parser.add_argument("--out-dir", type=Path, help="write PNG plots, results.json and results.csv here")

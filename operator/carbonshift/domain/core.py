@@ -124,7 +124,7 @@ class CoreStatus:
 class CoreSettings:
     tick: timedelta = timedelta(minutes=5)
     margin: timedelta = timedelta(minutes=10)
-    commit_gain: float = 0.03  # a committed plan moves only for a relative forecast gain above this
+    commit_gain: float = 0.01  # a committed plan moves only for a relative forecast gain above this
     max_unobserved: timedelta = timedelta(minutes=61)  # longer gaps between observations are not credited
     start_allowance: timedelta = timedelta(0)  # expected pod start delay, planned as part of each resume
     do_no_harm: bool = True

@@ -71,7 +71,7 @@ class Settings:
     tick: timedelta = timedelta(minutes=5)
     start_delay: timedelta = timedelta(seconds=30)
     grace: timedelta = timedelta(minutes=2)
-    commit_gain: float = 0.03
+    commit_gain: float = 0.01
     do_no_harm: bool = True
     harm_factor: float = 1.5
     legacy: bool = False  # closed loop with the decisions from before the core (to measure what it fixed)
