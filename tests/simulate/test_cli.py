@@ -146,3 +146,14 @@ def test_closed_loop_is_the_default_and_says_so_with_its_optimum_and_receipts(
     assert paper["loop"] == "open"
     assert main(["simulate", "--zone", "DE", "--paper", "--loop", "closed"]) == 2
     assert "--paper" in capsys.readouterr().err
+
+
+def test_closed_loop_with_perfect_forecasts_gets_the_optimum(capsys: pytest.CaptureFixture[str]) -> None:
+    """With the oracle, every re-plan agrees with the first: the closed loop must reach (nearly) the same-kind
+    optimum, whatever the pod start delay and grace period cost it."""
+    args = ["--zone", "GB", "--limit", "40", "--forecast", "oracle", "--overhead-seconds", "60"]
+    report = run_json(capsys, *args, "--policies", "run-now,optimal,optimal-interruptible")
+    for r in report["results"][1:]:  # type: ignore[index]
+        assert r["deadline_misses"] == 0
+        assert r["saved_pct_vs_run_now"] >= 0.97 * r["optimum_saved_pct"], r
+        assert r["suspend_resume_cycles"] <= 1.2 * r["optimum_suspend_resume_cycles"] + 2, r
