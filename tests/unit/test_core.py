@@ -259,3 +259,26 @@ def test_a_committed_window_does_not_move_for_a_small_gain() -> None:
         core,
     )  # fmt: skip
     assert moved.plan is not None and moved.plan.windows[0].start == START + 10 * HOUR
+
+
+def test_the_error_estimate_works_for_a_model_without_a_view() -> None:
+    """A forecast model that only answers `forecast` (no precomputed view) still gets an error estimate, from the
+    forecasts it issues each day."""
+
+    class OnlyForecasts:
+        name = "day-ahead persistence, no view"
+        is_oracle = False
+        exact_view_horizon = None
+        inner = PersistenceForecast()
+
+        def forecast(self, actual: IntensitySeries, issued_at: datetime, horizon: timedelta) -> IntensitySeries:
+            return self.inner.forecast(actual, issued_at, horizon)
+
+        def noisy_view(self, actual: IntensitySeries) -> np.ndarray:
+            raise NotImplementedError
+
+    rng = np.random.default_rng(5)
+    actual = trace(rng.uniform(50, 400, size=24 * 10))
+    plain = ErrorEstimate(PersistenceForecast(), actual).at(START + timedelta(days=9), HOUR)
+    derived = ErrorEstimate(OnlyForecasts(), actual).at(START + timedelta(days=9), HOUR)
+    assert plain > 0 and derived == pytest.approx(plain)

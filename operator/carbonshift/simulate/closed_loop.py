@@ -57,6 +57,26 @@ class LoopResult:
     min_chunk_seconds: float  # the shortest chunk that was suspended (inf if none)
 
 
+def _view(model: ForecastModel, actual: IntensitySeries) -> FloatArray:
+    """The model's forecast of the whole trace: its `noisy_view`, or, for a model without one, the forecasts it
+    issues at each midnight for the day ahead, end to end."""
+    try:
+        return np.asarray(model.noisy_view(actual), dtype=np.float64)
+    except (NotImplementedError, ValueError):
+        pass
+    view = np.full(len(actual), np.nan)
+    day = timedelta(days=1)
+    moment = actual.start
+    while moment < actual.end:
+        issued = model.forecast(actual, moment, day)
+        first = actual.index_of(issued.start)
+        count = min(len(issued), len(actual) - first)
+        if count > 0 and first >= 0:
+            view[first : first + count] = issued.values[:count]
+        moment += day
+    return view
+
+
 class ErrorEstimate:
     """The forecast's expected error at the scale of a decision: over the week before `moment` (causal), the mean
     absolute error of the model's forecast averaged over runs of `length` (a job's remaining run time). White noise
@@ -70,7 +90,7 @@ class ErrorEstimate:
         if self.oracle:
             self.diff: FloatArray = np.zeros(len(actual))
             return
-        diff = np.asarray(model.noisy_view(actual), dtype=np.float64) - actual.values
+        diff = _view(model, actual) - actual.values
         self.diff = diff
         self.cumulative = np.concatenate(([0.0], np.cumsum(np.nan_to_num(diff, nan=0.0))))
         self.counts = np.concatenate(([0], np.cumsum(~np.isnan(diff))))
