@@ -121,7 +121,7 @@ async def test_kind_is_created_suspended_resumed_suspended_and_announced_through
     assert created.meta["uid"]
     seen = created.observe()
     assert (seen.exists, seen.suspended, seen.complete, seen.failed) == (True, True, False, False)
-    assert seen.expected_pods == EXPECTED[kind][2]
+    assert seen.desired_pods == EXPECTED[kind][2]
     assert created.gpu_demand().total == EXPECTED[kind][1]  # counted from what the server stored
     assert created.meta["labels"][LABEL_CAJ_UID] == "uid-train"
 
@@ -204,7 +204,7 @@ async def test_job_runs_through_the_job_controller_and_its_pods_are_observed_ann
             break
         await _sleep()
     seen = job.observe()
-    assert (seen.running, seen.active_pods, seen.ready_pods, seen.expected_pods) == (True, 2, 2, 2)
+    assert (seen.running, seen.active_pods, seen.ready_pods, seen.desired_pods) == (True, 2, 2, 2)
     pods = core.list_namespaced_pod(namespace, label_selector=selector).items
     assert len(pods) == 2  # the selector finds exactly the Job's pods
     assert sum(int(c.resources.limits["nvidia.com/gpu"]) for p in pods for c in p.spec.containers) == (

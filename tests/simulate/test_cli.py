@@ -120,3 +120,40 @@ def test_bad_input_gives_one_clear_line_and_exit_2(
     assert out == ""
     assert err.count("\n") == 1 and err.startswith("carbonshift simulate: ")
     assert message in err
+
+
+def test_closed_loop_is_the_default_and_says_so_with_its_optimum_and_receipts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["--zone", "DE", "--limit", "40", "--forecast", "gaussian:0.05", "--overhead-seconds", "60"]
+    closed = run_json(capsys, *args, "--policies", "run-now,optimal,optimal-interruptible,lowest-window")
+    assert closed["loop"] == "closed"
+    by_policy = {r["policy"]: r for r in closed["results"]}  # type: ignore[attr-defined]
+    assert by_policy["optimal"]["loop"] == "closed" and by_policy["optimal-interruptible"]["loop"] == "closed"
+    assert by_policy["lowest-window"]["loop"] == "open"  # a naive rule, planned once in both modes
+    for policy in ("optimal", "optimal-interruptible"):
+        r = by_policy[policy]
+        assert r["deadline_misses"] == 0
+        # Forecast errors: never above the perfect-information optimum of the same kind.
+        assert r["saved_pct_vs_run_now"] <= r["optimum_saved_pct"] + 1e-9
+        assert r["claimed_avoided_kg"] is not None and r["true_avoided_kg"] is not None
+    interruptible = by_policy["optimal-interruptible"]
+    assert interruptible["optimum_saved_pct"] >= by_policy["optimal"]["optimum_saved_pct"]
+    assert by_policy["lowest-window"]["claimed_avoided_kg"] is None
+    opened = run_json(capsys, *args, "--policies", "run-now,optimal", "--loop", "open")
+    assert opened["loop"] == "open" and opened["results"][1]["loop"] == "open"  # type: ignore[index]
+    paper = run_json(capsys, "--zone", "DE", "--limit", "20", "--paper", "--policies", "run-now,optimal")
+    assert paper["loop"] == "open"
+    assert main(["simulate", "--zone", "DE", "--paper", "--loop", "closed"]) == 2
+    assert "--paper" in capsys.readouterr().err
+
+
+def test_closed_loop_with_perfect_forecasts_gets_the_optimum(capsys: pytest.CaptureFixture[str]) -> None:
+    """With the oracle, every re-plan agrees with the first: the closed loop must reach (nearly) the same-kind
+    optimum, whatever the pod start delay and grace period cost it."""
+    args = ["--zone", "GB", "--limit", "40", "--forecast", "oracle", "--overhead-seconds", "60"]
+    report = run_json(capsys, *args, "--policies", "run-now,optimal,optimal-interruptible")
+    for r in report["results"][1:]:  # type: ignore[index]
+        assert r["deadline_misses"] == 0
+        assert r["saved_pct_vs_run_now"] >= 0.97 * r["optimum_saved_pct"], r
+        assert r["suspend_resume_cycles"] <= 1.2 * r["optimum_suspend_resume_cycles"] + 2, r

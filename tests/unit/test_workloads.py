@@ -88,7 +88,7 @@ def test_job_is_observed_exactly_as_the_handler_observes_it_today(state: dict[st
     assert (ours.failure_reason, ours.failure_message) == (theirs.failure_reason, theirs.failure_message)
     assert ours.suspend_at_annotation == theirs.suspend_at_annotation
     assert ours.kind == "Job"
-    assert ours.expected_pods == 2
+    assert ours.desired_pods == 2
 
 
 @pytest.mark.parametrize("kind", sorted(EXPECTED))
@@ -209,7 +209,7 @@ def test_jobset_and_trainjob_report_jobs_which_become_pods() -> None:
         ]
     }
     seen = JobSet(jobset).observe()
-    assert (seen.suspended, seen.expected_pods, seen.active_pods, seen.ready_pods) == (False, 9, 1 + 2 * 4, 1 + 4)
+    assert (seen.suspended, seen.desired_pods, seen.active_pods, seen.ready_pods) == (False, 9, 1 + 2 * 4, 1 + 4)
     jobset["status"]["conditions"] = [{"type": "Failed", "status": "True", "reason": "FailedJobs", "message": "w-0"}]
     assert (JobSet(jobset).observe().failure_reason, JobSet(jobset).observe().finished) == ("FailedJobs", True)
 
@@ -252,7 +252,7 @@ def test_rayjob_is_observed_from_its_deployment_status_and_cluster() -> None:
         },
     }
     seen = RayJob(job).observe()
-    assert (seen.running, seen.expected_pods, seen.active_pods, seen.ready_pods) == (True, 6, 6, 4)
+    assert (seen.running, seen.desired_pods, seen.active_pods, seen.ready_pods) == (True, 6, 6, 4)
     job["status"].update(jobDeploymentStatus="Failed", reason="AppFailed", message="exit 1")
     seen = RayJob(job).observe()
     assert (seen.failed, seen.failure_reason, seen.failure_message, seen.active_pods) == (

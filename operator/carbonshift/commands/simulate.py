@@ -51,13 +51,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overhead-seconds", type=float, default=0.0, help="time lost per suspend/resume cycle")
     parser.add_argument("--overhead-kwh", type=float, default=0.0, help="extra energy per suspend/resume cycle")
     parser.add_argument("--min-run-minutes", type=float, default=0.0, help="shortest run chunk")
-    parser.add_argument("--margin-minutes", type=float, default=0.0, help="safety margin before deadlines")
+    parser.add_argument(
+        "--margin-minutes",
+        type=float,
+        help="safety margin before deadlines (default: 10, the operator's, in the closed loop; 0 in the open loop)",
+    )
     parser.add_argument("--threshold", type=float, help="threshold policy: max gCO2e/kWh (default: trace median)")
     parser.add_argument("--pue", type=float, default=1.0, help="data-centre PUE (default 1.0)")
     parser.add_argument(
         "--paper",
         action="store_true",
         help="Let's Wait Awhile set-up: 30-minute :00/:30 samples and one extra slot past each deadline",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=["closed", "open"],
+        help="closed (default): the operator's decision core at every tick; open: each job planned once at "
+        "arrival (Let's Wait Awhile; the default with --paper)",
+    )
+    parser.add_argument("--tick-minutes", type=float, default=5.0, help="closed loop: operator tick (default 5)")
+    parser.add_argument(
+        "--start-delay-seconds", type=float, default=30.0, help="closed loop: pod start delay after a resume"
+    )
+    parser.add_argument(
+        "--grace-seconds", type=float, default=120.0, help="closed loop: suspension notice (gracePeriod)"
+    )
+    parser.add_argument(
+        "--commit-gain", type=float, default=0.01, help="closed loop: relative gain needed to move a committed plan"
     )
     parser.add_argument("--output", choices=["table", "json", "csv"], default="table")
     parser.add_argument("--out-dir", type=Path, help="write PNG plots, results.json and results.csv here")
@@ -141,16 +161,27 @@ def _run(args: argparse.Namespace) -> int:
     models = [load_forecast_model(args.forecast, seed=args.seed + k) for k in range(args.seeds)]
     if all(m.is_oracle for m in models) or args.forecast.startswith(("persistence", "file:")):
         models = models[:1]
+    loop = args.loop or ("open" if args.paper else "closed")
+    margin_minutes = args.margin_minutes if args.margin_minutes is not None else (10.0 if loop == "closed" else 0.0)
     settings = Settings(
         overhead=timedelta(seconds=args.overhead_seconds),
         overhead_kwh=args.overhead_kwh,
         min_run=timedelta(minutes=args.min_run_minutes),
-        margin=timedelta(minutes=args.margin_minutes),
+        margin=timedelta(minutes=margin_minutes),
         threshold_g_per_kwh=args.threshold,
         pue=args.pue,
         paper_quirks=args.paper,
+        loop=loop,
+        tick=timedelta(minutes=args.tick_minutes),
+        start_delay=timedelta(seconds=args.start_delay_seconds),
+        grace=timedelta(seconds=args.grace_seconds),
+        commit_gain=args.commit_gain,
     )
-    if args.overhead_seconds < 0 or args.overhead_kwh < 0 or args.min_run_minutes < 0 or args.margin_minutes < 0:
+    if args.tick_minutes <= 0 or args.start_delay_seconds < 0 or args.grace_seconds < 0 or args.commit_gain < 0:
+        raise ValueError("--tick-minutes must be positive; start delay, grace and commit gain must not be negative")
+    if args.paper and args.loop == "closed":
+        raise ValueError("--paper reproduces the paper's open loop; drop --loop closed")
+    if args.overhead_seconds < 0 or args.overhead_kwh < 0 or args.min_run_minutes < 0 or margin_minutes < 0:
         raise ValueError("overheads, minimum run and margin must not be negative")
     total = len(jobs) * (len([p for p in policies if p not in ("run-now", "oracle")]) * len(models) + 2)
     report = _simulate_with_progress(actual, jobs, policies, models, settings, name, scenario, total)
@@ -168,7 +199,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         console = Console()
         if not console.is_terminal:
-            console = Console(width=130)
+            console = Console(width=160)
         render_table(report, console, plots)
     return 0
 

@@ -41,6 +41,9 @@ class Observed:
     failure_reason: str | None = None
     failure_message: str | None = None
     suspend_at_annotation: datetime | None = None
+    desired_pods: int = 1  # pods the Job runs at once (parallelism); run time accrues at ready/desired
+    running_since: datetime | None = None  # since when the ready pods run, when the cluster says so
+    completed_at: datetime | None = None  # when the Job completed (its status.completionTime), when known
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +125,9 @@ def decide(
     if running and must_run:
         end = _current_window_end(plan, now)
         annotate = end if end is not None and end - now <= grace else None
-        return Decision(False, False, annotate, Phase.RUNNING, end, "running in a planned window")
+        # Wake at the window's end minus the grace period, so that the suspension is announced in time.
+        wake = end if end is None or annotate is not None else end - grace
+        return Decision(False, False, annotate, Phase.RUNNING, wake, "running in a planned window")
     if running:
         return Decision(False, True, None, Phase.SUSPENDED, _next_window_start(plan, now), "the planned window ended")
     if must_run and observed.exists:

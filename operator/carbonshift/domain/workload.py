@@ -16,14 +16,14 @@ class WorkloadObservation:
     """One workload as the API server shows it.
 
     `active_pods`: pods the workload's controller runs or waits for; `ready_pods`: pods actually running (a resumed
-    workload's pods may still wait for GPUs); `expected_pods`: pods it runs at once when resumed, from its spec.
+    workload's pods may still wait for GPUs); `desired_pods`: pods it runs at once when resumed, from its spec.
     Kinds that report Jobs or replicas rather than pods are converted to pods by their adapter (see docs/workloads.md).
     """
 
     kind: str
     exists: bool
     suspended: bool = True
-    expected_pods: int = 0
+    desired_pods: int = 0
     active_pods: int = 0
     ready_pods: int = 0
     complete: bool = False
@@ -31,6 +31,8 @@ class WorkloadObservation:
     failure_reason: str | None = None
     failure_message: str | None = None
     suspend_at_annotation: datetime | None = None
+    running_since: datetime | None = None  # since when its pods run, where the kind reports it
+    completed_at: datetime | None = None  # when it completed, where the kind reports it
 
     @property
     def finished(self) -> bool:

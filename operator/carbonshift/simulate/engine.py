@@ -65,6 +65,16 @@ class Settings:
     threshold_g_per_kwh: float | None = None
     pue: float = 1.0
     paper_quirks: bool = False
+    # Closed loop (see simulate/closed_loop.py): the policies the operator runs (optimal, optimal-interruptible,
+    # threshold) are driven through the decision core at every tick; "open" plans each job once at arrival.
+    loop: str = "open"
+    tick: timedelta = timedelta(minutes=5)
+    start_delay: timedelta = timedelta(seconds=30)
+    grace: timedelta = timedelta(minutes=2)
+    commit_gain: float = 0.01
+    do_no_harm: bool = True
+    harm_factor: float = 1.5
+    legacy: bool = False  # closed loop with the decisions from before the core (to measure what it fixed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +91,8 @@ class JobOutcome:
     delay_hours: float
     cycles: int
     slack_hours: float
+    claimed_baseline_grams: float = math.nan  # what the operator's receipt would price as run-now
+    meetable: bool = True  # closed loop: slack of at least the pod start delay (else it cannot be met at all)
 
     @property
     def missed(self) -> bool:
@@ -102,6 +114,12 @@ class PolicyResult:
     jobs: int
     saved_pct_vs_run_now: float = math.nan
     outcomes: list[JobOutcome] = field(default_factory=list)
+    loop: str = "open"
+    optimum_saved_pct: float = math.nan  # perfect-information optimum of the same kind (interruptible or not)
+    optimum_cycles: int = 0  # and its suspend/resume cycles
+    unmeetable_jobs: int = 0  # closed loop: jobs with less slack than the pod start delay (not counted as misses)
+    claimed_avoided_kg: float = math.nan  # closed loop: avoided emissions the receipts would claim
+    true_avoided_kg: float = math.nan  # and the true ones (run-now on the actuals minus what was emitted)
 
 
 @dataclass(slots=True)
@@ -120,6 +138,7 @@ class Report:
     settings: Settings
     results: list[PolicyResult]
     actual: IntensitySeries
+    loop: str = "open"
 
     def result(self, policy: str) -> PolicyResult:
         for r in self.results:
@@ -201,6 +220,12 @@ def simulate(
     baseline = results[0].emissions_kg
     for r in results:
         r.saved_pct_vs_run_now = (1.0 - r.emissions_kg / baseline) * 100.0 if baseline > 0 else math.nan
+    _optimum_figures(results, kept, actual, ledger, settings, baseline)
+    closed = settings.loop == "closed" and not settings.paper_quirks
+    for r in results:
+        r.loop = "closed" if closed and r.policy in CLOSED_POLICIES else "open"
+        if r.loop == "open":
+            r.claimed_avoided_kg = math.nan
     if "run-now" not in policies:
         results = results[1:]
     return Report(
@@ -216,6 +241,7 @@ def simulate(
         settings=settings,
         results=results,
         actual=actual,
+        loop="closed" if closed else "open",
     )
 
 
@@ -240,6 +266,35 @@ def _paper_baseline_jobs(
     return [j for j in jobs if id(j) in inside or nominal_run_inside(j)]
 
 
+CLOSED_POLICIES = ("optimal", "optimal-interruptible", "threshold")
+INTERRUPTIBLE_KIND = ("optimal-interruptible", "oracle", "threshold")
+
+
+def _optimum_figures(
+    results: list[PolicyResult],
+    jobs: Sequence[SimJob],
+    actual: IntensitySeries,
+    ledger: _Ledger,
+    settings: Settings,
+    baseline_kg: float,
+) -> None:
+    """Each result's same-kind perfect-information optimum (planned once on the actuals, same overheads, minimum
+    chunk and margin; open loop, since with perfect information re-planning changes nothing)."""
+    if baseline_kg <= 0:
+        return
+    open_settings = replace(settings, loop="open")
+    cache: dict[str, tuple[float, int]] = {}
+    for r in results:
+        if r.policy == "run-now":
+            continue
+        kind = "optimal-interruptible" if r.policy in INTERRUPTIBLE_KIND else "optimal"
+        if kind not in cache:
+            outcomes = _run_policy(kind, jobs, actual, OracleForecast(), ledger, open_settings, None)
+            saved = (1.0 - sum(o.grams for o in outcomes) / 1000.0 / baseline_kg) * 100.0
+            cache[kind] = (saved, sum(o.cycles for o in outcomes))
+        r.optimum_saved_pct, r.optimum_cycles = cache[kind]
+
+
 def _average(policy: str, runs: list[list[JobOutcome]], models: Sequence[ForecastModel]) -> PolicyResult:
     grams = [sum(o.grams for o in run) for run in runs]
     first = runs[0]
@@ -248,13 +303,18 @@ def _average(policy: str, runs: list[list[JobOutcome]], models: Sequence[Forecas
     if policy == "run-now":
         label = "-"
         oracle = False
+    claimed = [sum(o.claimed_baseline_grams - o.grams for o in run) for run in runs]
+    true = [sum(o.baseline_grams - o.grams for o in run) for run in runs]
     return PolicyResult(
+        claimed_avoided_kg=float(np.mean(claimed)) / 1000.0,
+        true_avoided_kg=float(np.mean(true)) / 1000.0,
         policy=policy,
         forecast=label,
         oracle=oracle and policy != "run-now",
         emissions_kg=float(np.mean(grams)) / 1000.0,
         energy_kwh=float(np.mean([sum(o.energy_kwh for o in run) for run in runs])),
-        deadline_misses=max(sum(o.missed for o in run) for run in runs),
+        deadline_misses=max(sum(o.missed and o.meetable for o in run) for run in runs),
+        unmeetable_jobs=sum(not o.meetable for o in first),
         mean_delay_h=float(np.mean([np.mean([o.delay_hours for o in run]) for run in runs])),
         cycles=round(float(np.mean([sum(o.cycles for o in run) for run in runs]))),
         jobs=len(first),
@@ -274,6 +334,8 @@ def _run_policy(
     outcomes = []
     step = actual.resolution
     cluster = Cluster(name="sim", zone=actual.zone, pue=settings.pue)
+    if settings.loop == "closed" and policy in CLOSED_POLICIES and not settings.paper_quirks:
+        return _run_closed(policy, jobs, actual, model, ledger, settings, cluster, progress)
     for index, sim in enumerate(jobs):
         extra = _extra(sim, settings, step)
         deadline = sim.deadline + extra
@@ -293,6 +355,83 @@ def _run_policy(
         else:
             plan = plan_job(job, [cluster], {actual.zone: forecast}, now, settings.margin)
         outcomes.append(_account(sim, job, plan, ledger, settings, deadline))
+        if progress is not None and index % 64 == 63:
+            progress(64)
+    if progress is not None:
+        progress(len(jobs) % 64)
+    return outcomes
+
+
+def _run_closed(
+    policy: str,
+    jobs: Sequence[SimJob],
+    actual: IntensitySeries,
+    model: ForecastModel,
+    ledger: _Ledger,
+    settings: Settings,
+    cluster: Cluster,
+    progress: ProgressHook | None,
+) -> list[JobOutcome]:
+    from carbonshift.domain.core import CoreSettings, JobNeeds
+    from carbonshift.simulate.closed_loop import ErrorEstimate, LegacyLoop, LoopSettings, run_job
+
+    core = CoreSettings(
+        tick=settings.tick,
+        margin=settings.margin,
+        commit_gain=settings.commit_gain,
+        do_no_harm=settings.do_no_harm,
+        harm_factor=settings.harm_factor,
+        max_unobserved=max(actual.resolution, settings.tick) + settings.tick,
+        start_allowance=settings.start_delay,
+    )
+    loop = LoopSettings(tick=settings.tick, start_delay=settings.start_delay)
+    error = ErrorEstimate(model, actual) if settings.do_no_harm else None
+    hours_per_slot = ledger.step / 3600.0
+
+    def price(begin: datetime, end: datetime) -> float:
+        return ledger.slot_sum(begin, end) * hours_per_slot * settings.pue
+
+    outcomes = []
+    for index, sim in enumerate(jobs):
+        job = _job(sim, sim.deadline, policy, settings)
+        needs = JobNeeds(
+            name=sim.name,
+            duration=sim.duration,
+            deadline=sim.deadline,
+            interruptible=job.interruptible,
+            overhead=job.overhead,
+            overhead_kwh=job.overhead_kwh,
+            min_run=job.min_run,
+            grace=settings.grace if job.interruptible else timedelta(0),
+            gpus=sim.gpus,
+            watts_per_gpu=sim.watts_per_gpu,
+            policy=job.policy,
+            max_intensity_g_per_kwh=job.max_intensity_g_per_kwh,
+        )
+        legacy = LegacyLoop() if settings.legacy else None
+        result = run_job(needs, sim.arrival, actual, model, cluster, price, core, loop, error, core_fn=legacy)
+        power_kw = job.power_kw
+        baseline_end = sim.baseline_start + sim.duration
+        baseline = price(sim.baseline_start, baseline_end) * power_kw
+        # A receipt prices the work the operator credited, as if run from submission (accounting.py).
+        claimed_end = sim.baseline_start + timedelta(seconds=result.credited_work_seconds)
+        claimed = price(sim.baseline_start, claimed_end) * power_kw if not settings.legacy else math.nan
+        outcomes.append(
+            JobOutcome(
+                job=sim.name,
+                windows=result.windows,
+                grams=result.grams,
+                baseline_grams=baseline,
+                energy_kwh=result.energy_kwh,
+                finish=result.finish,
+                deadline=sim.deadline,
+                delay_hours=(result.finish - baseline_end).total_seconds() / 3600.0,
+                cycles=result.resumes,
+                slack_hours=(sim.deadline - sim.arrival - sim.duration).total_seconds() / 3600.0,
+                claimed_baseline_grams=claimed,
+                meetable=sim.deadline - sim.arrival - sim.duration >= settings.start_delay,
+            )
+        )
         if progress is not None and index % 64 == 63:
             progress(64)
     if progress is not None:

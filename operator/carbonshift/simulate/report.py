@@ -32,6 +32,7 @@ def to_json(report: Report) -> dict[str, Any]:
         "trace": report.trace,
         "zone": report.zone,
         "scenario": report.scenario,
+        "loop": report.loop,
         "forecast": report.forecast,
         "forecast_is_oracle": report.forecast_is_oracle,
         "seeds": report.seeds,
@@ -46,6 +47,11 @@ def to_json(report: Report) -> dict[str, Any]:
             "threshold_g_per_kwh": s.threshold_g_per_kwh,
             "pue": s.pue,
             "paper_quirks": s.paper_quirks,
+            "tick_seconds": s.tick.total_seconds(),
+            "start_delay_seconds": s.start_delay.total_seconds(),
+            "grace_seconds": s.grace.total_seconds(),
+            "commit_gain": s.commit_gain,
+            "do_no_harm": s.do_no_harm,
         },
         "results": [
             {
@@ -54,8 +60,14 @@ def to_json(report: Report) -> dict[str, Any]:
                 "oracle": r.oracle,
                 "emissions_kg": _round(r.emissions_kg, 3),
                 "energy_kwh": _round(r.energy_kwh, 3),
+                "loop": r.loop,
                 "saved_pct_vs_run_now": _round(r.saved_pct_vs_run_now, 3),
+                "optimum_saved_pct": _round(r.optimum_saved_pct, 3),
+                "optimum_suspend_resume_cycles": r.optimum_cycles,
                 "deadline_misses": r.deadline_misses,
+                "unmeetable_jobs": r.unmeetable_jobs,
+                "claimed_avoided_kg": _round(r.claimed_avoided_kg, 3),
+                "true_avoided_kg": _round(r.true_avoided_kg, 3),
                 "mean_delay_h": _round(r.mean_delay_h, 3),
                 "suspend_resume_cycles": r.cycles,
                 "jobs": r.jobs,
@@ -96,15 +108,17 @@ def to_csv(report: Report) -> str:
 def render_table(report: Report, console: Console, plots: list[Path] | None = None) -> None:
     """Print the savings table (and where the plots are)."""
     title = (
-        f"{report.trace} ({report.zone}) - scenario {report.scenario} - {report.jobs} jobs - "
+        f"{report.trace} ({report.zone}) - scenario {report.scenario} - {report.loop} loop - {report.jobs} jobs - "
         f"forecast: {report.forecast}" + (f", mean of {report.seeds} seeds" if report.seeds > 1 else "")
     )
     table = Table(title=title, title_justify="left")
     table.add_column("policy", no_wrap=True)
     table.add_column("planned on", no_wrap=True)
     table.add_column("CO2e kg", justify="right")
-    table.add_column("saved vs run-now", justify="right")
-    table.add_column("deadline misses", justify="right")
+    table.add_column("loop", no_wrap=True)
+    table.add_column("saved vs run-now", justify="right", no_wrap=True)
+    table.add_column("optimum", justify="right")
+    table.add_column("misses", justify="right")
     table.add_column("mean delay h", justify="right")
     table.add_column("cycles", justify="right")
     for r in report.results:
@@ -113,7 +127,9 @@ def render_table(report: Report, console: Console, plots: list[Path] | None = No
             r.policy + (" *" if r.oracle else ""),
             r.forecast,
             f"{r.emissions_kg:,.1f}",
+            r.loop,
             f"{r.saved_pct_vs_run_now:.2f} %",
+            "-" if math.isnan(r.optimum_saved_pct) else f"{r.optimum_saved_pct:.2f} %",
             str(r.deadline_misses),
             f"{r.mean_delay_h:.1f}",
             str(r.cycles),
@@ -127,6 +143,20 @@ def render_table(report: Report, console: Console, plots: list[Path] | None = No
         notes.append(f"{report.dropped} jobs dropped: their window lies partly outside the trace")
     if report.interpolated_slots:
         notes.append(f"{report.interpolated_slots} missing trace slots interpolated for accounting")
+    if report.loop == "closed":
+        notes.append(
+            "closed loop: the operator's policies decided by the decision core at every tick with the forecast issued "
+            "then; optimum = the same kind of plan (interruptible or not) made once on the actual future"
+        )
+        unmeetable = max((r.unmeetable_jobs for r in report.results), default=0)
+        if unmeetable:
+            notes.append(f"{unmeetable} jobs had less slack than the pod start delay: not counted as misses")
+        for r in report.results:
+            if r.loop == "closed" and not math.isnan(r.claimed_avoided_kg):
+                notes.append(
+                    f"{r.policy}: receipts would claim {r.claimed_avoided_kg:,.1f} kg avoided; "
+                    f"true {r.true_avoided_kg:,.1f} kg"
+                )
     if report.settings.paper_quirks:
         notes.append("Let's Wait Awhile quirks on: windows hold one extra slot past the deadline")
     for note in notes:

@@ -196,7 +196,7 @@ class Workload(ABC):
             kind=self.info.kind,
             exists=True,
             suspended=self.suspended,
-            expected_pods=sum(s.pods for s in self.pod_sets()),
+            desired_pods=sum(s.pods for s in self.pod_sets()),
             suspend_at_annotation=self.suspend_at(),
             **fields,
         )

@@ -1,0 +1,721 @@
+"""The decision core: one reconcile pass of a CarbonAwareJob as a pure function of what was read.
+
+`reconcile(snapshot, settings)` takes everything a pass reads (the job's needs, its status so far, the Job as
+the cluster shows it, candidate clusters, the forecasts issued at `now`, the forecast's expected error) and
+returns what to do (resume, announce a suspension, suspend) and the new status. It never reads a clock and never
+touches an API, so the operator (handlers), the closed-loop simulator (carbonshift.simulate.closed_loop) and the
+tests all run the very same decisions.
+
+Rules it keeps (docs/design/operator.md, "The decision core"):
+
+- Progress is true work. Run time accrues from the last observation to this one at the fraction of the Job's pods
+  that ran at both ends (or from when the pods started, if known), never across a gap longer than
+  `max_unobserved` (an operator outage is not credited). The first `overhead` of run time after each resume of a
+  job that has run before is lost (restoring the checkpoint, redoing work) and is not counted as work; the
+  remaining work the planner sees includes what is left of the current chunk's overhead.
+- Windows are committed. A plan, once made, is kept while it still holds the remaining work by the deadline and
+  the forecast does not show a better one by more than `commit_gain` (relative) and more than the forecast's
+  expected error; re-plans that only slide a window are ignored.
+- Do no harm: a plan that defers or suspends is taken only when its forecast gain per kWh over running now exceeds
+  the forecast's expected error; otherwise the job runs now (a poor forecast degrades to running at once).
+- Every suspension is announced at least `grace` ahead (the suspend-at annotation), and every chunk runs at least
+  `min_run` before it is suspended; the core wakes at the window's end minus `grace` to announce it.
+- A job whose work reached spec.duration but whose Job has not completed is overrunning: DeadlineAtRisk with its
+  own reason (`Overrun`), it keeps running (and its GPUs reserved), and it is re-planned on an estimate of the time
+  left from the overrun seen so far.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from carbonshift.domain.lifecycle import Observed, Phase
+from carbonshift.domain.planning.model import Cluster, Job, Plan, Policy, Reason, RunWindow
+from carbonshift.domain.planning.single import plan_job
+from carbonshift.domain.series import IntensitySeries
+
+EPS_SECONDS = 1e-6
+
+
+class AtRisk:
+    """Reasons a DeadlineAtRisk condition carries when the core sets it."""
+
+    OVERRUN = "Overrun"  # run time reached spec.duration but the Job has not completed
+    INFEASIBLE = "InfeasibleDeadline"
+    DEADLINE_PASSED = "DeadlinePassed"
+    NO_CAPACITY = "NoCapacity"
+
+
+@dataclass(frozen=True, slots=True)
+class JobNeeds:
+    """What the spec asks for, in planner units (see handlers/translate.py for the CarbonAwareJob mapping)."""
+
+    name: str
+    duration: timedelta
+    deadline: datetime
+    interruptible: bool = False
+    overhead: timedelta = timedelta(0)
+    overhead_kwh: float = 0.0
+    min_run: timedelta = timedelta(0)
+    grace: timedelta = timedelta(0)
+    gpus: int = 1
+    watts_per_gpu: float = 700.0
+    policy: Policy = Policy.OPTIMAL
+    max_intensity_g_per_kwh: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Work done so far, kept in status so that a restarted operator continues exactly.
+
+    `work_seconds` is true work (run time net of each resumed chunk's overhead). The current chunk's run time and
+    whether it pays the overhead are kept so that the overhead is subtracted once. `observed_at` and `rate` are the
+    last observation (time, fraction of pods running)."""
+
+    work_seconds: float = 0.0
+    run_seconds: float = 0.0
+    chunk_run_seconds: float = 0.0
+    chunk_pays: bool = False
+    chunk_started_at: datetime | None = None
+    observed_at: datetime | None = None
+    rate: float = 0.0
+    resumes: int = 0  # chunks that paid the overhead
+    ran: bool = False
+
+    def overhead_left(self, overhead: timedelta) -> float:
+        """Seconds of the current chunk's overhead still to be run through."""
+        if not self.chunk_pays:
+            return 0.0
+        return max(overhead.total_seconds() - self.chunk_run_seconds, 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Commitment:
+    """The plan the job follows: absolute windows, kept until a re-plan beats them by the threshold."""
+
+    windows: tuple[RunWindow, ...]
+    cluster: str | None
+    zone: str | None
+    made_at: datetime
+    forecast_key: tuple[object, ...] = ()
+    remaining_at_plan: float = 0.0
+    # The forecasts the plan was made on (in memory only; a restarted operator re-plans once): a later forecast
+    # that says the same for every slot they share changes nothing, and the plan is not recomputed.
+    forecasts: Mapping[str, IntensitySeries | None] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CoreStatus:
+    progress: Progress = field(default_factory=Progress)
+    commitment: Commitment | None = None
+    suspend_at: datetime | None = None  # announced suspension (the Job's suspend-at annotation)
+    announced_at: datetime | None = None
+    phase: Phase = Phase.PENDING
+    first_baseline_grams: float = math.nan  # forecast run-now emissions at the first plan (what a receipt claims)
+    first_planned_grams: float = math.nan
+
+
+@dataclass(frozen=True, slots=True)
+class CoreSettings:
+    tick: timedelta = timedelta(minutes=5)
+    margin: timedelta = timedelta(minutes=10)
+    commit_gain: float = 0.01  # a committed plan moves only for a relative forecast gain above this
+    max_unobserved: timedelta = timedelta(minutes=61)  # longer gaps between observations are not credited
+    start_allowance: timedelta = timedelta(0)  # expected pod start delay, planned as part of each resume
+    do_no_harm: bool = True
+    harm_factor: float = 1.5  # defer only for a forecast gain above this many times the forecast's expected error
+    commit: bool = True
+    overrun_floor: timedelta = timedelta(minutes=10)
+    extend_limit: timedelta = timedelta(minutes=15)  # a committed plan short by up to this is extended at its end
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    job: JobNeeds
+    status: CoreStatus
+    observed: Observed
+    now: datetime
+    clusters: Sequence[Cluster] = ()
+    forecasts: Mapping[str, IntensitySeries | None] = field(default_factory=dict)
+    forecast_error_g_per_kwh: float = 0.0  # the forecast's expected absolute error (0 = trusted)
+    watching_since: datetime | None = None  # since when this operator process has watched the job without a break
+    slot_error_g_per_kwh: float = 0.0  # the forecast's expected absolute error for one slot (for extra chunks)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    resume: bool
+    suspend: bool
+    announce_suspend_at: datetime | None  # write the suspend-at annotation with this time (None: leave/remove)
+    phase: Phase
+    status: CoreStatus
+    plan: Plan | None
+    next_wake: datetime | None
+    why: str
+    at_risk: str | None = None
+    replanned: bool = False
+    create: bool = False  # create the Job (suspended) before acting: it does not exist yet
+    transition_at: datetime | None = None  # the next planned change (window start, announcement, suspension)
+
+
+# -- progress -------------------------------------------------------------------------------------------------
+
+
+def pods_rate(observed: Observed) -> float:
+    running = observed.exists and not observed.suspended and not observed.complete and not observed.failed
+    if not running or observed.ready_pods <= 0:
+        return 0.0
+    return min(observed.ready_pods / max(observed.desired_pods, 1), 1.0)
+
+
+def observe(
+    progress: Progress,
+    observed: Observed,
+    now: datetime,
+    needs: JobNeeds,
+    settings: CoreSettings,
+    watching_since: datetime | None = None,
+) -> Progress:
+    """Credit the run time since the last observation, at the lower of the two rates seen (or from when the pods
+    started, when the cluster says so), never across an unobserved gap (longer than `max_unobserved` and not
+    watched throughout by this process); overhead first, then work."""
+    rate = pods_rate(observed)
+    credit = 0.0
+    if progress.observed_at is not None:
+        gap = (now - progress.observed_at).total_seconds()
+        watched = watching_since is not None and watching_since <= progress.observed_at
+        if gap > 0 and (watched or gap <= settings.max_unobserved.total_seconds()):
+            if progress.rate > 0 and rate > 0:
+                credit = gap * min(progress.rate, rate)
+            elif progress.rate > 0 and observed.complete and observed.completed_at is not None:
+                # It ran to completion since the last pass: credit up to the completion, at the rate seen then.
+                ran = (min(observed.completed_at, now) - progress.observed_at).total_seconds()
+                credit = max(ran, 0.0) * progress.rate
+            elif rate > 0 and observed.running_since is not None:
+                since = max(observed.running_since, progress.observed_at)
+                credit = max((now - since).total_seconds(), 0.0) * rate
+    if credit <= 0:
+        return replace(progress, observed_at=now, rate=rate)
+    chunk = progress.chunk_run_seconds + credit
+    if progress.chunk_pays:
+        oh = needs.overhead.total_seconds()
+        work = max(chunk - oh, 0.0) - max(progress.chunk_run_seconds - oh, 0.0)
+    else:
+        work = credit
+    return replace(
+        progress,
+        work_seconds=progress.work_seconds + work,
+        run_seconds=progress.run_seconds + credit,
+        chunk_run_seconds=chunk,
+        observed_at=now,
+        rate=rate,
+        ran=True,
+    )
+
+
+def resumed(progress: Progress, now: datetime) -> Progress:
+    """A new chunk begins (the Job is resumed now); it pays the overhead when the job has run before."""
+    pays = progress.ran
+    return replace(
+        progress,
+        chunk_run_seconds=0.0,
+        chunk_pays=pays,
+        chunk_started_at=now,
+        resumes=progress.resumes + int(pays),
+    )
+
+
+def remaining_seconds(progress: Progress, needs: JobNeeds, running: bool) -> float:
+    """Run time still needed at full speed: the work left, plus what is left of a running chunk's overhead."""
+    left = needs.duration.total_seconds() - progress.work_seconds
+    if running:
+        left += progress.overhead_left(needs.overhead)
+    return max(left, 0.0)
+
+
+# -- plans ----------------------------------------------------------------------------------------------------
+
+
+def forecast_key(forecasts: Mapping[str, IntensitySeries | None]) -> tuple[object, ...]:
+    """What identifies the forecasts a plan was made on (zone, start, resolution, the values' bytes)."""
+    key: list[object] = []
+    for zone in sorted(forecasts):
+        series = forecasts[zone]
+        if series is None:
+            key.append((zone, None))
+        else:
+            key.append((zone, series.start, series.resolution, hash(series.values.tobytes())))
+    return tuple(key)
+
+
+def _same_forecasts(old: Mapping[str, IntensitySeries | None], new: Mapping[str, IntensitySeries | None]) -> bool:
+    """Whether `new` says the same as `old` for every slot they share, and holds nothing `old` did not."""
+    if not old or set(old) != set(new):
+        return False
+    for zone, series in new.items():
+        before = old[zone]
+        if series is None or before is None:
+            if series is not before:
+                return False
+            continue
+        if series.resolution != before.resolution:
+            return False
+        offset = (series.start - before.start) / series.resolution
+        if offset < 0 or offset != int(offset):
+            return False
+        shift = int(offset)
+        if shift + len(series) > len(before):
+            return False
+        if not np.array_equal(series.values, before.values[shift : shift + len(series)], equal_nan=True):
+            return False
+    return True
+
+
+def _change_bound(
+    commitment: Commitment, new: Mapping[str, IntensitySeries | None], power_kw: float, pue: float
+) -> float:
+    """An upper bound on how much cheaper than the committed windows any plan can be made by the forecast's change
+    since the commitment (grams): a changed slot helps another plan only where it got cheaper outside the
+    committed windows or dearer inside them. inf when the forecasts cannot be compared slot by slot."""
+    old = commitment.forecasts
+    if not old or set(old) != set(new) or commitment.zone is None:
+        return math.inf
+    for zone, series in new.items():
+        if (series is None) != (old[zone] is None):
+            return math.inf
+    series, before = new.get(commitment.zone), old.get(commitment.zone)
+    if len(new) != 1 or series is None or before is None or series.resolution != before.resolution:
+        return math.inf
+    offset = (series.start - before.start) / series.resolution
+    if offset < 0 or offset != int(offset) or int(offset) + len(series) > len(before):
+        return math.inf
+    shift = int(offset)
+    diff = series.values - before.values[shift : shift + len(series)]
+    if np.isnan(diff).any():
+        same_gaps = np.array_equal(np.isnan(series.values), np.isnan(before.values[shift : shift + len(series)]))
+        if not same_gaps:
+            return math.inf
+        diff = np.nan_to_num(diff, nan=0.0)
+    if not diff.any():
+        return 0.0
+    inside = np.zeros(len(series), dtype=bool)
+    step = series.resolution
+    for w in commitment.windows:
+        first = max(math.floor((w.start - series.start) / step), 0)
+        last = min(math.ceil((w.end - series.start) / step), len(series))
+        if last > first:
+            inside[first:last] = True
+    helps = np.where(inside, np.maximum(diff, 0.0), np.maximum(-diff, 0.0))
+    return float(np.sum(helps)) * power_kw * pue * step.total_seconds() / 3600.0
+
+
+def windows_grams(
+    windows: Sequence[tuple[datetime, datetime]], forecast: IntensitySeries | None, power_kw: float, pue: float
+) -> float:
+    """Forecast emissions of running in `windows` (NaN when the forecast does not cover them)."""
+    if forecast is None or len(forecast) == 0:
+        return math.nan
+    values = forecast.values
+    if np.isnan(values).any():
+        filled = np.where(np.isnan(values), np.nanmax(values) if not np.isnan(values).all() else np.nan, values)
+    else:
+        filled = values
+    cumulative = np.concatenate(([0.0], np.cumsum(filled)))
+    step = forecast.resolution_seconds
+    n = filled.shape[0]
+
+    def position(moment: datetime) -> float:
+        offset = (moment - forecast.start).total_seconds() / step
+        index = min(max(math.floor(offset), 0), n - 1)
+        offset = min(max(offset, 0.0), float(n))
+        return float(cumulative[index] + (offset - index) * filled[index])
+
+    total = 0.0
+    for begin, end in windows:
+        if end <= begin:
+            continue
+        total += position(end) - position(begin)
+    return total * power_kw * pue * step / 3600.0
+
+
+def _clipped(windows: Sequence[RunWindow], now: datetime) -> list[tuple[datetime, datetime]]:
+    return [(max(w.start, now), w.end) for w in windows if w.end > now]
+
+
+def _shortfall(
+    commitment: Commitment, needs: JobNeeds, progress: Progress, running: bool, now: datetime, overhead: float
+) -> float:
+    """Seconds of work the committed windows from `now` no longer hold (each resumed chunk paying the overhead)."""
+    left = remaining_seconds(progress, needs, running)
+    if left <= EPS_SECONDS:
+        return 0.0
+    capacity = 0.0
+    fresh = not progress.ran and not running
+    for begin, end in _clipped(commitment.windows, now):
+        length = (end - begin).total_seconds()
+        continuing = running and begin <= now
+        pays = not continuing and not fresh
+        capacity += max(length - (overhead if pays else 0.0), 0.0)
+        fresh = False
+    return max(left - capacity, 0.0)
+
+
+def _holding(
+    commitment: Commitment,
+    needs: JobNeeds,
+    progress: Progress,
+    running: bool,
+    now: datetime,
+    overhead: float,
+    limit: datetime,
+    tolerance: timedelta,
+) -> Commitment | None:
+    """The commitment if it still holds the work; extended at its end when it falls short by a little (a pod that
+    started late) and that still ends by `limit`; None otherwise."""
+    short = _shortfall(commitment, needs, progress, running, now, overhead)
+    if short <= 1.0:
+        return commitment
+    if not math.isfinite(short) or short > tolerance.total_seconds() or not commitment.windows:
+        return None
+    last = commitment.windows[-1]
+    end = max(last.end, now) + timedelta(seconds=short)
+    if end > limit and last.end < limit:  # (a best-effort plan already ends past the limit: it runs on)
+        return None
+    windows = (*commitment.windows[:-1], RunWindow(last.start, end, last.mean_g_per_kwh))
+    return replace(commitment, windows=windows)
+
+
+def _run_now(job: Job) -> Job:
+    return replace(job, policy=Policy.IMMEDIATE)
+
+
+def _energy_kwh(job: Job) -> float:
+    return job.power_kw * job.remaining.total_seconds() / 3600.0
+
+
+def _plan_gain_per_kwh(plan: Plan, job: Job) -> float:
+    energy = _energy_kwh(job)
+    if energy <= 0 or not (math.isfinite(plan.baseline_grams) and math.isfinite(plan.planned_grams)):
+        return math.nan
+    return (plan.baseline_grams - plan.planned_grams) / energy
+
+
+def _defers(plan: Plan, now: datetime, running: bool) -> bool:
+    """Whether the plan does anything but run continuously from now."""
+    if not plan.windows:
+        return False
+    if len(plan.windows) > 1:
+        return True
+    return (plan.windows[0].start > now + timedelta(seconds=1) and not running) or plan.windows[0].start > now
+
+
+def _commitment_from(
+    plan: Plan,
+    now: datetime,
+    key: tuple[object, ...],
+    remaining: float,
+    forecasts: Mapping[str, IntensitySeries | None],
+) -> Commitment:
+    return Commitment(plan.windows, plan.cluster, plan.zone, now, key, remaining, dict(forecasts))
+
+
+def _committed_plan(commitment: Commitment, template: Plan, now: datetime) -> Plan:
+    windows = tuple(RunWindow(max(w.start, now), w.end, w.mean_g_per_kwh) for w in commitment.windows if w.end > now)
+    return replace(template, windows=windows, cluster=commitment.cluster or template.cluster, zone=commitment.zone)
+
+
+# -- the pass -------------------------------------------------------------------------------------------------
+
+
+def reconcile(snapshot: Snapshot, settings: CoreSettings = CoreSettings()) -> Outcome:
+    """One reconcile pass: progress, plan (committed), and the action, as described in the module doc."""
+    needs, observed, now = snapshot.job, snapshot.observed, snapshot.now
+    status = snapshot.status
+    progress = observe(status.progress, observed, now, needs, settings, snapshot.watching_since)
+    if observed.complete:
+        return Outcome(False, False, None, Phase.SUCCEEDED, replace(status, progress=progress,
+                       phase=Phase.SUCCEEDED, suspend_at=None), None, None, "the Job completed")  # fmt: skip
+    if observed.failed:
+        why = observed.failure_reason or "the Job failed"
+        return Outcome(False, False, None, Phase.FAILED, replace(status, progress=progress, phase=Phase.FAILED,
+                       suspend_at=None), None, None, why)  # fmt: skip
+    running = observed.exists and not observed.suspended
+    overhead = needs.overhead + settings.start_allowance if needs.interruptible else timedelta(0)
+    left = remaining_seconds(progress, needs, running)
+    at_risk: str | None = None
+    if left <= EPS_SECONDS and observed.exists:
+        # Overrun: the estimate said done but the Job runs on. Estimate what is left from the overrun so far.
+        at_risk = AtRisk.OVERRUN
+        overrun = max(progress.work_seconds - needs.duration.total_seconds(), 0.0)
+        left = max(overrun, settings.overrun_floor.total_seconds(), 0.1 * needs.duration.total_seconds())
+    job = Job(
+        name=needs.name,
+        remaining=timedelta(seconds=left),
+        deadline=needs.deadline,
+        interruptible=needs.interruptible,
+        overhead=overhead,
+        overhead_kwh=needs.overhead_kwh if needs.interruptible else 0.0,
+        min_run=needs.min_run if needs.interruptible else timedelta(0),
+        gpus=needs.gpus,
+        watts_per_gpu=needs.watts_per_gpu,
+        policy=Policy.IMMEDIATE if at_risk == AtRisk.OVERRUN else needs.policy,
+        max_intensity_g_per_kwh=needs.max_intensity_g_per_kwh,
+        running=running,
+        started=progress.ran,
+    )
+    key = forecast_key(snapshot.forecasts)
+    commitment = status.commitment
+    plan: Plan | None = None
+    replanned = False
+    limit = needs.deadline - settings.margin
+    held = (
+        _holding(commitment, needs, progress, running, now, overhead.total_seconds(), limit, settings.extend_limit)
+        if commitment is not None and settings.commit and at_risk is None
+        else None
+    )
+    keep = held is not None and (
+        (running and not needs.interruptible)  # it runs to completion whatever a re-plan would say
+        or held.forecast_key == key
+        or _same_forecasts(held.forecasts, snapshot.forecasts)
+        or _change_too_small(held, snapshot, job, settings)
+    )
+    if held is not None:
+        commitment = held
+    if keep:
+        assert commitment is not None
+        template = Plan(
+            job=needs.name, cluster=commitment.cluster, zone=commitment.zone, windows=(), planned_grams=math.nan,
+            baseline_grams=math.nan, latest_safe_start=_latest_safe_start(job, settings.margin), reason=Reason.OPTIMAL,
+        )  # fmt: skip
+        plan = _committed_plan(commitment, template, now)
+    else:
+        plan, commitment, replanned = _replan(snapshot, job, commitment, key, running, progress, settings, overhead)
+    if plan.reason in (Reason.INFEASIBLE_DEADLINE, Reason.DEADLINE_PASSED) and at_risk is None:
+        at_risk = AtRisk.INFEASIBLE if plan.reason is Reason.INFEASIBLE_DEADLINE else AtRisk.DEADLINE_PASSED
+    if plan.reason is Reason.NO_CAPACITY and at_risk is None:
+        at_risk = AtRisk.NO_CAPACITY
+    if math.isnan(status.first_baseline_grams) and math.isfinite(plan.baseline_grams):
+        status = replace(status, first_baseline_grams=plan.baseline_grams, first_planned_grams=plan.planned_grams)
+    status = replace(status, progress=progress, commitment=commitment)
+    create = not observed.exists and plan.cluster is not None and plan.reason is not Reason.NO_CAPACITY
+    if create:  # the Job is created suspended in this pass; the decision is taken for it
+        snapshot = replace(snapshot, observed=Observed(exists=True, suspended=True))
+    outcome = _act(snapshot, status, plan, job, running, at_risk, replanned, settings)
+    return replace(outcome, create=create) if create else outcome
+
+
+def _change_too_small(commitment: Commitment, snapshot: Snapshot, job: Job, settings: CoreSettings) -> bool:
+    """Whether the forecast changed too little since the commitment for any re-plan to beat it by the threshold
+    (then re-planning is skipped: same answer, less work)."""
+    cluster = next((c for c in snapshot.clusters if c.name == commitment.cluster), None)
+    pue = cluster.pue if cluster else 1.0
+    bound = _change_bound(commitment, snapshot.forecasts, job.power_kw, pue)
+    if not math.isfinite(bound):
+        return False
+    if bound == 0.0:
+        return True
+    forecast = snapshot.forecasts.get(commitment.zone or "")
+    committed = windows_grams(_clipped(commitment.windows, snapshot.now), forecast, job.power_kw, pue)
+    if not math.isfinite(committed):
+        return False
+    threshold = max(settings.commit_gain * committed, max(snapshot.forecast_error_g_per_kwh, 0.0) * _energy_kwh(job))
+    return bound <= threshold
+
+
+def _latest_safe_start(job: Job, margin: timedelta) -> datetime:
+    overhead = timedelta(0) if job.running or not job.started else job.overhead
+    return job.deadline - job.remaining - overhead - margin
+
+
+def _with_cycle_penalty(job: Job, snapshot: Snapshot, error: float) -> Job:
+    """The job as planned: with an uncertain forecast, each extra chunk must also gain more than the forecast's
+    error for a slot over a minimum chunk's energy (planned as extra energy per cycle, priced at the slot's
+    intensity), so that noise in the forecast does not buy suspensions."""
+    if error <= 0 or not job.interruptible:
+        return job
+    series = next((snapshot.forecasts.get(c.zone) for c in snapshot.clusters), None)
+    if series is None or len(series) == 0 or np.isnan(series.values).all():
+        return job
+    mean = float(np.nanmean(series.values))
+    if not mean > 0:
+        return job
+    chunk_hours = max(job.min_run, timedelta(minutes=15)).total_seconds() / 3600.0
+    penalty_kwh = error * job.power_kw * chunk_hours / mean
+    return replace(job, overhead_kwh=job.overhead_kwh + penalty_kwh)
+
+
+def _replan(
+    snapshot: Snapshot,
+    job: Job,
+    commitment: Commitment | None,
+    key: tuple[object, ...],
+    running: bool,
+    progress: Progress,
+    settings: CoreSettings,
+    overhead: timedelta,
+) -> tuple[Plan, Commitment | None, bool]:
+    """A fresh plan, kept only where it beats the committed one by the threshold (or the committed one no longer
+    holds the work); do no harm: deferring needs a forecast gain above the forecast's expected error."""
+    now, needs = snapshot.now, snapshot.job
+    clusters = list(snapshot.clusters) or [Cluster(name="local", zone="local")]
+    error = max(snapshot.forecast_error_g_per_kwh, 0.0) * settings.harm_factor
+    chunk_error = max(snapshot.slot_error_g_per_kwh, 0.0) * settings.harm_factor
+    planned = _with_cycle_penalty(job, snapshot, chunk_error)
+    fresh = _aligned_plan(planned, clusters, snapshot.forecasts, now, settings.margin)
+    if (
+        settings.do_no_harm
+        and job.policy is Policy.OPTIMAL
+        and fresh.reason is Reason.OPTIMAL
+        and _defers(fresh, now, running)
+    ):
+        gain = _plan_gain_per_kwh(fresh, job)
+        if not (gain > error):
+            fresh = _aligned_plan(_run_now(job), clusters, snapshot.forecasts, now, settings.margin)
+    remaining = job.remaining.total_seconds()
+    if commitment is None or not settings.commit:
+        return fresh, _commitment_from(fresh, now, key, remaining, snapshot.forecasts), True
+    holds = _shortfall(commitment, needs, progress, running, now, overhead.total_seconds()) <= 1.0
+    if not holds or fresh.reason not in (Reason.OPTIMAL, Reason.THRESHOLD):
+        return fresh, _commitment_from(fresh, now, key, remaining, snapshot.forecasts), True
+    cluster = next((c for c in clusters if c.name == commitment.cluster), None)
+    forecast = snapshot.forecasts.get(commitment.zone or "") if commitment.zone else None
+    committed_grams = windows_grams(
+        _clipped(commitment.windows, now), forecast, job.power_kw, cluster.pue if cluster else 1.0
+    )
+    gain = committed_grams - fresh.planned_grams
+    energy = _energy_kwh(job)
+    needed = max(settings.commit_gain * committed_grams, error * energy)
+    if math.isfinite(gain) and gain > needed:
+        return fresh, _commitment_from(fresh, now, key, remaining, snapshot.forecasts), True
+    kept = replace(commitment, forecast_key=key, forecasts=dict(snapshot.forecasts))
+    return _committed_plan(kept, fresh, now), kept, False
+
+
+def _aligned_plan(
+    job: Job,
+    clusters: Sequence[Cluster],
+    forecasts: Mapping[str, IntensitySeries | None],
+    now: datetime,
+    margin: timedelta,
+) -> Plan:
+    """`plan_job` on slots aligned to the forecast's own boundaries: planned from the start of the forecast slot
+    holding `now`, with the part of that slot already gone added to the work (a plan that runs from the slot's
+    start runs from `now` and ends at the same time; any other plan keeps that bit spare). Windows then start and
+    end on the forecast's boundaries instead of sliding with `now` from one pass to the next."""
+    series = next((forecasts.get(c.zone) for c in clusters if forecasts.get(c.zone) is not None), None)
+    if series is None or len(series) == 0 or job.remaining <= timedelta(0):
+        return plan_job(job, clusters, forecasts, now, margin)
+    step = series.resolution
+    aligned = series.start + step * math.floor((now - series.start) / step)
+    elapsed = now - aligned
+    if elapsed <= timedelta(0) or aligned < series.start or job.deadline - margin <= now:
+        return plan_job(job, clusters, forecasts, now, margin)
+    if not job.interruptible and not job.running and job.policy is Policy.OPTIMAL:
+        # One block: either it starts now, or at a later boundary of the forecast (exact, no padding needed).
+        at_once = plan_job(_run_now(job), clusters, forecasts, now, margin)
+        blocked = [replace(c, free_gpus_by_slot=(0, *(c.free_gpus_by_slot or ())[1:])) for c in clusters]
+        later = plan_job(job, blocked, forecasts, aligned, margin)
+        if (
+            later.reason is Reason.OPTIMAL
+            and later.windows
+            and math.isfinite(later.planned_grams)
+            and later.planned_grams < at_once.planned_grams
+        ):
+            return replace(
+                later, baseline_grams=at_once.planned_grams, latest_safe_start=_latest_safe_start(job, margin)
+            )
+        return replace(at_once, reason=Reason.OPTIMAL) if at_once.reason is Reason.IMMEDIATE else at_once
+    padded = replace(job, remaining=job.remaining + elapsed)
+    plan = plan_job(padded, clusters, forecasts, aligned, margin)
+    windows = tuple(RunWindow(max(w.start, now), w.end, w.mean_g_per_kwh) for w in plan.windows if w.end > now)
+    return replace(plan, windows=windows, latest_safe_start=_latest_safe_start(job, margin))
+
+
+def _current_end(plan: Plan, now: datetime) -> datetime | None:
+    return next((w.end for w in plan.windows if w.start <= now < w.end), None)
+
+
+def _next_start(plan: Plan, now: datetime) -> datetime | None:
+    return next((w.start for w in plan.windows if w.start > now), None)
+
+
+def _act(
+    snapshot: Snapshot,
+    status: CoreStatus,
+    plan: Plan,
+    job: Job,
+    running: bool,
+    at_risk: str | None,
+    replanned: bool,
+    settings: CoreSettings,
+) -> Outcome:
+    needs, observed, now = snapshot.job, snapshot.observed, snapshot.now
+    tick_wake = now + settings.tick
+
+    def out(
+        resume: bool,
+        suspend: bool,
+        announce: datetime | None,
+        phase: Phase,
+        new: CoreStatus,
+        transition: datetime | None,
+        why: str,
+    ) -> Outcome:
+        wake = tick_wake if transition is None else max(min(transition, tick_wake), now)
+        return Outcome(resume, suspend, announce, phase, new, plan, wake, why, at_risk, replanned,
+                       transition_at=transition)  # fmt: skip
+
+    def settled(phase: Phase) -> CoreStatus:
+        return replace(status, phase=phase, suspend_at=None, announced_at=None)
+
+    if plan.reason is Reason.NO_CAPACITY and not running:
+        return out(False, False, None, Phase.PENDING, settled(Phase.PENDING), None,
+                   "no cluster has enough GPUs")  # fmt: skip
+    must_run = (
+        at_risk is not None
+        or plan.reason is Reason.DONE
+        or plan.runs_at(now)
+        or now >= plan.latest_safe_start
+        or not plan.windows
+    )
+    if running and not needs.interruptible:
+        return out(False, False, None, Phase.RUNNING, settled(Phase.RUNNING), None,
+                   "running to completion (not interruptible)")  # fmt: skip
+    if running:
+        progress = status.progress
+        end = _current_end(plan, now) if must_run else now
+        if end is None:  # forced to run (latest safe start, overrun) with no planned end yet
+            return out(False, False, None, Phase.RUNNING, settled(Phase.RUNNING), None,
+                       "running")  # fmt: skip
+        if progress.chunk_started_at is not None:
+            end = max(end, progress.chunk_started_at + needs.min_run)  # every chunk runs at least min_run
+        if end - now > needs.grace:
+            return out(False, False, None, Phase.RUNNING, settled(Phase.RUNNING),
+                       end - needs.grace, "running in a planned window")  # fmt: skip
+        # The suspension is due within the grace period: announce it (once), suspend no earlier than grace later.
+        announced = status.announced_at if status.suspend_at is not None else None
+        if announced is None:
+            announced = now
+        suspend_at = max(end, announced + needs.grace)
+        if now >= suspend_at:
+            return out(False, True, None, Phase.SUSPENDED, settled(Phase.SUSPENDED),
+                       _next_start(plan, now), "the planned window ended")  # fmt: skip
+        new = replace(status, phase=Phase.RUNNING, suspend_at=suspend_at, announced_at=announced)
+        return out(False, False, suspend_at, Phase.RUNNING, new, suspend_at, "running; suspension announced")
+    if must_run and observed.exists:
+        new = replace(
+            status, progress=resumed(status.progress, now), phase=Phase.RUNNING, suspend_at=None, announced_at=None
+        )
+        end = _current_end(plan, now)
+        transition = None if end is None else end - needs.grace
+        return out(True, False, None, Phase.RUNNING, new, transition, "a planned window began")
+    phase = Phase.SUSPENDED if status.progress.ran else Phase.WAITING
+    nxt = _next_start(plan, now)
+    transition = plan.latest_safe_start if nxt is None else min(nxt, max(plan.latest_safe_start, now))
+    return out(False, False, None, phase, settled(phase), transition,
+               "waiting for a cleaner window")  # fmt: skip
