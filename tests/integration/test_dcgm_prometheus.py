@@ -187,6 +187,54 @@ async def test_energy_across_suspend_and_resume_matches_ground_truth(
     assert driver.status["avoidedEmissionsGrams"] < 0  # same intensity throughout: suspending only cost energy
 
 
+async def test_each_workload_is_charged_its_own_pods_only_never_by_name_pattern(
+    workdir: Path, servers: list[Any]
+) -> None:
+    """CarbonAwareJobs `train` (a 2-GPU pod on node a and a 1-GPU pod on node b) and `train-1` (one pod whose name
+    starts with "train-") and a plain pod `train-debug` and a CronJob's pod `train-29123456-x9z8y` all train at
+    once. Each receipt matches its own pods' counter energy within 1%; the plain pod and the CronJob pod are
+    charged to nobody, and each GPU of the multi-GPU, multi-node workload is charged once."""
+    dcgm = DcgmStandIn({"gpu-node-a": 4, "gpu-node-b": 4}, speed=5.0, start_offset_seconds=25.0).start()
+    servers.append(dcgm)
+    prom = start_prometheus(dcgm.target, workdir)
+    servers.append(prom)
+    meter = meter_for(prom.url)
+    train, train_1 = Driver(meter, name="train", gpus=3), Driver(meter, name="train-1")
+    own = {"train": {"train-ab1cd", "train-ef2gh"}, "train-1": {"train-1-x7k2p"}}
+    strangers = ["train-debug", "train-29123456-x9z8y"]
+    await train.tick(True, own["train"])
+    await train_1.tick(True, own["train-1"])
+    dcgm.assign("gpu-node-a", 0, NS, "train-ab1cd")  # one pod, two GPUs
+    dcgm.assign("gpu-node-a", 1, NS, "train-ab1cd")
+    dcgm.assign("gpu-node-b", 0, NS, "train-ef2gh")  # the same workload on a second node
+    dcgm.assign("gpu-node-a", 2, NS, "train-1-x7k2p")
+    dcgm.assign("gpu-node-b", 1, NS, "train-debug")
+    dcgm.assign("gpu-node-b", 2, NS, "train-29123456-x9z8y")
+    # ~25 s of training: each GPU's edges (idle power until the scrape that shows the change, at most ~70 W x
+    # 0.5 s at either end) stay well under 1% of the ~17 kJ each GPU draws.
+    for _ in range(10):
+        await asyncio.sleep(2.5)
+        await train.tick(True, own["train"])
+        await train_1.tick(True, own["train-1"])
+    await train.tick(False)
+    await train_1.tick(False)
+    for node, index in [("gpu-node-a", 0), ("gpu-node-a", 1), ("gpu-node-b", 0), ("gpu-node-a", 2)]:
+        dcgm.unassign(node, index)
+    await settle(train)
+    await settle(train_1)
+    await meter.aclose()
+    for driver in (train, train_1):
+        truth = sum(dcgm.energy_mj(NS, pod) for pod in own[driver.name]) / 3.6e9
+        assert driver.status["energyKWh"] == pytest.approx(truth, rel=0.01), driver.name
+        charged = {m.get("pod") for m in driver.status["energy"]["watermarks"]} - {None}
+        assert charged <= {f"{NS}/{pod}" for pod in own[driver.name]}
+        assert {p["name"] for p in driver.status["energy"]["pods"]} == own[driver.name]
+    # Three GPUs at ~683 W for train: a GPU charged twice would put it near 4/3 of the truth, not within 1%.
+    assert len({m["gpu"] for m in train.status["energy"]["watermarks"]}) == 3
+    stranger_kwh = sum(dcgm.energy_mj(NS, pod) for pod in strangers) / 3.6e9
+    assert stranger_kwh > 0.5 * train_1.status["energyKWh"]  # they did draw energy, just nobody's to pay
+
+
 async def test_prometheus_stopped_and_restarted_loses_and_double_counts_nothing(
     workdir: Path, servers: list[Any]
 ) -> None:
@@ -368,10 +416,10 @@ async def test_one_query_per_tick_for_many_jobs(workdir: Path, servers: list[Any
     for i, (node, index) in enumerate(gpus[:jobs]):
         dcgm.assign(node, index, NS, f"job{i}-aaaa{i % 10}")
     await asyncio.sleep(3)
-    await asyncio.gather(*(d.tick(True) for d in drivers))
+    await asyncio.gather(*(d.tick(True, {f"job{i}-aaaa{i % 10}"}) for i, d in enumerate(drivers)))
     assert len(requests) == 1
     await asyncio.sleep(2.5)
-    await asyncio.gather(*(d.tick(True) for d in drivers))
+    await asyncio.gather(*(d.tick(True, {f"job{i}-aaaa{i % 10}"}) for i, d in enumerate(drivers)))
     assert len(requests) == 2
     for i, d in enumerate(drivers):
         assert d.status["energySource"] == "dcgm"

@@ -14,6 +14,8 @@ from carbonshift.domain.accounting import (
     Account,
     Estimate,
     GpuSeries,
+    PodRef,
+    Pods,
     Pricing,
     Sample,
     Settings,
@@ -28,6 +30,7 @@ from carbonshift.domain.accounting import (
     interval_energy,
     open_chunk,
     receipt_from_status,
+    remember_pods,
     wall_to_utc,
 )
 from carbonshift.domain.series import IntensitySeries
@@ -37,8 +40,7 @@ P = "ml/train-ab1cd"
 SET = Settings(watts_per_gpu=500.0, max_gap_seconds=60.0)
 
 
-def owns(owner: str) -> bool:
-    return owner.startswith("ml/train-")
+owns = Pods([PodRef("ml", "train-ab1cd"), PodRef("ml", "train-ef2gh")])
 
 
 def pricing(values: list[float] | None = None, submitted: float = T0, pue: float = 1.5) -> Pricing:
@@ -70,7 +72,7 @@ def test_a_gpu_handed_to_another_pod_counts_once() -> None:
     other = "ml2/eval-xx1yy"
     series = counter_series([(0, P, 700), (10, P, 700), (20, other, 300), (30, other, 300)])
     mine, _, _ = attribute(series, None, owns, T0 - 60, SET)
-    theirs, _, _ = attribute(series, None, lambda o: o == other, T0 - 60, SET)
+    theirs, _, _ = attribute(series, None, Pods([PodRef("ml2", "eval-xx1yy")]), T0 - 60, SET)
     assert sum(i.joules for i in mine) + sum(i.joules for i in theirs) == pytest.approx(7000 + 3000 + 3000)
 
 
@@ -233,8 +235,8 @@ def test_a_gpu_taken_over_by_another_job_never_charges_its_energy_to_the_first()
     for cut in (25, 45, 100, 200, 400):  # reads as the ticks make them, each seeing the samples up to `cut`
         remembered = {m.owner for m in account.watermarks if m.owner}
 
-        def owns_as_handler(owner: str, remembered: set[str] = remembered) -> bool:
-            return owner in remembered or owns(owner)
+        def owns_as_handler(owner: str, uid: str | None = None, remembered: set[str] = remembered) -> bool:
+            return owner in remembered or owns(owner, uid)
 
         window = GpuSeries(full.gpu, full.node, tuple(s for s in full.samples if s.t <= T0 + cut))
         account = advance(account, [window], owns_as_handler, T0 - 60, pricing(), SET, forget_before=T0 - 60)
@@ -268,3 +270,26 @@ def test_an_estimate_without_intensity_data_is_unpriced_not_guessed() -> None:
     assert estimate.emissions_grams == 0.0
     receipt = receipt_from_status("ml", "x", {"energyKWh": 0.35, "estimate": estimate_to_wire(estimate)})
     assert "0.3500 kWh without intensity data" in format_receipt(receipt)
+
+
+def test_only_the_workloads_own_pods_are_charged_by_exact_name_and_uid() -> None:
+    """Name lookalikes (another CarbonAwareJob's `train-1-x7k2p`, a plain `train-debug`, a CronJob's
+    `train-29123456-x9z8y`) are never the workload's; a pod re-created under a known name with another UID is not
+    either, where the exporter gives pod_uid."""
+    pods = Pods([PodRef("ml", "train-ab1cd", "uid-1")])
+    assert pods("ml/train-ab1cd") and pods("ml/train-ab1cd", "uid-1")
+    assert not pods("ml/train-ab1cd", "uid-2")
+    for stranger in ("ml/train-1-x7k2p", "ml/train-debug", "ml/train-29123456-x9z8y", "other/train-ab1cd"):
+        assert not pods(stranger)
+    samples = tuple(Sample(T0 + 10 * i, "ml/train-ab1cd", 5e9 + 7e6 * i, 700.0, "uid-2") for i in range(4))
+    intervals, _, _ = attribute(GpuSeries("GPU-1", "node-a", samples), None, pods, T0 - 60, SET)
+    assert intervals == []  # the same name, another pod
+
+
+def test_the_pods_seen_are_remembered_bounded_and_round_trip() -> None:
+    account = remember_pods(Account(), [PodRef("ml", "train-ab1cd", "u1")])
+    account = remember_pods(account, [PodRef("ml", "train-ef2gh")])  # the first one deleted meanwhile
+    assert [p.name for p in account.pods] == ["train-ab1cd", "train-ef2gh"]
+    assert account_from_wire(account_to_wire(account)).pods == account.pods
+    many = remember_pods(account, [PodRef("ml", f"p{i}") for i in range(400)])
+    assert len(many.pods) == 256 and many.pods[-1].name == "p399"

@@ -27,6 +27,14 @@ class GpuWatermark(ApiModel):
     ramping: Bool = Field(default=False, description="Whether the GPU is still in its restart ramp.")
 
 
+class WorkloadPod(ApiModel):
+    """A pod the operator listed as the workload's (Job selector and owner chain): the only pods charged."""
+
+    namespace: str = Field(default="", description="Namespace of the pod.", max_length=63)
+    name: str = Field(description="Pod name, matched exactly against the DCGM series' pod label.", max_length=253)
+    uid: str | None = Field(default=None, description="Pod UID, matched against pod_uid where exported.", max_length=64)
+
+
 class EnergyChunk(ApiModel):
     """One run between a resume and a suspension (or the end), with its measured overheads."""
 
@@ -69,6 +77,9 @@ class EnergyAccount(ApiModel):
         description="Wall time (Unix seconds) after which a stopped job's DCGM samples are all in Prometheus.",
     )
     chunks: list[EnergyChunk] = Field(default_factory=list, description="Run chunks, oldest first.", max_length=64)
+    pods: list[WorkloadPod] = Field(
+        default_factory=list, description="The workload's pods seen so far (the pods charged).", max_length=256
+    )
 
 
 class EnergyEstimate(ApiModel):

@@ -26,7 +26,7 @@ them into energy per interval and folds it into the job's `Account`, which lives
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,6 +46,7 @@ class Sample:
     owner: str | None  # "namespace/pod" holding the GPU; None when unassigned
     counter_mj: float | None = None  # DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION
     power_watts: float | None = None  # DCGM_FI_DEV_POWER_USAGE
+    owner_uid: str | None = None  # the holder's pod UID, where the exporter gives it (pod_uid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +123,7 @@ class Account:
     # Wall time after which a stopped job's energy is complete: its last samples need a scrape or two to reach
     # Prometheus, so a read taken before this may still miss some (None while running).
     settle_after: float | None = None
+    pods: tuple[PodRef, ...] = ()  # the workload's pods seen so far (their energy may still be arriving)
 
     @property
     def kwh(self) -> float:
@@ -156,6 +158,44 @@ class Settings:
     ramp_fraction: float = 0.8
 
 
+@dataclass(frozen=True, slots=True)
+class PodRef:
+    """A pod the operator knows is the workload's (listed by the Job's selector and owner chain)."""
+
+    namespace: str
+    name: str
+    uid: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class Pods:
+    """The workload's pods: a GPU series is charged only when its holder is one of them, matched by exact
+    namespace and pod name, and by pod UID where both the exporter and the listing give one (a pod deleted and
+    re-created under the same name by someone else is not the workload's). Never by name patterns."""
+
+    def __init__(self, refs: Iterable[PodRef]) -> None:
+        self.uids: dict[str, str | None] = {}
+        for ref in refs:
+            self.uids[ref.key] = ref.uid or self.uids.get(ref.key)
+
+    def __call__(self, owner: str, uid: str | None = None) -> bool:
+        if owner not in self.uids:
+            return False
+        known = self.uids[owner]
+        return uid is None or known is None or uid == known
+
+    def __iter__(self) -> Iterator[PodRef]:
+        for key, uid in self.uids.items():
+            namespace, _, name = key.partition("/")
+            yield PodRef(namespace, name, uid)
+
+
+Owns = Callable[..., bool]  # (owner "namespace/pod", pod uid or None) -> whether the workload's
+
+
 def wall_to_utc(t: float) -> datetime:
     return datetime.fromtimestamp(t, UTC)
 
@@ -183,7 +223,7 @@ def interval_energy(prev: Sample, cur: Sample, settings: Settings) -> tuple[floa
 def attribute(
     series: GpuSeries,
     mark: Watermark | None,
-    owns: Callable[[str], bool],
+    owns: Owns,
     window_start: float,
     settings: Settings,
 ) -> tuple[list[Interval], Sample | None, int]:
@@ -200,11 +240,11 @@ def attribute(
         if prev is not None and cur.t <= prev.t:
             continue
         if prev is not None:
-            owner = cur.owner if cur.owner is not None else prev.owner
+            owner, uid = (cur.owner, cur.owner_uid) if cur.owner is not None else (prev.owner, prev.owner_uid)
             # Across a long gap in which the GPU changed hands (the job was suspended, another pod may have used
             # it and left), nobody knows who drew the energy: count none of it rather than all of it.
             unknown_holder = cur.t - prev.t > settings.max_gap_seconds and cur.owner != prev.owner
-            if owner is not None and owns(owner) and not unknown_holder:
+            if owner is not None and owns(owner, uid) and not unknown_holder:
                 joules, estimated, reset = interval_energy(prev, cur, settings)
                 resets += reset
                 out.append(Interval(series.gpu, prev.t, cur.t, joules, estimated, owner))
@@ -271,7 +311,7 @@ def _merge(a: Chunk, b: Chunk) -> Chunk:
 def advance(
     account: Account,
     series: Iterable[GpuSeries],
-    owns: Callable[[str], bool],
+    owns: Owns,
     window_start: float,
     pricing: Pricing,
     settings: Settings,
@@ -301,7 +341,7 @@ def advance(
             gpu_series.gpu,
             gpu_series.node,
             last.t,
-            last.owner if last.owner is not None and owns(last.owner) else None,
+            last.owner if last.owner is not None and owns(last.owner, last.owner_uid) else None,
             last.counter_mj,
             last.power_watts,
             max(chunk_of_mark, 0),
@@ -380,6 +420,24 @@ def _fold(
         baseline_kwh=acc.baseline_kwh + kwh * steady_share,
     )
     return acc, ramping, chunk_of_mark
+
+
+MAX_PODS = 256
+
+
+def remember_pods(account: Account, listed: Iterable[PodRef]) -> Account:
+    """Add the pods listed now to those seen before (a suspended Job's pods are deleted while their last energy is
+    still on its way to Prometheus). Bounded: the oldest pods no watermark still names are dropped first."""
+    known = {p.key: p for p in account.pods}
+    for ref in listed:
+        old = known.pop(ref.key, None)
+        known[ref.key] = ref if ref.uid or old is None else old
+    pods = list(known.values())
+    if len(pods) > MAX_PODS:
+        held = {m.owner for m in account.watermarks}
+        spare = [p for p in pods if p.key not in held][: len(pods) - MAX_PODS]
+        pods = [p for p in pods if p not in spare]
+    return replace(account, pods=tuple(pods))
 
 
 def provisional_kwh(account: Account, now_wall: float, gpus: int, watts_per_gpu: float) -> float:
@@ -499,6 +557,10 @@ def account_to_wire(account: Account) -> dict[str, Any]:
         "counterResets": account.resets,
         "running": account.running,
         **({"settleAfter": _r(account.settle_after, 3)} if account.settle_after is not None else {}),
+        "pods": [
+            {k: v for k, v in {"namespace": p.namespace, "name": p.name, "uid": p.uid}.items() if v}
+            for p in account.pods
+        ],
         "chunks": [
             {
                 k: v
@@ -574,6 +636,7 @@ def account_from_wire(data: Mapping[str, Any] | None) -> Account:
         resets=int(data.get("counterResets", 0)),
         running=bool(data.get("running", False)),
         chunks=tuple(chunks),
+        pods=tuple(PodRef(str(p.get("namespace", "")), str(p["name"]), p.get("uid")) for p in data.get("pods") or []),
     )
 
 

@@ -43,6 +43,7 @@ from carbonshift.api.jobs import (
 )
 from carbonshift.domain.accounting import (
     Estimate,
+    PodRef,
     Pricing,
     estimate_from_wire,
     estimate_to_wire,
@@ -286,7 +287,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     report_decision(tick, decision, plan, observed)
     finished = decision.phase in (Phase.SUCCEEDED, Phase.FAILED)
     if state.meter is not None and cluster_name is not None:
-        await measure_energy(state, tick, decision, submitted, cluster_name)
+        await measure_energy(state, tick, decision, submitted, cluster_name, job)
     elif finished and not tick.status.get("receiptPosted"):
         pue = zone_and_pue(state, cluster_name)[1] if cluster_name else None
         message = receipt_message(tick.namespace, tick.name, tick.status, pue)
@@ -437,12 +438,23 @@ async def estimate_energy(
 
 
 async def measure_energy(
-    state: OperatorState, tick: Tick, decision: Decision, submitted: datetime, cluster_name: str
+    state: OperatorState,
+    tick: Tick,
+    decision: Decision,
+    submitted: datetime,
+    cluster_name: str,
+    job: dict[str, Any] | None,
 ) -> None:
     """Measured energy (DCGM via Prometheus), emissions on the actual intensity, and the receipt at the end."""
     assert state.meter is not None
     actual, pue = await actual_intensity(state, tick, submitted, cluster_name)
     body = {**tick.body, "status": tick.status}
+    pods: list[PodRef] = []
+    if job is not None and (decision.phase is Phase.RUNNING or tick.status.get("runSeconds")):
+        # Only the Job's own pods are charged: listed by the CarbonAwareJob's UID label and the Job's owner chain.
+        job_uid = (job.get("metadata") or {}).get("uid")
+        listed = await state.kube_for(cluster_name).workload_pods(tick.namespace, tick.meta["uid"], job_uid)
+        pods = [PodRef(tick.namespace, name, uid or None) for name, uid in listed]
     update = await update_energy(
         state.meter,
         body,
@@ -451,6 +463,7 @@ async def measure_energy(
         intensity=actual,
         pue=pue,
         to_planning=state.clock.from_wall,
+        pods=pods,
     )
     tick.status.update(update.status)
     type_, true, reason, message = update.condition

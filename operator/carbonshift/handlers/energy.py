@@ -10,7 +10,7 @@ How to call it, once per tick, after the tick has acted on the Job (so `running`
         intensity=series,               # IntensitySeries of the job's zone covering [status.submittedAt, now], or None
         pue=cluster_pue,                # PUE of the cluster the Job runs in
         to_planning=state.clock.from_wall,  # wall datetime -> planning datetime (identity without a fast clock)
-        pods={"train-x2k4q"},           # optional: names of the job's pods now (the name pattern finds the rest)
+        pods=[PodRef("ml", "train-x2k4q", uid)],  # the workload's pods listed now (Job selector, owner chain)
     )
     tick.status.update(update.status)   # energyKWh, energySource, emissionsGrams, baselineEmissionsGrams,
                                         # avoidedEmissionsGrams and energy (the account with the watermarks)
@@ -38,13 +38,15 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from carbonshift.adapters.prometheus import EnergyMeter, MetricsUnavailableError, PrometheusEnergyReader, job_keys
+from carbonshift.adapters.prometheus import EnergyMeter, MetricsUnavailableError, PrometheusEnergyReader
 from carbonshift.api.carbonawarejob import DEFAULT_WATTS_PER_GPU
 from carbonshift.api.conditions import ConditionType, Reason
 from carbonshift.api.durations import parse_duration
 from carbonshift.api.jobs import gpus_requested, parse_time
 from carbonshift.domain.accounting import (
     Account,
+    PodRef,
+    Pods,
     Pricing,
     Settings,
     account_from_wire,
@@ -54,6 +56,7 @@ from carbonshift.domain.accounting import (
     open_chunk,
     provisional_kwh,
     receipt_from_status,
+    remember_pods,
     wall_to_utc,
 )
 from carbonshift.domain.series import IntensitySeries
@@ -107,14 +110,6 @@ def _identity(moment: datetime) -> datetime:
     return moment
 
 
-def _owns(namespace: str, name: str, pods: set[str]) -> Callable[[str], bool]:
-    def owns(owner: str) -> bool:
-        ns, _, pod = owner.partition("/")
-        return ns == namespace and (pod in pods or (namespace, name) in job_keys(owner))
-
-    return owns
-
-
 def _fields(account: Account, extra_estimate_kwh: float, extra_grams: float = 0.0) -> dict[str, Any]:
     """Status fields; the provisional estimate (Prometheus down) is shown priced at the current intensity, on the
     baseline too (its avoided share is unknown until measured)."""
@@ -138,7 +133,7 @@ async def update_energy(
     intensity: IntensitySeries | None,
     pue: float,
     to_planning: Callable[[datetime], datetime] = _identity,
-    pods: Iterable[str] = (),
+    pods: Iterable[PodRef | str] = (),
 ) -> EnergyUpdate:
     """Read this tick's DCGM samples (shared read), fold the job's share into its account, price it."""
     meta = body["metadata"]
@@ -156,8 +151,9 @@ async def update_energy(
         account = replace(account, settle_after=wall_now + SCRAPES_TO_SETTLE * meter.scrape_seconds)
     started = parse_time(status.get("runningSince")) if running and not account.running else None
     account = open_chunk(account, running, started or now)
-    pod_names = set(pods) | {m.owner.partition("/")[2] for m in account.watermarks if m.owner}
-    owns = _owns(namespace, name, pod_names)
+    listed = [p if isinstance(p, PodRef) else PodRef(namespace, p) for p in pods]
+    account = remember_pods(account, [p for p in listed if p.namespace == namespace])
+    owns = Pods(account.pods)
     job = (namespace, name)
     try:
         snapshot = await meter.snapshot()
@@ -175,7 +171,7 @@ async def update_energy(
             degraded=True,
         )
     before = account.estimated_kwh
-    wanted = snapshot.gpus_for(namespace, name, pod_names) | {m.gpu for m in account.watermarks}
+    wanted = snapshot.gpus_for(p.key for p in account.pods) | {m.gpu for m in account.watermarks}
     series = [snapshot.series[g] for g in sorted(wanted) if g in snapshot.series]
     submitted = parse_time(status.get("submittedAt")) or now
     pricing = Pricing(pue, intensity, submitted, lambda t: to_planning(wall_to_utc(t)))
