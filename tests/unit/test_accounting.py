@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pytest
@@ -31,9 +33,10 @@ from carbonshift.domain.accounting import (
     open_chunk,
     receipt_from_status,
     remember_pods,
+    reprice,
     wall_to_utc,
 )
-from carbonshift.domain.series import IntensitySeries
+from carbonshift.domain.series import IntensitySeries, Kind, Signal
 
 T0 = 1_800_000_000.0  # wall seconds
 P = "ml/train-ab1cd"
@@ -177,6 +180,13 @@ def test_receipt_text_names_energy_emissions_baseline_and_overheads() -> None:
         "avoidedEmissionsGrams": 200.0,
         "suspensions": 1,
         "energy": {
+            "measuredKWh": 1.25,
+            "emissionsGrams": 300.0,
+            "baselineGrams": 400.0,
+            "homeBaselineGrams": 500.0,
+            "homeCluster": "gpu-de",
+            "provider": "electricitymaps",
+            "signal": "average",
             "chunks": [
                 {
                     "start": "2026-01-01T00:00:00Z",
@@ -196,14 +206,19 @@ def test_receipt_text_names_energy_emissions_baseline_and_overheads() -> None:
                     "rampSeconds": 12.0,
                     "gpus": 2,
                 },
-            ]
+            ],
         },
     }
     text = format_receipt(receipt_from_status("ml", "train", status))
     first, *runs = text.splitlines()
-    assert first.startswith("1.2500 kWh GPU energy (dcgm), 300.0 g CO2e; running at submission: 500.0 g")
-    assert "avoided 200.0 g (40%)" in first
+    assert first.startswith("1.2500 kWh GPU energy (dcgm), 300.0 g CO2e (average intensity from electricitymaps)")
+    assert "avoided 200.0 g (40%) = temporal 100.0 g + spatial 100.0 g" in first
     assert "1 suspension(s), overhead 3.00 Wh" in first
+    assert runs[0] == (
+        "  counterfactuals: this cluster at submission 400.0 g (temporal); home cluster gpu-de at submission 500.0 g"
+        " (spatial)"
+    )
+    runs = runs[2:]
     assert runs[0].startswith("  run 1: 2026-01-01T00:00:00Z -> 2026-01-01T02:00:00Z: 750.00 Wh on 2 GPU(s)")
     assert "restart ramp 1.00 Wh (12.0 GPU-s)" in runs[1]
 
@@ -269,7 +284,7 @@ def test_an_estimate_without_intensity_data_is_unpriced_not_guessed() -> None:
     assert estimate.unpriced_kwh == pytest.approx(0.35)
     assert estimate.emissions_grams == 0.0
     receipt = receipt_from_status("ml", "x", {"energyKWh": 0.35, "estimate": estimate_to_wire(estimate)})
-    assert "0.3500 kWh without intensity data" in format_receipt(receipt)
+    assert "unpriced 0.3500 kWh (no intensity data, not in any figure)" in format_receipt(receipt)
 
 
 def test_only_the_workloads_own_pods_are_charged_by_exact_name_and_uid() -> None:
@@ -293,3 +308,114 @@ def test_the_pods_seen_are_remembered_bounded_and_round_trip() -> None:
     assert account_from_wire(account_to_wire(account)).pods == account.pods
     many = remember_pods(account, [PodRef("ml", f"p{i}") for i in range(400)])
     assert len(many.pods) == 256 and many.pods[-1].name == "p399"
+
+
+def hourly(values: list[float], **kwargs: Any) -> IntensitySeries:
+    start = wall_to_utc(T0).replace(minute=0, second=0) - timedelta(hours=1)
+    return IntensitySeries(kwargs.pop("zone", "DE"), start, timedelta(hours=1), np.array(values), **kwargs)
+
+
+def run_hour(account: Account, price: Pricing, watts: float = 700.0, hours: float = 1.0) -> Account:
+    """One GPU at `watts` for `hours` from T0, read in one go."""
+    points = [(600.0 * i, P, watts) for i in range(int(hours * 6) + 1)]
+    account = open_chunk(account, True, wall_to_utc(T0))
+    return advance(account, [counter_series(points)], owns, T0 - 60, price, SET, T0 - 60)
+
+
+def test_energy_without_intensity_is_unpriced_never_avoided_then_repriced_when_actuals_come() -> None:
+    """The issue's case: 0.7 kWh whose hour has no value yet, while its baseline hour has one. It used to give 0 g
+    emitted and 336 g avoided; now it is unpriced (no emissions, no baseline), then priced once published."""
+    nan = float("nan")
+    lagging = hourly([400.0, nan, nan, nan])  # the provider's history stops before T0's hour
+    submitted = T0 - 3600  # the baseline hour (400 g) is known
+    account = run_hour(Account(), Pricing(1.2, lagging, wall_to_utc(submitted), wall_to_utc))
+    assert account.kwh == pytest.approx(0.7)
+    assert account.unpriced_kwh == pytest.approx(0.7)
+    assert account.emissions_grams == 0 and account.baseline_grams == 0 and account.avoided_grams == 0
+    assert account.pending and account.pending[0].why is not None
+    receipt = receipt_from_status("ml", "t", {"energyKWh": 0.7, "energySource": "dcgm", "energy": account.to_wire()})
+    assert "unpriced 0.7000 kWh" in format_receipt(receipt) and "0.7000 kWh of it awaiting actuals" in format_receipt(
+        receipt
+    )
+    published = hourly([400.0, 100.0, 100.0, 100.0], provider="electricitymaps")
+    later = wall_to_utc(T0 + 7200)
+    account = reprice(
+        Account.from_wire(account.to_wire()), Pricing(1.2, published, wall_to_utc(submitted), wall_to_utc), later
+    )
+    assert not account.pending and account.unpriced_kwh == 0
+    assert account.emissions_grams == pytest.approx(0.7 * 1.2 * 100)
+    assert account.baseline_grams == pytest.approx(0.7 * 1.2 * 400)
+    assert account.provider == "electricitymaps" and account.signal == "average"
+    assert [(s.provider, s.quality) for s in account.shares] == [("electricitymaps", "actual")]
+    assert account.chunks[0].emissions_grams == pytest.approx(account.emissions_grams)
+
+
+def test_unpriced_energy_is_declared_to_stay_unpriced_after_the_wait() -> None:
+    nan = float("nan")
+    price = Pricing(1.2, hourly([nan] * 4), wall_to_utc(T0), wall_to_utc, unpriced_wait=timedelta(hours=6))
+    account = run_hour(Account(), price)
+    assert reprice(account, price, wall_to_utc(T0 + 3 * 3600)).pending  # still waiting
+    final = reprice(account, price, wall_to_utc(T0 + 8 * 3600))
+    assert not final.pending
+    assert final.stayed_unpriced_kwh == pytest.approx(0.7) and final.unpriced_kwh == pytest.approx(0.7)
+    assert final.emissions_grams == 0 and final.avoided_grams == 0
+
+
+def test_a_receipt_never_mixes_signals_nor_prices_on_a_trace_it_was_not_told_to_use() -> None:
+    average = hourly([100.0] * 4, provider="electricitymaps")
+    account = run_hour(Account(), Pricing(1.0, average, wall_to_utc(T0), wall_to_utc))
+    assert account.signal == "average"
+    marginal = hourly([900.0] * 4, provider="watttime", signal=Signal.MARGINAL)
+    later = [(3600.0 + 600 * i, P, 700.0) for i in range(7)]
+    more = advance(
+        account,
+        [counter_series(later)],
+        owns,
+        T0 - 60,
+        Pricing(1.0, marginal, wall_to_utc(T0), wall_to_utc),
+        SET,
+        T0 - 60,
+    )
+    assert more.emissions_grams == pytest.approx(account.emissions_grams)  # the marginal hour is not mixed in
+    assert more.unpriced_kwh == pytest.approx(0.7)
+    assert "marginal" in (more.pending[0].why or "")
+    trace = hourly([100.0] * 4, provider="trace:DE_2020")
+    refused = run_hour(Account(), Pricing(1.0, trace, wall_to_utc(T0), wall_to_utc, traces_allowed=False))
+    assert refused.emissions_grams == 0 and refused.unpriced_kwh == pytest.approx(0.7)
+    allowed = run_hour(Account(), Pricing(1.0, trace, wall_to_utc(T0), wall_to_utc, traces_allowed=True))
+    assert allowed.replayed and allowed.emissions_grams == pytest.approx(70.0)
+    text = format_receipt(
+        receipt_from_status("ml", "t", {"energyKWh": 0.7, "energySource": "dcgm", "energy": allowed.to_wire()})
+    )
+    assert "replayed trace" in text
+
+
+def test_forecast_priced_energy_is_flagged_and_replaced_by_actuals() -> None:
+    forecast = hourly([200.0] * 4, provider="gb-carbon-intensity", kind=Kind.FORECAST)
+    account = run_hour(Account(), Pricing(1.0, forecast, wall_to_utc(T0), wall_to_utc))
+    assert account.emissions_grams == pytest.approx(140.0) and account.forecast_kwh == pytest.approx(0.7)
+    actual = hourly([300.0] * 4, provider="gb-carbon-intensity")
+    account = reprice(account, Pricing(1.0, actual, wall_to_utc(T0), wall_to_utc), wall_to_utc(T0 + 7200))
+    assert account.emissions_grams == pytest.approx(210.0) and account.forecast_kwh == 0 and not account.pending
+
+
+def test_avoided_splits_into_temporal_and_spatial_parts() -> None:
+    """Submitted at T0 - 1 h into a 450 g home grid; it waited an hour and ran in a 50 g cluster whose intensity at
+    submission was 80 g. temporal = 80 -> 50, spatial = 450 -> 80; the total is their sum."""
+    here = hourly([80.0, 50.0, 50.0, 50.0], zone="GB")
+    home = hourly([450.0, 450.0, 450.0, 450.0], zone="DE")
+    price = Pricing(1.1, here, wall_to_utc(T0 - 3600), wall_to_utc, home=home, home_pue=1.2, home_cluster="gpu-de")
+    account = run_hour(Account(), price)
+    assert account.emissions_grams == pytest.approx(0.7 * 1.1 * 50)
+    assert account.baseline_grams == pytest.approx(0.7 * 1.1 * 80)
+    assert account.home_baseline_grams == pytest.approx(0.7 * 1.2 * 450)
+    assert account.temporal_avoided_grams == pytest.approx(0.7 * 1.1 * 30)
+    assert account.spatial_avoided_grams == pytest.approx(0.7 * (1.2 * 450 - 1.1 * 80))
+    assert account.avoided_grams == pytest.approx(account.temporal_avoided_grams + account.spatial_avoided_grams)
+    fields = account.status_fields()
+    assert fields["avoidedEmissionsGrams"] == pytest.approx(account.avoided_grams, abs=1e-3)
+    assert fields["energy"]["homeCluster"] == "gpu-de"
+    # A home zone on another signal is not compared: no spatial claim.
+    marginal_home = hourly([900.0] * 4, zone="DE", signal=Signal.MARGINAL)
+    other = run_hour(Account(), replace(price, home=marginal_home))
+    assert other.spatial_avoided_grams == 0

@@ -49,6 +49,7 @@ from carbonshift.domain.accounting import (
     estimate_to_wire,
     extend_estimate,
     wall_to_utc,
+    work_from_annotations,
 )
 from carbonshift.domain.lifecycle import Accounting, Decision, Observed, Phase, decide
 from carbonshift.domain.planning.model import Cluster, Plan
@@ -59,7 +60,7 @@ from carbonshift.domain.series import IntensitySeries
 from carbonshift.handlers import translate
 from carbonshift.handlers.energy import receipt_message, update_energy
 from carbonshift.handlers.energybudget import budget_hold
-from carbonshift.handlers.state import LOCAL, OperatorState, current
+from carbonshift.handlers.state import LOCAL, ClusterEntry, OperatorState, current
 
 log = logging.getLogger(__name__)
 PLAN_EVENT_MIN_SHIFT = timedelta(minutes=10)  # re-plans that move the start by less are not news
@@ -103,8 +104,7 @@ class Tick:
         self.conditions = [Condition.model_validate(c) for c in self.old_status.get("conditions") or []]
         self.now = state.clock.now()
         self.events: list[tuple[str, str, str]] = []
-        self.actual: IntensitySeries | None = None  # the zone's measured intensity, read once per tick
-        self.actual_read = False
+        self.histories: dict[str, IntensitySeries | None] = {}  # zones' measured intensity, read once per tick
 
     # -- reporting -------------------------------------------------------------------------------------------
     def condition(self, type_: str, status: bool, reason: str, message: str, *, event: str | None = None) -> None:
@@ -170,7 +170,8 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         tick.status["phase"] = Phase.PENDING
         await tick.flush()
         return None
-    if translate.terminal(tick.status.get("phase")) and tick.status.get("receiptPosted"):
+    awaiting_actuals = bool((tick.status.get("energy") or {}).get("pending"))
+    if translate.terminal(tick.status.get("phase")) and tick.status.get("receiptPosted") and not awaiting_actuals:
         return None
     spec = caj.spec
     # maxDelay counts from creation, not from when the operator first saw the job (it may have been down).
@@ -283,11 +284,11 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     decision = apply_budget(tick, decision, plan, caj, running, forecasts)
     acc = await act(tick, decision, plan, acc, observed)
     tick.store_accounting(acc)
-    await estimate_energy(state, tick, acc, pjob.gpus, pjob.watts_per_gpu, submitted, cluster_name)
+    await estimate_energy(state, tick, caj, acc, pjob.gpus, pjob.watts_per_gpu, submitted, cluster_name)
     report_decision(tick, decision, plan, observed)
     finished = decision.phase in (Phase.SUCCEEDED, Phase.FAILED)
     if state.meter is not None and cluster_name is not None:
-        await measure_energy(state, tick, decision, submitted, cluster_name, job)
+        await measure_energy(state, tick, caj, decision, submitted, cluster_name, job)
     elif finished and not tick.status.get("receiptPosted"):
         pue = zone_and_pue(state, cluster_name)[1] if cluster_name else None
         message = receipt_message(tick.namespace, tick.name, tick.status, pue)
@@ -303,7 +304,11 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         state.reservations.put((tick.namespace, tick.name), place, at_once, windows)
     if finished:
         # Done once the receipt is out; until then the last energy readings are still arriving.
-        return None if tick.status.get("receiptPosted") else tick.now + state.settings.tick / 5
+        # Done once the receipt is out and no energy awaits actual intensity (re-priced, or declared unpriced).
+        awaiting = bool((tick.status.get("energy") or {}).get("pending"))
+        if tick.status.get("receiptPosted") and not awaiting:
+            return None
+        return tick.now + (state.settings.tick if awaiting else state.settings.tick / 5)
     return decision.next_transition or tick.now + state.settings.tick
 
 
@@ -405,20 +410,54 @@ def zone_and_pue(state: OperatorState, cluster_name: str) -> tuple[str, float]:
 async def actual_intensity(
     state: OperatorState, tick: Tick, submitted: datetime, cluster_name: str
 ) -> tuple[IntensitySeries | None, float]:
-    """The measured intensity of the cluster's zone since the job was submitted (read once per tick, shared by
-    the estimate and the measured account), and the cluster's PUE."""
+    """The measured intensity of the cluster's zone since the job was submitted (read once per tick and zone,
+    shared by the estimate and the measured account), and the cluster's PUE."""
     zone, pue = zone_and_pue(state, cluster_name)
-    if not tick.actual_read:
+    return await zone_history(state, tick, submitted, zone), pue
+
+
+async def zone_history(state: OperatorState, tick: Tick, submitted: datetime, zone: str) -> IntensitySeries | None:
+    if zone not in tick.histories:
         # A window shared by every job submitted the same day, so cached provider answers serve them all.
         begin = min(submitted, tick.now - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
-        tick.actual = await state.forecasts.history(zone, begin, tick.now + timedelta(hours=1), tick.now)
-        tick.actual_read = True
-    return tick.actual, pue
+        tick.histories[zone] = await state.forecasts.history(zone, begin, tick.now + timedelta(hours=1), tick.now)
+    return tick.histories[zone]
+
+
+def home_entry(state: OperatorState, caj: CarbonAwareJob) -> ClusterEntry | None:
+    """The job's home cluster, the spatial counterfactual: its first allowed cluster (spec.placement.clusters),
+    else the first ComputeCluster (by name) in the operator's own cluster, where the job was submitted, else the
+    local cluster as `carbonshift run --zone/--pue` describe it."""
+    entries = {e.name: e for e in state.entries()}
+    for name in caj.spec.placement.clusters if caj.spec.placement else []:
+        if name in entries:
+            return entries[name]
+    local = sorted((e for e in entries.values() if e.kube is state.local), key=lambda e: e.name)
+    return local[0] if local else None
+
+
+async def pricing_context(
+    state: OperatorState, tick: Tick, caj: CarbonAwareJob, submitted: datetime, cluster_name: str
+) -> tuple[IntensitySeries | None, float, dict[str, Any]]:
+    """(intensity, PUE, keyword arguments for the pricing): the home cluster's history, the trace rule, embodied."""
+    actual, pue = await actual_intensity(state, tick, submitted, cluster_name)
+    home = home_entry(state, caj)
+    entry = next((e for e in state.entries() if e.name == cluster_name), None)
+    context: dict[str, Any] = {
+        "traces_allowed": state.settings.receipts_on_traces,
+        "embodied_grams_per_gpu_second": entry.embodied_grams_per_gpu_second if entry else 0.0,
+    }
+    if home is not None and home.name != cluster_name:
+        context["home"] = await zone_history(state, tick, submitted, home.zone)
+        context["home_pue"] = home.pue
+        context["home_cluster"] = home.name
+    return actual, pue, context
 
 
 async def estimate_energy(
     state: OperatorState,
     tick: Tick,
+    caj: CarbonAwareJob,
     acc: Accounting,
     gpus: int,
     watts: float,
@@ -430,24 +469,28 @@ async def estimate_energy(
     estimate = estimate_from_wire(tick.status.get("estimate"))
     run_seconds = acc.total_seconds(tick.now)
     if run_seconds > estimate.run_seconds and cluster_name is not None:
-        actual, pue = await actual_intensity(state, tick, submitted, cluster_name)
-        estimate = extend_estimate(
-            estimate, run_seconds, tick.now, gpus, watts, Pricing(pue, actual, submitted, wall_to_utc)
+        actual, pue, context = await pricing_context(state, tick, caj, submitted, cluster_name)
+        context.pop("traces_allowed", None)
+        pricing = Pricing(
+            pue, actual, submitted, wall_to_utc, traces_allowed=state.settings.receipts_on_traces, **context
         )
+        estimate = extend_estimate(estimate, run_seconds, tick.now, gpus, watts, pricing)
     tick.store_energy_estimate(estimate)
 
 
 async def measure_energy(
     state: OperatorState,
     tick: Tick,
+    caj: CarbonAwareJob,
     decision: Decision,
     submitted: datetime,
     cluster_name: str,
     job: dict[str, Any] | None,
 ) -> None:
-    """Measured energy (DCGM via Prometheus), emissions on the actual intensity, and the receipt at the end."""
+    """Measured energy (DCGM via Prometheus), emissions on the actual intensity, and the receipt at the end; a
+    revised receipt once energy that was unpriced at the end has been priced (or declared to stay unpriced)."""
     assert state.meter is not None
-    actual, pue = await actual_intensity(state, tick, submitted, cluster_name)
+    actual, pue, context = await pricing_context(state, tick, caj, submitted, cluster_name)
     body = {**tick.body, "status": tick.status}
     pods: list[PodRef] = []
     if job is not None and (decision.phase is Phase.RUNNING or tick.status.get("runSeconds")):
@@ -464,13 +507,22 @@ async def measure_energy(
         pue=pue,
         to_planning=state.clock.from_wall,
         pods=pods,
+        **context,
     )
     tick.status.update(update.status)
     type_, true, reason, message = update.condition
     tick.condition(type_, true, reason, message, event="Warning")
-    if decision.phase in (Phase.SUCCEEDED, Phase.FAILED) and update.settled and not tick.status.get("receiptPosted"):
-        tick.event("Normal", "Receipt", receipt_message(tick.namespace, tick.name, tick.status, pue))
+    work = work_from_annotations(tick.meta.get("annotations"))
+    finished = decision.phase in (Phase.SUCCEEDED, Phase.FAILED)
+    if finished and update.settled and not tick.status.get("receiptPosted"):
+        tick.event("Normal", "Receipt", receipt_message(tick.namespace, tick.name, tick.status, pue, work))
         tick.status["receiptPosted"] = True
+    elif (
+        tick.status.get("receiptPosted")
+        and (tick.old_status.get("energy") or {}).get("pending")
+        and (not update.awaiting_actuals)
+    ):
+        tick.event("Normal", "ReceiptRevised", receipt_message(tick.namespace, tick.name, tick.status, pue, work))
 
 
 def export_job_metrics(state: OperatorState, tick: Tick) -> None:

@@ -35,7 +35,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from carbonshift.adapters.prometheus import EnergyMeter, MetricsUnavailableError, PrometheusEnergyReader
@@ -44,19 +44,20 @@ from carbonshift.api.conditions import ConditionType, Reason
 from carbonshift.api.durations import parse_duration
 from carbonshift.api.jobs import gpus_requested, parse_time
 from carbonshift.domain.accounting import (
-    Account,
+    DEFAULT_UNPRICED_WAIT,
     PodRef,
     Pods,
     Pricing,
     Settings,
+    Work,
     account_from_wire,
-    account_to_wire,
     advance,
     format_receipt,
     open_chunk,
     provisional_kwh,
     receipt_from_status,
     remember_pods,
+    reprice,
     wall_to_utc,
 )
 from carbonshift.domain.series import IntensitySeries
@@ -79,6 +80,7 @@ class EnergyUpdate:
     condition: tuple[str, bool, str, str]  # (type, status, reason, message) for MetricsDegraded
     settled: bool  # no GPU of the job is still held as far as the metrics show
     degraded: bool
+    awaiting_actuals: bool = False  # some energy is unpriced or forecast-priced, waiting for actual intensity
 
 
 def build_meter(url: str, *, scrape_seconds: float = DEFAULT_SCRAPE_SECONDS, **reader_options: Any) -> EnergyMeter:
@@ -110,20 +112,6 @@ def _identity(moment: datetime) -> datetime:
     return moment
 
 
-def _fields(account: Account, extra_estimate_kwh: float, extra_grams: float = 0.0) -> dict[str, Any]:
-    """Status fields; the provisional estimate (Prometheus down) is shown priced at the current intensity, on the
-    baseline too (its avoided share is unknown until measured)."""
-    estimated = account.estimated_kwh > 0 or extra_estimate_kwh > 0
-    return {
-        "energyKWh": round(account.kwh + extra_estimate_kwh, 6),
-        "energySource": "estimate" if estimated else "dcgm",
-        "emissionsGrams": round(account.emissions_grams + extra_grams, 3),
-        "baselineEmissionsGrams": round(account.baseline_grams + extra_grams, 3),
-        "avoidedEmissionsGrams": round(account.avoided_grams, 3),
-        "energy": account_to_wire(account),
-    }
-
-
 async def update_energy(
     meter: EnergyMeter,
     body: Mapping[str, Any],
@@ -134,8 +122,18 @@ async def update_energy(
     pue: float,
     to_planning: Callable[[datetime], datetime] = _identity,
     pods: Iterable[PodRef | str] = (),
+    home: IntensitySeries | None = None,
+    home_pue: float | None = None,
+    home_cluster: str | None = None,
+    traces_allowed: bool = True,
+    unpriced_wait: timedelta = DEFAULT_UNPRICED_WAIT,
+    embodied_grams_per_gpu_second: float = 0.0,
 ) -> EnergyUpdate:
-    """Read this tick's DCGM samples (shared read), fold the job's share into its account, price it."""
+    """Read this tick's DCGM samples (shared read), fold the job's share into its account, price it, and re-price
+    what earlier ticks could not (the provider had not published the actuals yet).
+
+    `home*`: the job's home cluster, for the spatial counterfactual (None: it runs at home). `traces_allowed`:
+    whether a recorded trace may price the receipt (the operator was started with traces explicitly)."""
     meta = body["metadata"]
     namespace, name = str(meta["namespace"]), str(meta["name"])
     spec = body.get("spec") or {}
@@ -151,6 +149,13 @@ async def update_energy(
         account = replace(account, settle_after=wall_now + SCRAPES_TO_SETTLE * meter.scrape_seconds)
     started = parse_time(status.get("runningSince")) if running and not account.running else None
     account = open_chunk(account, running, started or now)
+    submitted = parse_time(status.get("submittedAt")) or now
+    pricing = Pricing(
+        pue, intensity, submitted, lambda t: to_planning(wall_to_utc(t)),
+        home=home, home_pue=home_pue, home_cluster=home_cluster, traces_allowed=traces_allowed,
+        unpriced_wait=unpriced_wait, embodied_grams_per_gpu_second=embodied_grams_per_gpu_second,
+    )  # fmt: skip
+    account = reprice(account, pricing, now)
     listed = [p if isinstance(p, PodRef) else PodRef(namespace, p) for p in pods]
     account = remember_pods(account, [p for p in listed if p.namespace == namespace])
     owns = Pods(account.pods)
@@ -165,16 +170,15 @@ async def update_energy(
         g_now = intensity.at(now) if intensity is not None else math.nan
         extra_grams = extra * pue * g_now if math.isfinite(g_now) else 0.0
         return EnergyUpdate(
-            _fields(account, extra, extra_grams),
+            account.status_fields(extra, extra_grams),
             (ConditionType.METRICS_DEGRADED, True, Reason.PROMETHEUS_UNREACHABLE, message),
             settled=False,
             degraded=True,
+            awaiting_actuals=bool(account.pending),
         )
     before = account.estimated_kwh
     wanted = snapshot.gpus_for(p.key for p in account.pods) | {m.gpu for m in account.watermarks}
     series = [snapshot.series[g] for g in sorted(wanted) if g in snapshot.series]
-    submitted = parse_time(status.get("submittedAt")) or now
-    pricing = Pricing(pue, intensity, submitted, lambda t: to_planning(wall_to_utc(t)))
     account = advance(account, series, owns, snapshot.start, pricing, settings, forget_before=snapshot.start)
     held = [m.t for m in account.watermarks if m.owner is not None and owns(m.owner)]
     meter.need(job, min(held) if held else None)
@@ -191,14 +195,17 @@ async def update_energy(
             ConditionType.METRICS_DEGRADED, False, Reason.METRICS_HEALTHY,
             f"{account.measured_kwh:.6f} kWh measured by DCGM ({how})",
         )  # fmt: skip
-    fields = _fields(account, 0.0) if (account.kwh > 0 or account.watermarks) else {"energy": account_to_wire(account)}
+    fields = account.status_fields() if (account.kwh > 0 or account.watermarks) else {"energy": account.to_wire()}
     # Settled: stopped, no GPU still held, and read at least a couple of scrapes after it stopped (a short job can
     # start and finish between two reads; its samples reach Prometheus a scrape later).
     caught_up = account.settle_after is not None and snapshot.end >= account.settle_after
-    return EnergyUpdate(fields, condition, settled=not running and not held and caught_up, degraded=False)
+    settled = not running and not held and caught_up
+    return EnergyUpdate(fields, condition, settled, degraded=False, awaiting_actuals=bool(account.pending))
 
 
-def receipt_message(namespace: str, name: str, status: Mapping[str, Any], pue: float | None = None) -> str:
+def receipt_message(
+    namespace: str, name: str, status: Mapping[str, Any], pue: float | None = None, work: Work | None = None
+) -> str:
     """The receipt text for the completion Event (capped at the Event message limit)."""
-    text = format_receipt(receipt_from_status(namespace, name, status, pue))
+    text = format_receipt(receipt_from_status(namespace, name, status, pue, work))
     return text if len(text) <= EVENT_MESSAGE_LIMIT else text[: EVENT_MESSAGE_LIMIT - 3] + "..."
