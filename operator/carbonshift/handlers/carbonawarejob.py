@@ -58,7 +58,7 @@ from carbonshift.domain.planning.model import Reason as PlanReason
 from carbonshift.domain.planning.single import plan_job
 from carbonshift.domain.series import IntensitySeries
 from carbonshift.handlers import translate
-from carbonshift.handlers.energy import receipt_message, update_energy
+from carbonshift.handlers.energy import export_receipt_metrics, receipt_message, update_energy
 from carbonshift.handlers.energybudget import budget_hold
 from carbonshift.handlers.state import LOCAL, ClusterEntry, OperatorState, current
 
@@ -533,6 +533,7 @@ def export_job_metrics(state: OperatorState, tick: Tick) -> None:
     for gauge, key in ((metrics.JOB_EMISSIONS, "emissionsGrams"), (metrics.JOB_AVOIDED, "avoidedEmissionsGrams")):
         if status.get(key) is not None:
             gauge.labels(ns, name).set(status[key])
+    export_receipt_metrics(ns, name, status, tick.meta.get("annotations"))
     nxt = parse_time(status.get("nextTransitionTime"))
     metrics.JOB_PLANNED_START.labels(ns, name).set(nxt.timestamp() if nxt else 0)
     at_risk = any(c.type == ConditionType.DEADLINE_AT_RISK and c.status == "True" for c in tick.conditions)

@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from carbonshift import metrics
 from carbonshift.adapters.prometheus import EnergyMeter, MetricsUnavailableError, PrometheusEnergyReader
 from carbonshift.api.carbonawarejob import DEFAULT_WATTS_PER_GPU
 from carbonshift.api.conditions import ConditionType, Reason
@@ -59,6 +60,7 @@ from carbonshift.domain.accounting import (
     remember_pods,
     reprice,
     wall_to_utc,
+    work_from_annotations,
 )
 from carbonshift.domain.series import IntensitySeries
 
@@ -201,6 +203,21 @@ async def update_energy(
     caught_up = account.settle_after is not None and snapshot.end >= account.settle_after
     settled = not running and not held and caught_up
     return EnergyUpdate(fields, condition, settled, degraded=False, awaiting_actuals=bool(account.pending))
+
+
+def export_receipt_metrics(
+    namespace: str, name: str, status: Mapping[str, Any], annotations: Mapping[str, str] | None
+) -> None:
+    """The receipt's counterfactual parts, unpriced energy, embodied share and SCI as gauges."""
+    if status.get("energyKWh") is None:
+        return
+    receipt = receipt_from_status(namespace, name, status, work=work_from_annotations(annotations))
+    metrics.JOB_AVOIDED_PART.labels(namespace, name, "temporal").set(receipt.temporal_avoided_grams)
+    metrics.JOB_AVOIDED_PART.labels(namespace, name, "spatial").set(receipt.spatial_avoided_grams)
+    metrics.JOB_UNPRICED.labels(namespace, name).set(receipt.unpriced_kwh)
+    metrics.JOB_EMBODIED.labels(namespace, name).set(receipt.embodied_grams)
+    if receipt.work is not None and receipt.sci_per_million is not None:
+        metrics.JOB_SCI.labels(namespace, name, receipt.work.unit).set(receipt.sci_per_million)
 
 
 def receipt_message(
