@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import carbonshift.data
 from carbonshift.api.energy import EnergyAccount
 from carbonshift.domain.accounting import (
     Account,
@@ -21,6 +24,7 @@ from carbonshift.domain.accounting import (
     Pricing,
     Sample,
     Settings,
+    Work,
     account_from_wire,
     account_to_wire,
     advance,
@@ -419,3 +423,67 @@ def test_avoided_splits_into_temporal_and_spatial_parts() -> None:
     marginal_home = hourly([900.0] * 4, zone="DE", signal=Signal.MARGINAL)
     other = run_hour(Account(), replace(price, home=marginal_home))
     assert other.spatial_avoided_grams == 0
+
+
+TRACE_DIR = Path(carbonshift.data.__file__).parent / "gpu-power" / "h100-train-suspend-resume"
+
+
+def test_sci_per_million_tokens_of_the_replayed_h100_trace_matches_a_hand_computation() -> None:
+    """The measured H100 run (shared/data/gpu-power): trained, checkpointed on SIGTERM, suspended, resumed,
+    checkpointed again. Replayed sample by sample through the accounting (pod 1 holds the GPU in `train` and
+    `checkpoint_on_sigterm`, pod 2 in `resume` and `checkpoint_on_sigterm_2`), priced at 300 g/kWh and PUE 1.2, on a
+    cluster whose GPUs embody 2,500 kgCO2e over 4 years; the work is the trace's own token count."""
+    with (TRACE_DIR / "nvml_samples.csv").open() as f:
+        rows = [(float(r["t_unix"]), r["phase"], float(r["power_w"]), float(r["energy_mj"])) for r in csv.DictReader(f)]
+    with (TRACE_DIR / "steps_run2.csv").open() as f:
+        tokens = float(list(csv.DictReader(f))[-1]["tokens_total"])  # cumulative across the resume
+    holders = {
+        "train": P,
+        "checkpoint_on_sigterm": P,
+        "resume": "ml/train-ef2gh",
+        "checkpoint_on_sigterm_2": "ml/train-ef2gh",
+    }
+    rows = [
+        r for r in rows if r[1] != "power_cap_sweep" or r[0] < min(t for t, p, *_ in rows if p == "power_cap_sweep") + 5
+    ]
+    samples = tuple(Sample(t, holders.get(phase), mj, w) for t, phase, w, mj in rows)
+    start = {phase: min(t for t, p, *_ in rows if p == phase) for phase in {r[1] for r in rows}}
+    embodied = 2500e3 / (4 * 365.25 * 24 * 3600)
+    flat = IntensitySeries("DE", wall_to_utc(rows[0][0]).replace(minute=0, second=0) - timedelta(hours=1),
+                           timedelta(hours=1), np.full(4, 300.0))  # fmt: skip
+    price = Pricing(1.2, flat, wall_to_utc(rows[0][0]), wall_to_utc, embodied_grams_per_gpu_second=embodied)
+    account = Account()
+    # The operator's decisions at the phase boundaries, each followed by a read of the samples so far.
+    decisions = [
+        ("train", True),
+        ("checkpoint_on_sigterm", False),
+        ("resume", True),
+        ("checkpoint_on_sigterm_2", False),
+    ]
+    for moment, running in [(start[phase], run) for phase, run in decisions] + [(rows[-1][0], False)]:
+        account = open_chunk(account, running, wall_to_utc(moment))
+        seen = GpuSeries("GPU-1", "node-a", tuple(s for s in samples if s.t <= moment))
+        account = advance(account, [seen], owns, rows[0][0] - 1, price, SET, rows[0][0] - 1)
+
+    # By hand: the counter from the last sample before each pod's first to the first sample showing it gone.
+    def counter_at(t: float) -> float:
+        return next(mj for tt, _, _, mj in rows if tt >= t)
+
+    def last_before(t: float) -> float:
+        return max(tt for tt, *_ in rows if tt < t)
+
+    runs = [(last_before(start["train"]), start["suspended"]), (last_before(start["resume"]), start["power_cap_sweep"])]
+    kwh = sum(counter_at(b) - counter_at(a) for a, b in runs) / 3.6e9
+    gpu_hours = sum(b - a for a, b in runs) / 3600
+    by_hand = (kwh * 1.2 * 300 + gpu_hours * 2500e3 / (4 * 365.25 * 24)) / tokens * 1e6
+    status = {"energyKWh": account.kwh, "energySource": "dcgm", "emissionsGrams": account.emissions_grams}
+    receipt = receipt_from_status("ml", "train", {**status, "energy": account.to_wire()}, work=Work(tokens, "tokens"))
+    assert receipt.sci_per_million == pytest.approx(by_hand, rel=0.01)
+    assert receipt.embodied_grams == pytest.approx(gpu_hours * 2500e3 / (4 * 365.25 * 24), rel=0.01)
+    # The README's steady 1.01 Wh per 1M tokens, plus start-up, checkpoints and the idle tail around the pods.
+    assert 1.01 < (receipt.wh_per_million or 0) < 1.4
+    assert receipt.work_lost is not None and receipt.work_lost > 0  # the restart ramp and checkpoint tails
+    text = format_receipt(receipt)
+    print(text.splitlines()[2], f"by hand {by_hand:.4f} g per 1M tokens")
+    assert f"{receipt.sci_per_million:.3f} gCO2e and" in text and "per 1M tokens" in text
+    assert "tokens lost to suspend/resume overhead" in text
