@@ -496,8 +496,9 @@ async def measure_energy(
     if job is not None and (decision.phase is Phase.RUNNING or tick.status.get("runSeconds")):
         # Only the Job's own pods are charged: listed by the CarbonAwareJob's UID label and the Job's owner chain.
         job_uid = (job.get("metadata") or {}).get("uid")
-        listed = await state.kube_for(cluster_name).workload_pods(tick.namespace, tick.meta["uid"], job_uid)
-        pods = [PodRef(tick.namespace, name, uid or None) for name, uid in listed]
+        with contextlib.suppress(LookupError):  # its ComputeCluster deleted: the pods seen before still count
+            listed = await state.kube_for(cluster_name).workload_pods(tick.namespace, tick.meta["uid"], job_uid)
+            pods = [PodRef(tick.namespace, name, uid or None) for name, uid in listed]
     update = await update_energy(
         state.meter,
         body,
