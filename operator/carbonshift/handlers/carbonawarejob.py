@@ -156,7 +156,7 @@ class Tick:
         self.status["energySource"] = "estimate"
         if estimate.kwh > estimate.unpriced_kwh:
             self.status["emissionsGrams"] = round(estimate.emissions_grams, 3)
-            self.status["baselineEmissionsGrams"] = round(estimate.baseline_grams, 3)
+            self.status["baselineEmissionsGrams"] = round(estimate.home_baseline_grams, 3)
             self.status["avoidedEmissionsGrams"] = round(estimate.avoided_grams, 3)
 
 

@@ -171,6 +171,13 @@ def receipt_from_status(
     account = Account.from_wire(status.get("energy"))
     measured = account.kwh > 0
     source: Any = account if measured else estimate_from_wire(status.get("estimate"))
+    # The summary fields are authoritative for the totals (they include a provisional estimate while Prometheus is
+    # down); the account says how the baseline splits. Without a home elsewhere the job ran at home: no spatial part.
+    home = status.get("baselineEmissionsGrams")
+    home_grams = float(home) if home is not None else source.home_baseline_grams
+    temporal_grams = source.baseline_grams + (home_grams - source.home_baseline_grams)
+    if source.home_cluster is None:
+        temporal_grams = home_grams
     return Receipt(
         namespace=namespace,
         name=name,
@@ -180,8 +187,8 @@ def receipt_from_status(
         energy_kwh=float(status.get("energyKWh") or 0.0),
         energy_source=str(status.get("energySource") or "estimate"),
         emissions_grams=float(status.get("emissionsGrams") or 0.0),
-        baseline_grams=source.baseline_grams,
-        home_baseline_grams=source.home_baseline_grams,
+        baseline_grams=temporal_grams,
+        home_baseline_grams=home_grams,
         home_cluster=source.home_cluster,
         unpriced_kwh=source.unpriced_kwh,
         awaiting_kwh=account.unpriced_kwh - account.stayed_unpriced_kwh if measured else 0.0,
@@ -209,6 +216,8 @@ def format_receipt(receipt: Receipt) -> str:
     run chunk."""
     pct = receipt.avoided_percent
     how = f"{receipt.signal} intensity from {receipt.provider}" if receipt.provider else "no intensity data"
+    if receipt.provider is None and receipt.emissions_grams > 0:
+        how = "intensity source not recorded"
     if receipt.replayed:
         how += " (a replayed trace, as the operator was started with)"
     if receipt.forecast_kwh > 0:
