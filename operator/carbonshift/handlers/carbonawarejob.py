@@ -58,9 +58,9 @@ from carbonshift.domain.planning.model import Reason as PlanReason
 from carbonshift.domain.planning.single import plan_job
 from carbonshift.domain.series import IntensitySeries
 from carbonshift.handlers import translate
-from carbonshift.handlers.energy import export_receipt_metrics, receipt_message, update_energy
+from carbonshift.handlers.energy import export_receipt_metrics, pricing_options, receipt_message, update_energy
 from carbonshift.handlers.energybudget import budget_hold
-from carbonshift.handlers.state import LOCAL, ClusterEntry, OperatorState, current
+from carbonshift.handlers.state import LOCAL, OperatorState, current
 
 log = logging.getLogger(__name__)
 PLAN_EVENT_MIN_SHIFT = timedelta(minutes=10)  # re-plans that move the start by less are not news
@@ -424,34 +424,16 @@ async def zone_history(state: OperatorState, tick: Tick, submitted: datetime, zo
     return tick.histories[zone]
 
 
-def home_entry(state: OperatorState, caj: CarbonAwareJob) -> ClusterEntry | None:
-    """The job's home cluster, the spatial counterfactual: its first allowed cluster (spec.placement.clusters),
-    else the first ComputeCluster (by name) in the operator's own cluster, where the job was submitted, else the
-    local cluster as `carbonshift run --zone/--pue` describe it."""
-    entries = {e.name: e for e in state.entries()}
-    for name in caj.spec.placement.clusters if caj.spec.placement else []:
-        if name in entries:
-            return entries[name]
-    local = sorted((e for e in entries.values() if e.kube is state.local), key=lambda e: e.name)
-    return local[0] if local else None
-
-
 async def pricing_context(
     state: OperatorState, tick: Tick, caj: CarbonAwareJob, submitted: datetime, cluster_name: str
 ) -> tuple[IntensitySeries | None, float, dict[str, Any]]:
-    """(intensity, PUE, keyword arguments for the pricing): the home cluster's history, the trace rule, embodied."""
+    """(intensity, PUE, pricing keywords: home cluster, trace rule, embodied; see handlers/energy.py)."""
     actual, pue = await actual_intensity(state, tick, submitted, cluster_name)
-    home = home_entry(state, caj)
-    entry = next((e for e in state.entries() if e.name == cluster_name), None)
-    context: dict[str, Any] = {
-        "traces_allowed": state.settings.receipts_on_traces,
-        "embodied_grams_per_gpu_second": entry.embodied_grams_per_gpu_second if entry else 0.0,
-    }
-    if home is not None and home.name != cluster_name:
-        context["home"] = await zone_history(state, tick, submitted, home.zone)
-        context["home_pue"] = home.pue
-        context["home_cluster"] = home.name
-    return actual, pue, context
+
+    async def history(zone: str) -> IntensitySeries | None:
+        return await zone_history(state, tick, submitted, zone)
+
+    return actual, pue, await pricing_options(state, caj, cluster_name, history)
 
 
 async def estimate_energy(

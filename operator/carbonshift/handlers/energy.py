@@ -33,14 +33,14 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from carbonshift import metrics
 from carbonshift.adapters.prometheus import EnergyMeter, MetricsUnavailableError, PrometheusEnergyReader
-from carbonshift.api.carbonawarejob import DEFAULT_WATTS_PER_GPU
+from carbonshift.api.carbonawarejob import DEFAULT_WATTS_PER_GPU, CarbonAwareJob
 from carbonshift.api.conditions import ConditionType, Reason
 from carbonshift.api.durations import parse_duration
 from carbonshift.api.jobs import gpus_requested, parse_time
@@ -63,6 +63,7 @@ from carbonshift.domain.accounting import (
     work_from_annotations,
 )
 from carbonshift.domain.series import IntensitySeries
+from carbonshift.handlers.state import ClusterEntry, OperatorState
 
 log = logging.getLogger(__name__)
 PROMETHEUS_URL_ENV = "CARBONSHIFT_PROMETHEUS_URL"
@@ -203,6 +204,37 @@ async def update_energy(
     caught_up = account.settle_after is not None and snapshot.end >= account.settle_after
     settled = not running and not held and caught_up
     return EnergyUpdate(fields, condition, settled, degraded=False, awaiting_actuals=bool(account.pending))
+
+
+def home_entry(state: OperatorState, caj: CarbonAwareJob) -> ClusterEntry | None:
+    """The job's home cluster, the spatial counterfactual: its first allowed cluster (spec.placement.clusters),
+    else the first ComputeCluster (by name) in the operator's own cluster, where the job was submitted, else the
+    local cluster as `carbonshift run --zone/--pue` describe it."""
+    entries = {e.name: e for e in state.entries()}
+    for name in caj.spec.placement.clusters if caj.spec.placement else []:
+        if name in entries:
+            return entries[name]
+    local = sorted((e for e in entries.values() if e.kube is state.local), key=lambda e: e.name)
+    return local[0] if local else None
+
+
+async def pricing_options(
+    state: OperatorState,
+    caj: CarbonAwareJob,
+    cluster_name: str,
+    history: Callable[[str], Awaitable[IntensitySeries | None]],
+) -> dict[str, Any]:
+    """The keyword arguments of update_energy/Pricing beyond the cluster's own intensity: the home cluster's history
+    (`history(zone)`), whether traces may price, the cluster's embodied emissions per GPU-second."""
+    entry = next((e for e in state.entries() if e.name == cluster_name), None)
+    options: dict[str, Any] = {
+        "traces_allowed": state.settings.receipts_on_traces,
+        "embodied_grams_per_gpu_second": entry.embodied_grams_per_gpu_second if entry else 0.0,
+    }
+    home = home_entry(state, caj)
+    if home is not None and home.name != cluster_name:
+        options.update(home=await history(home.zone), home_pue=home.pue, home_cluster=home.name)
+    return options
 
 
 def export_receipt_metrics(
