@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 import carbonshift.data
 from carbonshift.api.energy import EnergyAccount
 from carbonshift.domain.accounting import (
+    MAX_PENDING,
     Account,
     Estimate,
     GpuSeries,
@@ -487,3 +488,16 @@ def test_sci_per_million_tokens_of_the_replayed_h100_trace_matches_a_hand_comput
     print(text.splitlines()[2], f"by hand {by_hand:.4f} g per 1M tokens")
     assert f"{receipt.sci_per_million:.3f} gCO2e and" in text and "per 1M tokens" in text
     assert "tokens lost to suspend/resume overhead" in text
+
+
+def test_pending_buckets_are_bounded_and_the_oldest_is_declared_first() -> None:
+    """Two days of energy with no intensity at all: the status keeps at most MAX_PENDING buckets; what falls out is
+    declared unpriced (never lost, never priced)."""
+    price = Pricing(1.0, None, wall_to_utc(T0), wall_to_utc)
+    points = [(60.0 * i, P, 700.0) for i in range(48 * 60 + 1)]
+    account = advance(open_chunk(Account(), True, wall_to_utc(T0)), [counter_series(points)], owns, T0 - 60, price,
+                      SET, T0 - 60)  # fmt: skip
+    assert len(account.pending) == MAX_PENDING
+    assert account.unpriced_kwh == pytest.approx(account.kwh)
+    assert account.stayed_unpriced_kwh == pytest.approx(account.kwh - sum(p.kwh for p in account.pending))
+    assert min(p.at for p in account.pending) > wall_to_utc(T0 + 20 * 3600)  # the newest are kept

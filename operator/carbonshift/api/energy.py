@@ -109,7 +109,7 @@ class EnergyAccount(ApiModel):
     replayed_trace: Bool = Field(default=False, description="Priced on a recorded trace (operator started so).")
     priced_by: list[PricedShare] = Field(default_factory=list, description="Energy per provider and quality.")
     pending: list[PendingEnergy] = Field(
-        default_factory=list, description="Energy waiting for actual intensity.", max_length=576
+        default_factory=list, description="Energy waiting for actual intensity.", max_length=288
     )
     gpu_seconds: Number = Field(default=0.0, alias="gpuSeconds", description="GPU time held by the job's pods (s).")
     embodied_grams: Number = Field(default=0.0, description="Embodied emissions share, SCI's M (gCO2e).")

@@ -10,6 +10,7 @@
 
 from carbonshift.domain.accounting.account import (
     MAX_CHUNKS,
+    MAX_PENDING,
     Account,
     Chunk,
     Pending,
@@ -54,6 +55,7 @@ __all__ = [
     "DEFAULT_UNPRICED_WAIT",
     "J_PER_KWH",
     "MAX_CHUNKS",
+    "MAX_PENDING",
     "Account",
     "Chunk",
     "Estimate",

@@ -40,7 +40,7 @@ from carbonshift.domain.accounting.wire import from_wire, to_wire, wire
 
 MAX_CHUNKS = 64
 MAX_PODS = 256
-MAX_PENDING = 576  # 48 h of 5-minute buckets
+MAX_PENDING = 288  # 24 h of 5-minute buckets: the wait declares older ones anyway
 MAX_SHARES = 16
 BUCKET = timedelta(minutes=5)
 
