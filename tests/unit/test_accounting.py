@@ -501,3 +501,10 @@ def test_pending_buckets_are_bounded_and_the_oldest_is_declared_first() -> None:
     assert account.unpriced_kwh == pytest.approx(account.kwh)
     assert account.stayed_unpriced_kwh == pytest.approx(account.kwh - sum(p.kwh for p in account.pending))
     assert min(p.at for p in account.pending) > wall_to_utc(T0 + 20 * 3600)  # the newest are kept
+
+
+def test_an_account_written_before_repricing_keeps_its_unpriced_energy_and_baseline() -> None:
+    old = {"measuredKWh": 1.0, "unpricedKWh": 0.25, "emissionsGrams": 100.0, "baselineGrams": 150.0}
+    account = reprice(Account.from_wire(old), pricing(), wall_to_utc(T0))
+    assert account.unpriced_kwh == pytest.approx(0.25) and account.stayed_unpriced_kwh == pytest.approx(0.25)
+    assert account.home_baseline_grams == 150.0 and account.avoided_grams == 50.0

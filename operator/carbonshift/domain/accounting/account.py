@@ -159,6 +159,8 @@ class Account:
         account = from_wire(cls, data)
         if data and "homeBaselineGrams" not in data:  # written before the spatial counterfactual existed
             account = replace(account, home_baseline_grams=account.baseline_grams)
+        if data and "stayedUnpricedKWh" not in data:  # written before re-pricing: its unpriced energy stays so
+            account = replace(account, stayed_unpriced_kwh=account.unpriced_kwh)
         return account
 
     def status_fields(self, extra_estimate_kwh: float = 0.0, extra_grams: float = 0.0) -> dict[str, Any]:
