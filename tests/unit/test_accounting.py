@@ -39,6 +39,7 @@ from carbonshift.domain.accounting import (
     receipt_from_status,
     remember_pods,
     reprice,
+    reprice_estimate,
     wall_to_utc,
 )
 from carbonshift.domain.series import IntensitySeries, Kind, Signal
@@ -508,3 +509,21 @@ def test_an_account_written_before_repricing_keeps_its_unpriced_energy_and_basel
     account = reprice(Account.from_wire(old), pricing(), wall_to_utc(T0))
     assert account.unpriced_kwh == pytest.approx(0.25) and account.stayed_unpriced_kwh == pytest.approx(0.25)
     assert account.home_baseline_grams == 150.0 and account.avoided_grams == 50.0
+
+
+def test_an_unpriced_estimate_is_repriced_when_actuals_come_or_declared_after_the_wait() -> None:
+    nan = float("nan")
+    lagging = Pricing(1.2, hourly([400.0, nan, nan, nan]), wall_to_utc(T0 - 3600), wall_to_utc)
+    estimate = extend_estimate(Estimate(), 1800.0, wall_to_utc(T0 + 1800), 1, 700.0, lagging)
+    assert estimate.unpriced_kwh == pytest.approx(0.35) and estimate.pending
+    assert estimate.emissions_grams == 0 and estimate.avoided_grams == 0  # its baseline hour is known: not claimed
+    text = format_receipt(receipt_from_status("ml", "x", {"energyKWh": 0.35, "estimate": estimate_to_wire(estimate)}))
+    assert "0.3500 kWh of it awaiting actuals" in text
+    published = replace(lagging, intensity=hourly([400.0, 100.0, 100.0, 100.0], provider="electricitymaps"))
+    priced = reprice_estimate(estimate_from_wire(estimate_to_wire(estimate)), published, wall_to_utc(T0 + 7200))
+    assert not priced.pending and priced.unpriced_kwh == pytest.approx(0)
+    assert priced.emissions_grams == pytest.approx(0.35 * 1.2 * 100)
+    assert priced.baseline_grams == pytest.approx(0.35 * 1.2 * 400) and priced.provider == "electricitymaps"
+    declared = reprice_estimate(estimate, lagging, wall_to_utc(T0 + 30 * 3600))
+    assert not declared.pending and declared.stayed_unpriced_kwh == pytest.approx(0.35)
+    assert declared.unpriced_kwh == pytest.approx(0.35) and declared.emissions_grams == 0

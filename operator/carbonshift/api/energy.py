@@ -144,3 +144,9 @@ class EnergyEstimate(ApiModel):
     replayed_trace: Bool = Field(default=False, description="Priced on a recorded trace (operator started so).")
     home_cluster: str | None = Field(default=None, description="The home cluster; absent: the job ran at home.")
     embodied_grams: Number = Field(default=0.0, ge=0, description="Embodied emissions share, SCI's M (gCO2e).")
+    pending: list[PendingEnergy] = Field(
+        default_factory=list, description="Estimated energy waiting for actual intensity.", max_length=288
+    )
+    stayed_unpriced_kwh: Number = Field(
+        default=0.0, ge=0, alias="stayedUnpricedKWh", description="Unpriced energy whose wait for actuals ended (kWh)."
+    )

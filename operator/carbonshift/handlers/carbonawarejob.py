@@ -48,6 +48,7 @@ from carbonshift.domain.accounting import (
     estimate_from_wire,
     estimate_to_wire,
     extend_estimate,
+    reprice_estimate,
     wall_to_utc,
     work_from_annotations,
 )
@@ -58,7 +59,13 @@ from carbonshift.domain.planning.model import Reason as PlanReason
 from carbonshift.domain.planning.single import plan_job
 from carbonshift.domain.series import IntensitySeries
 from carbonshift.handlers import translate
-from carbonshift.handlers.energy import export_receipt_metrics, pricing_options, receipt_message, update_energy
+from carbonshift.handlers.energy import (
+    awaiting,
+    export_receipt_metrics,
+    pricing_options,
+    receipt_message,
+    update_energy,
+)
 from carbonshift.handlers.energybudget import budget_hold
 from carbonshift.handlers.state import LOCAL, OperatorState, current
 
@@ -170,7 +177,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         tick.status["phase"] = Phase.PENDING
         await tick.flush()
         return None
-    awaiting_actuals = bool((tick.status.get("energy") or {}).get("pending"))
+    awaiting_actuals = awaiting(tick.status)
     if translate.terminal(tick.status.get("phase")) and tick.status.get("receiptPosted") and not awaiting_actuals:
         return None
     spec = caj.spec
@@ -294,6 +301,9 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         message = receipt_message(tick.namespace, tick.name, tick.status, pue)
         tick.event("Normal", "Receipt", f"{message} [no DCGM metrics configured: estimated from run time]")
         tick.status["receiptPosted"] = True
+    elif finished and awaiting(tick.old_status) and not awaiting(tick.status):
+        pue = zone_and_pue(state, cluster_name)[1] if cluster_name else None
+        tick.event("Normal", "ReceiptRevised", receipt_message(tick.namespace, tick.name, tick.status, pue))
     await tick.flush()
     export_job_metrics(state, tick)
     if finished:
@@ -305,10 +315,9 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     if finished:
         # Done once the receipt is out; until then the last energy readings are still arriving.
         # Done once the receipt is out and no energy awaits actual intensity (re-priced, or declared unpriced).
-        awaiting = bool((tick.status.get("energy") or {}).get("pending"))
-        if tick.status.get("receiptPosted") and not awaiting:
+        if tick.status.get("receiptPosted") and not awaiting(tick.status):
             return None
-        return tick.now + (state.settings.tick if awaiting else state.settings.tick / 5)
+        return tick.now + (state.settings.tick if awaiting(tick.status) else state.settings.tick / 5)
     return decision.next_transition or tick.now + state.settings.tick
 
 
@@ -450,13 +459,14 @@ async def estimate_energy(
     DCGM measured nothing (no Prometheus configured, or no samples of the job's GPUs)."""
     estimate = estimate_from_wire(tick.status.get("estimate"))
     run_seconds = acc.total_seconds(tick.now)
-    if run_seconds > estimate.run_seconds and cluster_name is not None:
+    if (run_seconds > estimate.run_seconds or estimate.pending) and cluster_name is not None:
         actual, pue, context = await pricing_context(state, tick, caj, submitted, cluster_name)
         context.pop("traces_allowed", None)
         pricing = Pricing(
             pue, actual, submitted, wall_to_utc, traces_allowed=state.settings.receipts_on_traces, **context
         )
         estimate = extend_estimate(estimate, run_seconds, tick.now, gpus, watts, pricing)
+        estimate = reprice_estimate(estimate, pricing, tick.now)
     tick.store_energy_estimate(estimate)
 
 

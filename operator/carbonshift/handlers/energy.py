@@ -206,6 +206,14 @@ async def update_energy(
     return EnergyUpdate(fields, condition, settled, degraded=False, awaiting_actuals=bool(account.pending))
 
 
+def awaiting(status: Mapping[str, Any]) -> bool:
+    """Whether the receipt's energy still waits for actual intensity (measured account, or the estimate standing
+    as the receipt)."""
+    if (status.get("energy") or {}).get("pending"):
+        return True
+    return status.get("energySource") != "dcgm" and bool((status.get("estimate") or {}).get("pending"))
+
+
 def home_entry(state: OperatorState, caj: CarbonAwareJob) -> ClusterEntry | None:
     """The job's home cluster, the spatial counterfactual: its first allowed cluster (spec.placement.clusters),
     else the first ComputeCluster (by name) in the operator's own cluster, where the job was submitted, else the

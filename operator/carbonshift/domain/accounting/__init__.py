@@ -37,7 +37,13 @@ from carbonshift.domain.accounting.attribution import (
     interval_energy,
     wall_to_utc,
 )
-from carbonshift.domain.accounting.estimate import Estimate, estimate_from_wire, estimate_to_wire, extend_estimate
+from carbonshift.domain.accounting.estimate import (
+    Estimate,
+    estimate_from_wire,
+    estimate_to_wire,
+    extend_estimate,
+    reprice_estimate,
+)
 from carbonshift.domain.accounting.pricing import DEFAULT_UNPRICED_WAIT, Priced, Pricing, Quality, is_trace
 from carbonshift.domain.accounting.receipt import (
     ANNOTATION_WORK_DONE,
@@ -89,6 +95,7 @@ __all__ = [
     "receipt_from_status",
     "remember_pods",
     "reprice",
+    "reprice_estimate",
     "wall_to_utc",
     "work_from_annotations",
 ]

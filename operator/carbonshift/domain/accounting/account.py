@@ -306,7 +306,8 @@ def advance(
     return _recount(replace(acc, watermarks=kept, chunks=tuple(chunks)))
 
 
-def _bucket(moment: datetime) -> datetime:
+def bucket(moment: datetime) -> datetime:
+    """Start of the 5-minute bucket (UTC-aligned) holding `moment`."""
     epoch = moment.timestamp()
     step = BUCKET.total_seconds()
     return moment - timedelta(seconds=epoch - step * (epoch // step))
@@ -414,7 +415,7 @@ def _hold(
 ) -> Account:
     """Keep energy priced on a forecast, or not priced, in its bucket until actuals come (see reprice)."""
     entry = Pending(
-        _bucket(at), _bucket(base_at), now, priced.quality.value, chunk, kwh, steady_kwh,
+        bucket(at), bucket(base_at), now, priced.quality.value, chunk, kwh, steady_kwh,
         priced.grams, priced.baseline_grams, priced.home_grams, priced.provider, priced.why or None,
     )  # fmt: skip
     pending = list(acc.pending)

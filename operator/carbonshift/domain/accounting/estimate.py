@@ -3,7 +3,8 @@
 The receipt of a job that DCGM never measured (no Prometheus configured, or no samples of its GPUs), with the
 same pricing rules as the measured account (pricing.py): provenance, one signal, unpriced energy never counted as
 avoided, both counterfactuals. Unlike the measured account it keeps no pending buckets: energy unpriced when it
-accrued stays unpriced (the run time it came from has no per-interval record to re-price).
+accrued waits, like the account's, in 5-minute buckets (`pending`) until the provider publishes actuals for it or
+the wait runs out (`reprice_estimate`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from carbonshift.domain.accounting.account import BUCKET, MAX_PENDING, Pending, bucket
 from carbonshift.domain.accounting.attribution import J_PER_KWH
 from carbonshift.domain.accounting.pricing import Pricing, Quality
 from carbonshift.domain.accounting.wire import from_wire, to_wire, wire
@@ -32,6 +34,8 @@ class Estimate:
     replayed: bool = field(default=False, metadata=wire("replayedTrace"))
     home_cluster: str | None = field(default=None, metadata=wire("homeCluster"))
     embodied_grams: float = field(default=0.0, metadata=wire("embodiedGrams", 6))
+    pending: tuple[Pending, ...] = field(default=(), metadata=wire("pending"))
+    stayed_unpriced_kwh: float = field(default=0.0, metadata=wire("stayedUnpricedKWh", 9))
 
     @property
     def avoided_grams(self) -> float:
@@ -62,6 +66,14 @@ def extend_estimate(
     out = replace(
         estimate, run_seconds=run_seconds, kwh=estimate.kwh + kwh, embodied_grams=estimate.embodied_grams + embodied
     )
+    if priced.quality is not Quality.ACTUAL:
+        held = Pending(
+            bucket(at), bucket(base_at), now, priced.quality.value, 0, kwh, kwh,
+            priced.grams, priced.baseline_grams, priced.home_grams, priced.provider, priced.why or None,
+        )  # fmt: skip
+        out = replace(out, pending=(*out.pending, held))
+        while len(out.pending) > MAX_PENDING:  # bounded: the oldest is declared as it is
+            out = _let_go(out, out.pending[0])
     if priced.quality is Quality.MISSING:
         return replace(out, unpriced_kwh=estimate.unpriced_kwh + kwh)
     return replace(
@@ -75,6 +87,45 @@ def extend_estimate(
         replayed=estimate.replayed or priced.trace,
         home_cluster=pricing.home_cluster,
     )
+
+
+def _let_go(estimate: Estimate, p: Pending) -> Estimate:
+    rest = tuple(q for q in estimate.pending if q is not p)
+    extra = p.kwh if p.quality == Quality.MISSING.value else 0.0
+    return replace(estimate, pending=rest, stayed_unpriced_kwh=estimate.stayed_unpriced_kwh + extra)
+
+
+def reprice_estimate(estimate: Estimate, pricing: Pricing, now: datetime) -> Estimate:
+    """Price the estimate's pending buckets whose actual intensity is now published (a forecast's grams replaced);
+    declare those older than `pricing.unpriced_wait`."""
+    out = estimate
+    half = BUCKET / 2
+    for p in estimate.pending:
+        priced = pricing.price(p.kwh, p.steady_kwh, p.at + half, p.base_at + half, out.signal)
+        missing = p.quality == Quality.MISSING.value
+        if priced.quality is Quality.ACTUAL or (priced.quality is Quality.FORECAST and missing):
+            rest = tuple(q for q in out.pending if q is not p)
+            if priced.quality is Quality.FORECAST:
+                rest = (*rest, replace(p, quality=priced.quality.value, grams=priced.grams,
+                                       baseline_grams=priced.baseline_grams, home_grams=priced.home_grams,
+                                       provider=priced.provider, why=None))  # fmt: skip
+            was_forecast = p.kwh if p.quality == Quality.FORECAST.value else 0.0
+            now_forecast = p.kwh if priced.quality is Quality.FORECAST else 0.0
+            out = replace(
+                out,
+                pending=rest,
+                emissions_grams=out.emissions_grams + priced.grams - p.grams,
+                baseline_grams=out.baseline_grams + priced.baseline_grams - p.baseline_grams,
+                home_baseline_grams=out.home_baseline_grams + priced.home_grams - p.home_grams,
+                unpriced_kwh=out.unpriced_kwh - (p.kwh if missing else 0.0),
+                forecast_kwh=out.forecast_kwh - was_forecast + now_forecast,
+                provider=out.provider or priced.provider,
+                signal=out.signal or priced.signal,
+                replayed=out.replayed or priced.trace,
+            )
+        elif now - p.since > pricing.unpriced_wait:
+            out = _let_go(out, p)
+    return out
 
 
 def estimate_to_wire(estimate: Estimate) -> dict[str, Any]:

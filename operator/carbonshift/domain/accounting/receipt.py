@@ -191,7 +191,7 @@ def receipt_from_status(
         home_baseline_grams=home_grams,
         home_cluster=source.home_cluster,
         unpriced_kwh=source.unpriced_kwh,
-        awaiting_kwh=account.unpriced_kwh - account.stayed_unpriced_kwh if measured else 0.0,
+        awaiting_kwh=source.unpriced_kwh - source.stayed_unpriced_kwh,
         forecast_kwh=source.forecast_kwh,
         provider=source.provider,
         signal=source.signal,
