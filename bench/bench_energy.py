@@ -46,7 +46,9 @@ async def shared(url: str, pods: int) -> tuple[float, int, int, int]:
     started = time.perf_counter()
     now = datetime.now(UTC)
     for i in range(pods):
-        await update_energy(meter, body(f"job{i}"), running=True, now=now, intensity=None, pue=1.2)
+        await update_energy(
+            meter, body(f"job{i}"), running=True, now=now, intensity=None, pue=1.2, pods=[f"job{i}-abcde"]
+        )
     elapsed = time.perf_counter() - started
     snapshot = await meter.snapshot()
     await meter.aclose()

@@ -1,5 +1,7 @@
 """Measured receipts: a job's energy read through a real Prometheus scraping the DCGM stand-in matches what the
 stand-in served to the job's pods within 1%, across a suspend and a resume; the receipt Event is posted at the end.
+Beside it run a second CarbonAwareJob `train-1` (its pods' names start with "train-") and a plain pod `train-debug`:
+the operator charges each job its own pods only (listed by identity), and the plain pod to nobody.
 
 The stand-in replays the real H100 trace (training phase) on the dev cluster's GPU nodes; `GpuBinder` assigns GPUs
 to the Job's pods as a kubelet's pod-resources API would, so the series carry the pods' names.
@@ -7,6 +9,7 @@ to the Job's pods as a kubelet's pod-resources API would, so the series carry th
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -59,9 +62,19 @@ def test_receipt_energy_matches_the_replayed_counter_across_suspend_and_resume(
             "train", duration="40m", max_delay="2h", gpus=2, interruptible=True, checkpoint=checkpoint
         )
         k.create_caj(namespace, manifest)
+        k.create_caj(namespace, caj_manifest("train-1", duration="20m", max_delay="2h", gpus=1, policy="Immediate"))
+        debug = {"name": "debug", "image": "example/train:1", "resources": {"limits": {"nvidia.com/gpu": "1"}}}
+        k.core.create_namespaced_pod(
+            namespace,
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "train-debug"},
+             "spec": {"restartPolicy": "Never", "containers": [debug]}},
+        )  # fmt: skip
         workload.start()
         status = wait_until(
             lambda: (s := k.status(namespace, "train")).get("receiptPosted") and s, "the receipt", timeout=180
+        )
+        other = wait_until(
+            lambda: (s := k.status(namespace, "train-1")).get("receiptPosted") and s, "train-1's receipt", timeout=120
         )
     finally:
         workload.halt.set()
@@ -72,8 +85,15 @@ def test_receipt_energy_matches_the_replayed_counter_across_suspend_and_resume(
     assert status["phase"] == "Succeeded"
     events = [(e.reason, e.message) for e in k.events(namespace, "train")]
     assert status["suspensions"] >= 1, f"two chunks expected: {status['runSeconds']} s, {events}"
-    pods = [pod for ns, pod in binder.seen if ns == namespace]
+    # Ground truth by the Job controller's naming (<job>-<5 chars>), which the operator itself no longer relies on:
+    # "train-debug" fits that pattern too (this test's first version counted it as train's).
+    pods = [
+        pod for ns, pod in binder.seen
+        if ns == namespace and re.fullmatch(r"train-[a-z0-9]{5}", pod) and pod != "train-debug"
+    ]  # fmt: skip
+    others = [pod for ns, pod in binder.seen if ns == namespace and re.fullmatch(r"train-1-[a-z0-9]{5}", pod)]
     assert len(pods) >= 2, f"a resumed Job gets a new pod: {pods}"
+    assert others and (namespace, "train-debug") in binder.seen, binder.seen
     truth_kwh = sum(exporter.energy_mj(namespace, pod) for pod in pods) / 3.6e9
     assert status["energySource"] == "dcgm"
     assert abs(status["energyKWh"] - truth_kwh) <= 0.01 * truth_kwh, (status["energyKWh"], truth_kwh)
@@ -83,5 +103,13 @@ def test_receipt_energy_matches_the_replayed_counter_across_suspend_and_resume(
     avoided = status["baselineEmissionsGrams"] - status["emissionsGrams"]
     assert abs(status["avoidedEmissionsGrams"] - avoided) < 0.01
     receipt = next(e for e in k.events(namespace, "train") if e.reason == "Receipt")
-    assert "kWh" in receipt.message
+    assert "kWh" in receipt.message and "temporal" in receipt.message and "spatial" in receipt.message
+    # train-1 is charged its own pod, train neither train-1's nor the plain pod's; the plain pod is nobody's.
+    other_kwh = sum(exporter.energy_mj(namespace, pod) for pod in others) / 3.6e9
+    assert abs(other["energyKWh"] - other_kwh) <= 0.01 * other_kwh, (other["energyKWh"], other_kwh)
+    assert {p["name"] for p in status["energy"]["pods"]} == set(pods)
+    assert {p["name"] for p in other["energy"]["pods"]} == set(others)
+    assert exporter.energy_mj(namespace, "train-debug") > 0
+    # Priced on the trace the operator was started with, and says so; one signal.
+    assert status["energy"]["replayedTrace"] and status["energy"]["signal"] == "average"
     assert not binder.errors and not workload.errors

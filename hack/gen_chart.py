@@ -320,11 +320,23 @@ PANELS: tuple[Panel, ...] = (
         description="kgCO2e of the jobs so far: energy x PUE x grid intensity of each interval.",
     ),
     Panel(
-        "Avoided emissions",
+        "Avoided emissions: temporal and spatial",
         "stat",
-        ((f"sum(carbonshift_job_avoided_emissions_grams{{{JOBS}}}) / 1000", "avoided"),),
+        (
+            (f"sum(carbonshift_job_avoided_emissions_grams{{{JOBS}}}) / 1000", "total"),
+            (
+                f'sum(carbonshift_job_avoided_emissions_by_counterfactual_grams{{{JOBS},part="temporal"}}) / 1000',
+                "temporal",
+            ),
+            (
+                f'sum(carbonshift_job_avoided_emissions_by_counterfactual_grams{{{JOBS},part="spatial"}}) / 1000',
+                "spatial",
+            ),
+        ),
         unit="masskg",
-        description="kgCO2e saved against running every job at submission.",
+        description="kgCO2e saved against running every job at submission in its home cluster (total), split into "
+        "temporal (same cluster, at submission) and spatial (home cluster versus the one it ran in). Unpriced energy "
+        "counts in neither.",
         width=6,
     ),
     Panel(
@@ -332,6 +344,24 @@ PANELS: tuple[Panel, ...] = (
         "bargauge",
         ((f"sum by (namespace) (carbonshift_job_avoided_emissions_grams{{{JOBS}}}) / 1000", "{{namespace}}"),),
         unit="masskg",
+        width=6,
+    ),
+    Panel(
+        "Unpriced energy and embodied emissions",
+        "stat",
+        (
+            (f"sum(carbonshift_job_unpriced_energy_kwh{{{JOBS}}})", "unpriced kWh"),
+            (f"sum(carbonshift_job_embodied_emissions_grams{{{JOBS}}}) / 1000", "embodied kgCO2e"),
+        ),
+        description="Energy with no intensity data for its time (in no emissions figure until re-priced), and the "
+        "jobs' share of their GPUs' embodied emissions (SCI's M).",
+        width=6,
+    ),
+    Panel(
+        "SCI per 1M units of work",
+        "table",
+        ((f"carbonshift_job_sci_grams_per_million_units{{{JOBS}}}", ""),),
+        description="(operational + embodied gCO2e) per 1M units of the work each job reports (e.g. tokens).",
         width=6,
     ),
     Panel(

@@ -52,6 +52,32 @@ JOB_AVOIDED = Gauge(
     ["namespace", "name"],
     registry=REGISTRY,
 )
+JOB_AVOIDED_PART = Gauge(
+    "carbonshift_job_avoided_emissions_by_counterfactual_grams",
+    "Emissions avoided by a CarbonAwareJob, by part: temporal (same cluster at submission minus actual) and spatial "
+    "(home cluster at submission minus same cluster at submission); they sum to the total (gCO2e).",
+    ["namespace", "name", "part"],
+    registry=REGISTRY,
+)
+JOB_UNPRICED = Gauge(
+    "carbonshift_job_unpriced_energy_kwh",
+    "GPU energy of a CarbonAwareJob with no usable intensity data, in no emissions figure (kWh).",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
+JOB_EMBODIED = Gauge(
+    "carbonshift_job_embodied_emissions_grams",
+    "Embodied emissions share of a CarbonAwareJob: GPU-hours x embodied per GPU / lifetime hours (SCI's M, gCO2e).",
+    ["namespace", "name"],
+    registry=REGISTRY,
+)
+JOB_SCI = Gauge(
+    "carbonshift_job_sci_grams_per_million_units",
+    "Software Carbon Intensity of a CarbonAwareJob: (operational + embodied) gCO2e per 1M units of the work it "
+    "reports (annotation carbonshift.io/work-done).",
+    ["namespace", "name", "unit"],
+    registry=REGISTRY,
+)
 JOB_PLANNED_START = Gauge(
     "carbonshift_job_next_transition_timestamp_seconds",
     "Planning time of a CarbonAwareJob's next resume or suspension (Unix seconds).",

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from carbonshift.api.durations import parse_duration
+from carbonshift.domain.accounting import receipt_from_status
 
 NAMESPACE = "ml-research"
 REPO = Path(__file__).resolve().parents[2]
@@ -301,8 +302,12 @@ async def _demo(args: argparse.Namespace) -> int:
         totals = report["totals"]
         console.print(
             f"\n[bold]All jobs:[/] {totals['energy_kwh']:.1f} kWh, {totals['emissions_kg']:.2f} kgCO2e; "
-            f"running each at submission would have emitted {totals['baseline_kg']:.2f} kg: "
-            f"[bold green]{totals['saved_pct']:.1f}% avoided[/]."
+            f"running each at submission in its home cluster would have emitted {totals['baseline_kg']:.2f} kg: "
+            f"[bold green]{totals['avoided_kg']:.2f} kg ({totals['saved_pct']:.1f}%) avoided[/] = "
+            f"temporal {totals['temporal_kg']:.2f} kg (when, same cluster) + "
+            f"spatial {totals['spatial_kg']:.2f} kg (where: the cleaner cluster instead of home)"
+            + (f"; {totals['unpriced_kwh']:.2f} kWh unpriced, in no figure" if totals["unpriced_kwh"] > 0 else "")
+            + "."
         )
         final = dashboard_check(prometheus.url, since=began_wall)
         # A panel shows the demo's whole time range: a query counts if it returned data while jobs ran or at the end.
@@ -352,10 +357,12 @@ def _receipts(items: list[dict[str, Any]]) -> Any:
     from rich.table import Table
 
     view = Table(title="carbon receipts (GPU energy measured through DCGM; emissions on the grid's actual intensity)")
-    for column in ("job", "cluster", "phase", "energy kWh", "source", "CO2e kg", "at submission kg", "avoided kg"):
+    columns = ("job", "cluster", "phase", "energy kWh", "source", "CO2e kg", "at submission at home kg", "avoided kg")
+    for column in (*columns, "temporal kg", "spatial kg"):
         view.add_column(column)
     for item in items:
         s = item.get("status") or {}
+        receipt = receipt_from_status(NAMESPACE, item["metadata"]["name"], s)
         view.add_row(
             item["metadata"]["name"],
             str(s.get("cluster") or "-"),
@@ -365,6 +372,8 @@ def _receipts(items: list[dict[str, Any]]) -> Any:
             f"{float(s.get('emissionsGrams') or 0) / 1000:.2f}",
             f"{float(s.get('baselineEmissionsGrams') or 0) / 1000:.2f}",
             f"{float(s.get('avoidedEmissionsGrams') or 0) / 1000:.2f}",
+            f"{receipt.temporal_avoided_grams / 1000:.2f}",
+            f"{receipt.spatial_avoided_grams / 1000:.2f}",
         )
     return view
 
@@ -383,6 +392,7 @@ async def _report(
     for item in items:
         s = item.get("status") or {}
         runs = workload.jobs.get(item["metadata"]["name"])
+        receipt = receipt_from_status(NAMESPACE, item["metadata"]["name"], s)
         jobs.append(
             {
                 "name": item["metadata"]["name"],
@@ -393,6 +403,10 @@ async def _report(
                 "emissions_g": s.get("emissionsGrams"),
                 "baseline_emissions_g": s.get("baselineEmissionsGrams"),
                 "avoided_g": s.get("avoidedEmissionsGrams"),
+                "temporal_avoided_g": round(receipt.temporal_avoided_grams, 3),
+                "spatial_avoided_g": round(receipt.spatial_avoided_grams, 3),
+                "home_cluster": receipt.home_cluster or s.get("cluster"),
+                "unpriced_kwh": round(receipt.unpriced_kwh, 6),
                 "suspensions": s.get("suspensions"),
                 "runs": [[a.isoformat(), b.isoformat()] for a, b in (runs.intervals if runs else [])],
             }
@@ -403,6 +417,10 @@ async def _report(
         "energy_kwh": sum(float(j["energy_kwh"] or 0) for j in jobs),
         "emissions_kg": emitted,
         "baseline_kg": baseline,
+        "avoided_kg": baseline - emitted,
+        "temporal_kg": sum(float(j["temporal_avoided_g"]) for j in jobs) / 1000,
+        "spatial_kg": sum(float(j["spatial_avoided_g"]) for j in jobs) / 1000,
+        "unpriced_kwh": sum(float(j["unpriced_kwh"]) for j in jobs),
         "saved_pct": 100 * (baseline - emitted) / baseline if baseline > 0 else 0.0,
     }
     report = {

@@ -87,6 +87,11 @@ def metrics_endpoint() -> Iterator[str]:
     m.JOB_ENERGY.labels(NS, "late", "estimate").set(12.5)
     m.JOB_EMISSIONS.labels(NS, "late").set(4100.0)
     m.JOB_AVOIDED.labels(NS, "late").set(900.0)
+    m.JOB_AVOIDED_PART.labels(NS, "late", "temporal").set(300.0)
+    m.JOB_AVOIDED_PART.labels(NS, "late", "spatial").set(600.0)
+    m.JOB_UNPRICED.labels(NS, "late").set(0.5)
+    m.JOB_EMBODIED.labels(NS, "late").set(40.0)
+    m.JOB_SCI.labels(NS, "late", "tokens").set(12.0)
     m.JOB_PLANNED_START.labels(NS, "late").set(time.time() + 3600)
     # Counters start at zero; the test increments them once Prometheus has seen them, so increase() sees a rise.
     m.PROVIDER_ERRORS.labels("electricitymaps", "ZONE-FALLBACK").inc(0)

@@ -19,11 +19,15 @@ import numpy as np
 import pytest
 import yaml
 
+from carbonshift.adapters.carbon.electricitymaps import ElectricityMapsProvider
+from carbonshift.adapters.carbon.secrets import Secret
 from carbonshift.adapters.prometheus import EnergyMeter, MetricsUnavailableError, PrometheusEnergyReader
+from carbonshift.domain.accounting import format_receipt, receipt_from_status
 from carbonshift.domain.series import IntensitySeries
 from carbonshift.handlers.energy import update_energy
 from carbonshift_dev.devcluster import PrometheusServer
 from carbonshift_dev.devcluster.dcgm import DcgmStandIn, HostnameLabel, PodLabels
+from tests.providers.scripted_server import Reply, ScriptedServer
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 SCRAPE_SECONDS = 0.5
@@ -92,14 +96,16 @@ class Driver:
         self.gpus = gpus
         self.status: dict[str, Any] = {}
         self.conditions: list[tuple[str, bool, str, str]] = []
+        self.intensity: IntensitySeries | None = flat_intensity()
+        self.submitted = "2026-01-01T00:00:00Z"
 
     async def tick(self, running: bool, pods: frozenset[str] | set[str] = frozenset()) -> Any:
         update = await update_energy(
             self.meter,
-            caj_body(self.status, self.name, self.gpus),
+            caj_body({"submittedAt": self.submitted, **self.status}, self.name, self.gpus),
             running=running,
             now=datetime.now(UTC),
-            intensity=flat_intensity(),
+            intensity=self.intensity,
             pue=1.2,
             pods=pods,
         )
@@ -185,6 +191,143 @@ async def test_energy_across_suspend_and_resume_matches_ground_truth(
     overhead = sum(c["rampKWh"] + c["tailKWh"] for c in chunks)
     assert driver.status["baselineEmissionsGrams"] == pytest.approx((measured - overhead) * 1.2 * 300, rel=1e-3)
     assert driver.status["avoidedEmissionsGrams"] < 0  # same intensity throughout: suspending only cost energy
+
+
+async def test_each_workload_is_charged_its_own_pods_only_never_by_name_pattern(
+    workdir: Path, servers: list[Any]
+) -> None:
+    """CarbonAwareJobs `train` (a 2-GPU pod on node a and a 1-GPU pod on node b) and `train-1` (one pod whose name
+    starts with "train-") and a plain pod `train-debug` and a CronJob's pod `train-29123456-x9z8y` all train at
+    once. Each receipt matches its own pods' counter energy within 1%; the plain pod and the CronJob pod are
+    charged to nobody, and each GPU of the multi-GPU, multi-node workload is charged once."""
+    dcgm = DcgmStandIn({"gpu-node-a": 4, "gpu-node-b": 4}, speed=5.0, start_offset_seconds=25.0).start()
+    servers.append(dcgm)
+    prom = start_prometheus(dcgm.target, workdir)
+    servers.append(prom)
+    meter = meter_for(prom.url)
+    train, train_1 = Driver(meter, name="train", gpus=3), Driver(meter, name="train-1")
+    own = {"train": {"train-ab1cd", "train-ef2gh"}, "train-1": {"train-1-x7k2p"}}
+    strangers = ["train-debug", "train-29123456-x9z8y"]
+    await train.tick(True, own["train"])
+    await train_1.tick(True, own["train-1"])
+    dcgm.assign("gpu-node-a", 0, NS, "train-ab1cd")  # one pod, two GPUs
+    dcgm.assign("gpu-node-a", 1, NS, "train-ab1cd")
+    dcgm.assign("gpu-node-b", 0, NS, "train-ef2gh")  # the same workload on a second node
+    dcgm.assign("gpu-node-a", 2, NS, "train-1-x7k2p")
+    dcgm.assign("gpu-node-b", 1, NS, "train-debug")
+    dcgm.assign("gpu-node-b", 2, NS, "train-29123456-x9z8y")
+    # ~25 s of training: each GPU's edges (idle power until the scrape that shows the change, at most ~70 W x
+    # 0.5 s at either end) stay well under 1% of the ~17 kJ each GPU draws.
+    for _ in range(10):
+        await asyncio.sleep(2.5)
+        await train.tick(True, own["train"])
+        await train_1.tick(True, own["train-1"])
+    await train.tick(False)
+    await train_1.tick(False)
+    for node, index in [("gpu-node-a", 0), ("gpu-node-a", 1), ("gpu-node-b", 0), ("gpu-node-a", 2)]:
+        dcgm.unassign(node, index)
+    await settle(train)
+    await settle(train_1)
+    await meter.aclose()
+    for driver in (train, train_1):
+        truth = sum(dcgm.energy_mj(NS, pod) for pod in own[driver.name]) / 3.6e9
+        assert driver.status["energyKWh"] == pytest.approx(truth, rel=0.01), driver.name
+        charged = {m.get("pod") for m in driver.status["energy"]["watermarks"]} - {None}
+        assert charged <= {f"{NS}/{pod}" for pod in own[driver.name]}
+        assert {p["name"] for p in driver.status["energy"]["pods"]} == own[driver.name]
+    # Three GPUs at ~683 W for train: a GPU charged twice would put it near 4/3 of the truth, not within 1%.
+    assert len({m["gpu"] for m in train.status["energy"]["watermarks"]}) == 3
+    stranger_kwh = sum(dcgm.energy_mj(NS, pod) for pod in strangers) / 3.6e9
+    assert stranger_kwh > 0.5 * train_1.status["energyKWh"]  # they did draw energy, just nobody's to pay
+
+
+def em_history(hours: dict[datetime, float]) -> dict[str, Any]:
+    """An Electricity Maps v3 /carbon-intensity/history answer with these hours and values."""
+    items = [
+        {
+            "carbonIntensity": g_per_kwh,
+            "datetime": hour.strftime("%Y-%m-%dT%H:00:00.000Z"),
+            "updatedAt": hour.strftime("%Y-%m-%dT%H:05:00.000Z"),
+            "createdAt": hour.strftime("%Y-%m-%dT%H:05:00.000Z"),
+            "emissionFactorType": "lifecycle",
+            "isEstimated": False,
+            "estimationMethod": None,
+        }
+        for hour, g_per_kwh in hours.items()
+    ]
+    return {"zone": "DE", "history": items}
+
+
+async def test_energy_with_no_intensity_yet_is_unpriced_then_repriced_when_the_provider_publishes(
+    workdir: Path, servers: list[Any]
+) -> None:
+    """A real local HTTP server speaking Electricity Maps' history, which publishes the current hour late. The job's
+    energy is shown unpriced (no emissions, nothing avoided, though its baseline hour is known), then priced once
+    the hour appears in the history."""
+    server = ScriptedServer()
+    servers.append(_Closer(server.close))
+    dcgm = DcgmStandIn({"gpu-node-a": 1}, speed=5.0, start_offset_seconds=25.0).start()
+    servers.append(dcgm)
+    prom = start_prometheus(dcgm.target, workdir)
+    servers.append(prom)
+    provider = ElectricityMapsProvider(
+        Secret("t0ken-for-tests", "ELECTRICITYMAPS_API_TOKEN"), base_url=f"{server.url}/v3"
+    )
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    published = {hour - timedelta(hours=h): 400.0 for h in (3, 2, 1)}
+    server.on("/v3/carbon-intensity/history", Reply(em_history(published)))
+    driver = Driver(meter_for(prom.url))
+    driver.submitted = (hour - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")  # its baseline hour is known
+
+    async def tick(running: bool) -> Any:
+        now = datetime.now(UTC)
+        driver.intensity = (
+            await provider.history("DE", hour - timedelta(hours=3), now + timedelta(hours=1), now)
+        ).series
+        return await driver.tick(running, {POD_1})
+
+    await tick(True)
+    dcgm.assign("gpu-node-a", 0, NS, POD_1)
+    for _ in range(4):
+        await asyncio.sleep(1.0)
+        await tick(True)
+    await tick(False)
+    dcgm.unassign("gpu-node-a", 0)
+    deadline = time.monotonic() + 10
+    while not (await tick(False)).settled:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(SCRAPE_SECONDS)
+    energy = driver.status["energy"]
+    kwh = driver.status["energyKWh"]
+    assert kwh > 0 and energy["unpricedKWh"] == pytest.approx(kwh, abs=1e-6)
+    assert driver.status["emissionsGrams"] == 0 and driver.status["avoidedEmissionsGrams"] == 0
+    assert energy["pending"] and all(p["quality"] == "missing" for p in energy["pending"])
+    receipt = format_receipt(receipt_from_status(NS, JOB, driver.status))
+    assert f"unpriced {kwh:.4f} kWh" in receipt and "awaiting actuals" in receipt
+
+    server.on(
+        "/v3/carbon-intensity/history", Reply(em_history({**published, hour: 120.0, hour + timedelta(hours=1): 120.0}))
+    )
+    update = await tick(False)
+    await driver.close()
+    await provider.aclose()
+    energy = driver.status["energy"]
+    assert not update.awaiting_actuals and energy["unpricedKWh"] == 0 and not energy["pending"]
+    assert driver.status["emissionsGrams"] == pytest.approx(kwh * 1.2 * 120.0, rel=1e-3, abs=2e-3)
+    assert energy["provider"] == "electricitymaps" and energy["signal"] == "average"
+    assert energy["pricedBy"] == [
+        {"provider": "electricitymaps", "quality": "actual", "kWh": pytest.approx(kwh, abs=1e-6)}
+    ]
+    # The baseline hour (400 g) was known all along (on the energy outside the suspension tail); only now that the
+    # energy is priced does it count as avoided.
+    expected = energy["baselineKWh"] * 1.2 * 400.0 - kwh * 1.2 * 120.0
+    assert driver.status["avoidedEmissionsGrams"] == pytest.approx(expected, rel=1e-3, abs=2e-3)
+    assert expected > 0.5 * kwh * 1.2 * 280
+
+
+class _Closer:
+    def __init__(self, stop: Any) -> None:
+        self.stop = stop
 
 
 async def test_prometheus_stopped_and_restarted_loses_and_double_counts_nothing(
@@ -368,10 +511,10 @@ async def test_one_query_per_tick_for_many_jobs(workdir: Path, servers: list[Any
     for i, (node, index) in enumerate(gpus[:jobs]):
         dcgm.assign(node, index, NS, f"job{i}-aaaa{i % 10}")
     await asyncio.sleep(3)
-    await asyncio.gather(*(d.tick(True) for d in drivers))
+    await asyncio.gather(*(d.tick(True, {f"job{i}-aaaa{i % 10}"}) for i, d in enumerate(drivers)))
     assert len(requests) == 1
     await asyncio.sleep(2.5)
-    await asyncio.gather(*(d.tick(True) for d in drivers))
+    await asyncio.gather(*(d.tick(True, {f"job{i}-aaaa{i % 10}"}) for i, d in enumerate(drivers)))
     assert len(requests) == 2
     for i, d in enumerate(drivers):
         assert d.status["energySource"] == "dcgm"

@@ -190,7 +190,8 @@ def test_receipt_command_prints_the_jobs_receipt(
 
     table = subprocess.run(base, capture_output=True, text=True, check=True, timeout=60).stdout
     assert f"CarbonAwareJob {namespace}/train (Succeeded" in table
-    assert "0.7500 kWh GPU energy (dcgm), 150.0 g CO2e; running at submission: 250.0 g; avoided 100.0 g (40%)" in table
+    assert "0.7500 kWh GPU energy (dcgm), 150.0 g CO2e (intensity source not recorded); avoided 100.0 g (40%)" in table
+    assert "this cluster at submission 250.0 g (temporal)" in table
     assert "suspend tail 1.00 Wh (4.5 GPU-s)" in table
     doc = json.loads(subprocess.run([*base, "-o", "json"], capture_output=True, text=True, check=True).stdout)
     assert doc["energyKWh"] == 0.75

@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 
 from carbonshift.api.base import GROUP, VERSION
 from carbonshift.api.carbonawarejob import PLURAL
-from carbonshift.api.jobs import ANNOTATION_SUSPEND_AT, GPU_RESOURCE, LABEL_CAJ
+from carbonshift.api.jobs import ANNOTATION_SUSPEND_AT, GPU_RESOURCE, LABEL_CAJ, LABEL_CAJ_UID
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -156,6 +156,24 @@ class Kube:
             except ApiException as exc:
                 if exc.status != 404:  # a pod that just went away needs no warning
                     raise
+
+    async def workload_pods(self, namespace: str, caj_uid: str, job_uid: str | None) -> list[tuple[str, str]]:
+        """(name, uid) of the pods of a CarbonAwareJob's Job, finished ones included: labelled with the
+        CarbonAwareJob's UID by the operator (LABEL_CAJ_UID on the pod template) and, when the Job's UID is known,
+        controlled by that Job (ownerReferences, as the Job controller sets them). The pods energy is charged to."""
+        pods = await self._raw(
+            "list pods", self.core.list_namespaced_pod, namespace, label_selector=f"{LABEL_CAJ_UID}={caj_uid}"
+        )
+        found = []
+        for pod in pods.get("items") or []:
+            meta = pod.get("metadata") or {}
+            owners = meta.get("ownerReferences") or []
+            if job_uid is not None and not any(
+                o.get("kind") == "Job" and o.get("uid") == job_uid and o.get("controller") for o in owners
+            ):
+                continue
+            found.append((str(meta.get("name", "")), str(meta.get("uid", ""))))
+        return found
 
     # -- capacity --------------------------------------------------------------------------------------------
     async def gpu_capacity(self) -> Capacity:

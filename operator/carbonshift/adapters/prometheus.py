@@ -3,7 +3,9 @@
 `PrometheusEnergyReader.read(start, end)` sends ONE instant query with a range selector,
 `{__name__=~"DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION|DCGM_FI_DEV_POWER_USAGE"}[<end-start>ms]` at `time=end`, and
 gets back every raw sample of both metrics in (start, end], for every GPU. It merges the two metrics per GPU and
-timestamp into `carbonshift.domain.accounting.Sample`s and indexes the GPUs by the pods that held them. Raw
+timestamp into `carbonshift.domain.accounting.Sample`s and indexes the GPUs by the exact pods that held them
+(namespace/pod, with `pod_uid` kept where exported; which pods are a workload's is the handler's to say, from
+the Job's selector and owner chain, never a guess from pod names). Raw
 samples rather than `increase()`: the accounting needs each GPU's samples around a change of holder, exact
 counter values for its watermarks, and no extrapolation.
 
@@ -12,7 +14,7 @@ that clash with target labels when honor_labels is false; the exported form wins
 an empty scraped label does not clash, an unassigned GPU of such a target shows the target's own `pod`, so on a
 target where any series has `exported_pod` only that label names the holder),
 `Hostname` (dcgm-exporter <= 4.5.x) or `hostname` (main after PR #655), `UUID` (else host/gpu index), MIG
-`GPU_I_ID`.
+`GPU_I_ID`, `pod_uid` (dcgm-exporter --kubernetes-enable-pod-uid).
 
 Failures: connection errors, timeouts, HTTP 5xx/429 and Prometheus `status: error` are retried `attempts`
 times with backoff, then raised as `MetricsUnavailableError` (one line, with the URL but never credentials);
@@ -28,9 +30,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +45,6 @@ ENERGY_METRIC = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"
 POWER_METRIC = "DCGM_FI_DEV_POWER_USAGE"
 QUERY_TEMPLATE = '{{__name__=~"' + ENERGY_METRIC + "|" + POWER_METRIC + '"}}[{ms}ms]'
 RETRY_STATUS = {429, 500, 502, 503, 504}
-_POD_SUFFIX = re.compile(r"^(?P<base>.+?)(-(?P<index>[0-9]+))?-[a-z0-9]{5}$")
 
 
 class MetricsUnavailableError(RuntimeError):
@@ -77,16 +77,10 @@ def owner_of(metric: Mapping[str, str], exported_only: bool = False) -> str | No
     return f"{namespace}/{pod}"
 
 
-def job_keys(owner: str) -> list[tuple[str, str]]:
-    """Candidate (namespace, Job name) of a pod: Job pods are named <job>-<5 chars> or <job>-<index>-<5 chars>."""
-    namespace, _, pod = owner.partition("/")
-    match = _POD_SUFFIX.match(pod)
-    if match is None:
-        return [(namespace, pod)]
-    keys = [(namespace, pod.rsplit("-", 1)[0])]
-    if match.group("index") is not None:
-        keys.append((namespace, match.group("base")))
-    return keys
+def owner_uid_of(metric: Mapping[str, str], exported_only: bool = False) -> str | None:
+    """The holder's pod UID (`pod_uid`, with dcgm-exporter's --kubernetes-enable-pod-uid), or None."""
+    uid = metric.get("exported_pod_uid", "") if exported_only else _label(metric, "pod_uid")
+    return uid or None
 
 
 @dataclass
@@ -96,14 +90,14 @@ class EnergySnapshot:
     start: float
     end: float
     series: dict[str, GpuSeries]
-    by_job: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (ns, job guess) -> GPUs
-    by_owner: dict[str, set[str]] = field(default_factory=dict)
+    by_owner: dict[str, set[str]] = field(default_factory=dict)  # "namespace/pod" -> GPUs it held in the window
     counter_gpus: set[str] = field(default_factory=set)  # GPUs exporting the energy counter
 
-    def gpus_for(self, namespace: str, job: str, pods: set[str]) -> set[str]:
-        gpus = set(self.by_job.get((namespace, job), ()))
-        for pod in pods:
-            gpus |= self.by_owner.get(f"{namespace}/{pod}", set())
+    def gpus_for(self, owners: Iterable[str]) -> set[str]:
+        """The GPUs held in the window by these exact pods ("namespace/pod"); no name patterns."""
+        gpus: set[str] = set()
+        for owner in owners:
+            gpus |= self.by_owner.get(owner, set())
         return gpus
 
     @property
@@ -123,28 +117,27 @@ def parse_matrix(result: list[dict[str, Any]], start: float, end: float) -> Ener
         name = metric.get("__name__")
         gpu, node = gpu_identity(metric)
         nodes[gpu] = node
-        owner = owner_of(metric, exported_only=metric.get("instance") in renamed)
+        exported_only = metric.get("instance") in renamed
+        owner = owner_of(metric, exported_only=exported_only)
+        uid = owner_uid_of(metric, exported_only=exported_only) if owner is not None else None
         slot = 2 if name == ENERGY_METRIC else 3
         if slot == 2:
             counter_gpus.add(gpu)
         per_t = merged.setdefault(gpu, {})
         for t_text, value in item.get("values") or []:
             t = float(t_text)
-            row = per_t.setdefault(t, [t, None, None, None])
+            row = per_t.setdefault(t, [t, None, None, None, None])
             row[slot] = float(value)
             if owner is not None or row[1] is None:
-                row[1] = owner
+                row[1], row[4] = owner, uid
     series: dict[str, GpuSeries] = {}
     by_owner: dict[str, set[str]] = {}
-    by_job: dict[tuple[str, str], set[str]] = {}
     for gpu, per_t in merged.items():
-        samples = tuple(Sample(r[0], r[1], r[2], r[3]) for _, r in sorted(per_t.items()))
+        samples = tuple(Sample(r[0], r[1], r[2], r[3], r[4]) for _, r in sorted(per_t.items()))
         series[gpu] = GpuSeries(gpu, nodes[gpu], samples)
         for owner in {s.owner for s in samples if s.owner is not None}:
             by_owner.setdefault(owner, set()).add(gpu)
-            for key in job_keys(owner):
-                by_job.setdefault(key, set()).add(gpu)
-    return EnergySnapshot(start, end, series, by_job, by_owner, counter_gpus)
+    return EnergySnapshot(start, end, series, by_owner, counter_gpus)
 
 
 class PrometheusEnergyReader:

@@ -21,6 +21,21 @@ class SecretKeyRef(ApiModel):
     key: str = Field(default="kubeconfig", description="Key in the Secret's data.", max_length=253)
 
 
+class Embodied(ApiModel):
+    """Embodied (manufacturing) emissions of the cluster's GPUs, amortised over their lifetime: the M of SCI."""
+
+    kg_per_gpu: Number = Field(
+        ge=0, le=100_000, alias="kgCO2ePerGPU",
+        description="Embodied emissions of one GPU with its share of the server (kgCO2e), e.g. 2500 for an H100 node.",
+    )  # fmt: skip
+    lifetime_years: Number = Field(
+        default=4.0, gt=0, le=30, description="Years the GPUs are expected in service (amortisation period)."
+    )
+
+    def grams_per_gpu_second(self) -> float:
+        return self.kg_per_gpu * 1000 / (self.lifetime_years * 365.25 * 24 * 3600)
+
+
 class ComputeClusterSpec(ApiModel):
     zone: Annotated[str, StringConstraints(pattern=ZONE_PATTERN)] = Field(
         description="Grid zone code the cluster draws power from, e.g. DE, GB, US-CAL-CISO."
@@ -33,6 +48,9 @@ class ComputeClusterSpec(ApiModel):
     )
     gpu_capacity: Integer | None = Field(
         default=None, ge=0, description="GPUs carbonshift may use in this cluster; absent means all it finds."
+    )
+    embodied: Embodied | None = Field(
+        default=None, description="Embodied emissions per GPU and lifetime, for SCI receipts; absent: M not counted."
     )
 
 

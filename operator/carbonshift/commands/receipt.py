@@ -1,7 +1,10 @@
 """`carbonshift receipt NAMESPACE/NAME`: the carbon receipt of a CarbonAwareJob, read from its status.
 
-Energy (measured by DCGM, or estimated), emissions, the baseline of running at submission, emissions avoided,
-and per run chunk the measured suspend tail and restart ramp. `--output json` prints the same as one JSON object.
+Energy (measured by DCGM, or estimated), emissions with their provider, signal and quality, unpriced energy apart,
+the two counterfactuals (temporal: this cluster at submission; spatial: the home cluster at submission) and the
+avoided emissions split between them, the SCI figures (embodied share, gCO2e and Wh per 1M units of the work the
+job reports on its carbonshift.io/work-done annotation, work lost to suspend/resume overhead), and per run chunk
+the measured suspend tail and restart ramp. `--output json` prints the same as one JSON object.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from carbonshift.api.base import GROUP, VERSION
 from carbonshift.api.carbonawarejob import PLURAL
-from carbonshift.domain.accounting import format_receipt, receipt_from_status
+from carbonshift.domain.accounting import format_receipt, receipt_from_status, work_from_annotations
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         api.close()
     status: dict[str, Any] = dict(obj.get("status") or {}) if isinstance(obj, dict) else {}
-    receipt = receipt_from_status(namespace, name, status)
+    annotations = ((obj.get("metadata") or {}).get("annotations") or {}) if isinstance(obj, dict) else {}
+    receipt = receipt_from_status(namespace, name, status, work=work_from_annotations(annotations))
     if args.output == "json":
         print(json.dumps(receipt.as_dict(), indent=2))
     else:

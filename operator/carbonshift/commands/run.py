@@ -177,6 +177,8 @@ def build_state(args: argparse.Namespace) -> OperatorState:
         margin=parse_duration(args.margin),
         max_concurrent_reconciles=args.max_concurrent_reconciles,
         capacity_ttl_seconds=parse_duration(args.capacity_refresh).total_seconds(),
+        # Traces price receipts only when chosen: --trace given, or no API provider (traces are all it was told).
+        receipts_on_traces=bool(args.trace) or not providers,
     )
     if settings.max_concurrent_reconciles < 1:
         raise ValueError(f"--max-concurrent-reconciles must be at least 1, not {settings.max_concurrent_reconciles}")

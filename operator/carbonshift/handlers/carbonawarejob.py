@@ -44,11 +44,14 @@ from carbonshift.api.jobs import (
 )
 from carbonshift.domain.accounting import (
     Estimate,
+    PodRef,
     Pricing,
     estimate_from_wire,
     estimate_to_wire,
     extend_estimate,
+    reprice_estimate,
     wall_to_utc,
+    work_from_annotations,
 )
 from carbonshift.domain.lifecycle import Accounting, Decision, Observed, Phase, decide
 from carbonshift.domain.planning.model import Cluster, Plan
@@ -57,7 +60,13 @@ from carbonshift.domain.planning.model import Reason as PlanReason
 from carbonshift.domain.planning.single import plan_job
 from carbonshift.domain.series import IntensitySeries
 from carbonshift.handlers import translate
-from carbonshift.handlers.energy import receipt_message, update_energy
+from carbonshift.handlers.energy import (
+    awaiting,
+    export_receipt_metrics,
+    pricing_options,
+    receipt_message,
+    update_energy,
+)
 from carbonshift.handlers.energybudget import budget_admission
 from carbonshift.handlers.state import LOCAL, OperatorState, current
 
@@ -103,8 +112,7 @@ class Tick:
         self.conditions = [Condition.model_validate(c) for c in self.old_status.get("conditions") or []]
         self.now = state.clock.now()
         self.events: list[tuple[str, str, str]] = []
-        self.actual: IntensitySeries | None = None  # the zone's measured intensity, read once per tick
-        self.actual_read = False
+        self.histories: dict[str, IntensitySeries | None] = {}  # zones' measured intensity, read once per tick
 
     # -- reporting -------------------------------------------------------------------------------------------
     def condition(self, type_: str, status: bool, reason: str, message: str, *, event: str | None = None) -> None:
@@ -156,7 +164,7 @@ class Tick:
         self.status["energySource"] = "estimate"
         if estimate.kwh > estimate.unpriced_kwh:
             self.status["emissionsGrams"] = round(estimate.emissions_grams, 3)
-            self.status["baselineEmissionsGrams"] = round(estimate.baseline_grams, 3)
+            self.status["baselineEmissionsGrams"] = round(estimate.home_baseline_grams, 3)
             self.status["avoidedEmissionsGrams"] = round(estimate.avoided_grams, 3)
 
 
@@ -170,7 +178,8 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         tick.status["phase"] = Phase.PENDING
         await tick.flush()
         return None
-    if translate.terminal(tick.status.get("phase")) and tick.status.get("receiptPosted"):
+    awaiting_actuals = awaiting(tick.status)
+    if translate.terminal(tick.status.get("phase")) and tick.status.get("receiptPosted") and not awaiting_actuals:
         return None
     spec = caj.spec
     # maxDelay counts from creation, not from when the operator first saw the job (it may have been down).
@@ -285,16 +294,19 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     tick.store_accounting(acc)
     # The GPUs of the pods seen running (one pod of several may run), the template's when none is seen any more.
     gpus = min(per_pod * observed.ready_pods, pjob.gpus) if observed.ready_pods else pjob.gpus
-    await estimate_energy(state, tick, acc, gpus, pjob.watts_per_gpu, submitted, cluster_name)
+    await estimate_energy(state, tick, caj, acc, gpus, pjob.watts_per_gpu, submitted, cluster_name)
     report_decision(tick, decision, plan, observed)
     finished = decision.phase in (Phase.SUCCEEDED, Phase.FAILED)
     if state.meter is not None and cluster_name is not None:
-        await measure_energy(state, tick, decision, submitted, cluster_name)
+        await measure_energy(state, tick, caj, decision, submitted, cluster_name, job)
     elif finished and not tick.status.get("receiptPosted"):
         pue = zone_and_pue(state, cluster_name)[1] if cluster_name else None
         message = receipt_message(tick.namespace, tick.name, tick.status, pue)
         tick.event("Normal", "Receipt", f"{message} [no DCGM metrics configured: estimated from run time]")
         tick.status["receiptPosted"] = True
+    elif finished and awaiting(tick.old_status) and not awaiting(tick.status):
+        pue = zone_and_pue(state, cluster_name)[1] if cluster_name else None
+        tick.event("Normal", "ReceiptRevised", receipt_message(tick.namespace, tick.name, tick.status, pue))
     await tick.flush()
     export_job_metrics(state, tick)
     if finished:
@@ -305,7 +317,10 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         state.reservations.put((tick.namespace, tick.name), place, at_once, windows)
     if finished:
         # Done once the receipt is out; until then the last energy readings are still arriving.
-        return None if tick.status.get("receiptPosted") else tick.now + state.settings.tick / 5
+        # Done once the receipt is out and no energy awaits actual intensity (re-priced, or declared unpriced).
+        if tick.status.get("receiptPosted") and not awaiting(tick.status):
+            return None
+        return tick.now + (state.settings.tick if awaiting(tick.status) else state.settings.tick / 5)
     return decision.next_transition or tick.now + state.settings.tick
 
 
@@ -408,20 +423,36 @@ def zone_and_pue(state: OperatorState, cluster_name: str) -> tuple[str, float]:
 async def actual_intensity(
     state: OperatorState, tick: Tick, submitted: datetime, cluster_name: str
 ) -> tuple[IntensitySeries | None, float]:
-    """The measured intensity of the cluster's zone since the job was submitted (read once per tick, shared by
-    the estimate and the measured account), and the cluster's PUE."""
+    """The measured intensity of the cluster's zone since the job was submitted (read once per tick and zone,
+    shared by the estimate and the measured account), and the cluster's PUE."""
     zone, pue = zone_and_pue(state, cluster_name)
-    if not tick.actual_read:
+    return await zone_history(state, tick, submitted, zone), pue
+
+
+async def zone_history(state: OperatorState, tick: Tick, submitted: datetime, zone: str) -> IntensitySeries | None:
+    if zone not in tick.histories:
         # A window shared by every job submitted the same day, so cached provider answers serve them all.
         begin = min(submitted, tick.now - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
-        tick.actual = await state.forecasts.history(zone, begin, tick.now + timedelta(hours=1), tick.now)
-        tick.actual_read = True
-    return tick.actual, pue
+        tick.histories[zone] = await state.forecasts.history(zone, begin, tick.now + timedelta(hours=1), tick.now)
+    return tick.histories[zone]
+
+
+async def pricing_context(
+    state: OperatorState, tick: Tick, caj: CarbonAwareJob, submitted: datetime, cluster_name: str
+) -> tuple[IntensitySeries | None, float, dict[str, Any]]:
+    """(intensity, PUE, pricing keywords: home cluster, trace rule, embodied; see handlers/energy.py)."""
+    actual, pue = await actual_intensity(state, tick, submitted, cluster_name)
+
+    async def history(zone: str) -> IntensitySeries | None:
+        return await zone_history(state, tick, submitted, zone)
+
+    return actual, pue, await pricing_options(state, caj, cluster_name, history)
 
 
 async def estimate_energy(
     state: OperatorState,
     tick: Tick,
+    caj: CarbonAwareJob,
     acc: Accounting,
     gpus: int,
     watts: float,
@@ -432,21 +463,38 @@ async def estimate_energy(
     DCGM measured nothing (no Prometheus configured, or no samples of the job's GPUs)."""
     estimate = estimate_from_wire(tick.status.get("estimate"))
     run_seconds = acc.total_seconds(tick.now)
-    if run_seconds > estimate.run_seconds and cluster_name is not None:
-        actual, pue = await actual_intensity(state, tick, submitted, cluster_name)
-        estimate = extend_estimate(
-            estimate, run_seconds, tick.now, gpus, watts, Pricing(pue, actual, submitted, wall_to_utc)
+    if (run_seconds > estimate.run_seconds or estimate.pending) and cluster_name is not None:
+        actual, pue, context = await pricing_context(state, tick, caj, submitted, cluster_name)
+        context.pop("traces_allowed", None)
+        pricing = Pricing(
+            pue, actual, submitted, wall_to_utc, traces_allowed=state.settings.receipts_on_traces, **context
         )
+        estimate = extend_estimate(estimate, run_seconds, tick.now, gpus, watts, pricing)
+        estimate = reprice_estimate(estimate, pricing, tick.now)
     tick.store_energy_estimate(estimate)
 
 
 async def measure_energy(
-    state: OperatorState, tick: Tick, decision: Decision, submitted: datetime, cluster_name: str
+    state: OperatorState,
+    tick: Tick,
+    caj: CarbonAwareJob,
+    decision: Decision,
+    submitted: datetime,
+    cluster_name: str,
+    job: dict[str, Any] | None,
 ) -> None:
-    """Measured energy (DCGM via Prometheus), emissions on the actual intensity, and the receipt at the end."""
+    """Measured energy (DCGM via Prometheus), emissions on the actual intensity, and the receipt at the end; a
+    revised receipt once energy that was unpriced at the end has been priced (or declared to stay unpriced)."""
     assert state.meter is not None
-    actual, pue = await actual_intensity(state, tick, submitted, cluster_name)
+    actual, pue, context = await pricing_context(state, tick, caj, submitted, cluster_name)
     body = {**tick.body, "status": tick.status}
+    pods: list[PodRef] = []
+    if job is not None and (decision.phase is Phase.RUNNING or tick.status.get("runSeconds")):
+        # Only the Job's own pods are charged: listed by the CarbonAwareJob's UID label and the Job's owner chain.
+        job_uid = (job.get("metadata") or {}).get("uid")
+        with contextlib.suppress(LookupError):  # its ComputeCluster deleted: the pods seen before still count
+            listed = await state.kube_for(cluster_name).workload_pods(tick.namespace, tick.meta["uid"], job_uid)
+            pods = [PodRef(tick.namespace, name, uid or None) for name, uid in listed]
     update = await update_energy(
         state.meter,
         body,
@@ -455,13 +503,23 @@ async def measure_energy(
         intensity=actual,
         pue=pue,
         to_planning=state.clock.from_wall,
+        pods=pods,
+        **context,
     )
     tick.status.update(update.status)
     type_, true, reason, message = update.condition
     tick.condition(type_, true, reason, message, event="Warning")
-    if decision.phase in (Phase.SUCCEEDED, Phase.FAILED) and update.settled and not tick.status.get("receiptPosted"):
-        tick.event("Normal", "Receipt", receipt_message(tick.namespace, tick.name, tick.status, pue))
+    work = work_from_annotations(tick.meta.get("annotations"))
+    finished = decision.phase in (Phase.SUCCEEDED, Phase.FAILED)
+    if finished and update.settled and not tick.status.get("receiptPosted"):
+        tick.event("Normal", "Receipt", receipt_message(tick.namespace, tick.name, tick.status, pue, work))
         tick.status["receiptPosted"] = True
+    elif (
+        tick.status.get("receiptPosted")
+        and (tick.old_status.get("energy") or {}).get("pending")
+        and (not update.awaiting_actuals)
+    ):
+        tick.event("Normal", "ReceiptRevised", receipt_message(tick.namespace, tick.name, tick.status, pue, work))
 
 
 def export_job_metrics(state: OperatorState, tick: Tick) -> None:
@@ -472,6 +530,7 @@ def export_job_metrics(state: OperatorState, tick: Tick) -> None:
     for gauge, key in ((metrics.JOB_EMISSIONS, "emissionsGrams"), (metrics.JOB_AVOIDED, "avoidedEmissionsGrams")):
         if status.get(key) is not None:
             gauge.labels(ns, name).set(status[key])
+    export_receipt_metrics(ns, name, status, tick.meta.get("annotations"))
     nxt = parse_time(status.get("nextTransitionTime"))
     metrics.JOB_PLANNED_START.labels(ns, name).set(nxt.timestamp() if nxt else 0)
     at_risk = any(c.type == ConditionType.DEADLINE_AT_RISK and c.status == "True" for c in tick.conditions)

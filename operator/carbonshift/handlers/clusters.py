@@ -39,6 +39,7 @@ async def register(state: OperatorState, body: dict[str, Any]) -> ClusterEntry:
         text = await asyncio.to_thread(kubeconfig_from_secret, state.local, ref.namespace, ref.name, ref.key)
         kube = kube_from_kubeconfig_text(name, text)
     entry = ClusterEntry(name, cc.spec.zone, cc.spec.pue, kube, cc.spec.gpu_capacity)
+    entry.embodied_grams_per_gpu_second = cc.spec.embodied.grams_per_gpu_second() if cc.spec.embodied else 0.0
     state.clusters[name] = entry
     return entry
 

@@ -10,7 +10,7 @@ How to call it, once per tick, after the tick has acted on the Job (so `running`
         intensity=series,               # IntensitySeries of the job's zone covering [status.submittedAt, now], or None
         pue=cluster_pue,                # PUE of the cluster the Job runs in
         to_planning=state.clock.from_wall,  # wall datetime -> planning datetime (identity without a fast clock)
-        pods={"train-x2k4q"},           # optional: names of the job's pods now (the name pattern finds the rest)
+        pods=[PodRef("ml", "train-x2k4q", uid)],  # the workload's pods listed now (Job selector, owner chain)
     )
     tick.status.update(update.status)   # energyKWh, energySource, emissionsGrams, baselineEmissionsGrams,
                                         # avoidedEmissionsGrams and energy (the account with the watermarks)
@@ -33,31 +33,38 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from carbonshift import metrics
 from carbonshift.adapters.carbon.trace import replay_note
-from carbonshift.adapters.prometheus import EnergyMeter, MetricsUnavailableError, PrometheusEnergyReader, job_keys
-from carbonshift.api.carbonawarejob import DEFAULT_WATTS_PER_GPU
+from carbonshift.adapters.prometheus import EnergyMeter, MetricsUnavailableError, PrometheusEnergyReader
+from carbonshift.api.carbonawarejob import DEFAULT_WATTS_PER_GPU, CarbonAwareJob
 from carbonshift.api.conditions import ConditionType, Reason
 from carbonshift.api.durations import parse_duration
 from carbonshift.api.jobs import gpus_requested, parse_time
 from carbonshift.domain.accounting import (
-    Account,
+    DEFAULT_UNPRICED_WAIT,
+    PodRef,
+    Pods,
     Pricing,
     Settings,
+    Work,
     account_from_wire,
-    account_to_wire,
     advance,
     format_receipt,
     open_chunk,
     provisional_kwh,
     receipt_from_status,
+    remember_pods,
+    reprice,
     wall_to_utc,
+    work_from_annotations,
 )
 from carbonshift.domain.series import IntensitySeries
+from carbonshift.handlers.state import ClusterEntry, OperatorState
 
 log = logging.getLogger(__name__)
 PROMETHEUS_URL_ENV = "CARBONSHIFT_PROMETHEUS_URL"
@@ -77,6 +84,7 @@ class EnergyUpdate:
     condition: tuple[str, bool, str, str]  # (type, status, reason, message) for MetricsDegraded
     settled: bool  # no GPU of the job is still held as far as the metrics show
     degraded: bool
+    awaiting_actuals: bool = False  # some energy is unpriced or forecast-priced, waiting for actual intensity
 
 
 def build_meter(url: str, *, scrape_seconds: float = DEFAULT_SCRAPE_SECONDS, **reader_options: Any) -> EnergyMeter:
@@ -108,28 +116,6 @@ def _identity(moment: datetime) -> datetime:
     return moment
 
 
-def _owns(namespace: str, name: str, pods: set[str]) -> Callable[[str], bool]:
-    def owns(owner: str) -> bool:
-        ns, _, pod = owner.partition("/")
-        return ns == namespace and (pod in pods or (namespace, name) in job_keys(owner))
-
-    return owns
-
-
-def _fields(account: Account, extra_estimate_kwh: float, extra_grams: float = 0.0) -> dict[str, Any]:
-    """Status fields; the provisional estimate (Prometheus down) is shown priced at the current intensity, on the
-    baseline too (its avoided share is unknown until measured)."""
-    estimated = account.estimated_kwh > 0 or extra_estimate_kwh > 0
-    return {
-        "energyKWh": round(account.kwh + extra_estimate_kwh, 6),
-        "energySource": "estimate" if estimated else "dcgm",
-        "emissionsGrams": round(account.emissions_grams + extra_grams, 3),
-        "baselineEmissionsGrams": round(account.baseline_grams + extra_grams, 3),
-        "avoidedEmissionsGrams": round(account.avoided_grams, 3),
-        "energy": account_to_wire(account),
-    }
-
-
 async def update_energy(
     meter: EnergyMeter,
     body: Mapping[str, Any],
@@ -139,9 +125,19 @@ async def update_energy(
     intensity: IntensitySeries | None,
     pue: float,
     to_planning: Callable[[datetime], datetime] = _identity,
-    pods: Iterable[str] = (),
+    pods: Iterable[PodRef | str] = (),
+    home: IntensitySeries | None = None,
+    home_pue: float | None = None,
+    home_cluster: str | None = None,
+    traces_allowed: bool = True,
+    unpriced_wait: timedelta = DEFAULT_UNPRICED_WAIT,
+    embodied_grams_per_gpu_second: float = 0.0,
 ) -> EnergyUpdate:
-    """Read this tick's DCGM samples (shared read), fold the job's share into its account, price it."""
+    """Read this tick's DCGM samples (shared read), fold the job's share into its account, price it, and re-price
+    what earlier ticks could not (the provider had not published the actuals yet).
+
+    `home*`: the job's home cluster, for the spatial counterfactual (None: it runs at home). `traces_allowed`:
+    whether a recorded trace may price the receipt (the operator was started with traces explicitly)."""
     meta = body["metadata"]
     namespace, name = str(meta["namespace"]), str(meta["name"])
     spec = body.get("spec") or {}
@@ -157,8 +153,16 @@ async def update_energy(
         account = replace(account, settle_after=wall_now + SCRAPES_TO_SETTLE * meter.scrape_seconds)
     started = parse_time(status.get("runningSince")) if running and not account.running else None
     account = open_chunk(account, running, started or now)
-    pod_names = set(pods) | {m.owner.partition("/")[2] for m in account.watermarks if m.owner}
-    owns = _owns(namespace, name, pod_names)
+    submitted = parse_time(status.get("submittedAt")) or now
+    pricing = Pricing(
+        pue, intensity, submitted, lambda t: to_planning(wall_to_utc(t)),
+        home=home, home_pue=home_pue, home_cluster=home_cluster, traces_allowed=traces_allowed,
+        unpriced_wait=unpriced_wait, embodied_grams_per_gpu_second=embodied_grams_per_gpu_second,
+    )  # fmt: skip
+    account = reprice(account, pricing, now)
+    listed = [p if isinstance(p, PodRef) else PodRef(namespace, p) for p in pods]
+    account = remember_pods(account, [p for p in listed if p.namespace == namespace])
+    owns = Pods(account.pods)
     job = (namespace, name)
     try:
         snapshot = await meter.snapshot()
@@ -170,16 +174,15 @@ async def update_energy(
         g_now = intensity.at(now) if intensity is not None else math.nan
         extra_grams = extra * pue * g_now if math.isfinite(g_now) else 0.0
         return EnergyUpdate(
-            _fields(account, extra, extra_grams),
+            account.status_fields(extra, extra_grams),
             (ConditionType.METRICS_DEGRADED, True, Reason.PROMETHEUS_UNREACHABLE, message),
             settled=False,
             degraded=True,
+            awaiting_actuals=bool(account.pending),
         )
     before = account.estimated_kwh
-    wanted = snapshot.gpus_for(namespace, name, pod_names) | {m.gpu for m in account.watermarks}
+    wanted = snapshot.gpus_for(p.key for p in account.pods) | {m.gpu for m in account.watermarks}
     series = [snapshot.series[g] for g in sorted(wanted) if g in snapshot.series]
-    submitted = parse_time(status.get("submittedAt")) or now
-    pricing = Pricing(pue, intensity, submitted, lambda t: to_planning(wall_to_utc(t)))
     account = advance(account, series, owns, snapshot.start, pricing, settings, forget_before=snapshot.start)
     held = [m.t for m in account.watermarks if m.owner is not None and owns(m.owner)]
     meter.need(job, min(held) if held else None)
@@ -196,16 +199,73 @@ async def update_energy(
             ConditionType.METRICS_DEGRADED, False, Reason.METRICS_HEALTHY,
             f"{account.measured_kwh:.6f} kWh measured by DCGM ({how})",
         )  # fmt: skip
-    fields = _fields(account, 0.0) if (account.kwh > 0 or account.watermarks) else {"energy": account_to_wire(account)}
+    fields = account.status_fields() if (account.kwh > 0 or account.watermarks) else {"energy": account.to_wire()}
     # Settled: stopped, no GPU still held, and read at least a couple of scrapes after it stopped (a short job can
     # start and finish between two reads; its samples reach Prometheus a scrape later).
     caught_up = account.settle_after is not None and snapshot.end >= account.settle_after
-    return EnergyUpdate(fields, condition, settled=not running and not held and caught_up, degraded=False)
+    settled = not running and not held and caught_up
+    return EnergyUpdate(fields, condition, settled, degraded=False, awaiting_actuals=bool(account.pending))
 
 
-def receipt_message(namespace: str, name: str, status: Mapping[str, Any], pue: float | None = None) -> str:
+def awaiting(status: Mapping[str, Any]) -> bool:
+    """Whether the receipt's energy still waits for actual intensity (measured account, or the estimate standing
+    as the receipt)."""
+    if (status.get("energy") or {}).get("pending"):
+        return True
+    return status.get("energySource") != "dcgm" and bool((status.get("estimate") or {}).get("pending"))
+
+
+def home_entry(state: OperatorState, caj: CarbonAwareJob) -> ClusterEntry | None:
+    """The job's home cluster, the spatial counterfactual: its first allowed cluster (spec.placement.clusters),
+    else the first ComputeCluster (by name) in the operator's own cluster, where the job was submitted, else the
+    local cluster as `carbonshift run --zone/--pue` describe it."""
+    entries = {e.name: e for e in state.entries()}
+    for name in caj.spec.placement.clusters if caj.spec.placement else []:
+        if name in entries:
+            return entries[name]
+    local = sorted((e for e in entries.values() if e.kube is state.local), key=lambda e: e.name)
+    return local[0] if local else None
+
+
+async def pricing_options(
+    state: OperatorState,
+    caj: CarbonAwareJob,
+    cluster_name: str,
+    history: Callable[[str], Awaitable[IntensitySeries | None]],
+) -> dict[str, Any]:
+    """The keyword arguments of update_energy/Pricing beyond the cluster's own intensity: the home cluster's history
+    (`history(zone)`), whether traces may price, the cluster's embodied emissions per GPU-second."""
+    entry = next((e for e in state.entries() if e.name == cluster_name), None)
+    options: dict[str, Any] = {
+        "traces_allowed": state.settings.receipts_on_traces,
+        "embodied_grams_per_gpu_second": entry.embodied_grams_per_gpu_second if entry else 0.0,
+    }
+    home = home_entry(state, caj)
+    if home is not None and home.name != cluster_name:
+        options.update(home=await history(home.zone), home_pue=home.pue, home_cluster=home.name)
+    return options
+
+
+def export_receipt_metrics(
+    namespace: str, name: str, status: Mapping[str, Any], annotations: Mapping[str, str] | None
+) -> None:
+    """The receipt's counterfactual parts, unpriced energy, embodied share and SCI as gauges."""
+    if status.get("energyKWh") is None:
+        return
+    receipt = receipt_from_status(namespace, name, status, work=work_from_annotations(annotations))
+    metrics.JOB_AVOIDED_PART.labels(namespace, name, "temporal").set(receipt.temporal_avoided_grams)
+    metrics.JOB_AVOIDED_PART.labels(namespace, name, "spatial").set(receipt.spatial_avoided_grams)
+    metrics.JOB_UNPRICED.labels(namespace, name).set(receipt.unpriced_kwh)
+    metrics.JOB_EMBODIED.labels(namespace, name).set(receipt.embodied_grams)
+    if receipt.work is not None and receipt.sci_per_million is not None:
+        metrics.JOB_SCI.labels(namespace, name, receipt.work.unit).set(receipt.sci_per_million)
+
+
+def receipt_message(
+    namespace: str, name: str, status: Mapping[str, Any], pue: float | None = None, work: Work | None = None
+) -> str:
     """The receipt text for the completion Event (capped at the Event message limit)."""
-    text = format_receipt(receipt_from_status(namespace, name, status, pue))
+    text = format_receipt(receipt_from_status(namespace, name, status, pue, work))
     if replayed := replay_note((status.get("plan") or {}).get("provider")):
         text = f"[planned on a {replayed}, not today's grid] {text}"
     return text if len(text) <= EVENT_MESSAGE_LIMIT else text[: EVENT_MESSAGE_LIMIT - 3] + "..."

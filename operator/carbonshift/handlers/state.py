@@ -45,6 +45,8 @@ class Settings:
     margin: timedelta = timedelta(minutes=10)  # spare time kept before every deadline
     capacity_ttl_seconds: float = 10.0  # how long a cluster's free-GPU count is reused (wall seconds)
     max_concurrent_reconciles: int = 32  # reconciles in flight at once; the others wait their turn
+    # Whether a recorded trace may price receipts: only when the operator was started with traces explicitly.
+    receipts_on_traces: bool = False
 
 
 @dataclass
@@ -54,6 +56,7 @@ class ClusterEntry:
     pue: float
     kube: Kube
     gpu_capacity: int | None = None
+    embodied_grams_per_gpu_second: float = 0.0  # ComputeCluster spec.embodied, for SCI receipts
     free_gpus: int | None = None
     largest_node_gpus: int | None = None
     held_by_job: dict[tuple[str, str], int] = field(default_factory=dict)  # GPUs of each job's pods, in the count
