@@ -9,7 +9,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from carbonshift.commands.demo import _report
+
+from carbonshift_dev.demo import _report
 
 
 def status(cluster: str, kwh: float, emitted: float, temporal: float, home: float) -> dict[str, Any]:
