@@ -38,7 +38,8 @@ async def register(state: OperatorState, body: dict[str, Any]) -> ClusterEntry:
     else:
         text = await asyncio.to_thread(kubeconfig_from_secret, state.local, ref.namespace, ref.name, ref.key)
         kube = kube_from_kubeconfig_text(name, text)
-    entry = ClusterEntry(name, cc.spec.zone, cc.spec.pue, kube, cc.spec.gpu_capacity)
+        kube.target_namespace = cc.spec.target_namespace  # Jobs go there (the CRD requires it for remote clusters)
+    entry = ClusterEntry(name, cc.spec.zone, cc.spec.pue, kube, cc.spec.gpu_capacity, admits=cc.spec.admits)
     state.clusters[name] = entry
     return entry
 
