@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 from carbonshift.api.carbonawarejob import CarbonAwareJob
 from carbonshift.api.computecluster import ComputeCluster
-from carbonshift.api.conditions import Condition, ConditionType
+from carbonshift.api.conditions import Condition, ConditionType, Reason
 from carbonshift.api.durations import parse_duration
 from carbonshift.api.jobs import build_job, parse_time
 from carbonshift.domain.lifecycle import Phase
@@ -35,10 +35,10 @@ from carbonshift.domain.validation import ClusterFacts, JobFacts, gpu_problems, 
 from carbonshift.handlers import translate
 from carbonshift.handlers.state import ClusterEntry, OperatorState
 
-REASON_INVALID = "InvalidSpec"
-REASON_JOB_REJECTED = "JobRejected"
-REASON_NOT_ADMITTED = "NamespaceNotAdmitted"
-REASON_VALID = "SpecValid"
+REASON_INVALID = Reason.INVALID_SPEC
+REASON_JOB_REJECTED = Reason.JOB_REJECTED
+REASON_NOT_ADMITTED = Reason.NAMESPACE_NOT_ADMITTED
+REASON_VALID = Reason.SPEC_VALID
 WAIT_FOR_SPEC_CHANGE = timedelta(days=365)  # an invalid job's next pass: when its spec changes (the daemon is poked)
 LABELS_TTL_SECONDS = 30.0
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"  # a new object's uid may not be assigned at admission
@@ -176,7 +176,7 @@ async def first_pass(state: OperatorState, tick: TickLike) -> bool:
     created = state.clock.from_wall(created_wall) if created_wall else state.clock.now()
     problems = await caj_problems(state, tick.body, user=None, created=created)
     if problems:
-        reason = problems[0][0]
+        reason = str(problems[0][0])
         tick.condition(ConditionType.INVALID_SPEC, True, reason, "; ".join(m for _, m in problems), event="Warning")
         tick.status["phase"] = str(Phase.PENDING)
         await tick.flush()
