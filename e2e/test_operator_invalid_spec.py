@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client
+from tests.catalogue import load_catalogue
 
 from e2e.harness import Cluster, OperatorInstall, OperatorProcess, wait_until
-from tests.catalogue import load_catalogue
 
 SPEED = 60.0  # a 5-minute tick every 5 s: several passes over each job while the test watches
 CASES = [c for c in load_catalogue("webhook") if c.kind == "CarbonAwareJob"]
@@ -68,7 +68,9 @@ def test_each_invalid_template_is_flagged_once_without_a_retry_loop(
     assert "reconcile failed" not in log, log[-4000:]
 
 
-def test_a_fixed_spec_goes_on_to_its_job(api_client: client.ApiClient, namespace: str, operator: OperatorProcess) -> None:
+def test_a_fixed_spec_goes_on_to_its_job(
+    api_client: client.ApiClient, namespace: str, operator: OperatorProcess
+) -> None:
     k = Cluster(api_client)
     case = next(c for c in CASES if c.name == "restart-policy-always")
     k.create_caj(namespace, case.manifest)

@@ -43,7 +43,10 @@ WAIT_FOR_SPEC_CHANGE = timedelta(days=365)  # an invalid job's next pass: when i
 LABELS_TTL_SECONDS = 30.0
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"  # a new object's uid may not be assigned at admission
 
+CLUSTERS_TTL_SECONDS = 2.0
+
 _labels_cache: dict[str, tuple[float, dict[str, str]]] = {}
+_clusters_cache: tuple[float, list[dict[str, Any]]] | None = None
 
 
 def facts(caj: CarbonAwareJob) -> JobFacts:
@@ -72,13 +75,14 @@ def api_message(exc: ApiException) -> str:
     return str(body.get("message") or exc.reason or f"HTTP {exc.status}")
 
 
-async def dry_run_problem(state: OperatorState, body: dict[str, Any]) -> str | None:
-    """The API server's refusal of the Job built from the template (a dry-run create), or None."""
+async def dry_run_problem(state: OperatorState, body: dict[str, Any], *, may_exist: bool) -> str | None:
+    """The API server's refusal of the Job built from the template (a dry-run create), or None. `may_exist`: the
+    Job may have been created already (an update of a placed job), and then nothing new would be created."""
     meta = body.get("metadata") or {}
     caj = {**body, "metadata": {**meta, "uid": meta.get("uid") or PLACEHOLDER_UID}}
     job = build_job(caj, local=False)
-    if await state.local.get_job(job["metadata"]["namespace"], job["metadata"]["name"]) is not None:
-        return None  # created already (an update of a placed job): nothing new would be created
+    if may_exist and await state.local.get_job(job["metadata"]["namespace"], job["metadata"]["name"]) is not None:
+        return None
     try:
         await state.local.dry_run_create_job(job)
     except ApiException as exc:
@@ -100,19 +104,30 @@ async def author_problem(state: OperatorState, namespace: str, user: dict[str, A
     )
 
 
-async def namespace_labels(state: OperatorState, namespace: str) -> dict[str, str]:
-    cached = _labels_cache.get(namespace)
-    if cached is not None and time.monotonic() - cached[0] < LABELS_TTL_SECONDS:
-        return cached[1]
+async def namespace_labels(state: OperatorState, namespace: str, *, cached: bool = True) -> dict[str, str]:
+    """A namespace's labels (for tenancy); `cached`: up to LABELS_TTL_SECONDS old will do."""
+    known = _labels_cache.get(namespace)
+    if cached and known is not None and time.monotonic() - known[0] < LABELS_TTL_SECONDS:
+        return known[1]
     labels = await state.local.namespace_labels(namespace)
     _labels_cache[namespace] = (time.monotonic(), labels)
     return labels
 
 
-async def tenancy_problems(state: OperatorState, namespace: str, requested: list[str]) -> list[str]:
-    labels = await namespace_labels(state, namespace)
+async def compute_clusters(state: OperatorState, *, cached: bool) -> list[dict[str, Any]]:
+    """The ComputeClusters as the API server has them. `cached`: a listing up to a few seconds old will do (a first
+    pass over many jobs lists them once, not once per job); admission always lists afresh."""
+    global _clusters_cache
+    stale = _clusters_cache is None or time.monotonic() - _clusters_cache[0] > CLUSTERS_TTL_SECONDS
+    if not cached or stale or _clusters_cache is None:
+        _clusters_cache = (time.monotonic(), await state.local.list_compute_clusters())
+    return _clusters_cache[1]
+
+
+async def tenancy_problems(state: OperatorState, namespace: str, requested: list[str], *, cached: bool) -> list[str]:
+    labels = await namespace_labels(state, namespace, cached=cached)
     clusters = []
-    for item in await state.local.list_compute_clusters():
+    for item in await compute_clusters(state, cached=cached):
         try:
             cc = ComputeCluster.model_validate(item)
         except ValidationError:
@@ -137,7 +152,7 @@ async def caj_problems(
         if problem:
             return [(REASON_INVALID, problem)]  # nothing else matters to someone who may not run it
     problems: list[tuple[str, str]] = []
-    rejected = await dry_run_problem(state, body)
+    rejected = await dry_run_problem(state, body, may_exist=user is not None)
     if rejected:
         problems.append((REASON_JOB_REJECTED, rejected))
     job = facts(caj)
@@ -145,7 +160,8 @@ async def caj_problems(
     if not rejected:  # the dry-run already says so, in the API server's words
         problems += [(REASON_INVALID, r) for r in gpu_problems(job.template)]
     requested = list(caj.spec.placement.clusters) if caj.spec.placement else []
-    problems += [(REASON_NOT_ADMITTED, p) for p in await tenancy_problems(state, namespace, requested)]
+    tenancy = await tenancy_problems(state, namespace, requested, cached=user is None)
+    problems += [(REASON_NOT_ADMITTED, p) for p in tenancy]
     return problems
 
 
@@ -164,14 +180,14 @@ class TickLike(Protocol):
 
 
 async def first_pass(state: OperatorState, tick: TickLike) -> bool:
-    """The webhook's checks (less the author's rights), once per generation of a job not yet placed. Returns True
-    when the job is invalid: reported once (InvalidSpec condition, a Warning Event, phase Pending), and the caller
-    stops until the spec changes."""
+    """The webhook's checks (less the author's rights), once per generation of a job not yet placed; the outcome is
+    the InvalidSpec condition (False: SpecValid). Returns True when the job is invalid: reported once (the condition,
+    a Warning Event, phase Pending), and the caller stops until the spec changes."""
     if tick.status.get("cluster") or tick.status.get("jobName"):
         return False  # placed: checked before its Job was created
     flagged = next((c for c in tick.conditions if c.type == ConditionType.INVALID_SPEC), None)
-    if flagged is not None and flagged.status == "True" and flagged.observed_generation == tick.generation:
-        return True  # reported for this generation already; waiting for a change
+    if flagged is not None and flagged.observed_generation == tick.generation:
+        return flagged.status == "True"  # checked for this generation already (invalid: waiting for a change)
     created_wall = parse_time(tick.meta.get("creationTimestamp"))
     created = state.clock.from_wall(created_wall) if created_wall else state.clock.now()
     problems = await caj_problems(state, tick.body, user=None, created=created)
@@ -181,8 +197,8 @@ async def first_pass(state: OperatorState, tick: TickLike) -> bool:
         tick.status["phase"] = str(Phase.PENDING)
         await tick.flush()
         return True
-    if flagged is not None and flagged.status == "True":
-        tick.condition(ConditionType.INVALID_SPEC, False, REASON_VALID, "the spec passed every check")
+    # Recorded with the generation, so a job waiting for capacity is not checked again on every pass.
+    tick.condition(ConditionType.INVALID_SPEC, False, REASON_VALID, "the spec passed every check")
     return False
 
 
