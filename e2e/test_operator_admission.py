@@ -26,6 +26,7 @@ from carbonshift.devcluster.testing import create_namespace, delete_namespace
 from e2e.harness import Cluster, OperatorInstall, OperatorProcess, caj_manifest, free_port, wait_until
 
 CONFIGURATION = "e2e-admission.carbonshift.io"
+TLS_SECRET = "e2e-admission-webhook-tls"
 CASES = load_catalogue("webhook")
 DENIED = "denied the request"
 
@@ -73,6 +74,9 @@ def webhook_operator(
     extra = ["--webhook", "--webhook-address", "127.0.0.1", "--webhook-host", "127.0.0.1"]
     extra += ["--webhook-port", str(port), "--webhook-configuration", CONFIGURATION]
     extra += ["--operator-namespace", operator_install.namespace, "--tick", "5m"]
+    # The TLS in a Secret, as the chart has it: the operator makes it (under the installed ServiceAccount's rights)
+    # and a restarted operator serves the same certificate.
+    extra += ["--webhook-tls-secret", f"{operator_install.namespace}/{TLS_SECRET}"]
     proc = OperatorProcess(config, workdir, speed=1.0, epoch=datetime.now(UTC), extra=extra)
     proc.start()
     try:
@@ -81,6 +85,7 @@ def webhook_operator(
     finally:
         proc.stop()
         delete_configuration(api_client)
+        client.CoreV1Api(api_client).delete_namespaced_secret(TLS_SECRET, operator_install.namespace)
     assert "Traceback" not in proc.logs(), proc.logs()[-4000:]
 
 
@@ -233,6 +238,8 @@ def test_while_the_operator_is_down_changes_are_refused_not_let_through(
     kubeconfig: Path, api_client: client.ApiClient, team: str, webhook_operator: OperatorProcess
 ) -> None:
     """Failure policy Fail, persistent webhooks: nothing unchecked is admitted during an outage. Runs last here."""
+    admission = client.AdmissionregistrationV1Api(api_client)
+    bundle = admission.read_validating_webhook_configuration(CONFIGURATION).webhooks[0].client_config.ca_bundle
     webhook_operator.stop()
     assert webhook_ready(api_client), "the webhooks must stay registered when the operator stops"
     code, out = kubectl(kubeconfig, caj_manifest("during-outage", duration="1h", max_delay="20h"), team)
@@ -245,3 +252,5 @@ def test_while_the_operator_is_down_changes_are_refused_not_let_through(
         timeout=60,
         interval=1.0,
     )
+    # It served the certificate it kept in the Secret: the API server's trust did not have to change.
+    assert admission.read_validating_webhook_configuration(CONFIGURATION).webhooks[0].client_config.ca_bundle == bundle

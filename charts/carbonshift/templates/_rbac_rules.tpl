@@ -39,7 +39,7 @@
   verbs: ["create"]
 - apiGroups: ["admissionregistration.k8s.io"]
   resources: ["validatingwebhookconfigurations"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "create", "patch"]
 {{- end }}
 {{- /* the cluster-scoped resources of rbac.CLUSTER_RULES, for an operator limited to some namespaces */}}
 {{- define "carbonshift.rbac.clusterScopedRules" -}}
@@ -66,7 +66,7 @@
   verbs: ["create"]
 - apiGroups: ["admissionregistration.k8s.io"]
   resources: ["validatingwebhookconfigurations"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "create", "patch"]
 {{- end }}
 {{- /* the namespaced resources of rbac.CLUSTER_RULES, bound in each watched namespace */}}
 {{- define "carbonshift.rbac.namespacedRules" -}}

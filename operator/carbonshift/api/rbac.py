@@ -29,11 +29,11 @@ CLUSTER_RULES: list[dict[str, Any]] = [
      "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings", "kopfpeerings"],
      "verbs": ["get", "list", "watch", "patch", "create"]},
-    # The admission webhook: may the author create the Job (SubjectAccessReview), and kopf keeps the webhook's
-    # ValidatingWebhookConfiguration (creates it when absent, patches its address and CA bundle).
+    # The admission webhook: may the author create the Job (SubjectAccessReview), and the operator keeps the
+    # webhook's ValidatingWebhookConfiguration (creates it when absent, patches its webhooks, address and CA bundle).
     {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
     {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
-     "verbs": ["get", "list", "watch", "create", "patch"]},
+     "verbs": ["get", "create", "patch"]},
 ]  # fmt: skip
 
 NAMESPACE_RULES: list[dict[str, Any]] = [

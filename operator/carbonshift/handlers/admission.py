@@ -1,22 +1,25 @@
 """The validating admission webhook for CarbonAwareJob, EnergyBudget and ComputeCluster, served by the operator.
 
-Built on kopf's admission support: `@kopf.on.validate` handlers, kopf's HTTPS `WebhookServer`, and kopf managing the
-`ValidatingWebhookConfiguration` (`settings.admission.managed`): it creates the object when absent and patches its
-webhooks (rules, address, CA bundle) on every start and every certificate change. What carbonshift adds:
+Built on kopf's admission support: `@kopf.on.validate` handlers and kopf's HTTPS `WebhookServer` (which routes each
+request to its handler and restarts on new certificate files). What carbonshift adds:
 
 - the checks (handlers/validation.py, domain/validation.py);
 - the TLS certificate (adapters/tls.py): a private CA and a 90-day serving certificate, kept in a Secret of the
-  operator's namespace so every replica serves the same one (`--webhook-tls-secret`), renewed by the operator when
-  a third of its life is left (checked hourly); or in memory for a single local process; or files from
-  cert-manager or any other issuer (`--webhook-cert-dir`: tls.crt, tls.key, ca.crt), re-read when they change;
+  operator's namespace so every replica and every restart serves the same one (`--webhook-tls-secret`), renewed by
+  the operator when a third of its life is left (checked hourly); or in memory for a single local process; or files
+  from cert-manager or any other issuer (`--webhook-cert-dir`: tls.crt, tls.key, ca.crt), re-read when they change;
 - the address: a Service in front of the operator pods (`--webhook-service`, what the chart uses), or a URL
-  (`--webhook-host`, e.g. the loopback address when the operator runs as a local process next to the API server).
+  (`--webhook-host`, e.g. the loopback address when the operator runs as a local process next to the API server);
+- the ValidatingWebhookConfiguration, written by the operator on every start and every certificate change. Not by
+  kopf's `settings.admission.managed`: kopf then also keeps a MutatingWebhookConfiguration (needing rights to
+  intercept any write in the cluster, for nothing), and its webhooks cannot carry `matchConditions`, which this one
+  needs: the operator's own requests (finalizers, annotations, status) are not sent to its webhook, so it never
+  waits on itself while it starts or stops.
 
-Failure policy: Fail, and the webhooks stay registered when the operator stops (kopf's `persistent`): while no
-replica answers, creating or changing these objects is refused ("failed calling webhook"), so nothing the checks
-would refuse slips in during an upgrade or an outage. docs/install.md says how to remove the configuration when
-uninstalling. Deleting is never checked, and only spec changes are: the operator's own patches (finalizers, kopf's
-annotations) pass untouched.
+Failure policy: Fail, and the webhooks stay registered when the operator stops: while no replica answers, creating or
+changing these objects is refused ("failed calling webhook"), so nothing the checks would refuse slips in during an
+upgrade or an outage. docs/install.md says how to remove the configuration when uninstalling. Deleting is never
+checked, and only spec changes are.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import copy
+import json
 import logging
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,7 +62,7 @@ class WebhookOptions:
     service: tuple[str, str, int] | None = None  # namespace, name, port of a Service in front of the operator
     tls_secret: tuple[str, str] | None = None  # namespace, name of the Secret the operator keeps the TLS in
     cert_dir: Path | None = None  # tls.crt, tls.key, ca.crt from another issuer (cert-manager)
-    configuration: str = DEFAULT_CONFIGURATION  # name of the ValidatingWebhookConfiguration kopf keeps
+    configuration: str = DEFAULT_CONFIGURATION  # name of the ValidatingWebhookConfiguration the operator keeps
     operator_namespace: str | None = None  # where the operator reads Secrets (ComputeCluster kubeconfigs)
     renew_check_seconds: float = 3600.0
 
@@ -91,8 +96,7 @@ def _times_changed(body: kopf.Body, old: kopf.Body | None) -> bool:
     return any(before.get(k) != after.get(k) for k in keys)
 
 
-@kopf.on.validate(GROUP, VERSION, "carbonawarejobs", id="carbonawarejob", operations=["CREATE", "UPDATE"],
-                  persistent=True)  # fmt: skip
+@kopf.on.validate(GROUP, VERSION, "carbonawarejobs", id="carbonawarejob", operations=["CREATE", "UPDATE"])  # fmt: skip
 async def validate_carbonawarejob(**kwargs: Any) -> None:
     body, old, operation, userinfo = kwargs["body"], kwargs.get("old"), kwargs.get("operation"), kwargs["userinfo"]
     if _spec_unchanged(operation, body, old):
@@ -101,29 +105,27 @@ async def validate_carbonawarejob(**kwargs: Any) -> None:
     created = state.clock.now() if operation == "CREATE" or _times_changed(body, old) else None
     problems = await validation.caj_problems(state, dict(body), user=dict(userinfo), created=created)
     if problems:
-        raise kopf.AdmissionError("; ".join(message for _, message in problems), code=422)
+        refuse("CarbonAwareJob", body, [message for _, message in problems])
 
 
-@kopf.on.validate(GROUP, VERSION, "energybudgets", id="energybudget", operations=["CREATE", "UPDATE"],
-                  persistent=True)  # fmt: skip
+@kopf.on.validate(GROUP, VERSION, "energybudgets", id="energybudget", operations=["CREATE", "UPDATE"])  # fmt: skip
 async def validate_energybudget(**kwargs: Any) -> None:
     body, old, operation = kwargs["body"], kwargs.get("old"), kwargs.get("operation")
     if _spec_unchanged(operation, body, old):
         return
     problems = budget_problems(dict(body.get("spec") or {}))
     if problems:
-        raise kopf.AdmissionError("; ".join(problems), code=422)
+        refuse("EnergyBudget", body, problems)
 
 
-@kopf.on.validate(GROUP, VERSION, "computeclusters", id="computecluster", operations=["CREATE", "UPDATE"],
-                  persistent=True)  # fmt: skip
+@kopf.on.validate(GROUP, VERSION, "computeclusters", id="computecluster", operations=["CREATE", "UPDATE"])  # fmt: skip
 async def validate_computecluster(**kwargs: Any) -> None:
     body, old, operation = kwargs["body"], kwargs.get("old"), kwargs.get("operation")
     if _spec_unchanged(operation, body, old):
         return
     problems = cluster_problems(dict(body.get("spec") or {}), _options.operator_namespace)
     if problems:
-        raise kopf.AdmissionError("; ".join(problems), code=422)
+        refuse("ComputeCluster", body, problems)
 
 
 # -- TLS ---------------------------------------------------------------------------------------------------------------
@@ -204,9 +206,15 @@ class Server(kopf.WebhookServer):
     kopf re-reads the certificate files every `file_check_interval` and restarts the endpoint and re-patches the
     webhook configuration when they change: renewing is writing new files."""
 
-    def __init__(self, options: WebhookOptions, store: SecretStore | MemoryStore | None) -> None:
+    def __init__(
+        self,
+        options: WebhookOptions,
+        store: SecretStore | MemoryStore | None,
+        registrar: Callable[[dict[str, Any]], None],
+    ) -> None:
         self.options = options
         self.store = store
+        self.registrar = registrar
         self.workdir = Path(tempfile.mkdtemp(prefix="carbonshift-webhook-"))
         if options.cert_dir is not None:
             certfile, pkeyfile, cafile = (options.cert_dir / n for n in ("tls.crt", "tls.key", "ca.crt"))
@@ -243,7 +251,9 @@ class Server(kopf.WebhookServer):
         keeper = asyncio.create_task(self._keep_fresh())
         try:
             async for config in super().__call__(fn):
-                yield self._client_config(dict(config))
+                client_config = self._client_config(dict(config))
+                await asyncio.to_thread(self.registrar, client_config)
+                yield client_config
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -257,10 +267,92 @@ class Server(kopf.WebhookServer):
         return {"service": service, **({"caBundle": config["caBundle"]} if "caBundle" in config else {})}
 
 
+# -- the configuration ---------------------------------------------------------------------------------------------
+HANDLERS = (
+    ("carbonawarejob", "carbonawarejobs"),
+    ("energybudget", "energybudgets"),
+    ("computecluster", "computeclusters"),
+)
+
+
+def webhooks(configuration: str, client_config: dict[str, Any], operator_user: str) -> list[dict[str, Any]]:
+    """The configuration's webhooks: one per kind, each at its kopf handler's path (kopf's server routes by it)."""
+    out = []
+    for handler_id, plural in HANDLERS:
+        config = copy.deepcopy(client_config)
+        if "url" in config:
+            config["url"] = f"{config['url'].rstrip('/')}/{handler_id}"
+        if "service" in config:
+            config["service"]["path"] = f"{config['service'].get('path') or ''}/{handler_id}"
+        rule = {"apiGroups": [GROUP], "apiVersions": [VERSION], "resources": [plural],
+                "operations": ["CREATE", "UPDATE"], "scope": "*"}  # fmt: skip
+        out.append(
+            {
+                "name": f"{handler_id}.{configuration}",
+                "rules": [rule],
+                "clientConfig": config,
+                "failurePolicy": "Fail",
+                "sideEffects": "None",  # SubjectAccessReviews and dry-runs store nothing
+                "matchPolicy": "Equivalent",
+                "timeoutSeconds": 15,
+                "admissionReviewVersions": ["v1"],
+                # The operator's own writes (finalizers, kopf's annotations) are not checked: they never change a
+                # spec, and its webhook must not be a precondition of its own start and stop.
+                "matchConditions": [
+                    {
+                        "name": "not-the-operator",
+                        "expression": f"request.userInfo.username != {json.dumps(operator_user)}",
+                    }
+                ],
+            }
+        )
+    return out
+
+
+def registrar(api: client.ApiClient, configuration: str) -> Callable[[dict[str, Any]], None]:
+    """Writes the webhooks for a client config into the ValidatingWebhookConfiguration (creating it if absent)."""
+
+    def register(client_config: dict[str, Any]) -> None:
+        review = client.AuthenticationV1Api(api).create_self_subject_review(client.V1SelfSubjectReview())
+        user = str(review.status.user_info.username)  # type: ignore[union-attr]
+        body = {"webhooks": webhooks(configuration, client_config, user)}
+        admission = client.AdmissionregistrationV1Api(api)
+        try:
+            admission.patch_validating_webhook_configuration(configuration, body)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            meta = {"name": configuration, "labels": {"app.kubernetes.io/part-of": "carbonshift"}}
+            created: Any = {"metadata": meta, **body}
+            admission.create_validating_webhook_configuration(created)
+        log.info("webhook: ValidatingWebhookConfiguration %s points at %s", configuration,
+                 client_config.get("url") or client_config.get("service"))  # fmt: skip
+
+    return register
+
+
+class _RefusalsAreNotErrors(logging.Filter):
+    """kopf logs every refused manifest as an ERROR ("Webhook ... failed permanently"): a user's typo is not the
+    operator's error. Those records are dropped; `refuse` logs each refusal at INFO instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Webhook '") and "failed permanently" in message)
+
+
+def refuse(kind: str, body: kopf.Body, problems: list[str]) -> None:
+    meta = body.get("metadata") or {}
+    where = f"{meta.get('namespace')}/{meta.get('name')}" if meta.get("namespace") else str(meta.get("name"))
+    message = "; ".join(problems)
+    log.info("refused %s %s: %s", kind, where, message)
+    raise kopf.AdmissionError(message, code=422)
+
+
 def install(options: WebhookOptions, api: client.ApiClient) -> None:
-    """Serve the webhook and have kopf keep its configuration (call before kopf starts)."""
+    """Serve the webhook and keep its configuration (call before kopf starts)."""
     global _options
     _options = options
+    logging.getLogger("kopf.objects").addFilter(_RefusalsAreNotErrors())
     if options.cert_dir is not None:
         store: SecretStore | MemoryStore | None = None
     elif options.tls_secret is not None:
@@ -269,7 +361,7 @@ def install(options: WebhookOptions, api: client.ApiClient) -> None:
         store = MemoryStore()
 
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.admission.server = Server(options, store)
-        settings.admission.managed = options.configuration
+        settings.admission.server = Server(options, store, registrar(api, options.configuration))
+        settings.admission.managed = None  # the Server writes the configuration itself (module docstring)
 
     kopf.on.startup()(configure)

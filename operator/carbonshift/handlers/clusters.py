@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from carbonshift.api.base import GROUP, VERSION
 from carbonshift.api.computecluster import PLURAL, ComputeCluster
@@ -51,6 +52,11 @@ async def cluster_changed(body: kopf.Body, name: str, **_: Any) -> None:
     state = current()
     try:
         await register(state, dict(body))
+    except ApiException as exc:  # its kubeconfig Secret is missing or unreadable: say which, without a traceback
+        state.clusters.pop(name, None)
+        ref = (body.get("spec") or {}).get("kubeconfigSecretRef") or {}
+        where = f"Secret {ref.get('namespace')}/{ref.get('name')}"
+        raise kopf.TemporaryError(f"ComputeCluster {name}: cannot read {where}: {exc.reason}", delay=30) from exc
     except (LookupError, ValueError, OSError) as exc:
         state.clusters.pop(name, None)
         raise kopf.TemporaryError(f"ComputeCluster {name}: cannot reach it: {exc}", delay=30) from exc
