@@ -42,6 +42,12 @@ def kubectl(kubeconfig: Path, manifest: dict[str, Any], namespace: str | None, *
     return done.returncode, done.stdout + done.stderr
 
 
+def run_kubectl(kubeconfig: Path, *args: str) -> tuple[int, str]:
+    command = [str(require("kubectl")), "--kubeconfig", str(kubeconfig), *args]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
+    return done.returncode, done.stdout + done.stderr
+
+
 def webhook_ready(api: client.ApiClient) -> bool:
     try:
         config = client.AdmissionregistrationV1Api(api).read_validating_webhook_configuration(CONFIGURATION)
@@ -244,6 +250,12 @@ def test_while_the_operator_is_down_changes_are_refused_not_let_through(
     assert webhook_ready(api_client), "the webhooks must stay registered when the operator stops"
     code, out = kubectl(kubeconfig, caj_manifest("during-outage", duration="1h", max_delay="20h"), team)
     assert code != 0 and "failed calling webhook" in out, out
+    # The operator's own writes are not sent to its webhook (matchConditions): it never waits on itself.
+    touch = ["annotate", "carbonawarejob", "valid", "--namespace", team, "--overwrite"]
+    code, out = run_kubectl(kubeconfig, *touch, "carbonshift-e2e/touched=admin")
+    assert code != 0 and "failed calling webhook" in out, out
+    code, out = run_kubectl(webhook_operator.kubeconfig, *touch, "carbonshift-e2e/touched=operator")
+    assert code == 0, out
     webhook_operator.start()
     time.sleep(0.5)
     wait_until(
