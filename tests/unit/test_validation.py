@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import ssl
 from datetime import UTC, datetime, timedelta
 
@@ -145,3 +146,54 @@ def test_renewal_keeps_the_ca_and_replaces_the_serving_certificate_when_a_third_
     late = tls.renewed(bundle, names, NOW + tls.CA_LIFETIME - timedelta(days=30))
     assert late is not None and late.ca_cert != bundle.ca_cert
     assert tls.renewed(None, names, NOW) is not None
+
+
+# -- the webhook configuration and flags ------------------------------------------------------------------------------
+def test_each_kind_has_a_fail_closed_webhook_at_its_handlers_path_that_skips_the_operators_own_requests() -> None:
+    from carbonshift.handlers.admission import webhooks
+
+    user = "system:serviceaccount:carbonshift-system:carbonshift"
+    service = {"service": {"namespace": "carbonshift-system", "name": "cs-webhook", "port": 443, "path": ""},
+               "caBundle": "Q0E="}  # fmt: skip
+    hooks = webhooks("cs.carbonshift.io", service, user)
+    assert [h["name"] for h in hooks] == [
+        "carbonawarejob.cs.carbonshift.io", "energybudget.cs.carbonshift.io", "computecluster.cs.carbonshift.io"
+    ]  # fmt: skip
+    assert [h["clientConfig"]["service"]["path"] for h in hooks] == [
+        "/carbonawarejob",
+        "/energybudget",
+        "/computecluster",
+    ]
+    assert service["service"]["path"] == ""  # the caller's config is not changed
+    for hook, plural in zip(hooks, ["carbonawarejobs", "energybudgets", "computeclusters"], strict=True):
+        assert hook["failurePolicy"] == "Fail" and hook["sideEffects"] == "None"
+        assert hook["rules"][0]["resources"] == [plural] and hook["rules"][0]["operations"] == ["CREATE", "UPDATE"]
+        assert hook["clientConfig"]["caBundle"] == "Q0E="
+        assert hook["matchConditions"] == [
+            {"name": "not-the-operator", "expression": f'request.userInfo.username != "{user}"'}
+        ]
+    by_url = webhooks("x", {"url": "https://127.0.0.1:9443/"}, user)
+    assert by_url[0]["clientConfig"]["url"] == "https://127.0.0.1:9443/carbonawarejob"
+
+
+@pytest.mark.parametrize(
+    ("flags", "complaint"),
+    [
+        (["--webhook-service", "carbonshift-webhook"], "expected NAMESPACE/NAME[:PORT]"),
+        (["--webhook-service", "ns/name:https"], "expected NAMESPACE/NAME[:PORT]"),
+        (["--webhook-tls-secret", "only-a-name"], "expected NAMESPACE/NAME"),
+    ],
+)
+def test_malformed_webhook_flags_are_refused_by_name(flags: list[str], complaint: str) -> None:
+    import argparse
+
+    from carbonshift.commands import run
+
+    parser = argparse.ArgumentParser()
+    run.add_arguments(parser)
+    with pytest.raises(ValueError, match=re.escape(complaint)):
+        run.webhook_options(parser.parse_args(["--webhook", *flags]))
+    good = run.webhook_options(
+        parser.parse_args(["--webhook", "--webhook-service", "ns/svc", "--webhook-tls-secret", "ns/tls"])
+    )
+    assert good.service == ("ns", "svc", 443) and good.tls_secret == ("ns", "tls")
