@@ -143,6 +143,19 @@ def test_a_valid_job_is_admitted_and_the_operator_creates_its_job(
     k = Cluster(api_client)
     job = wait_until(lambda: k.job(team, "valid"), "the operator to create the (suspended) Job", timeout=60)
     assert job.spec.suspend is True
+    # `kubectl get caj` shows the deadline and the next transition as UTC times (a date column showed <invalid>).
+    status = wait_until(lambda: (s := k.status(team, "valid")).get("nextTransitionTime") and s, "a planned transition")
+    code, out = run_kubectl(kubeconfig, "get", "carbonawarejob", "valid", "--namespace", team)
+    header, row = out.splitlines()[0].split(), out.splitlines()[1]
+    assert header[:5] == ["NAME", "PHASE", "CLUSTER", "NEXT", "DEADLINE"], out
+    assert "<invalid>" not in out and status["deadline"] in row and status["nextTransitionTime"] in row, out
+    # `kubectl get eb` shows use against the limits first.
+    budget = {"apiVersion": "carbonshift.io/v1alpha1", "kind": "EnergyBudget", "metadata": {"name": "team"},
+              "spec": {"limits": {"energyKWh": 500, "emissionsKg": 120}, "action": "Notify"}}  # fmt: skip
+    assert kubectl(kubeconfig, budget, team)[0] == 0
+    code, out = run_kubectl(kubeconfig, "get", "energybudget", "team", "--namespace", team)
+    assert out.splitlines()[0].split()[:3] == ["NAME", "EXCEEDED", "USED"], out
+    assert "KWH LIMIT" in out.splitlines()[0] and "500" in out.splitlines()[1] and "120" in out.splitlines()[1], out
     # An update the operator makes itself (finalizer, kopf's annotations) and a spec change both pass the webhook.
     code, out = kubectl(kubeconfig, {**manifest, "spec": {**manifest["spec"], "duration": "2h"}}, team)
     assert code == 0 and "configured" in out, out
@@ -210,6 +223,9 @@ def test_a_namespace_the_compute_cluster_does_not_admit_is_refused(
     try:
         code, out = kubectl(kubeconfig, remote, None)
         assert code == 0, out
+        code, out = run_kubectl(kubeconfig, "get", "computecluster", "e2e-far")
+        assert out.splitlines()[0].split()[:4] == ["NAME", "READY", "ZONE", "FREE"], out
+        assert "TARGET NAMESPACE" in out.splitlines()[0] and "ml-jobs" in out.splitlines()[1], out
         probe_until_served(kubeconfig, outside)
         pinned = caj_manifest(
             "pinned", duration="1h", max_delay="20h", extra_spec={"placement": {"clusters": ["e2e-far"]}}

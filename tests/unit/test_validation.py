@@ -197,3 +197,14 @@ def test_malformed_webhook_flags_are_refused_by_name(flags: list[str], complaint
         parser.parse_args(["--webhook", "--webhook-service", "ns/svc", "--webhook-tls-secret", "ns/tls"])
     )
     assert good.service == ("ns", "svc", 443) and good.tls_secret == ("ns", "tls")
+
+
+def test_every_example_job_passes_the_rules_cel_cannot_express() -> None:
+    from carbonshift.api.carbonawarejob import CarbonAwareJob
+    from carbonshift.handlers.validation import facts
+    from tests.catalogue import load_examples
+
+    jobs = [doc for _, doc in load_examples() if doc["kind"] == "CarbonAwareJob"]
+    assert jobs
+    for doc in jobs:
+        assert job_problems(facts(CarbonAwareJob.model_validate(doc)), datetime.now(UTC)) == [], doc["metadata"]
