@@ -168,7 +168,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         tick.condition(ConditionType.INVALID_SPEC, True, "InvalidSpec", str(exc).splitlines()[0], event="Warning")
         tick.status["phase"] = Phase.PENDING
         await tick.flush()
-        return None
+        return tick.now + validation.WAIT_FOR_SPEC_CHANGE  # reported once; a corrected spec goes on
     if translate.terminal(tick.status.get("phase")) and tick.status.get("receiptPosted"):
         return None
     if await validation.first_pass(state, tick):  # InvalidSpec, once; then it waits for its spec to change
