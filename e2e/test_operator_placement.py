@@ -50,7 +50,7 @@ def test_jobs_are_placed_where_the_planner_says_and_cleaned_up(
     tmp_path: Path,
 ) -> None:
     local, far = Cluster(api_client), Cluster(api_client_from_kubeconfig(remote.kubeconfig))
-    ensure_namespace(far.api, namespace)  # Jobs go to the same namespace name in the chosen cluster
+    ensure_namespace(far.api, namespace)  # the remote cluster's targetNamespace, named like the local one here
     epoch = datetime.now(UTC).replace(microsecond=0)
     start = epoch - timedelta(hours=2)
     dirty = write_trace(tmp_path / "dirty.csv", start, [500.0] * 72, SLOT)
@@ -64,7 +64,10 @@ def test_jobs_are_placed_where_the_planner_says_and_cleaned_up(
     clusters = [
         {"metadata": {"name": "here"}, "spec": {"zone": "DIRTY", "pue": 1.1}},
         {"metadata": {"name": "there"}, "spec": {"zone": "CLEAN", "pue": 1.3,
-         "kubeconfigSecretRef": {"name": "remote-kubeconfig", "namespace": OPERATOR_NAMESPACE}}},
+         "kubeconfigSecretRef": {"name": "remote-kubeconfig", "namespace": OPERATOR_NAMESPACE},
+         # Tenancy: a remote cluster admits no namespace until selected; its Jobs go to an explicit namespace.
+         "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+         "targetNamespace": namespace}},
     ]  # fmt: skip
     for cc in clusters:
         local.custom.create_cluster_custom_object(

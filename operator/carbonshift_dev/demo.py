@@ -201,7 +201,10 @@ async def _demo(args: argparse.Namespace) -> int:
         }
         core.create_namespaced_secret(OPERATOR_NAMESPACE, secret)  # type: ignore[arg-type]
         ref = {"name": "gpu-gb-kubeconfig", "namespace": OPERATOR_NAMESPACE}
-        for name, zone, pue, extra in (("gpu-de", "DE", 1.2, {}), ("gpu-gb", "GB", 1.1, {"kubeconfigSecretRef": ref})):
+        # A remote cluster admits only the namespaces its administrator selects, and its Jobs go to a named one.
+        remote = {"kubeconfigSecretRef": ref, "targetNamespace": NAMESPACE,
+                  "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": NAMESPACE}}}  # fmt: skip
+        for name, zone, pue, extra in (("gpu-de", "DE", 1.2, {}), ("gpu-gb", "GB", 1.1, remote)):
             body = {
                 "apiVersion": "carbonshift.io/v1alpha1",
                 "kind": "ComputeCluster",

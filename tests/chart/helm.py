@@ -67,6 +67,13 @@ def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[
     return found[0]
 
 
+def metrics_service(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The metrics Service (the webhook has a Service of its own)."""
+    found = [d for d in find(docs, "Service") if d["metadata"]["name"].endswith("-metrics")]
+    assert len(found) == 1, f"expected one metrics Service, got {[d['metadata']['name'] for d in found]}"
+    return found[0]
+
+
 def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
     container: dict[str, Any] = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0]
     return container

@@ -22,7 +22,18 @@ from carbonshift.adapters.carbon.config import api_provider_from_env
 from carbonshift.api import rbac
 from carbonshift.commands import run as run_command
 from carbonshift.handlers.energy import PROMETHEUS_URL_ENV, meter_from_env
-from tests.chart.helm import CHART, NAMESPACE, REPO, HelmError, find, helm, load_gen_chart, one, operator_container
+from tests.chart.helm import (
+    CHART,
+    NAMESPACE,
+    REPO,
+    HelmError,
+    find,
+    helm,
+    load_gen_chart,
+    metrics_service,
+    one,
+    operator_container,
+)
 from tests.chart.helm import render as render_chart
 
 VALUE_SETS: dict[str, dict[str, Any]] = {
@@ -43,6 +54,8 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "providerEnv": {"WATTTIME_SIGNAL_TYPE": "co2_aoer"},
     },
     "namespace-scoped": {"operator": {"watchNamespaces": ["ml-research", "ml-prod"]}},
+    "webhook-off": {"webhook": {"enabled": False}},
+    "webhook-cert-manager": {"webhook": {"tls": {"certManager": {"enabled": True}}}},
     "everything": {
         "replicaCount": 3,
         "image": {"digest": "sha256:" + "a" * 64},
@@ -226,7 +239,7 @@ def test_service_account_is_the_one_bound_to_the_rules_of_rbac_py() -> None:
 
 def test_metrics_service_selects_the_operator_pods_on_the_metrics_port() -> None:
     docs = render("defaults")
-    service = one(docs, "Service")
+    service = metrics_service(docs)
     pod_labels = one(docs, "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     (port,) = service["spec"]["ports"]
@@ -260,14 +273,14 @@ def test_metrics_off_serves_no_metrics_and_creates_no_service_or_servicemonitor(
     docs = render("metrics-off")
     assert parsed_args(docs).metrics_port == 0
     assert "metrics" not in {p["name"] for p in operator_container(docs)["ports"]}
-    assert not find(docs, "Service")
+    assert not [d for d in find(docs, "Service") if d["metadata"]["name"].endswith("-metrics")]
     assert not find(docs, "ServiceMonitor")
 
 
 def test_servicemonitor_scrapes_the_metrics_service_by_its_labels() -> None:
     docs = render("servicemonitor")
     monitor = one(docs, "ServiceMonitor")
-    service = one(docs, "Service")
+    service = metrics_service(docs)
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
@@ -293,7 +306,7 @@ def test_prometheusrule_alerts_on_metrics_the_operator_declares() -> None:
     # OperatorDown watches the job a ServiceMonitor gives the metrics Service: the Service's name.
     assert (
         alerts["CarbonshiftOperatorDown"]
-        == f'absent(up{{job="{one(render("prometheusrule"), "Service")["metadata"]["name"]}"}} == 1)'
+        == f'absent(up{{job="{metrics_service(render("prometheusrule"))["metadata"]["name"]}"}} == 1)'
     )
 
 
@@ -308,7 +321,7 @@ def test_existing_secret_reaches_the_provider_code_as_files(tmp_path: Path) -> N
     assert volume["secret"]["secretName"] == "grid-keys"
     mount = next(m for m in container["volumeMounts"] if m["name"] == volume["name"])
     assert mount["readOnly"] is True
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     assert not {"ELECTRICITYMAPS_API_TOKEN", "WATTTIME_USERNAME", "WATTTIME_PASSWORD"} & set(env)
     # Lay the Secret's items out as the kubelet would (under tmp_path) and let the real config code read them.
     local_env = dict(env)
@@ -341,7 +354,7 @@ def test_namespace_scoped_operator_gets_namespaced_rights_only_in_its_namespaces
     assert not rule_set(namespaced["rules"]) & rule_set(cluster_scoped["rules"])
     assert {r for _, r, _ in rule_set(cluster_scoped["rules"])} == {
         "nodes", "namespaces", "customresourcedefinitions", "clusterkopfpeerings",
-        "computeclusters", "computeclusters/status",
+        "computeclusters", "computeclusters/status", "subjectaccessreviews", "validatingwebhookconfigurations",
     }  # fmt: skip
     # One KopfPeering per watched namespace, none cluster-wide.
     assert sorted(p["metadata"]["namespace"] for p in find(docs, "KopfPeering")) == ["ml-prod", "ml-research"]
@@ -356,7 +369,7 @@ def test_everything_switched_on_renders_flags_the_operator_accepts() -> None:
     )  # fmt: skip
     assert args.trace == ["DE=/data/de.csv"]
     # The DCGM energy reader finds Prometheus through the environment variable the chart sets.
-    env = {e["name"]: e["value"] for e in operator_container(docs)["env"]}
+    env = {e["name"]: e["value"] for e in operator_container(docs)["env"] if "value" in e}
     meter = meter_from_env(env)
     assert meter is not None and meter.scrape_seconds == 15.0 and meter.refresh_seconds == 10.0
     assert meter_from_env({k: v for k, v in env.items() if k != PROMETHEUS_URL_ENV}) is None
@@ -425,3 +438,57 @@ def test_dockerfile_runs_the_operator_as_non_root_from_the_lockfile_with_a_pinne
     # The chart's run-as user is the image's.
     pod = one(render("defaults"), "Deployment")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsUser"] == 65532
+
+
+# -- the admission webhook -------------------------------------------------------------------------------------------
+def test_webhook_is_on_by_default_behind_a_service_with_an_operator_managed_certificate() -> None:
+    docs = render("defaults")
+    args = parsed_args(docs)
+    assert args.webhook is True
+    service = next(d for d in find(docs, "Service") if d["metadata"]["name"].endswith("-webhook"))
+    assert args.webhook_service == f"{NAMESPACE}/{service['metadata']['name']}:443"
+    assert service["spec"]["ports"] == [{"name": "webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP"}]
+    deployment = one(docs, "Deployment")
+    assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    ports = {p["name"]: p["containerPort"] for p in operator_container(docs)["ports"]}
+    assert ports["webhook"] == args.webhook_port == 9443
+    assert args.webhook_tls_secret == f"{NAMESPACE}/{service['metadata']['name']}-tls"
+    # The configuration is the chart's (so `helm uninstall` removes it), empty until kopf in the operator fills it.
+    config = one(docs, "ValidatingWebhookConfiguration")
+    assert config["webhooks"] == [] and config["metadata"]["name"] == args.webhook_configuration
+    env = {e["name"]: e for e in operator_container(docs)["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
+    # The options parse into what the webhook server uses.
+    options = run_command.webhook_options(args)
+    assert options.service == (NAMESPACE, service["metadata"]["name"], 443)
+    assert f"{service['metadata']['name']}.{NAMESPACE}.svc" in options.hostnames()
+    # The ServiceAccount may review access, keep the configuration and write the TLS Secret.
+    rules = rule_set(rbac.CLUSTER_RULES)
+    assert ("authorization.k8s.io", "subjectaccessreviews", "create") in rules
+    assert {
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations", v) for v in ("create", "patch")
+    } <= rules
+    assert ("", "secrets", "create") in rule_set(rbac.NAMESPACE_RULES)
+
+
+def test_webhook_off_renders_no_service_nor_configuration() -> None:
+    docs = render("webhook-off")
+    assert parsed_args(docs).webhook is False
+    assert not find(docs, "ValidatingWebhookConfiguration")
+    assert not [d for d in find(docs, "Service") if d["metadata"]["name"].endswith("-webhook")]
+
+
+def test_cert_manager_issues_the_certificate_the_operator_reads_from_files() -> None:
+    docs = render("webhook-cert-manager")
+    args = parsed_args(docs)
+    assert args.webhook_cert_dir == "/etc/carbonshift/webhook-tls" and args.webhook_tls_secret is None
+    certificate = one(docs, "Certificate")
+    issuer = one(docs, "Issuer")
+    assert certificate["spec"]["issuerRef"] == {"kind": "Issuer", "name": issuer["metadata"]["name"]}
+    service = next(d for d in find(docs, "Service") if d["metadata"]["name"].endswith("-webhook"))
+    assert f"{service['metadata']['name']}.{NAMESPACE}.svc" in certificate["spec"]["dnsNames"]
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "webhook-tls")
+    assert volume["secret"]["secretName"] == certificate["spec"]["secretName"]
+    mount = next(m for m in operator_container(docs)["volumeMounts"] if m["name"] == "webhook-tls")
+    assert mount["mountPath"] == args.webhook_cert_dir

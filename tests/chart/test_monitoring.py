@@ -27,7 +27,7 @@ import yaml
 from carbonshift import metrics
 from carbonshift_dev.devcluster import PrometheusServer
 from carbonshift_dev.devcluster.processes import free_loopback_port
-from tests.chart.helm import one, render
+from tests.chart.helm import metrics_service, one, render
 
 pytestmark = pytest.mark.prometheus
 
@@ -48,7 +48,7 @@ def rule_file(values: dict[str, Any], directory: Path) -> tuple[Path, str]:
     docs = render(values)
     path = directory / "carbonshift-rules.yaml"
     path.write_text(yaml.safe_dump({"groups": one(docs, "PrometheusRule")["spec"]["groups"]}))
-    return path, one(docs, "Service")["metadata"]["name"]
+    return path, metrics_service(docs)["metadata"]["name"]
 
 
 def promtool() -> str:

@@ -185,8 +185,12 @@ class DeployedOperator(OperatorProcess):
         self.starts += 1
         self._close_log()
         self.log = log = (self.workdir / f"operator-{self.starts}.log").open("wb")
-        args = [a for a in self.deployment_args if not a.startswith(("--liveness=", "--metrics-port="))]
+        local = ("--liveness=", "--metrics-port=", "--webhook-service=", "--webhook-port=")
+        args = [a for a in self.deployment_args if not a.startswith(local)]
         args += [f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz", f"--metrics-port={self.metrics_port}"]
+        # A local process cannot sit behind the chart's Service: the API server reaches its webhook on the loopback
+        # address instead. Everything else (the TLS Secret, the configuration's name) is the chart's.
+        args += ["--webhook-address=127.0.0.1", "--webhook-host=127.0.0.1", f"--webhook-port={free_port()}"]
         command = [sys.executable, "-m", "carbonshift.cli", "run", "--kubeconfig", str(self.kubeconfig), *args]
         command += ["--clock", self.clock, *self.extra]
         self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -242,6 +246,16 @@ def test_operator_under_the_chart_service_account_plans_a_job(
             "kopf.dev", "v1", "clusterkopfpeerings", PEERING
         )
         assert peering.get("status"), "the operator never announced itself in the peering object"
+        # The webhook is on, as the chart sets it: kopf filled the chart's configuration, and the operator wrote
+        # the TLS Secret the chart names (with the ServiceAccount's rights).
+        args = {a.partition("=")[0]: a.partition("=")[2] for a in deployed_operator.deployment_args}
+        assert "--webhook" in args
+        admission = client.AdmissionregistrationV1Api(api_client)
+        config = admission.read_validating_webhook_configuration(args["--webhook-configuration"])
+        assert len(config.webhooks) == 3 and all(h.failure_policy == "Fail" for h in config.webhooks)
+        secret_namespace, _, secret_name = args["--webhook-tls-secret"].partition("/")
+        tls = client.CoreV1Api(api_client).read_namespaced_secret(secret_name, secret_namespace)
+        assert set(tls.data) == {"ca.crt", "ca.key", "tls.crt", "tls.key"}
         # The probes' endpoint answers.
         url = f"http://127.0.0.1:{deployed_operator.liveness_port}/healthz"
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -265,3 +279,8 @@ def test_uninstall_removes_the_release_and_keeps_the_crds(api_client: client.Api
     assert gone.value.status == 404
     names = {c.metadata.name for c in client.ApiextensionsV1Api(api_client).list_custom_resource_definition().items}
     assert {"carbonawarejobs.carbonshift.io", "energybudgets.carbonshift.io", "computeclusters.carbonshift.io"} <= names
+    # The webhook configuration is the chart's, so it goes too: no Fail-policy webhook is left pointing nowhere.
+    admission = client.AdmissionregistrationV1Api(api_client)
+    with pytest.raises(client.ApiException) as gone:
+        admission.read_validating_webhook_configuration(f"{release.fullname}.carbonshift.io")
+    assert gone.value.status == 404

@@ -71,3 +71,16 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "carbonshift.providerSecretDir" -}}
 /var/run/secrets/carbonshift/providers
 {{- end }}
+
+{{/* The webhook's Service, TLS Secret and ValidatingWebhookConfiguration. */}}
+{{- define "carbonshift.webhookServiceName" -}}
+{{- printf "%s-webhook" (include "carbonshift.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "carbonshift.webhookSecretName" -}}
+{{- default (printf "%s-webhook-tls" (include "carbonshift.fullname" .)) .Values.webhook.tls.secretName }}
+{{- end }}
+
+{{- define "carbonshift.webhookConfigurationName" -}}
+{{- default (printf "%s.carbonshift.io" (include "carbonshift.fullname" .)) .Values.webhook.configurationName }}
+{{- end }}

@@ -34,6 +34,12 @@
 - apiGroups: ["kopf.dev"]
   resources: ["clusterkopfpeerings", "kopfpeerings"]
   verbs: ["get", "list", "watch", "patch", "create"]
+- apiGroups: ["authorization.k8s.io"]
+  resources: ["subjectaccessreviews"]
+  verbs: ["create"]
+- apiGroups: ["admissionregistration.k8s.io"]
+  resources: ["validatingwebhookconfigurations"]
+  verbs: ["get", "create", "patch"]
 {{- end }}
 {{- /* the cluster-scoped resources of rbac.CLUSTER_RULES, for an operator limited to some namespaces */}}
 {{- define "carbonshift.rbac.clusterScopedRules" -}}
@@ -55,6 +61,12 @@
 - apiGroups: ["kopf.dev"]
   resources: ["clusterkopfpeerings"]
   verbs: ["get", "list", "watch", "patch", "create"]
+- apiGroups: ["authorization.k8s.io"]
+  resources: ["subjectaccessreviews"]
+  verbs: ["create"]
+- apiGroups: ["admissionregistration.k8s.io"]
+  resources: ["validatingwebhookconfigurations"]
+  verbs: ["get", "create", "patch"]
 {{- end }}
 {{- /* the namespaced resources of rbac.CLUSTER_RULES, bound in each watched namespace */}}
 {{- define "carbonshift.rbac.namespacedRules" -}}
@@ -87,5 +99,5 @@
 {{- define "carbonshift.rbac.secretRules" -}}
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["get", "list", "watch", "create", "update"]
 {{- end }}

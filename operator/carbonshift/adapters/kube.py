@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 
 from carbonshift.api.base import GROUP, VERSION
 from carbonshift.api.carbonawarejob import PLURAL
-from carbonshift.api.jobs import ANNOTATION_SUSPEND_AT, GPU_RESOURCE, LABEL_CAJ, LABEL_CAJ_UID
+from carbonshift.api.jobs import ANNOTATION_SUSPEND_AT, GPU_RESOURCE, LABEL_CAJ, LABEL_CAJ_NAMESPACE, LABEL_CAJ_UID
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -69,6 +69,12 @@ class Kube:
     api: client.ApiClient
     attempts: int = 5
     base_delay: float = 0.2
+    # A remote ComputeCluster's spec.targetNamespace: its Jobs go there, whatever their CarbonAwareJob's namespace.
+    target_namespace: str | None = None
+
+    def ns(self, namespace: str) -> str:
+        """The namespace in this cluster of a Job whose CarbonAwareJob is in `namespace`."""
+        return self.target_namespace or namespace
 
     def __post_init__(self) -> None:
         # As many pooled connections as worker threads: the client's default pool keeps 4, so with more threads
@@ -105,7 +111,7 @@ class Kube:
     # -- Jobs ------------------------------------------------------------------------------------------------
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return await self._raw("read job", self.batch.read_namespaced_job, name, namespace)
+            return await self._raw("read job", self.batch.read_namespaced_job, name, self.ns(namespace))
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -113,6 +119,7 @@ class Kube:
 
     async def create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Create the Job; if it already exists (a restarted operator), return the existing one."""
+        manifest["metadata"]["namespace"] = self.ns(manifest["metadata"]["namespace"])
         namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
         try:
             return await self._raw("create job", self.batch.create_namespaced_job, namespace, manifest)
@@ -126,9 +133,10 @@ class Kube:
 
     async def set_suspend(self, namespace: str, name: str, suspend: bool) -> None:
         body = {"spec": {"suspend": suspend}}
-        await self._raw("patch job", self.batch.patch_namespaced_job, name, namespace, body)
+        await self._raw("patch job", self.batch.patch_namespaced_job, name, self.ns(namespace), body)
 
     async def delete_job(self, namespace: str, name: str) -> None:
+        namespace = self.ns(namespace)
         try:
             await self._call(
                 "delete job",
@@ -144,6 +152,7 @@ class Kube:
     async def annotate_suspend_at(self, namespace: str, name: str, value: str | None) -> None:
         """Annotate the Job and its pods with the planned suspension time (None removes it)."""
         body = {"metadata": {"annotations": {ANNOTATION_SUSPEND_AT: value}}}
+        namespace = self.ns(namespace)
         await self._call("annotate job", self.batch.patch_namespaced_job, name, namespace, body)
         pods = await self._call(
             "list pods", self.core.list_namespaced_pod, namespace, label_selector=f"{LABEL_CAJ}={name}"
@@ -207,9 +216,10 @@ class Kube:
                     gpus += int(((container.get("resources") or {}).get("limits") or {}).get(GPU_RESOURCE, 0))
                 used += gpus
                 meta = pod.get("metadata") or {}
-                owner = (meta.get("labels") or {}).get(LABEL_CAJ)
+                labels = meta.get("labels") or {}
+                owner = labels.get(LABEL_CAJ)
                 if owner and gpus:
-                    key = (str(meta.get("namespace", "")), str(owner))
+                    key = (str(labels.get(LABEL_CAJ_NAMESPACE) or meta.get("namespace", "")), str(owner))
                     by_job[key] = by_job.get(key, 0) + gpus
             token = (page.get("metadata") or {}).get("continue")
             if not token:
@@ -244,3 +254,36 @@ class Kube:
             {"status": status},
         )
         return str(((patched if isinstance(patched, dict) else {}).get("metadata") or {}).get("resourceVersion", ""))
+
+    # -- admission checks (handlers/validation.py) ----------------------------------------------------------
+    async def dry_run_create_job(self, manifest: dict[str, Any]) -> None:
+        """Create the Job with dryRun=All: the API server validates and admits it, and stores nothing. Raises the
+        API server's ApiException when it refuses."""
+        namespace = self.ns(manifest["metadata"]["namespace"])
+        await self._raw("dry-run job", self.batch.create_namespaced_job, namespace, manifest, dry_run="All")
+
+    async def may(self, user: dict[str, Any], verb: str, group: str, resource: str, namespace: str) -> tuple[bool, str]:
+        """Whether the user of an admission request (username, uid, groups, extra) may do `verb` on `resource` in
+        `namespace` (a SubjectAccessReview); with the authorizer's reason."""
+        spec = {
+            "user": user.get("username"),
+            "uid": user.get("uid"),
+            "groups": user.get("groups") or [],
+            "extra": user.get("extra") or {},
+            "resourceAttributes": {"namespace": namespace, "verb": verb, "group": group, "resource": resource},
+        }
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
+        api = client.AuthorizationV1Api(self.api)
+        answer = await self._raw("subject access review", api.create_subject_access_review, review)
+        status = answer.get("status") or {}
+        return bool(status.get("allowed")) and not status.get("denied"), str(status.get("reason") or "")
+
+    async def namespace_labels(self, namespace: str) -> dict[str, str]:
+        found = await self._raw("read namespace", self.core.read_namespace, namespace)
+        return dict((found.get("metadata") or {}).get("labels") or {})
+
+    async def list_compute_clusters(self) -> list[dict[str, Any]]:
+        found = await self._raw(
+            "list computeclusters", self.custom.list_cluster_custom_object, GROUP, VERSION, "computeclusters"
+        )
+        return list(found.get("items") or [])

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Final, Literal
+from typing import Annotated, ClassVar, Final, Literal
 
 from pydantic import Field, StringConstraints
 
-from carbonshift.api.base import API_VERSION, ApiModel, Integer, Number, ObjectMeta
+from carbonshift.api.base import API_VERSION, ApiModel, Integer, LabelSelector, Number, ObjectMeta, Rule
 from carbonshift.api.conditions import Condition
 
 KIND: Final = "ComputeCluster"
 PLURAL = "computeclusters"
 ZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
+NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 
 class SecretKeyRef(ApiModel):
@@ -52,6 +53,38 @@ class ComputeClusterSpec(ApiModel):
     embodied: Embodied | None = Field(
         default=None, description="Embodied emissions per GPU and lifetime, for SCI receipts; absent: M not counted."
     )
+    namespace_selector: LabelSelector | None = Field(
+        default=None,
+        description="Which namespaces (of the cluster the operator runs in) may place CarbonAwareJobs here, by their "
+        "labels; {} admits every namespace. Absent: the local cluster admits every namespace, a remote cluster none. "
+        "Set by the cluster's administrator: ComputeClusters are cluster-scoped.",
+    )
+    target_namespace: Annotated[str, StringConstraints(pattern=NAMESPACE_PATTERN, max_length=63)] | None = Field(
+        default=None,
+        description="Namespace in the remote cluster that Jobs are created in (required with kubeconfigSecretRef; "
+        "the kubeconfig's identity needs to create Jobs only there). Not allowed for the local cluster, where a Job "
+        "goes to its CarbonAwareJob's namespace.",
+    )
+
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "!has(self.kubeconfigSecretRef) || has(self.targetNamespace)",
+            "spec.targetNamespace is required for a remote cluster (one with spec.kubeconfigSecretRef)",
+            lambda s: s.kubeconfig_secret_ref is None or s.target_namespace is not None,
+        ),
+        Rule(
+            "has(self.kubeconfigSecretRef) || !has(self.targetNamespace)",
+            "spec.targetNamespace is only for a remote cluster: Jobs in the local cluster go to their "
+            "CarbonAwareJob's namespace",
+            lambda s: s.kubeconfig_secret_ref is not None or s.target_namespace is None,
+        ),
+    )
+
+    def admits(self, namespace_labels: dict[str, str]) -> bool:
+        """Whether a namespace with these labels may place work here (see namespace_selector)."""
+        if self.namespace_selector is None:
+            return self.kubeconfig_secret_ref is None
+        return self.namespace_selector.matches(namespace_labels)
 
 
 class ComputeClusterStatus(ApiModel):

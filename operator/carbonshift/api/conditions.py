@@ -51,6 +51,10 @@ class Reason(StrEnum):
     NOT_ENOUGH_GPUS = "NotEnoughGPUs"
     UNKNOWN_CLUSTER = "UnknownCluster"
     TEMPLATE_IMMUTABLE = "TemplateImmutable"
+    INVALID_SPEC = "InvalidSpec"
+    JOB_REJECTED = "JobRejected"
+    NAMESPACE_NOT_ADMITTED = "NamespaceNotAdmitted"
+    SPEC_VALID = "SpecValid"
     PODS_NOT_RUNNING = "PodsNotRunning"
     # ProviderDegraded / MetricsDegraded
     PROVIDER_FALLBACK = "ProviderFallback"

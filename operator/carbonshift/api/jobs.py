@@ -15,6 +15,7 @@ from carbonshift.api.base import API_VERSION
 LABEL_MANAGED = "carbonshift.io/managed"
 LABEL_CAJ = "carbonshift.io/carbonawarejob"
 LABEL_CAJ_UID = "carbonshift.io/carbonawarejob-uid"
+LABEL_CAJ_NAMESPACE = "carbonshift.io/namespace"  # the CarbonAwareJob's namespace (a remote cluster's may differ)
 ANNOTATION_OWNER = "carbonshift.io/owner"
 ANNOTATION_SUSPEND_AT = "carbonshift.io/suspend-at"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -23,6 +24,11 @@ GPU_RESOURCE = "nvidia.com/gpu"
 def job_labels(name: str, uid: str) -> dict[str, str]:
     """Labels on the Job and its pods: how pods are attributed to their CarbonAwareJob (DCGM, accounting)."""
     return {LABEL_MANAGED: "true", LABEL_CAJ: name, LABEL_CAJ_UID: uid}
+
+
+def source_labels(namespace: str) -> dict[str, str]:
+    """Where the CarbonAwareJob of a Job's pods lives: a remote cluster's target namespace may be another."""
+    return {LABEL_CAJ_NAMESPACE: namespace}
 
 
 def build_job(caj: dict[str, Any], *, local: bool) -> dict[str, Any]:
@@ -36,7 +42,11 @@ def build_job(caj: dict[str, Any], *, local: bool) -> dict[str, Any]:
     spec["suspend"] = True
     pod_template = spec["template"]
     pod_meta = pod_template.setdefault("metadata", {})
-    pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **job_labels(meta["name"], meta["uid"])}
+    pod_meta["labels"] = {
+        **(pod_meta.get("labels") or {}),
+        **job_labels(meta["name"], meta["uid"]),
+        **source_labels(meta["namespace"]),
+    }
     _quantities_as_strings(pod_template.get("spec") or {})
     job: dict[str, Any] = {
         "apiVersion": "batch/v1",

@@ -1,8 +1,10 @@
 """The operator's permissions, written once: the tests bind exactly these, and the chart renders the same rules.
 
 Cluster-wide: what kopf needs to watch and record (CRDs, namespaces, peering, events), the carbonshift resources,
-the Jobs it owns, pods (to annotate ahead of a suspension) and nodes (to count free GPUs). Secrets are read only in
-the operator's own namespace (provider keys, kubeconfigs of remote ComputeClusters), through a namespaced Role.
+the Jobs it owns, pods (to annotate ahead of a suspension) and nodes (to count free GPUs), and for its admission
+webhook SubjectAccessReviews and its ValidatingWebhookConfiguration. Secrets are read only in the operator's own
+namespace (provider keys, kubeconfigs of remote ComputeClusters) and written only there (the webhook's TLS
+certificate), through a namespaced Role.
 """
 
 from __future__ import annotations
@@ -27,10 +29,16 @@ CLUSTER_RULES: list[dict[str, Any]] = [
      "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings", "kopfpeerings"],
      "verbs": ["get", "list", "watch", "patch", "create"]},
+    # The admission webhook: may the author create the Job (SubjectAccessReview), and the operator keeps the
+    # webhook's ValidatingWebhookConfiguration (creates it when absent, patches its webhooks, address and CA bundle).
+    {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+    {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
+     "verbs": ["get", "create", "patch"]},
 ]  # fmt: skip
 
 NAMESPACE_RULES: list[dict[str, Any]] = [
-    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
+    # create/update: the webhook's TLS Secret, which the operator provisions and rotates (handlers/admission.py).
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "create", "update"]},
 ]
 
 

@@ -136,6 +136,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=int(env("CARBONSHIFT_METRICS_PORT", "9090")),
         help="serve Prometheus metrics on this port at /metrics (0: off)",
     )
+    webhook = parser.add_argument_group("admission webhook (docs/install.md)")
+    webhook.add_argument(
+        "--webhook",
+        action=argparse.BooleanOptionalAction,
+        default=env("CARBONSHIFT_WEBHOOK", "") in ("1", "true"),
+        help="serve the validating admission webhook and keep its ValidatingWebhookConfiguration (the chart turns "
+        "it on); without it the operator flags a bad CarbonAwareJob with InvalidSpec on its first pass",
+    )
+    webhook.add_argument("--webhook-port", type=int, default=9443, help="port the webhook listens on (HTTPS)")
+    webhook.add_argument("--webhook-address", default="0.0.0.0", help="address it listens on")
+    webhook.add_argument(
+        "--webhook-host", default=None, help="name or IP the API server reaches it by, as a URL (no Service)"
+    )
+    webhook.add_argument(
+        "--webhook-service", default=None, metavar="NAMESPACE/NAME[:PORT]", help="the Service in front of the operator"
+    )
+    webhook.add_argument(
+        "--webhook-tls-secret",
+        default=None,
+        metavar="NAMESPACE/NAME",
+        help="keep the webhook's CA and certificate in this Secret, made and renewed by the operator (default: in "
+        "memory, for a single local process)",
+    )
+    webhook.add_argument(
+        "--webhook-cert-dir", default=None, help="use tls.crt, tls.key and ca.crt from this directory (cert-manager)"
+    )
+    webhook.add_argument(
+        "--webhook-configuration", default="carbonshift.io", help="name of the ValidatingWebhookConfiguration"
+    )
+    webhook.add_argument(
+        "--operator-namespace",
+        default=env("POD_NAMESPACE", "carbonshift-system"),
+        help="the operator's namespace, where ComputeCluster kubeconfig Secrets must be",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
 
 
@@ -209,6 +243,8 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # not a line per handler success
     try:
         state = build_state(args)
+        if args.webhook:
+            webhook_options(args)
     except (ValueError, ProviderConfigError, ForecastSpecError, config.ConfigException) as exc:
         print(f"carbonshift run: {exc}", file=sys.stderr)
         return 2
@@ -222,6 +258,11 @@ def run(args: argparse.Namespace) -> int:
     import carbonshift.handlers.carbonawarejob
     import carbonshift.handlers.clusters
     import carbonshift.handlers.energybudget  # noqa: F401
+
+    if args.webhook:
+        from carbonshift.handlers import admission  # registers the validating handlers
+
+        admission.install(webhook_options(args), state.local.api)
 
     if os.environ.get("CARBONSHIFT_TRACEMALLOC"):
         _memory_report_on_sigusr1(Path(os.environ["CARBONSHIFT_TRACEMALLOC"]))
@@ -243,6 +284,35 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def webhook_options(args: argparse.Namespace) -> Any:
+    """The `--webhook-*` flags as handlers.admission.WebhookOptions; ValueError names a malformed one."""
+    from carbonshift.handlers.admission import WebhookOptions
+
+    service = None
+    if args.webhook_service:
+        namespace, sep, rest = args.webhook_service.partition("/")
+        name, _, port = rest.partition(":")
+        if not sep or not namespace or not name or (port and not port.isdigit()):
+            raise ValueError(f"--webhook-service {args.webhook_service!r}: expected NAMESPACE/NAME[:PORT]")
+        service = (namespace, name, int(port or 443))
+    secret = None
+    if args.webhook_tls_secret:
+        namespace, sep, name = args.webhook_tls_secret.partition("/")
+        if not sep or not namespace or not name:
+            raise ValueError(f"--webhook-tls-secret {args.webhook_tls_secret!r}: expected NAMESPACE/NAME")
+        secret = (namespace, name)
+    return WebhookOptions(
+        port=args.webhook_port,
+        address=args.webhook_address,
+        host=args.webhook_host,
+        service=service,
+        tls_secret=secret,
+        cert_dir=Path(args.webhook_cert_dir) if args.webhook_cert_dir else None,
+        configuration=args.webhook_configuration,
+        operator_namespace=args.operator_namespace,
+    )
 
 
 def _memory_report_on_sigusr1(path: Path) -> None:

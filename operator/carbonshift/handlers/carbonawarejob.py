@@ -59,7 +59,7 @@ from carbonshift.domain.planning.model import Job as PlannerJob
 from carbonshift.domain.planning.model import Reason as PlanReason
 from carbonshift.domain.planning.single import plan_job
 from carbonshift.domain.series import IntensitySeries
-from carbonshift.handlers import translate
+from carbonshift.handlers import translate, validation
 from carbonshift.handlers.energy import (
     awaiting,
     export_receipt_metrics,
@@ -177,10 +177,12 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         tick.condition(ConditionType.INVALID_SPEC, True, "InvalidSpec", str(exc).splitlines()[0], event="Warning")
         tick.status["phase"] = Phase.PENDING
         await tick.flush()
-        return None
+        return tick.now + validation.WAIT_FOR_SPEC_CHANGE  # reported once; a corrected spec goes on
     awaiting_actuals = awaiting(tick.status)
     if translate.terminal(tick.status.get("phase")) and tick.status.get("receiptPosted") and not awaiting_actuals:
         return None
+    if await validation.first_pass(state, tick):  # InvalidSpec, once; then it waits for its spec to change
+        return tick.now + validation.WAIT_FOR_SPEC_CHANGE
     spec = caj.spec
     # maxDelay counts from creation, not from when the operator first saw the job (it may have been down).
     created = parse_time(tick.meta.get("creationTimestamp"))
@@ -218,7 +220,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     allowed = spec.placement.clusters if spec.placement else []
     if cluster_name:
         allowed = [cluster_name]
-    entries = await state.candidate_entries(allowed)
+    entries = await validation.admitted(state, tick.namespace, await state.candidate_entries(allowed), cluster_name)
     per_pod = gpus_per_pod(spec.template.model_dump())
     fitting = [e for e in entries if e.largest_node_gpus is None or e.largest_node_gpus >= per_pod]
     if entries and not fitting and job is None:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from carbonshift.api.base import GROUP, VERSION
 from carbonshift.api.computecluster import PLURAL, ComputeCluster
@@ -38,7 +39,8 @@ async def register(state: OperatorState, body: dict[str, Any]) -> ClusterEntry:
     else:
         text = await asyncio.to_thread(kubeconfig_from_secret, state.local, ref.namespace, ref.name, ref.key)
         kube = kube_from_kubeconfig_text(name, text)
-    entry = ClusterEntry(name, cc.spec.zone, cc.spec.pue, kube, cc.spec.gpu_capacity)
+        kube.target_namespace = cc.spec.target_namespace  # Jobs go there (the CRD requires it for remote clusters)
+    entry = ClusterEntry(name, cc.spec.zone, cc.spec.pue, kube, cc.spec.gpu_capacity, admits=cc.spec.admits)
     entry.embodied_grams_per_gpu_second = cc.spec.embodied.grams_per_gpu_second() if cc.spec.embodied else 0.0
     state.clusters[name] = entry
     return entry
@@ -51,6 +53,11 @@ async def cluster_changed(body: kopf.Body, name: str, **_: Any) -> None:
     state = current()
     try:
         await register(state, dict(body))
+    except ApiException as exc:  # its kubeconfig Secret is missing or unreadable: say which, without a traceback
+        state.clusters.pop(name, None)
+        ref = (body.get("spec") or {}).get("kubeconfigSecretRef") or {}
+        where = f"Secret {ref.get('namespace')}/{ref.get('name')}"
+        raise kopf.TemporaryError(f"ComputeCluster {name}: cannot read {where}: {exc.reason}", delay=30) from exc
     except (LookupError, ValueError, OSError) as exc:
         state.clusters.pop(name, None)
         raise kopf.TemporaryError(f"ComputeCluster {name}: cannot reach it: {exc}", delay=30) from exc

@@ -11,6 +11,7 @@ import base64
 import contextlib
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -64,6 +65,8 @@ class ClusterEntry:
     checked_at: float = 0.0
     error: str | None = None
     refreshing: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
+    # Tenancy: whether a namespace with these labels may place work here (ComputeCluster.spec.namespaceSelector).
+    admits: Callable[[dict[str, str]], bool] = field(default=lambda _labels: True, repr=False, compare=False)
 
 
 @dataclass
