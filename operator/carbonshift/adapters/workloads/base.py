@@ -19,7 +19,14 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from carbonshift.api.base import API_VERSION
-from carbonshift.api.jobs import ANNOTATION_OWNER, ANNOTATION_SUSPEND_AT, GPU_RESOURCE, job_labels, parse_time
+from carbonshift.api.jobs import (
+    ANNOTATION_OWNER,
+    ANNOTATION_SUSPEND_AT,
+    GPU_RESOURCE,
+    job_labels,
+    parse_time,
+    source_labels,
+)
 from carbonshift.domain.workload import GpuDemand, RoleGpus, WorkloadObservation
 
 
@@ -236,7 +243,11 @@ class Workload(ABC):
         node[cls.suspend_path[-1]] = True
         for pod_set in workload.pod_sets():
             pod_meta = pod_set.template.setdefault("metadata", {})
-            pod_meta["labels"] = {**(pod_meta.get("labels") or {}), **job_labels(owner.name, owner.uid)}
+            pod_meta["labels"] = {
+                **(pod_meta.get("labels") or {}),
+                **job_labels(owner.name, owner.uid),
+                **source_labels(owner.namespace),
+            }
             quantities_as_strings(pod_set.template.get("spec") or {})
         workload.prepare(owner)
         if owner.local:
