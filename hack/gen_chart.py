@@ -33,7 +33,9 @@ CHART = REPO / "charts" / "carbonshift"
 CRD_SOURCE = REPO / "crds"
 PEERING_CRDS = "kopf.dev_peerings.yaml"
 # Resources of the core and kopf APIs that are cluster-scoped; those of carbonshift.io come from crds/ (`scope`).
-CLUSTER_SCOPED_BUILTIN = frozenset({"nodes", "namespaces", "customresourcedefinitions", "clusterkopfpeerings"})
+CLUSTER_SCOPED_BUILTIN = frozenset(
+    {"nodes", "namespaces", "customresourcedefinitions", "clusterkopfpeerings", "admissionchecks", "clusterqueues"}
+)
 
 
 class GenerationError(Exception):

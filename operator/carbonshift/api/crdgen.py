@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from carbonshift.api import carbonawarejob, computecluster, energybudget
+from carbonshift.api import carbonawarejob, carbonwindowpolicy, computecluster, energybudget
 from carbonshift.api.base import GROUP, VERSION, ApiModel
 from carbonshift.api.conditions import Condition
 
@@ -101,6 +101,20 @@ RESOURCES: tuple[Resource, ...] = (
             _col("PUE", ".spec.pue", "number"),
             _col("Free GPUs", ".status.gpusFree", "integer"),
             _col("Ready", '.status.conditions[?(@.type=="Ready")].status'),
+            AGE,
+        ),
+    ),
+    Resource(
+        carbonwindowpolicy.CarbonWindowPolicy,
+        carbonwindowpolicy.KIND,
+        carbonwindowpolicy.PLURAL,
+        ("cwp",),
+        "Cluster",
+        (
+            _col("Zone", ".spec.zone"),
+            _col("Cluster", ".spec.cluster"),
+            _col("Max delay", ".spec.defaultMaxDelay"),
+            _col("Interruptible", ".spec.interruptible", "boolean"),
             AGE,
         ),
     ),

@@ -1,7 +1,8 @@
 """The operator's permissions, written once: the tests bind exactly these, and the chart renders the same rules.
 
 Cluster-wide: what kopf needs to watch and record (CRDs, namespaces, peering, events), the carbonshift resources,
-the Jobs it owns, pods (to annotate ahead of a suspension) and nodes (to count free GPUs). Secrets are read only in
+the Jobs it owns, pods (to annotate ahead of a suspension) and nodes (to count free GPUs), and Kueue's Workloads,
+AdmissionChecks and ClusterQueues for the carbon-window AdmissionCheck. Secrets are read only in
 the operator's own namespace (provider keys, kubeconfigs of remote ComputeClusters), through a namespaced Role.
 """
 
@@ -27,6 +28,12 @@ CLUSTER_RULES: list[dict[str, Any]] = [
      "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings", "kopfpeerings"],
      "verbs": ["get", "list", "watch", "patch", "create"]},
+    # Kueue's AdmissionCheck (docs/kueue.md): the check's state on Workloads, the checks' Active condition.
+    {"apiGroups": [GROUP], "resources": ["carbonwindowpolicies"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["kueue.x-k8s.io"], "resources": ["workloads", "admissionchecks", "clusterqueues"],
+     "verbs": ["get", "list", "watch", "patch"]},
+    {"apiGroups": ["kueue.x-k8s.io"], "resources": ["workloads/status", "admissionchecks/status"],
+     "verbs": ["get", "patch"]},
 ]  # fmt: skip
 
 NAMESPACE_RULES: list[dict[str, Any]] = [

@@ -49,6 +49,7 @@ from carbonshift.domain.accounting import (
     extend_estimate,
     wall_to_utc,
 )
+from carbonshift.domain.kueue import kueue_managed
 from carbonshift.domain.lifecycle import Accounting, Decision, Observed, Phase, decide
 from carbonshift.domain.planning.model import Cluster, Plan
 from carbonshift.domain.planning.model import Job as PlannerJob
@@ -280,6 +281,10 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         has_run=acc.run_seconds > 0 or acc.running_since is not None,
     )  # fmt: skip
     decision = apply_budget(tick, decision, plan, caj, running, forecasts)
+    if job is not None and kueue_managed(job.get("metadata") or {}) and (decision.resume or decision.suspend):
+        # Never both: Kueue owns this Job's suspend field (docs/kueue.md); the carbon-window check times it.
+        tick.event("Normal", "KueueManaged", f"not {'resuming' if decision.resume else 'suspending'}: Kueue admits it")
+        decision = dataclasses.replace(decision, resume=False, suspend=False, annotate_suspend_at=None)
     acc = await act(tick, decision, plan, acc, observed)
     tick.store_accounting(acc)
     await estimate_energy(state, tick, acc, pjob.gpus, pjob.watts_per_gpu, submitted, cluster_name)
