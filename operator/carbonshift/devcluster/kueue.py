@@ -88,7 +88,8 @@ def kueue_dir() -> Path:
 def find_kueue(directory: Path | None = None) -> KueueInstall:
     where = directory or kueue_dir()
     binary, crds = where / "kueue", where / "crd"
-    if not (binary.is_file() and os.access(binary, os.X_OK)) or not any(crds.glob("*.yaml")):
+    present = (where / "webhook" / "manifests.yaml").is_file() and any(crds.glob("*.yaml"))
+    if not (binary.is_file() and os.access(binary, os.X_OK)) or not present:
         raise MissingBinaryError(f"Kueue not found in {where}: install it with `{INSTALL_COMMAND} kueue`")
     version = where.name.removeprefix("kueue-")
     return KueueInstall(binary=binary, crd_dir=crds, version=version)
