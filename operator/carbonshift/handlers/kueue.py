@@ -67,6 +67,7 @@ class Checks:
 
     policies: dict[str, str | None] = field(default_factory=dict)
     workload_of_job: dict[str, tuple[str, str]] = field(default_factory=dict)  # Job uid -> its Workload's wake key
+    seen: dict[tuple[str, str], str] = field(default_factory=dict)  # Workload -> fingerprint of what Kueue decided
 
 
 CHECKS = Checks()
@@ -144,7 +145,12 @@ async def reconcile_check(body: dict[str, Any]) -> None:
         found = await read_policy(state.local, policy_name)
         problem = found if isinstance(found, str) else None
     if problem is None:
+        known = name in CHECKS.policies
         CHECKS.policies[name] = policy_name
+        if not known:  # workloads that waited for this check to be known look again now
+            for (space, _name), event in list(state.wake.items()):
+                if space.startswith("workload:"):
+                    event.set()
         condition = ("True", "Active", f"carbonshift plans workloads with {KIND} {policy_name or '(defaults)'}")
     else:
         CHECKS.policies.pop(name, None)
@@ -353,8 +359,12 @@ async def reconcile_workload(state: OperatorState, body: dict[str, Any]) -> date
     admitted = condition_true(body, "Admitted") and not finished
     reserved = condition_true(body, "QuotaReserved")
     job_status = (p.job or {}).get("status") or {}
+    # Once we have said Retry the Job is on its way out: its last seconds are not counted (under-count, never over).
     working = (
-        admitted and not bool((p.job or {}).get("spec", {}).get("suspend")) and int(job_status.get("ready") or 0) > 0
+        admitted
+        and check.get("state") != CheckState.RETRY
+        and not bool((p.job or {}).get("spec", {}).get("suspend"))
+        and int(job_status.get("ready") or 0) > 0
     )
     acc = Accounting(
         float(account.get("runSeconds") or 0.0),
@@ -400,19 +410,14 @@ async def reconcile_workload(state: OperatorState, body: dict[str, Any]) -> date
         CheckState.RETRY: "Suspended" if acc.suspensions else "Waiting",
     }.get(decision.state, "Pending")
     await write_account(p, account)
-    changed = check.get("state") != decision.state
-    if decision.state is CheckState.RETRY and check.get("state") == CheckState.RETRY:
-        return decision.recheck_at  # Kueue evicts and requeues it; nothing new to say
-    if changed or check.get("message") != decision.message[:1024]:
-        wall = math.ceil(state.clock.wall_seconds(decision.requeue_after)) if decision.requeue_after else None
-        await write_check(p, check, decision, max(wall, 1) if wall is not None else None)
-    if changed:
-        summary = translate.plan_summary(plan, answer.series.at(p.now) if answer.series else None, p.now)
-        p.event(
-            "Normal",
-            f"CarbonWindow{decision.reason}",
-            f"{check['name']} {decision.state}: {decision.message}. {summary}",
-        )
+    if check.get("state") == decision.state:  # the message went with the state; rewriting it would be churn
+        return decision.recheck_at
+    wall = math.ceil(state.clock.wall_seconds(decision.requeue_after)) if decision.requeue_after else None
+    await write_check(p, check, decision, max(wall, 1) if wall is not None else None)
+    summary = translate.plan_summary(plan, answer.series.at(p.now) if answer.series else None, p.now)
+    p.event(
+        "Normal", f"CarbonWindow{decision.reason}", f"{check['name']} {decision.state}: {decision.message}. {summary}"
+    )
     p.post_events()
     return decision.recheck_at
 
@@ -464,6 +469,11 @@ async def estimate(
         account["avoidedEmissionsGrams"] = round(est.avoided_grams, 3)
 
 
+def receipt_posted(body: kopf.Body) -> bool:
+    text = ((body.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_STATE) or "{}"
+    return bool(json.loads(text).get("receiptPosted"))
+
+
 def _key(namespace: str, name: str) -> tuple[str, str]:
     return (f"workload:{namespace}", name)  # apart from the CarbonAwareJobs' wake events
 
@@ -496,14 +506,8 @@ async def run_workload(
             logger.warning("carbon-window check failed (%s: %s); retry %d", type(exc).__name__, exc, failures)
             await asyncio.sleep(min(2**failures, 30))
             continue
-        if (
-            nxt is None
-            and ((body.get("metadata") or {}).get("annotations") or {})
-            .get(ANNOTATION_STATE, "")
-            .find('"receiptPosted":true')
-            >= 0
-        ):
-            return
+        if nxt is None and receipt_posted(body):
+            return  # finished and accounted; a restarted operator checks once and ends too
         wait = (
             state.settings.tick if nxt is None else min(state.settings.tick, max(nxt - state.clock.now(), timedelta(0)))
         )
@@ -511,9 +515,25 @@ async def run_workload(
             await asyncio.wait_for(wake.wait(), timeout=max(state.clock.wall_seconds(wait), 0.05))
 
 
+def fingerprint(body: dict[str, Any]) -> str:
+    """What Kueue decided about a Workload (conditions, checks' states): our own annotation writes leave it as is."""
+    status = body.get("status") or {}
+    conditions = sorted((c.get("type"), c.get("status")) for c in status.get("conditions") or [])
+    checks = sorted((c.get("name"), c.get("state")) for c in status.get("admissionChecks") or [])
+    return json.dumps([conditions, checks])
+
+
 @kopf.on.event(KUEUE_GROUP, KUEUE_VERSION, WORKLOADS)
-async def workload_changed(name: str, namespace: str | None, **_: Any) -> None:
-    current().poke(*_key(namespace or "", name))
+async def workload_changed(body: kopf.Body, name: str, namespace: str | None, type: str | None, **_: Any) -> None:
+    key = _key(namespace or "", name)
+    if type == "DELETED":
+        CHECKS.seen.pop(key, None)
+        current().wake.pop(key, None)
+        return
+    mark = fingerprint(dict(body))
+    if CHECKS.seen.get(key) != mark:
+        CHECKS.seen[key] = mark
+        current().poke(*key)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={QUEUE_LABEL: kopf.PRESENT})
