@@ -1,7 +1,7 @@
 """carbonshift as Kueue's carbon-window AdmissionCheck, with the real Kueue manager on a real control plane.
 
 A dev cluster of its own (ClusterConfig(kueue=True): Kueue's CRDs, webhooks and manager on loopback), the operator
-as a process under `carbonshift.api.rbac`'s ServiceAccount, planning time 300x the wall clock (an hour in 12 s), a
+as a process under `carbonshift.api.rbac`'s ServiceAccount, planning time 240x the wall clock (an hour in 15 s), a
 grid trace with two clean windows. A ClusterQueue with quota for 8 GPUs lists the check; three 4-GPU Jobs whose clean
 windows overlap. The test plays the workloads (a Job's pods complete once they have run its duration) and watches:
 never more than 8 GPUs in use, every run inside a clean window (or from its latest safe start), no deadline missed,
@@ -34,10 +34,10 @@ from carbonshift.devcluster.testing import (
 from e2e.harness import apply_objects, wait_until, write_trace
 
 REPO = Path(__file__).resolve().parents[1]
-SPEED = 300.0
+SPEED = 240.0
 SLOT = timedelta(minutes=15)
 CLEAN = [(2.0, 4.0), (6.0, 8.0)]  # hours after the epoch at 80 g/kWh; 500 elsewhere
-SLACK_H = 0.5  # planning hours (6 s of wall time) for Kueue, the Job controller and kwok to act on a decision
+SLACK_H = 0.5  # planning hours (7.5 s of wall time) for Kueue, the Job controller and kwok to act on a decision
 MAX_DELAY_H = 12.0
 KUEUE = "kueue.x-k8s.io"
 

@@ -318,7 +318,8 @@ def test_namespace_scoped_operator_gets_namespaced_rights_only_in_its_namespaces
     assert not rule_set(namespaced["rules"]) & rule_set(cluster_scoped["rules"])
     assert {r for _, r, _ in rule_set(cluster_scoped["rules"])} == {
         "nodes", "namespaces", "customresourcedefinitions", "clusterkopfpeerings",
-        "computeclusters", "computeclusters/status",
+        "computeclusters", "computeclusters/status", "carbonwindowpolicies",
+        "admissionchecks", "admissionchecks/status", "clusterqueues",
     }  # fmt: skip
     # One KopfPeering per watched namespace, none cluster-wide.
     assert sorted(p["metadata"]["namespace"] for p in find(docs, "KopfPeering")) == ["ml-prod", "ml-research"]
