@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from carbonshift.devcluster.testing import (
     install_crds,
     load_crd_documents,
 )
-from e2e.harness import apply_objects, wait_until, write_trace
+from e2e.harness import wait_until, write_trace
 
 REPO = Path(__file__).resolve().parents[1]
 SPEED = 240.0
@@ -59,11 +60,13 @@ class Played:
 
 
 @pytest.fixture(scope="module")
-def kueue_cluster() -> Iterator[DevCluster]:
+def kueue_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
     if os.environ.get("E2E_KUBECONFIG"):
         pytest.skip("runs on a dev cluster with Kueue (ClusterConfig(kueue=True)); not on E2E_KUBECONFIG clusters")
     with DevCluster.start(ClusterConfig(name="e2e-kueue", nodes=2, gpus_per_node=8, kueue=True)) as cluster:
         yield cluster
+        # The control plane's logs (Kueue's among them) outlive the cluster's directory, for a failure's story.
+        shutil.copytree(cluster.workdir / "logs", tmp_path_factory.mktemp("kueue-cluster-logs"), dirs_exist_ok=True)
 
 
 def trace_values(epoch: datetime, start: datetime, hours: float) -> list[float]:
@@ -93,6 +96,19 @@ def queue_objects(namespace: str) -> list[dict[str, Any]]:
         {"apiVersion": v, "kind": "LocalQueue", "metadata": {"name": "team", "namespace": namespace},
          "spec": {"clusterQueue": "gpus"}},
     ]  # fmt: skip
+
+
+def create_custom(custom: client.CustomObjectsApi, docs: list[dict[str, Any]]) -> None:
+    plurals = {"CarbonWindowPolicy": "carbonwindowpolicies", "AdmissionCheck": "admissionchecks",
+               "ResourceFlavor": "resourceflavors", "WorkloadPriorityClass": "workloadpriorityclasses",
+               "ClusterQueue": "clusterqueues", "LocalQueue": "localqueues"}  # fmt: skip
+    for doc in docs:
+        group, version = doc["apiVersion"].split("/")
+        namespace = doc["metadata"].get("namespace")
+        if namespace:
+            custom.create_namespaced_custom_object(group, version, namespace, plurals[doc["kind"]], doc)
+        else:
+            custom.create_cluster_custom_object(group, version, plurals[doc["kind"]], doc)
 
 
 def job_manifest(job: Played, namespace: str, *, priority: str | None = None) -> dict[str, Any]:
@@ -149,7 +165,11 @@ def test_three_jobs_share_8_gpus_in_clean_windows_through_kueue(kueue_cluster: D
     install_crds(api, load_crd_documents(sorted((REPO / "crds").glob("*.yaml"))))
     account = install_rbac(api)
     namespace = create_namespace(api, "e2e-kueue")
-    apply_objects(api, queue_objects(namespace))
+    create_custom(custom, queue_objects(namespace))
+
+    def account_of(job: str) -> dict[str, Any]:
+        annotations = workload_of(custom, namespace, job)["metadata"].get("annotations") or {}
+        return dict(json.loads(annotations.get("carbonshift.io/kueue-account") or "{}"))
 
     epoch = datetime.now(UTC).replace(microsecond=0)
     start = epoch - timedelta(hours=2)
@@ -214,12 +234,22 @@ def test_three_jobs_share_8_gpus_in_clean_windows_through_kueue(kueue_cluster: D
                 time.sleep(1.0)
                 operator.start()
                 killed = True
+            kueue_cluster.check_running()  # Kueue among them
             time.sleep(0.1)
         operator.assert_alive()
+        if all(j.done_h is not None for j in jobs):  # the receipts come once Kueue declares the workloads finished
+            for job in jobs:
+                wait_until(lambda job=job: account_of(job.name).get("receiptPosted"), f"{job.name} receipt", 60)
     finally:
         operator.stop()
 
-    report = {j.name: {"runs": j.runs, "done": j.done_h} for j in jobs}
+    def story(job: str) -> list[str]:
+        events = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={job}").items
+        return [f"{e.reason}: {e.message}" for e in sorted(events, key=lambda e: e.metadata.creation_timestamp)]
+
+    report = {
+        j.name: {"runs": j.runs, "done": j.done_h, "account": account_of(j.name), "events": story(j.name)} for j in jobs
+    }
     assert all(j.done_h is not None for j in jobs), f"not every job finished: {report}\n{operator.logs()[-3000:]}"
     assert killed
     assert most_gpus <= 8, f"{most_gpus} GPUs in use at once: {report}"
@@ -236,12 +266,9 @@ def test_three_jobs_share_8_gpus_in_clean_windows_through_kueue(kueue_cluster: D
     assert sorted(round(j.runs[0][0]) for j in jobs[1:]) == [2, 6], report
 
     # Nothing lost across the SIGKILL: the run-time account and the receipt, where a user looks.
-    def account_of(job: str) -> dict[str, Any]:
-        annotations = workload_of(custom, namespace, job)["metadata"].get("annotations") or {}
-        return dict(json.loads(annotations.get("carbonshift.io/kueue-account") or "{}"))
-
     for job in jobs:
-        acc = wait_until(lambda job=job: (a := account_of(job.name)).get("receiptPosted") and a, f"{job.name} receipt")
+        acc = account_of(job.name)
+        assert acc.get("receiptPosted"), (job.name, acc)
         ran_s = job.ran_h(job.done_h or 0) * 3600
         assert 0.8 * ran_s <= acc["runSeconds"] <= ran_s + 1800, (job.name, acc["runSeconds"], ran_s)
         events = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={job.name}").items

@@ -31,16 +31,16 @@ def plan(*windows: tuple[float, float], reason: Reason = Reason.OPTIMAL, lss: fl
     return Plan("w", "local", "DE", runs, 1.0, 2.0, NOW + lss * H, reason)
 
 
-def test_a_workload_waiting_for_its_window_is_sent_back_until_it_opens() -> None:
+def test_a_workload_waiting_for_its_window_stays_pending_until_it_opens() -> None:
     d = decide_check(plan((2, 4)), NOW, admitted=False, interruptible=False)
-    assert d.state is CheckState.RETRY
+    assert d.state is CheckState.PENDING
     assert d.requeue_after == 2 * H and d.recheck_at == NOW + 2 * H
     assert "2030-01-01T14:00:00Z" in d.message
 
 
 def test_the_wait_never_passes_the_latest_safe_start() -> None:
     d = decide_check(plan((4, 6), lss=1.0), NOW, admitted=False, interruptible=False)
-    assert d.state is CheckState.RETRY and d.requeue_after == H
+    assert d.state is CheckState.PENDING and d.requeue_after == H
 
 
 def test_ready_when_the_window_opens() -> None:
@@ -57,7 +57,7 @@ def test_ready_at_the_latest_safe_start_whatever_the_grid() -> None:
 def test_an_admitted_interruptible_workload_is_evicted_at_its_window_end_until_the_next() -> None:
     d = decide_check(plan((1, 2)), NOW, admitted=True, interruptible=True)
     assert d.state is CheckState.RETRY and d.reason == "WindowEnded"
-    assert d.requeue_after == H
+    assert d.requeue_after is None and d.recheck_at == NOW + H  # evicted at once; looked at again at the next
 
 
 def test_an_admitted_non_interruptible_workload_is_never_stopped() -> None:
@@ -75,7 +75,7 @@ def test_with_the_real_planner_the_check_follows_the_cleanest_window() -> None:
     series = IntensitySeries(zone="local", start=NOW, resolution=H, values=values, kind=Kind.FORECAST)
     job = Job("w", remaining=2 * H, deadline=NOW + 6 * H, gpus=4)
     first = decide_check(plan_job(job, [], {"local": series}, NOW), NOW, admitted=False, interruptible=False)
-    assert first.state is CheckState.RETRY and first.requeue_after == 2 * H
+    assert first.state is CheckState.PENDING and first.requeue_after == 2 * H
     later = NOW + 2 * H
     second = decide_check(plan_job(job, [], {"local": series}, later), later, admitted=False, interruptible=False)
     assert second.state is CheckState.READY

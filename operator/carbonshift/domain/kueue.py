@@ -6,15 +6,14 @@ carbonshift's check maps the plan onto those states with `decide`'s rules (domai
 
 - the plan runs the job now, or it is at/after its latest safe start (whatever the grid), or nothing is left to
   run -> Ready;
-- otherwise, not started -> Retry with requeueAfter = until the next planned window (or the latest safe start,
-  if that comes first): Kueue releases the quota the workload reserved, so jobs whose window is open use it;
-- admitted, interruptible, and its window has ended -> Retry until its next window (Kueue evicts, i.e.
-  suspends, the Job and requeues it);
+- otherwise, not started -> Pending, with requeueAfter = until the next planned window (or the latest safe start,
+  if that comes first): when the controller looks again (Kueue itself acts on requeueAfterSeconds only in Retry);
+- admitted, interruptible, and its window has ended -> Retry at once (Kueue evicts, i.e. suspends, the Job and
+  requeues it; once it has quota again the check is Pending until the next window);
 - admitted and not interruptible -> stays Ready: a started job is never stopped.
 
-Why Retry and not Pending while waiting: in Kueue 0.17 a check's requeueAfterSeconds is honoured only in Retry
-(pkg/workload/admissionchecks.go `GetMaxRetryTime`), and a Workload whose check is Pending keeps the quota it
-reserved, so a job waiting hours for its window would hold GPUs other jobs could use in theirs.
+A waiting workload keeps the quota Kueue reserved for it (see docs/kueue.md for why Retry with a delay does not
+free it in Kueue 0.17).
 
 `terms` resolves what a workload asks for (duration, deadline, interruptible) from its annotations and the
 check's CarbonWindowPolicy defaults; a bad value raises TermsError, which the handler reports as Rejected with
@@ -171,9 +170,9 @@ def decide_check(plan: Plan, now: datetime, *, admitted: bool, interruptible: bo
     nxt = _next_start(plan, now)
     wait = max(nxt - now, MIN_REQUEUE)
     if admitted:
-        why = f"the planned window ended; evicted until the next at {_iso(nxt)}"
-        return CheckDecision(CheckState.RETRY, wait, nxt, "WindowEnded", why)
+        why = f"the planned window ended; evicted, next window at {_iso(nxt)}"
+        return CheckDecision(CheckState.RETRY, None, nxt, "WindowEnded", why)
     first = next((w for w in plan.windows if w.start > now), None)
     grid = f" (forecast {first.mean_g_per_kwh:.0f} g/kWh)" if first is not None else ""
     why = f"waiting for the clean window at {_iso(nxt)}{grid}; latest safe start {_iso(plan.latest_safe_start)}"
-    return CheckDecision(CheckState.RETRY, wait, nxt, "Deferred", why)
+    return CheckDecision(CheckState.PENDING, wait, nxt, "Deferred", why)

@@ -255,29 +255,42 @@ async def write_account(p: Pass, account: dict[str, Any]) -> None:
     )  # fmt: skip
 
 
-async def write_check(p: Pass, check: dict[str, Any], decision: CheckDecision, wall_requeue: int | None) -> None:
+async def apply_check(
+    kube: Kube, namespace: str, name: str, check: dict[str, Any], state: CheckState, message: str, requeue: int
+) -> None:
+    """Server-side apply of our entry of `status.admissionChecks` (a list map keyed by name: the others stay).
+
+    `requeueAfterSeconds` is always written: Kueue co-owns the entry (it resets it to Pending after an eviction,
+    keeping the field), so leaving it out would leave an old value in force."""
     entry: dict[str, Any] = {
         "name": check["name"],
-        "state": str(decision.state),
-        "message": decision.message[:1024],
+        "state": str(state),
+        "message": message[:1024],
         "lastTransitionTime": _iso_wall(datetime.now(UTC))
-        if check.get("state") != decision.state or not check.get("lastTransitionTime")
+        if check.get("state") != state or not check.get("lastTransitionTime")
         else check["lastTransitionTime"],
+        "requeueAfterSeconds": requeue,
     }
-    if wall_requeue is not None:
-        entry["requeueAfterSeconds"] = wall_requeue
     body = {
         "apiVersion": f"{KUEUE_GROUP}/{KUEUE_VERSION}",
         "kind": "Workload",
-        "metadata": {"name": p.name, "namespace": p.namespace},
+        "metadata": {"name": name, "namespace": namespace},
         "status": {"admissionChecks": [entry]},
     }
-    kube = p.state.local
     await kube._call(
         "patch workload check", kube.custom.patch_namespaced_custom_object_status,
-        KUEUE_GROUP, KUEUE_VERSION, p.namespace, WORKLOADS, p.name, body,
+        KUEUE_GROUP, KUEUE_VERSION, namespace, WORKLOADS, name, body,
         field_manager=FIELD_MANAGER, force=True, _content_type="application/apply-patch+yaml",
     )  # fmt: skip
+
+
+async def write_check(p: Pass, check: dict[str, Any], decision: CheckDecision, requeue: int = 0) -> None:
+    await apply_check(p.state.local, p.namespace, p.name, check, decision.state, decision.message, requeue)
+
+
+def hold_seconds(state: OperatorState, until: datetime, now: datetime) -> int:
+    """Wall seconds from now until `until` (planning time), at least 1."""
+    return max(math.ceil(state.clock.wall_seconds(until - now)), 1)
 
 
 def place(state: OperatorState, policy: CarbonWindowPolicy) -> Cluster:
@@ -349,7 +362,7 @@ async def reconcile_workload(state: OperatorState, body: dict[str, Any]) -> date
     except TermsError as exc:
         if check.get("state") != CheckState.REJECTED:
             decision = CheckDecision(CheckState.REJECTED, None, None, "InvalidTerms", str(exc))
-            await write_check(p, check, decision, None)
+            await write_check(p, check, decision)
             p.event("Warning", "InvalidTerms", f"carbonshift rejected the workload: {exc}")
             p.post_events()
         return None
@@ -358,10 +371,12 @@ async def reconcile_workload(state: OperatorState, body: dict[str, Any]) -> date
     finished = condition_true(body, "Finished")
     admitted = condition_true(body, "Admitted") and not finished
     reserved = condition_true(body, "QuotaReserved")
+    evicted = condition_true(body, "Evicted")  # until Kueue reserves quota again: being stopped, or requeued
     job_status = (p.job or {}).get("status") or {}
     # Once we have said Retry the Job is on its way out: its last seconds are not counted (under-count, never over).
     working = (
         admitted
+        and not evicted
         and check.get("state") != CheckState.RETRY
         and not bool((p.job or {}).get("spec", {}).get("suspend"))
         and int(job_status.get("ready") or 0) > 0
@@ -398,8 +413,11 @@ async def reconcile_workload(state: OperatorState, body: dict[str, Any]) -> date
     account["plan"] = translate.plan_status(
         plan, answer.provider, str(answer.series.signal) if answer.series else None, p.now
     )
-    if not reserved and not admitted:
-        await write_account(p, account)  # queued or evicted: Kueue brings it back when its requeue time comes
+    if evicted or (not reserved and not admitted):
+        # Queued, or evicted: nothing to decide until Kueue reserves quota again. (Deciding while an eviction is
+        # under way would say Retry again after Kueue reset the check to Pending, and a Workload left with a Retry
+        # check is never admitted.)
+        await write_account(p, account)
         return None
     decision = decide_check(plan, p.now, admitted=admitted, interruptible=t.interruptible)
     if decision.state is CheckState.RETRY and admitted:
@@ -407,13 +425,19 @@ async def reconcile_workload(state: OperatorState, body: dict[str, Any]) -> date
         account.update(runSeconds=round(acc.run_seconds, 3), suspensions=acc.suspensions, runningSince=None)
     account["phase"] = {
         CheckState.READY: "Running",
-        CheckState.RETRY: "Suspended" if acc.suspensions else "Waiting",
+        CheckState.PENDING: "Suspended" if acc.suspensions else "Waiting",
+        CheckState.RETRY: "Suspended",
     }.get(decision.state, "Pending")
+    decided = f"{decision.state}:{decision.reason}"
+    news = check.get("state") != decision.state or account.get("decided") != decided
+    account["decided"] = decided
     await write_account(p, account)
-    if check.get("state") == decision.state:  # the message went with the state; rewriting it would be churn
+    if not news:  # the message went with the decision; rewriting it each pass would be churn
         return decision.recheck_at
-    wall = math.ceil(state.clock.wall_seconds(decision.requeue_after)) if decision.requeue_after else None
-    await write_check(p, check, decision, max(wall, 1) if wall is not None else None)
+    # requeueAfterSeconds: on Pending, when carbonshift looks again; on Retry 0, so that Kueue evicts at once
+    # (Kueue 0.17 keeps an admitted workload until lastTransitionTime + requeueAfterSeconds before evicting it).
+    wait = hold_seconds(state, p.now + decision.requeue_after, p.now) if decision.requeue_after else 0
+    await write_check(p, check, decision, wait if decision.state is CheckState.PENDING else 0)
     summary = translate.plan_summary(plan, answer.series.at(p.now) if answer.series else None, p.now)
     p.event(
         "Normal", f"CarbonWindow{decision.reason}", f"{check['name']} {decision.state}: {decision.message}. {summary}"
