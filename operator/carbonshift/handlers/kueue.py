@@ -6,8 +6,9 @@ workload's time has come, through the state of its check on the Workload (docs/k
 - AdmissionChecks naming our controller get their `Active` condition (False, with the reason, when their
   `parameters` do not name an existing CarbonWindowPolicy);
 - one daemon per Workload: when its ClusterQueue's checks include ours and Kueue has reserved quota for it,
-  read -> plan (`plan_job`) -> decide (`domain.kueue.decide_check`) -> write the check's state, with
-  `requeueAfterSeconds` (wall seconds) on Retry -> Events on the Workload and its Job;
+  read -> plan (`plan_job`) -> decide (`domain.kueue.decide_check`) -> write the check's state when it changes
+  (Pending with `requeueAfterSeconds`, wall seconds until the window; Ready; Retry with 0 at a window's end)
+  -> Events on the Workload and its Job; nothing is decided while Kueue evicts or requeues it;
 - crash-safe order: the run-time account (an annotation on the Workload) is written before the check's state,
   so a crash between the two can only under-count run time, which keeps deadlines safe;
 - the receipt is an Event on the Job and the Workload once the Workload is Finished.
