@@ -99,7 +99,7 @@ def test_the_suite_uses_the_installs_crds_and_nothing_else_acts(
 ) -> None:
     ext = client.ApiextensionsV1Api(api_client)
     ours = [crd for crd in installed_crds.values() if crd.group == "carbonshift.io"]
-    assert {crd.kind for crd in ours} == {"CarbonAwareJob", "EnergyBudget", "ComputeCluster"}
+    assert {crd.kind for crd in ours} == {"CarbonAwareJob", "EnergyBudget", "ComputeCluster", "CarbonWindowPolicy"}
     if operator_install.release is None:
         for crd in ours:
             assert ext.read_custom_resource_definition(crd.name).status.accepted_names.kind == crd.kind

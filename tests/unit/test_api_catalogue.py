@@ -14,7 +14,7 @@ EXAMPLES = load_examples()
 def test_catalogue_is_large_enough_and_names_are_unique() -> None:
     assert len(CASES) >= 40
     assert len({c.name for c in CASES}) == len(CASES)
-    assert {c.kind for c in CASES} == {"CarbonAwareJob", "EnergyBudget", "ComputeCluster"}
+    assert {c.kind for c in CASES} == {"CarbonAwareJob", "EnergyBudget", "ComputeCluster", "CarbonWindowPolicy"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -26,7 +26,8 @@ def test_invalid_manifest_is_refused_with_its_message(case: InvalidCase) -> None
 
 def test_examples_cover_every_kind() -> None:
     assert len(EXAMPLES) >= 10
-    assert {doc["kind"] for _, doc in EXAMPLES} == {"CarbonAwareJob", "EnergyBudget", "ComputeCluster"}
+    kinds = {doc["kind"] for _, doc in EXAMPLES}
+    assert kinds == {"CarbonAwareJob", "EnergyBudget", "ComputeCluster", "CarbonWindowPolicy"}
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[f"{p.name}" for p, _ in EXAMPLES])

@@ -40,6 +40,15 @@
 - apiGroups: ["admissionregistration.k8s.io"]
   resources: ["validatingwebhookconfigurations"]
   verbs: ["get", "create", "patch"]
+- apiGroups: ["carbonshift.io"]
+  resources: ["carbonwindowpolicies"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads", "admissionchecks", "clusterqueues"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads/status", "admissionchecks/status"]
+  verbs: ["get", "patch"]
 {{- end }}
 {{- /* the cluster-scoped resources of rbac.CLUSTER_RULES, for an operator limited to some namespaces */}}
 {{- define "carbonshift.rbac.clusterScopedRules" -}}
@@ -67,6 +76,15 @@
 - apiGroups: ["admissionregistration.k8s.io"]
   resources: ["validatingwebhookconfigurations"]
   verbs: ["get", "create", "patch"]
+- apiGroups: ["carbonshift.io"]
+  resources: ["carbonwindowpolicies"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["admissionchecks", "clusterqueues"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["admissionchecks/status"]
+  verbs: ["get", "patch"]
 {{- end }}
 {{- /* the namespaced resources of rbac.CLUSTER_RULES, bound in each watched namespace */}}
 {{- define "carbonshift.rbac.namespacedRules" -}}
@@ -94,6 +112,12 @@
 - apiGroups: ["kopf.dev"]
   resources: ["kopfpeerings"]
   verbs: ["get", "list", "watch", "patch", "create"]
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads/status"]
+  verbs: ["get", "patch"]
 {{- end }}
 {{- /* rbac.NAMESPACE_RULES, bound in the release namespace */}}
 {{- define "carbonshift.rbac.secretRules" -}}

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from carbonshift.api.base import API_VERSION, GROUP, VERSION, ApiModel
 from carbonshift.api.carbonawarejob import CarbonAwareJob
+from carbonshift.api.carbonwindowpolicy import CarbonWindowPolicy
 from carbonshift.api.computecluster import ComputeCluster
 from carbonshift.api.energybudget import EnergyBudget
 
@@ -19,6 +20,7 @@ KINDS: dict[str, type[ApiModel]] = {
     "CarbonAwareJob": CarbonAwareJob,
     "EnergyBudget": EnergyBudget,
     "ComputeCluster": ComputeCluster,
+    "CarbonWindowPolicy": CarbonWindowPolicy,
 }
 
 
@@ -64,6 +66,7 @@ __all__ = [
     "KINDS",
     "VERSION",
     "CarbonAwareJob",
+    "CarbonWindowPolicy",
     "ComputeCluster",
     "EnergyBudget",
     "ManifestError",

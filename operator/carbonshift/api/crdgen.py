@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from carbonshift.api import carbonawarejob, computecluster, energybudget
+from carbonshift.api import carbonawarejob, carbonwindowpolicy, computecluster, energybudget
 from carbonshift.api.base import GROUP, VERSION, ApiModel
 from carbonshift.api.conditions import Condition
 
@@ -110,6 +110,20 @@ RESOURCES: tuple[Resource, ...] = (
             _col("Target Namespace", ".spec.targetNamespace", description="Where Jobs go in a remote cluster"),
             _col("Why", '.status.conditions[?(@.type=="Ready")].message', description="Ready's message", priority=1),
             _col("PUE", ".spec.pue", "number", priority=1),
+            AGE,
+        ),
+    ),
+    Resource(
+        carbonwindowpolicy.CarbonWindowPolicy,
+        carbonwindowpolicy.KIND,
+        carbonwindowpolicy.PLURAL,
+        ("cwp",),
+        "Cluster",
+        (
+            _col("Zone", ".spec.zone"),
+            _col("Cluster", ".spec.cluster"),
+            _col("Max delay", ".spec.defaultMaxDelay"),
+            _col("Interruptible", ".spec.interruptible", "boolean"),
             AGE,
         ),
     ),

@@ -1,10 +1,11 @@
 """The operator's permissions, written once: the tests bind exactly these, and the chart renders the same rules.
 
 Cluster-wide: what kopf needs to watch and record (CRDs, namespaces, peering, events), the carbonshift resources,
-the Jobs it owns, pods (to annotate ahead of a suspension) and nodes (to count free GPUs), and for its admission
-webhook SubjectAccessReviews and its ValidatingWebhookConfiguration. Secrets are read only in the operator's own
-namespace (provider keys, kubeconfigs of remote ComputeClusters) and written only there (the webhook's TLS
-certificate), through a namespaced Role.
+the Jobs it owns, pods (to annotate ahead of a suspension) and nodes (to count free GPUs), for its admission
+webhook SubjectAccessReviews and its ValidatingWebhookConfiguration, and Kueue's Workloads, AdmissionChecks and
+ClusterQueues for the carbon-window AdmissionCheck. Secrets are read only in the operator's own namespace (provider
+keys, kubeconfigs of remote ComputeClusters) and written only there (the webhook's TLS certificate), through a
+namespaced Role.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ CLUSTER_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
     {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
      "verbs": ["get", "create", "patch"]},
+    # Kueue's AdmissionCheck (docs/kueue.md): the check's state on Workloads, the checks' Active condition.
+    {"apiGroups": [GROUP], "resources": ["carbonwindowpolicies"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["kueue.x-k8s.io"], "resources": ["workloads", "admissionchecks", "clusterqueues"],
+     "verbs": ["get", "list", "watch", "patch"]},
+    {"apiGroups": ["kueue.x-k8s.io"], "resources": ["workloads/status", "admissionchecks/status"],
+     "verbs": ["get", "patch"]},
 ]  # fmt: skip
 
 NAMESPACE_RULES: list[dict[str, Any]] = [

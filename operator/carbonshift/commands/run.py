@@ -257,7 +257,10 @@ def run(args: argparse.Namespace) -> int:
         prometheus_client.start_http_server(args.metrics_port, registry=REGISTRY)
     import carbonshift.handlers.carbonawarejob
     import carbonshift.handlers.clusters
-    import carbonshift.handlers.energybudget  # noqa: F401
+    import carbonshift.handlers.energybudget
+
+    if _serves_kueue(state.local.api):  # the carbon-window AdmissionCheck (docs/kueue.md); none without Kueue
+        import carbonshift.handlers.kueue  # noqa: F401
 
     if args.webhook:
         from carbonshift.handlers import admission  # registers the validating handlers
@@ -313,6 +316,15 @@ def webhook_options(args: argparse.Namespace) -> Any:
         configuration=args.webhook_configuration,
         operator_namespace=args.operator_namespace,
     )
+
+
+def _serves_kueue(api: client.ApiClient) -> bool:
+    """Whether the API server serves Kueue's v1beta2 API (checked once at start: install Kueue, then restart)."""
+    try:
+        groups = client.ApisApi(api).get_api_versions().groups or []
+    except Exception:  # discovery failed: kopf reports the API server's state itself
+        return False
+    return any(g.name == "kueue.x-k8s.io" and any(v.version == "v1beta2" for v in g.versions) for g in groups)
 
 
 def _memory_report_on_sigusr1(path: Path) -> None:

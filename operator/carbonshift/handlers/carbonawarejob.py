@@ -53,6 +53,7 @@ from carbonshift.domain.accounting import (
     wall_to_utc,
     work_from_annotations,
 )
+from carbonshift.domain.kueue import kueue_managed
 from carbonshift.domain.lifecycle import Accounting, Decision, Observed, Phase, decide
 from carbonshift.domain.planning.model import Cluster, Plan
 from carbonshift.domain.planning.model import Job as PlannerJob
@@ -292,6 +293,10 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         has_run=acc.run_seconds > 0 or acc.running_since is not None,
     )  # fmt: skip
     decision = await apply_budget(tick, decision, plan, caj, running, forecasts)
+    if job is not None and kueue_managed(job.get("metadata") or {}) and (decision.resume or decision.suspend):
+        # Never both: Kueue owns this Job's suspend field (docs/kueue.md); the carbon-window check times it.
+        tick.event("Normal", "KueueManaged", f"not {'resuming' if decision.resume else 'suspending'}: Kueue admits it")
+        decision = dataclasses.replace(decision, resume=False, suspend=False, annotate_suspend_at=None)
     acc = await act(tick, decision, plan, acc, observed)
     tick.store_accounting(acc)
     # The GPUs of the pods seen running (one pod of several may run), the template's when none is seen any more.

@@ -72,6 +72,8 @@ class ClusterConfig:
     startup_timeout_seconds: float = 180.0
     # One ServiceAccount per controller (kubeadm's --use-service-account-credentials); ~5 s slower to start.
     controller_service_accounts: bool = False
+    # Kueue's manager, CRDs and webhooks (devcluster.kueue), started once the cluster is ready.
+    kueue: bool = False
 
 
 @dataclass(frozen=True)
@@ -425,6 +427,12 @@ class _Launch:
             )
         cluster.wait_nodes_schedulable(names, self.remaining())
         nodes_ready = self.elapsed()
+        if cfg.kueue:
+            from carbonshift_dev.devcluster.kueue import start_kueue
+
+            self.say("starting Kueue")
+            with cluster.http_client() as client:
+                start_kueue(client, cluster.kubeconfig, d, self.processes, timeout_seconds=self.remaining())
         cluster.timings = StartupTimings(apiserver_ready, components_healthy, nodes_ready, self.elapsed())
         self.say(f"cluster {cfg.name} ready after {nodes_ready:.1f} s with {len(names)} GPU node(s)")
         return cluster
