@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any
 
@@ -279,3 +280,29 @@ async def test_create_in_a_terminating_namespace_is_told_apart_from_a_permission
         assert not kube_adapter.namespace_terminating(denied.value)
     finally:
         core.patch_namespaced_config_map("held", namespace, {"metadata": {"finalizers": None}})
+
+
+async def test_creating_a_job_that_exists_returns_it_without_retrying(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    """A restarted operator creates its Job again: the API server answers 409 AlreadyExists, which no retry can
+    change. The adapter returns the existing Job after one create (it used to retry five times, then report the
+    API server as unavailable, treating it like a 409 Conflict on an update, which a retry can resolve)."""
+    from carbonshift.adapters import kube as kube_adapter
+
+    pod = {"restartPolicy": "Never", "containers": [{"name": "c", "image": "x"}]}
+    job = {"metadata": {"name": "twice", "namespace": namespace}, "spec": {"suspend": True, "template": {"spec": pod}}}
+    kube = kube_adapter.Kube("local", api_client, attempts=3, base_delay=0.01)
+    first = await kube.create_job(copy.deepcopy(job))
+    creates = 0
+    create = kube.batch.create_namespaced_job
+
+    def counting_create(*args: Any, **kwargs: Any) -> Any:
+        nonlocal creates
+        creates += 1
+        return create(*args, **kwargs)
+
+    kube.batch.create_namespaced_job = counting_create  # type: ignore[method-assign]
+    second = await kube.create_job(copy.deepcopy(job))
+    assert second["metadata"]["uid"] == first["metadata"]["uid"]
+    assert creates == 1

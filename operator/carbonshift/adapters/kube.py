@@ -47,6 +47,22 @@ class KubeUnavailableError(RuntimeError):
     """The API server kept failing or throttling; try again on the next tick."""
 
 
+def _status_reason(exc: ApiException) -> str | None:
+    """The `reason` of the API server's Status body (AlreadyExists, Conflict, ...), if it sent one."""
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        return None
+    reason = body.get("reason") if isinstance(body, dict) else None
+    return reason if isinstance(reason, str) else None
+
+
+def already_exists(exc: BaseException) -> bool:
+    """A create refused because the object exists (409 AlreadyExists): final, unlike a 409 Conflict on an update,
+    which a re-read and retry can resolve."""
+    return isinstance(exc, ApiException) and exc.status == 409 and _status_reason(exc) == "AlreadyExists"
+
+
 def namespace_terminating(exc: BaseException) -> bool:
     """The API server refused to create something because its namespace is being deleted (403 NamespaceTerminating).
 
@@ -92,10 +108,10 @@ class Kube:
             try:
                 return await asyncio.get_running_loop().run_in_executor(_EXECUTOR, partial(fn, *args, **kwargs))
             except ApiException as exc:
-                if exc.status not in RETRYABLE or attempt == self.attempts:
-                    if exc.status in RETRYABLE:
-                        raise KubeUnavailableError(f"{what} on cluster {self.name}: HTTP {exc.status}") from exc
+                if exc.status not in RETRYABLE or already_exists(exc):
                     raise
+                if attempt == self.attempts:
+                    raise KubeUnavailableError(f"{what} on cluster {self.name}: HTTP {exc.status}") from exc
                 retry_after = (exc.headers or {}).get("Retry-After") if exc.headers else None
                 wait = float(retry_after) if retry_after and retry_after.isdigit() else delay
                 log.info("%s on %s: HTTP %s, retrying in %.1fs", what, self.name, exc.status, wait)
@@ -124,7 +140,7 @@ class Kube:
         try:
             return await self._raw("create job", self.batch.create_namespaced_job, namespace, manifest)
         except ApiException as exc:
-            if exc.status != 409:
+            if not already_exists(exc):
                 raise
         existing = await self.get_job(namespace, name)
         if existing is None:
