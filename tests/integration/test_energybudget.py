@@ -291,7 +291,8 @@ spec, _ = eb.budget_spec(namespace, "burst", body["spec"])
 
 async def one(i: int) -> bool:
     now = datetime.now(UTC)
-    ahead = project([(now, now + timedelta(hours=1), 100.0)], 1, 1000.0, 1.0, now)  # 1 kWh
+    # 1 kWh in one minute, so the projection stays inside today's period (the test starts clear of midnight)
+    ahead = project([(now, now + timedelta(minutes=1), 100.0)], 1, 60_000.0, 1.0, now)
     job = Candidate(f"{prefix}-{i}", f"{prefix}-{i}", (), ahead)
     return (await eb.admit_and_record([(key, spec)], job, None, now, g_per_kwh=100.0)).admitted
 
@@ -312,6 +313,12 @@ def test_two_operators_admitting_a_burst_at_once_never_both_take_the_last_slice(
     """50 jobs of 1 kWh each ask two separate processes (two operators) at the same moment for a 5.5 kWh budget:
     exactly 5 are admitted, whatever the interleaving. Both start from the same read of the budget, so whichever
     writes second was deciding on a stale view: its write is refused (409), and it reads and decides again."""
+    # A Daily budget: a projection that crosses midnight is split between two periods, and then more than 5 fit.
+    # The admissions take seconds; start them at least 3 minutes before midnight, UTC.
+    now = datetime.now(UTC)
+    to_midnight = (now.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1) - now).total_seconds()
+    if to_midnight < 180:
+        time.sleep(to_midnight + 1)
     custom = client.CustomObjectsApi(api_client)
     custom.create_namespaced_custom_object(
         GROUP, VERSION, namespace, "energybudgets", budget_manifest("burst", 5.5, {})
