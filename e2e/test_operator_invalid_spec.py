@@ -30,7 +30,9 @@ def operator(
     registered = [w.metadata.name for w in webhooks.items if "carbonshift" in (w.metadata.name or "") and w.webhooks]
     assert not registered, f"webhooks are registered in {registered}"  # (the chart's configuration stays empty)
     config = operator_install.kubeconfig(tmp_path / "operator.kubeconfig")
-    proc = OperatorProcess(config, tmp_path, speed=SPEED, epoch=datetime.now(UTC), extra=["--tick", "5m"])
+    proc = OperatorProcess(
+        config, tmp_path, speed=SPEED, epoch=datetime.now(UTC), extra=["--tick", "5m", "--demo-traces"]
+    )
     proc.start()
     wait_until(proc.serving, "the operator to start", timeout=30, interval=0.05)
     yield proc
