@@ -183,9 +183,14 @@ def test_helm_install_deploys_the_built_image(api_client: client.ApiClient, rele
     assert deployment.status.available_replicas == deployment.spec.replicas  # kwok's pods: the API objects are real
 
 
-def container_env(container: Any) -> dict[str, str]:
+def container_env(container: Any, namespace: str) -> dict[str, str]:
+    """The container's environment as the kubelet would set it; of the downward API, the pod's namespace."""
     env = {}
     for var in container.env or []:
+        field = var.value_from.field_ref if var.value_from else None
+        if field is not None and field.field_path == "metadata.namespace":
+            env[var.name] = namespace
+            continue
         assert var.value_from is None, f"{var.name}: valueFrom is not emulated here"
         env[var.name] = var.value or ""
     return env
@@ -208,7 +213,11 @@ def image_operator(
         api_client, kubeconfig, release.namespace, pod.service_account_name, tmp_path / "serviceaccount"
     )
     host, port = api_server_address(kubeconfig)
-    env = {**container_env(container), "KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": port}
+    env = {
+        **container_env(container, release.namespace),
+        "KUBERNETES_SERVICE_HOST": host,
+        "KUBERNETES_SERVICE_PORT": port,
+    }
     with mounted_image(built.image.ref) as root:
         proc = ImageProcess(
             built.image,
