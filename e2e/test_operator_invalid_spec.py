@@ -34,9 +34,11 @@ def operator(
         config, tmp_path, speed=SPEED, epoch=datetime.now(UTC), extra=["--tick", "5m", "--demo-traces"]
     )
     proc.start()
-    wait_until(proc.serving, "the operator to start", timeout=30, interval=0.05)
-    yield proc
-    proc.stop()
+    try:
+        wait_until(proc.serving, "the operator to start", timeout=30, interval=0.05)
+        yield proc
+    finally:  # also when it never started: its process and log file are not left to the next test
+        proc.stop()
 
 
 def invalid_spec(k: Cluster, namespace: str, name: str) -> dict[str, str] | None:
