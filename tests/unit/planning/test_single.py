@@ -105,6 +105,21 @@ def test_sub_slot_overhead_extends_a_chunk_at_its_end_when_that_is_cheaper() -> 
     assert p.windows[-1].end == NOW + 16 * hour + overhead
 
 
+def test_a_plan_made_inside_a_slot_uses_the_forecasts_own_slots() -> None:
+    # Hourly forecast, planned at 00:30: a grid from now mixes 01:00-02:00 (400) with the clean 02:00-03:00
+    # (100) into 250-g slots; on the forecast's own slots the job runs exactly in the clean hour.
+    hour = timedelta(hours=1)
+    values = np.full(24, 400.0)
+    values[2] = 100.0
+    now = NOW + hour / 2
+    for builder in (job().hours(1), job().hours(1).interruptible(overhead=timedelta(seconds=16))):
+        p = plan(builder, forecast(values, step=hour), now=now)
+        assert [(w.start, w.end) for w in p.windows] == [(NOW + 2 * hour, NOW + 3 * hour)]
+        assert p.planned_grams == pytest.approx(100.0)
+        assert p.baseline_grams == pytest.approx(400.0)
+        assert p.energy_kwh == pytest.approx(1.0)
+
+
 def test_threshold_runs_when_clean_and_is_forced_before_the_deadline() -> None:
     p = plan(job().hours(2).threshold(150).interruptible())
     assert p.reason is Reason.THRESHOLD

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -66,8 +66,77 @@ def plan_job(
         return _empty(job, usable[0] if usable else candidates[0], now, margin, Reason.DONE, feasible=True)
     if not usable:
         return _empty(job, candidates[0], now, margin, Reason.NO_CAPACITY, feasible=False)
-    plans = [_plan_on(job, cluster, forecasts.get(cluster.zone), now, margin) for cluster in usable]
+    plans = [_plan_on_boundaries(job, cluster, forecasts.get(cluster.zone), now, margin) for cluster in usable]
     return min(plans, key=_rank)
+
+
+def _plan_on_boundaries(
+    job: Job, cluster: Cluster, forecast: IntensitySeries | None, now: datetime, margin: timedelta
+) -> Plan:
+    """The plan on the grid from `now`, or, when `now` falls inside a forecast slot, the plan on the forecast's own
+    slots when it is cheaper: planned from the start of the slot holding `now` with the part already gone added to
+    the work, then clipped to `now` (a plan that uses that slot) or trimmed at its end by that part (one that does
+    not). Slots that straddle two forecast slots mix their intensities, so the grid from `now` can miss a clean
+    hour by half of it."""
+    plan = _plan_on(job, cluster, forecast, now, margin)
+    if forecast is None or len(forecast) == 0 or plan.reason is not Reason.OPTIMAL or not plan.windows:
+        return plan
+    if cluster.free_gpus_by_slot is not None:  # (its slots are counted from `now`)
+        return plan
+    step = forecast.resolution
+    aligned = forecast.start + step * math.floor((now - forecast.start) / step)
+    elapsed = now - aligned
+    if elapsed <= timedelta(0) or aligned < forecast.start:
+        return plan
+    power = job.power_kw * cluster.pue
+    padded = _plan_on(replace(job, remaining=job.remaining + elapsed), cluster, forecast, aligned, margin)
+    if padded.reason is not Reason.OPTIMAL or not padded.windows or not math.isfinite(padded.planned_grams):
+        return plan
+    windows = list(padded.windows)
+    popped = 0
+    if windows[0].start <= now:
+        cut = _forecast_grams(forecast, windows[0].start, now, power)
+        windows[0] = replace(windows[0], start=now)
+    else:
+        cut, left = 0.0, elapsed
+        popped = 0
+        while left > timedelta(0) and windows:
+            last = windows[-1]
+            take = min(left, last.end - last.start)
+            cut += _forecast_grams(forecast, last.end - take, last.end, power)
+            left -= take
+            if take >= last.end - last.start:
+                windows.pop()
+                popped += 1
+            else:
+                windows[-1] = replace(last, end=last.end - take)
+    grams = padded.planned_grams - cut
+    if not (math.isfinite(grams) and windows and grams < plan.planned_grams - EPS * max(1.0, abs(plan.planned_grams))):
+        return plan
+    energy = padded.energy_kwh - job.power_kw * elapsed.total_seconds() / 3600.0
+    return replace(
+        padded,
+        windows=tuple(windows),
+        planned_grams=grams,
+        baseline_grams=plan.baseline_grams,
+        latest_safe_start=plan.latest_safe_start,
+        energy_kwh=energy,
+        cycles=max(padded.cycles - popped, 0),
+    )
+
+
+def _forecast_grams(forecast: IntensitySeries, begin: datetime, end: datetime, power_kw: float) -> float:
+    """Forecast emissions of running `power_kw` over [begin, end) (NaN where the forecast has no value)."""
+    total = 0.0
+    moment = begin
+    while moment < end:
+        index = forecast.index_of(moment)
+        if index < 0 or index >= len(forecast):
+            return math.nan
+        stop = min(end, forecast.slot_start(index + 1))
+        total += float(forecast.values[index]) * (stop - moment).total_seconds() / 3600.0
+        moment = stop
+    return total * power_kw
 
 
 def _rank(plan: Plan) -> tuple[int, float]:
