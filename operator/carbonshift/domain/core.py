@@ -133,6 +133,7 @@ class CoreSettings:
     start_allowance: timedelta = timedelta(0)  # expected pod start delay, planned as part of each resume
     do_no_harm: bool = True
     harm_factor: float = 1.5  # defer only for a forecast gain above this many times the forecast's expected error
+    chunk_factor: float = 1.5  # an extra chunk must gain this many times the error of the difference it bets on
     min_skill: float = 0.0  # with a measured skill (Snapshot.forecast_skill): defer only above this
     commit: bool = True
     overrun_floor: timedelta = timedelta(minutes=10)
@@ -572,7 +573,7 @@ def _replan(
     now, needs = snapshot.now, snapshot.job
     clusters = list(snapshot.clusters) or [Cluster(name="local", zone="local")]
     error = max(snapshot.forecast_error_g_per_kwh, 0.0) * settings.harm_factor
-    chunk_error = max(snapshot.slot_error_g_per_kwh, 0.0) * settings.harm_factor
+    chunk_error = max(snapshot.slot_error_g_per_kwh, 0.0) * settings.chunk_factor
     planned = _with_cycle_penalty(job, snapshot, chunk_error)
     fresh = _aligned_plan(planned, clusters, snapshot.forecasts, now, settings.margin)
     if (

@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from carbonshift.domain.forecasting import ForecastModel, OracleForecast
+from carbonshift.domain.forecasting import ForecastModel, OracleForecast, expected_error
 from carbonshift.domain.planning import Cluster, Job, Plan, Policy, plan_job
 from carbonshift.domain.series import FloatArray, IntensitySeries
 from carbonshift.simulate.jobs import SimJob
@@ -390,7 +390,9 @@ def _run_closed(
     )
     loop = LoopSettings(tick=settings.tick, start_delay=settings.start_delay)
     error = ErrorEstimate(model, actual) if settings.do_no_harm else None
-    skill = SkillEstimate(model, actual, z=settings.skill_z) if settings.do_no_harm and settings.skill_gate else None
+    # Skill is measured for models that do not declare their error (persistence, recorded files, gaussian).
+    measured = settings.do_no_harm and settings.skill_gate and expected_error(model, timedelta(0)) is None
+    skill = SkillEstimate(model, actual, z=settings.skill_z) if measured else None
     hours_per_slot = ledger.step / 3600.0
 
     def price(begin: datetime, end: datetime) -> float:
