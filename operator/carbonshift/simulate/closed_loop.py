@@ -351,7 +351,7 @@ class LegacyLoop:
             running=running,
             started=acc.run_seconds > 0 or acc.running_since is not None,
         )
-        plan = plan_job(job, list(snapshot.clusters), snapshot.forecasts, now, settings.margin)
+        plan = plan_job(job, list(snapshot.clusters), snapshot.forecasts, now, settings.margin, on_forecast_slots=False)
         create = not observed.exists
         seen = Observed(exists=True, suspended=True) if create else observed
         d = decide(plan, seen, now, interruptible=needs.interruptible, grace=needs.grace,

@@ -55,8 +55,13 @@ def plan_job(
     forecasts: Mapping[str, IntensitySeries | None],
     now: datetime,
     margin: timedelta = timedelta(0),
+    *,
+    on_forecast_slots: bool = True,
 ) -> Plan:
-    """The plan for `job` over `clusters`, with `forecasts` keyed by zone (None or absent = no data)."""
+    """The plan for `job` over `clusters`, with `forecasts` keyed by zone (None or absent = no data).
+
+    `on_forecast_slots=False` plans on the grid from `now` only (the planner before the forecast's own slots were
+    tried; kept to measure the decisions from before the core)."""
     now = require_utc(now, "planning time")
     if margin < timedelta(0):
         raise PlanningError(f"safety margin must not be negative, got {margin}")
@@ -66,7 +71,8 @@ def plan_job(
         return _empty(job, usable[0] if usable else candidates[0], now, margin, Reason.DONE, feasible=True)
     if not usable:
         return _empty(job, candidates[0], now, margin, Reason.NO_CAPACITY, feasible=False)
-    plans = [_plan_on_boundaries(job, cluster, forecasts.get(cluster.zone), now, margin) for cluster in usable]
+    planner = _plan_on_boundaries if on_forecast_slots else _plan_on
+    plans = [planner(job, cluster, forecasts.get(cluster.zone), now, margin) for cluster in usable]
     return min(plans, key=_rank)
 
 
