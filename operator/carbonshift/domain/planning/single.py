@@ -114,12 +114,19 @@ def _plan_on_boundaries(
             if take >= last.end - last.start:
                 windows.pop()
                 popped += 1
+                if windows:  # a resumed chunk dropped: its overhead time and energy are spare too
+                    left += job.overhead
+                    index = forecast.index_of(last.start)
+                    if 0 <= index < len(forecast):
+                        cut += job.overhead_kwh * cluster.pue * float(forecast.values[index])
             else:
                 windows[-1] = replace(last, end=last.end - take)
     grams = padded.planned_grams - cut
     if not (math.isfinite(grams) and windows and grams < plan.planned_grams - EPS * max(1.0, abs(plan.planned_grams))):
         return plan
-    energy = padded.energy_kwh - job.power_kw * elapsed.total_seconds() / 3600.0
+    cycles = max(padded.cycles - popped, 0)
+    hours = sum((w.end - w.start).total_seconds() for w in windows) / 3600.0
+    energy = job.power_kw * hours + cycles * job.overhead_kwh
     return replace(
         padded,
         windows=tuple(windows),
@@ -127,7 +134,7 @@ def _plan_on_boundaries(
         baseline_grams=plan.baseline_grams,
         latest_safe_start=plan.latest_safe_start,
         energy_kwh=energy,
-        cycles=max(padded.cycles - popped, 0),
+        cycles=cycles,
     )
 
 
