@@ -28,7 +28,14 @@ from carbonshift.domain.forecasting import ForecastModel, GaussianForecast, Orac
 from carbonshift.domain.lifecycle import Observed, Phase
 from carbonshift.domain.planning import Cluster
 from carbonshift.domain.series import IntensitySeries
-from carbonshift.simulate.closed_loop import ErrorEstimate, LegacyLoop, LoopResult, LoopSettings, run_job
+from carbonshift.simulate.closed_loop import (
+    ErrorEstimate,
+    LegacyLoop,
+    LoopResult,
+    LoopSettings,
+    SkillEstimate,
+    run_job,
+)
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -232,6 +239,45 @@ def test_do_no_harm_runs_at_once_when_the_gain_is_within_the_forecast_error() ->
 
     assert first_start(0.0) == START + 6 * HOUR  # trusted forecast: wait for the dip
     assert first_start(25.0) == START  # the dip is smaller than the forecast's error: run now
+
+
+def test_do_no_harm_runs_at_once_when_the_forecast_has_shown_no_skill() -> None:
+    values = [100.0] * 6 + [50.0] * 6 + [100.0] * 36  # a deep dip later on, far beyond the error
+    actual = trace(values)
+    needs = JobNeeds("s", 4 * HOUR, START + 20 * HOUR, False)
+    forecast = OracleForecast().forecast(actual, START, 21 * HOUR)
+
+    def first_start(skill: float | None) -> datetime:
+        snapshot = Snapshot(needs, CoreStatus(), Observed(exists=True), START, (CLUSTER,), {"Z": forecast},
+                            forecast_skill=skill)  # fmt: skip
+        out = reconcile(snapshot)
+        assert out.plan is not None
+        return out.plan.windows[0].start
+
+    assert first_start(None) == START + 6 * HOUR  # skill not measured: the error rule alone
+    assert first_start(0.6) == START + 6 * HOUR  # its promised gains have come true lately
+    assert first_start(0.0) == START  # no shown skill: run at once
+    assert first_start(-0.3) == START
+
+
+def test_the_skill_estimate_tells_a_forecast_with_skill_from_one_without() -> None:
+    """A daily pattern that repeats: persistence forecasts it, so its promised gains come true; a pattern that
+    changes at random every day: persistence promises gains that do not come true. Causal: before any decision
+    of that shape has ended there is no shown skill."""
+    rng = np.random.default_rng(3)
+    days = 21
+    daily = np.tile(np.concatenate([np.full(8, 300.0), np.full(6, 80.0), np.full(10, 300.0)]), days)
+    steady = trace(daily + rng.normal(0, 5, size=24 * days))
+    random = trace(rng.uniform(50, 400, size=24 * days))
+    moment = START + timedelta(days=14)
+    for kind in (False, True):
+        good, _ = SkillEstimate(PersistenceForecast(), steady).at(moment, 4 * HOUR, 20 * HOUR, kind)
+        bad, _ = SkillEstimate(PersistenceForecast(), random).at(moment, 4 * HOUR, 20 * HOUR, kind)
+        assert good > 0.5
+        assert bad <= 0.0
+    early, _ = SkillEstimate(PersistenceForecast(), steady).at(START + timedelta(hours=30), 4 * HOUR, 20 * HOUR, False)
+    assert early == 0.0  # no decision of that shape has been scored yet
+    assert SkillEstimate(OracleForecast(), random).at(moment, 4 * HOUR, 20 * HOUR, True)[0] == 1.0
 
 
 def test_a_committed_window_does_not_move_for_a_small_gain() -> None:

@@ -17,7 +17,11 @@ Rules it keeps (docs/design/operator.md, "The decision core"):
   the forecast does not show a better one by more than `commit_gain` (relative) and more than the forecast's
   expected error; re-plans that only slide a window are ignored.
 - Do no harm: a plan that defers or suspends is taken only when its forecast gain per kWh over running now exceeds
-  the forecast's expected error; otherwise the job runs now (a poor forecast degrades to running at once).
+  the forecast's expected error and, when the forecast's recent skill is measured (`Snapshot.forecast_skill`: the
+  share of its promised gains that came true in a backtest of its own recent forecasts, counted low), only from a
+  forecast that has shown skill; otherwise the job runs now (a poor forecast degrades to running at once).
+- Each extra chunk must gain more than the forecast's error for the difference it bets on
+  (`slot_error_g_per_kwh`), over a minimum chunk's energy, on top of its overhead.
 - Every suspension is announced at least `grace` ahead (the suspend-at annotation), and every chunk runs at least
   `min_run` before it is suspended; the core wakes at the window's end minus `grace` to announce it.
 - A job whose work reached spec.duration but whose Job has not completed is overrunning: DeadlineAtRisk with its
@@ -129,6 +133,8 @@ class CoreSettings:
     start_allowance: timedelta = timedelta(0)  # expected pod start delay, planned as part of each resume
     do_no_harm: bool = True
     harm_factor: float = 1.5  # defer only for a forecast gain above this many times the forecast's expected error
+    chunk_factor: float = 1.5  # an extra chunk must gain this many times the error of the difference it bets on
+    min_skill: float = 0.0  # with a measured skill (Snapshot.forecast_skill): defer only above this
     commit: bool = True
     overrun_floor: timedelta = timedelta(minutes=10)
     extend_limit: timedelta = timedelta(minutes=15)  # a committed plan short by up to this is extended at its end
@@ -145,6 +151,9 @@ class Snapshot:
     forecast_error_g_per_kwh: float = 0.0  # the forecast's expected absolute error (0 = trusted)
     watching_since: datetime | None = None  # since when this operator process has watched the job without a break
     slot_error_g_per_kwh: float = 0.0  # the forecast's expected absolute error for one slot (for extra chunks)
+    # The share of its promised gains the forecast has lately delivered, counted low (a backtest of its own recent
+    # forecasts against the actuals, e.g. carbonshift.simulate.closed_loop.SkillEstimate); None = not measured.
+    forecast_skill: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -564,7 +573,7 @@ def _replan(
     now, needs = snapshot.now, snapshot.job
     clusters = list(snapshot.clusters) or [Cluster(name="local", zone="local")]
     error = max(snapshot.forecast_error_g_per_kwh, 0.0) * settings.harm_factor
-    chunk_error = max(snapshot.slot_error_g_per_kwh, 0.0) * settings.harm_factor
+    chunk_error = max(snapshot.slot_error_g_per_kwh, 0.0) * settings.chunk_factor
     planned = _with_cycle_penalty(job, snapshot, chunk_error)
     fresh = _aligned_plan(planned, clusters, snapshot.forecasts, now, settings.margin)
     if (
@@ -574,7 +583,10 @@ def _replan(
         and _defers(fresh, now, running)
     ):
         gain = _plan_gain_per_kwh(fresh, job)
-        if not (gain > error):
+        skill = snapshot.forecast_skill
+        # A gain above the forecast's expected error, from a forecast that has lately shown skill (when measured).
+        worth = gain > error and (skill is None or skill > settings.min_skill)
+        if not worth:
             fresh = _aligned_plan(_run_now(job), clusters, snapshot.forecasts, now, settings.margin)
     remaining = job.remaining.total_seconds()
     if commitment is None or not settings.commit:

@@ -116,6 +116,130 @@ class ErrorEstimate:
         return float(np.mean(np.abs(sums[valid] / counts[valid])))
 
 
+class SkillEstimate:
+    """How much of what the forecast promises has come true lately, for a decision of a given shape: a backtest of
+    the model's own forecasts over the past `history` (all causal: only decisions whose window has ended by
+    `moment`, so the actuals they are scored on were known then).
+
+    For a job of `length` with `window` to its deadline, each backtest issue time t_k (every `stride`) takes the
+    forecast the model issued at t_k and makes the decision the planner would (non-interruptible: the cheapest
+    start of one block; interruptible: the cheapest slots), and records the forecast gain g_k over running at
+    once (g/kWh) and the gain r_k the actuals then gave. The skill is the slope of realized on promised gain
+    (sum r g / sum g^2) less `z` standard errors: the expected share of a promised gain that comes true, counted
+    low. A forecast with no shown skill (or no history yet) gives 0 or less, and the core then runs at once."""
+
+    def __init__(
+        self,
+        model: ForecastModel,
+        actual: IntensitySeries,
+        *,
+        history: timedelta = WEEK,
+        stride: timedelta = timedelta(hours=6),
+        z: float = 1.0,
+    ) -> None:
+        self.model = model
+        self.actual = actual
+        self.oracle = model.is_oracle
+        self.history = history
+        self.stride = stride
+        self.z = z
+        self.step = actual.resolution
+        self._samples: dict[tuple[int, int, int, bool], tuple[float, float] | None] = {}
+        self._skills: dict[tuple[int, int, int, bool], tuple[float, float]] = {}
+
+    def _slots(self, span: timedelta) -> int:
+        return max(int(span / self.step), 0)
+
+    def _sample(self, issue: int, length: int, window: int, interruptible: bool) -> tuple[float, float] | None:
+        key = (issue, length, window, interruptible)
+        if key in self._samples:
+            return self._samples[key]
+        actual = self.actual
+        at = actual.start + self.stride * issue
+        first = actual.index_of(at)
+        out: tuple[float, float] | None = None
+        if first >= 0 and first + window <= len(actual) and 0 < length < window:
+            issued = self.model.forecast(actual, at, self.step * window)
+            f = np.asarray(issued.values[:window], dtype=np.float64)
+            a = np.asarray(actual.values[first : first + window], dtype=np.float64)
+            if f.shape[0] == window and not (np.isnan(f).any() or np.isnan(a).any()):
+                if interruptible:
+                    chosen = np.argsort(f, kind="stable")[:length]
+                    g = float(f[:length].sum() - f[chosen].sum()) / length
+                    r = float(a[:length].sum() - a[chosen].sum()) / length
+                else:
+                    fc = np.concatenate(([0.0], np.cumsum(f)))
+                    ac = np.concatenate(([0.0], np.cumsum(a)))
+                    sums = fc[length:] - fc[:-length]
+                    best = int(np.argmin(sums))
+                    g = float(sums[0] - sums[best]) / length
+                    r = float((ac[length] - ac[0]) - (ac[best + length] - ac[best])) / length
+                out = (g, r)
+        self._samples[key] = out
+        return out
+
+    def at(self, moment: datetime, length: timedelta, window: timedelta, interruptible: bool) -> tuple[float, float]:
+        """(skill, error) for this decision shape at `moment`: the lower bound of the realized share of promised
+        gains, and the spread (g/kWh) of the realized gain around skill x promised."""
+        if self.oracle:
+            return 1.0, 0.0
+        hour = max(int(timedelta(hours=1) / self.step), 1)
+        n_len = max(round(self._slots(length) / hour), 1) * hour  # shapes rounded to whole hours (shared)
+        n_win = max(round(self._slots(window) / hour), 1) * hour
+        if n_len >= n_win:
+            return 1.0, 0.0  # nothing to choose: no forecast is acted on
+        last = math.floor((moment - self.step * n_win - self.actual.start) / self.stride)
+        key = (last, n_len, n_win, interruptible)
+        if key in self._skills:
+            return self._skills[key]
+        count = int(self.history / self.stride)
+        pairs = [self._sample(k, n_len, n_win, interruptible) for k in range(max(last - count + 1, 0), last + 1)]
+        found = np.array([p for p in pairs if p is not None], dtype=np.float64).reshape(-1, 2)
+        result = (0.0, math.inf)
+        if found.shape[0] >= 4:
+            g, r = found[:, 0], found[:, 1]
+            energy = float(np.sum(g * g))
+            if energy > 0:
+                slope = float(np.sum(r * g)) / energy
+                spread = float(np.sum((r - slope * g) ** 2)) / max(found.shape[0] - 1, 1)
+                result = (slope - self.z * math.sqrt(spread / energy), math.sqrt(spread))
+        self._skills[key] = result
+        return result
+
+
+def _slot_error(
+    model: ForecastModel,
+    actual: IntensitySeries,
+    error: ErrorEstimate | None,
+    t: datetime,
+    deadline: datetime,
+    step: timedelta,
+) -> float:
+    """The forecast's expected error for the difference an extra chunk bets on (g/kWh): for a model that declares
+    its error by lead time (realistic), the std of the difference between two slots a few hours apart at the
+    middle of the job's window, x the trace's mean; otherwise the measured one-slot error."""
+    if error is None:
+        return 0.0
+    params = getattr(model, "params", None)
+    difference = getattr(params, "difference_sigma", None)
+    if callable(difference) and not model.is_oracle:
+        lead = max(deadline - t, timedelta(0)) / 2
+        return float(difference(lead, lead + DIFFERENCE_APART)) * _mean_of(actual)
+    return error.at(t, step)
+
+
+DIFFERENCE_APART = timedelta(hours=6)
+_MEANS: dict[int, tuple[IntensitySeries, float]] = {}
+
+
+def _mean_of(actual: IntensitySeries) -> float:
+    entry = _MEANS.get(id(actual))
+    if entry is None or entry[0] is not actual:
+        entry = (actual, actual.mean())
+        _MEANS[id(actual)] = entry
+    return entry[1]
+
+
 class Workload:
     """The Job as a cluster runs it: suspended or resumed, pods starting late, overhead lost after resumes."""
 
@@ -227,7 +351,7 @@ class LegacyLoop:
             running=running,
             started=acc.run_seconds > 0 or acc.running_since is not None,
         )
-        plan = plan_job(job, list(snapshot.clusters), snapshot.forecasts, now, settings.margin)
+        plan = plan_job(job, list(snapshot.clusters), snapshot.forecasts, now, settings.margin, on_forecast_slots=False)
         create = not observed.exists
         seen = Observed(exists=True, suspended=True) if create else observed
         d = decide(plan, seen, now, interruptible=needs.interruptible, grace=needs.grace,
@@ -256,6 +380,7 @@ def run_job(
     loop: LoopSettings,
     error: ErrorEstimate | None = None,
     core_fn: Core | None = None,
+    skill: SkillEstimate | None = None,
 ) -> LoopResult:
     """Drive one job from `arrival` to completion. `price(begin, end)` gives the actual grams per kW over an
     interval (PUE included)."""
@@ -273,6 +398,12 @@ def run_job(
     chunk_began: datetime | None = None
     last: Outcome | None = None
     skip = loop.skip_quiet_ticks and core_fn is None  # (the decisions before the core re-planned every tick)
+    # The forecast's shown skill for this job's decision, from the backtest at its arrival (it changes slowly).
+    shown, _ = (
+        skill.at(arrival, needs.duration, needs.deadline - core.margin - arrival, needs.interruptible)
+        if skill is not None
+        else (None, None)
+    )
     while passes < loop.max_passes:
         work.advance(t)
         slot = actual.index_of(t)
@@ -289,7 +420,8 @@ def run_job(
             forecasts={cluster.zone: forecast},
             forecast_error_g_per_kwh=error.at(t, needs.duration) if error is not None else 0.0,
             watching_since=arrival,
-            slot_error_g_per_kwh=error.at(t, step) if error is not None else 0.0,
+            slot_error_g_per_kwh=_slot_error(model, actual, error, t, needs.deadline, step),
+            forecast_skill=shown,
         )
         out = (core_fn or reconcile)(snapshot, core)
         passes += 1

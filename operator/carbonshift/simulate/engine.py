@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
-from carbonshift.domain.forecasting import ForecastModel, OracleForecast
+from carbonshift.domain.forecasting import ForecastModel, OracleForecast, expected_error
 from carbonshift.domain.planning import Cluster, Job, Plan, Policy, plan_job
 from carbonshift.domain.series import FloatArray, IntensitySeries
 from carbonshift.simulate.jobs import SimJob
@@ -74,6 +74,9 @@ class Settings:
     commit_gain: float = 0.01
     do_no_harm: bool = True
     harm_factor: float = 1.5
+    skill_gate: bool = True  # closed loop: defer only on a forecast that has shown skill lately (SkillEstimate)
+    skill_z: float = 1.0  # the skill is counted this many standard errors low
+    min_skill: float = 0.0
     legacy: bool = False  # closed loop with the decisions from before the core (to measure what it fixed)
 
 
@@ -373,7 +376,7 @@ def _run_closed(
     progress: ProgressHook | None,
 ) -> list[JobOutcome]:
     from carbonshift.domain.core import CoreSettings, JobNeeds
-    from carbonshift.simulate.closed_loop import ErrorEstimate, LegacyLoop, LoopSettings, run_job
+    from carbonshift.simulate.closed_loop import ErrorEstimate, LegacyLoop, LoopSettings, SkillEstimate, run_job
 
     core = CoreSettings(
         tick=settings.tick,
@@ -381,11 +384,15 @@ def _run_closed(
         commit_gain=settings.commit_gain,
         do_no_harm=settings.do_no_harm,
         harm_factor=settings.harm_factor,
+        min_skill=settings.min_skill,
         max_unobserved=max(actual.resolution, settings.tick) + settings.tick,
         start_allowance=settings.start_delay,
     )
     loop = LoopSettings(tick=settings.tick, start_delay=settings.start_delay)
     error = ErrorEstimate(model, actual) if settings.do_no_harm else None
+    # Skill is measured for models that do not declare their error (persistence, recorded files, gaussian).
+    measured = settings.do_no_harm and settings.skill_gate and expected_error(model, timedelta(0)) is None
+    skill = SkillEstimate(model, actual, z=settings.skill_z) if measured else None
     hours_per_slot = ledger.step / 3600.0
 
     def price(begin: datetime, end: datetime) -> float:
@@ -409,7 +416,9 @@ def _run_closed(
             max_intensity_g_per_kwh=job.max_intensity_g_per_kwh,
         )
         legacy = LegacyLoop() if settings.legacy else None
-        result = run_job(needs, sim.arrival, actual, model, cluster, price, core, loop, error, core_fn=legacy)
+        result = run_job(
+            needs, sim.arrival, actual, model, cluster, price, core, loop, error, core_fn=legacy, skill=skill
+        )
         power_kw = job.power_kw
         baseline_end = sim.baseline_start + sim.duration
         baseline = price(sim.baseline_start, baseline_end) * power_kw

@@ -74,6 +74,52 @@ def test_resumed_chunks_redo_the_overhead_time() -> None:
     assert p.run_time() == timedelta(hours=2) + overhead * p.cycles
 
 
+def test_sub_slot_overhead_starts_the_resumed_chunk_early_instead_of_buying_a_slot() -> None:
+    # Hourly slots: a lone 300 g/kWh hour at 00:00, clean hours at 05:00 (50) and 15:00 (60), 1000 elsewhere.
+    # A 2 h job with a 16 s overhead: the slot search needs 3 whole slots and takes 00:00, 05:00 and 15:00
+    # (about 350 g); the exact optimum runs 05:00-06:00 and 15:00-16:00, starting the resumed chunk 16 s early.
+    hour = timedelta(hours=1)
+    values = np.full(24, 1000.0)
+    values[0], values[5], values[15] = 300.0, 50.0, 60.0
+    overhead = timedelta(seconds=16)
+    p = plan(job().hours(2).interruptible(overhead=overhead), forecast(values, step=hour))
+    exact = 50.0 + 60.0 + 1000.0 * 16 / 3600
+    assert p.planned_grams == pytest.approx(exact)
+    assert [(w.start, w.end) for w in p.windows] == [
+        (NOW + 5 * hour, NOW + 6 * hour),
+        (NOW + 15 * hour - overhead, NOW + 16 * hour),
+    ]
+    assert p.cycles == 1
+    assert p.run_time() == timedelta(hours=2) + overhead
+    assert p.energy_kwh == pytest.approx(2 + 16 / 3600)
+
+
+def test_sub_slot_overhead_extends_a_chunk_at_its_end_when_that_is_cheaper() -> None:
+    hour = timedelta(hours=1)
+    values = np.full(24, 1000.0)
+    values[0], values[5], values[15], values[16] = 300.0, 50.0, 60.0, 200.0
+    overhead = timedelta(seconds=16)
+    p = plan(job().hours(2).interruptible(overhead=overhead), forecast(values, step=hour))
+    assert p.planned_grams == pytest.approx(50.0 + 60.0 + 200.0 * 16 / 3600)
+    assert p.windows[-1].start == NOW + 15 * hour
+    assert p.windows[-1].end == NOW + 16 * hour + overhead
+
+
+def test_a_plan_made_inside_a_slot_uses_the_forecasts_own_slots() -> None:
+    # Hourly forecast, planned at 00:30: a grid from now mixes 01:00-02:00 (400) with the clean 02:00-03:00
+    # (100) into 250-g slots; on the forecast's own slots the job runs exactly in the clean hour.
+    hour = timedelta(hours=1)
+    values = np.full(24, 400.0)
+    values[2] = 100.0
+    now = NOW + hour / 2
+    for builder in (job().hours(1), job().hours(1).interruptible(overhead=timedelta(seconds=16))):
+        p = plan(builder, forecast(values, step=hour), now=now)
+        assert [(w.start, w.end) for w in p.windows] == [(NOW + 2 * hour, NOW + 3 * hour)]
+        assert p.planned_grams == pytest.approx(100.0)
+        assert p.baseline_grams == pytest.approx(400.0)
+        assert p.energy_kwh == pytest.approx(1.0)
+
+
 def test_threshold_runs_when_clean_and_is_forced_before_the_deadline() -> None:
     p = plan(job().hours(2).threshold(150).interruptible())
     assert p.reason is Reason.THRESHOLD

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -55,8 +55,13 @@ def plan_job(
     forecasts: Mapping[str, IntensitySeries | None],
     now: datetime,
     margin: timedelta = timedelta(0),
+    *,
+    on_forecast_slots: bool = True,
 ) -> Plan:
-    """The plan for `job` over `clusters`, with `forecasts` keyed by zone (None or absent = no data)."""
+    """The plan for `job` over `clusters`, with `forecasts` keyed by zone (None or absent = no data).
+
+    `on_forecast_slots=False` plans on the grid from `now` only (the planner before the forecast's own slots were
+    tried; kept to measure the decisions from before the core)."""
     now = require_utc(now, "planning time")
     if margin < timedelta(0):
         raise PlanningError(f"safety margin must not be negative, got {margin}")
@@ -66,8 +71,85 @@ def plan_job(
         return _empty(job, usable[0] if usable else candidates[0], now, margin, Reason.DONE, feasible=True)
     if not usable:
         return _empty(job, candidates[0], now, margin, Reason.NO_CAPACITY, feasible=False)
-    plans = [_plan_on(job, cluster, forecasts.get(cluster.zone), now, margin) for cluster in usable]
+    planner = _plan_on_boundaries if on_forecast_slots else _plan_on
+    plans = [planner(job, cluster, forecasts.get(cluster.zone), now, margin) for cluster in usable]
     return min(plans, key=_rank)
+
+
+def _plan_on_boundaries(
+    job: Job, cluster: Cluster, forecast: IntensitySeries | None, now: datetime, margin: timedelta
+) -> Plan:
+    """The plan on the grid from `now`, or, when `now` falls inside a forecast slot, the plan on the forecast's own
+    slots when it is cheaper: planned from the start of the slot holding `now` with the part already gone added to
+    the work, then clipped to `now` (a plan that uses that slot) or trimmed at its end by that part (one that does
+    not). Slots that straddle two forecast slots mix their intensities, so the grid from `now` can miss a clean
+    hour by half of it."""
+    plan = _plan_on(job, cluster, forecast, now, margin)
+    if forecast is None or len(forecast) == 0 or plan.reason is not Reason.OPTIMAL or not plan.windows:
+        return plan
+    if cluster.free_gpus_by_slot is not None:  # (its slots are counted from `now`)
+        return plan
+    step = forecast.resolution
+    aligned = forecast.start + step * math.floor((now - forecast.start) / step)
+    elapsed = now - aligned
+    if elapsed <= timedelta(0) or aligned < forecast.start:
+        return plan
+    power = job.power_kw * cluster.pue
+    padded = _plan_on(replace(job, remaining=job.remaining + elapsed), cluster, forecast, aligned, margin)
+    if padded.reason is not Reason.OPTIMAL or not padded.windows or not math.isfinite(padded.planned_grams):
+        return plan
+    windows = list(padded.windows)
+    popped = 0
+    if windows[0].start <= now:
+        cut = _forecast_grams(forecast, windows[0].start, now, power)
+        windows[0] = replace(windows[0], start=now)
+    else:
+        cut, left = 0.0, elapsed
+        popped = 0
+        while left > timedelta(0) and windows:
+            last = windows[-1]
+            take = min(left, last.end - last.start)
+            cut += _forecast_grams(forecast, last.end - take, last.end, power)
+            left -= take
+            if take >= last.end - last.start:
+                windows.pop()
+                popped += 1
+                if windows:  # a resumed chunk dropped: its overhead time and energy are spare too
+                    left += job.overhead
+                    index = forecast.index_of(last.start)
+                    if 0 <= index < len(forecast):
+                        cut += job.overhead_kwh * cluster.pue * float(forecast.values[index])
+            else:
+                windows[-1] = replace(last, end=last.end - take)
+    grams = padded.planned_grams - cut
+    if not (math.isfinite(grams) and windows and grams < plan.planned_grams - EPS * max(1.0, abs(plan.planned_grams))):
+        return plan
+    cycles = max(padded.cycles - popped, 0)
+    hours = sum((w.end - w.start).total_seconds() for w in windows) / 3600.0
+    energy = job.power_kw * hours + cycles * job.overhead_kwh
+    return replace(
+        padded,
+        windows=tuple(windows),
+        planned_grams=grams,
+        baseline_grams=plan.baseline_grams,
+        latest_safe_start=plan.latest_safe_start,
+        energy_kwh=energy,
+        cycles=cycles,
+    )
+
+
+def _forecast_grams(forecast: IntensitySeries, begin: datetime, end: datetime, power_kw: float) -> float:
+    """Forecast emissions of running `power_kw` over [begin, end) (NaN where the forecast has no value)."""
+    total = 0.0
+    moment = begin
+    while moment < end:
+        index = forecast.index_of(moment)
+        if index < 0 or index >= len(forecast):
+            return math.nan
+        stop = min(end, forecast.slot_start(index + 1))
+        total += float(forecast.values[index]) * (stop - moment).total_seconds() / 3600.0
+        moment = stop
+    return total * power_kw
 
 
 def _rank(plan: Plan) -> tuple[int, float]:
@@ -172,6 +254,11 @@ def _plan_on(job: Job, cluster: Cluster, forecast: IntensitySeries | None, now: 
         if reason is None or reason in (Reason.OPTIMAL, Reason.THRESHOLD):
             reason = Reason.LATEST_SAFE_START
     windows, planned, energy = _windows(job, costs, selection, work, overhead)
+    cycles = selection.paying_chunks
+    if reason is Reason.OPTIMAL and job.interruptible and 0.0 < overhead < 1.0:
+        shifted = _shifted_overhead(job, costs, work, overhead)
+        if shifted is not None and shifted[1] < planned - EPS * max(1.0, abs(planned)):
+            windows, planned, energy, cycles = shifted
     return Plan(
         job=job.name,
         cluster=cluster.name,
@@ -184,7 +271,7 @@ def _plan_on(job: Job, cluster: Cluster, forecast: IntensitySeries | None, now: 
         feasible=feasible,
         flags=frozenset(flags),
         energy_kwh=energy,
-        cycles=selection.paying_chunks,
+        cycles=cycles,
     )
 
 
@@ -359,3 +446,79 @@ def _windows(
         )
     energy = job.power_kw * used * grid.hours_per_slot + selection.paying_chunks * job.overhead_kwh
     return tuple(windows), grams, energy
+
+
+def _shifted_overhead(
+    job: Job, costs: _Costs, work: float, overhead: float
+) -> tuple[tuple[RunWindow, ...], float, float, int] | None:
+    """The plan that ignores the overhead's time, with each chunk that pays it started `overhead` early (or
+    ended that much later, whichever slot is cheaper): exact at sub-slot overheads, where the slot search can only
+    add whole slots (a 16 s overhead on hourly slots would cost an hour's slot in the wrong place). None when it
+    does not fit (no free time next to a chunk, or the horizon ends)."""
+    horizon = costs.horizon
+    usable = costs.grams_per_slot[:horizon]
+    zero = chunked_runs(
+        usable,
+        work,
+        overhead_slots=0.0,
+        resume_costs=costs.resume_grams[:horizon],
+        min_run_slots=_min_run_slots(job, costs),
+        first_start_free=not job.started and not job.running,
+        running=job.running,
+    )
+    if zero is None or not zero.slots:
+        return None
+    chunks = runs_of(list(zero.slots))
+    # Chunks as [begin, end) in slots, the last trimmed to the work.
+    spans: list[list[float]] = [[float(a), float(b)] for a, b in chunks]
+    spans[-1][1] = spans[-1][1] - (sum(b - a for a, b in chunks) - work)
+    paying = 0
+    grams_per_slot = costs.grams_per_slot
+    for index, span in enumerate(spans):
+        begin, end = span
+        if index == 0 and not _pays_first(job, int(begin)):
+            continue
+        paying += 1
+        before_limit = spans[index - 1][1] if index > 0 else 0.0
+        after_limit = spans[index + 1][0] if index + 1 < len(spans) else float(horizon)
+        options = []
+        if begin - overhead >= before_limit - EPS:
+            options.append((_span_cost(grams_per_slot, begin - overhead, begin), 0))
+        if end + overhead <= after_limit + EPS:
+            options.append((_span_cost(grams_per_slot, end, end + overhead), 1))
+        finite = [o for o in options if math.isfinite(o[0])]
+        if not finite:
+            return None
+        _, side = min(finite)
+        if side == 0:
+            span[0] = begin - overhead
+        else:
+            span[1] = end + overhead
+    grid = costs.grid
+    windows: list[RunWindow] = []
+    grams = 0.0
+    for index, (begin, end) in enumerate(spans):
+        chunk = _span_cost(grams_per_slot, begin, end)
+        pays = index > 0 or _pays_first(job, chunks[0][0])
+        if pays:
+            chunk += float(costs.resume_grams[min(math.floor(begin + EPS), len(grid) - 1)])
+        grams += chunk
+        mean = _span_cost(grid.g_per_kwh, begin, end) / (end - begin)
+        windows.append(RunWindow(start=grid.slot_start(begin), end=grid.slot_start(end), mean_g_per_kwh=mean))
+    used = sum(end - begin for begin, end in spans)
+    energy = job.power_kw * used * grid.hours_per_slot + paying * job.overhead_kwh
+    return tuple(windows), grams, energy, paying
+
+
+def _span_cost(per_slot: FloatArray, begin: float, end: float) -> float:
+    """The integral of a per-slot value over [begin, end) in slots (fractions of slots charged pro rata)."""
+    total = 0.0
+    position = begin
+    while position < end - EPS:
+        index = math.floor(position + EPS)
+        if index >= per_slot.shape[0] or index < 0:
+            return math.inf
+        stop = min(float(index + 1), end)
+        total += (stop - position) * float(per_slot[index])
+        position = stop
+    return total
