@@ -65,6 +65,17 @@ def energy_status(kwh: float, grams: float, start: datetime) -> dict[str, Any]:
     }
 
 
+def run_start_today() -> tuple[datetime, datetime]:
+    """(now, the start of a 10-minute run that ended before now, inside today's Daily period). In the first minutes
+    after midnight (UTC) no such run exists yet: wait until one does, rather than record usage in the future."""
+    now = datetime.now(UTC)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if now - today < timedelta(minutes=11):
+        time.sleep((today + timedelta(minutes=11) - now).total_seconds())
+        now = datetime.now(UTC)
+    return now, max(now - timedelta(hours=1), today)
+
+
 class BudgetOperator:
     """The budget handlers alone, in their own kopf process (`kopf run -m carbonshift.handlers.energybudget`)."""
 
@@ -97,9 +108,8 @@ def test_budget_status_follows_the_jobs_receipts_and_survives_restarts(
     api_client: client.ApiClient, namespace: str, installed_crds: Any, budget_operator: BudgetOperator
 ) -> None:
     custom = client.CustomObjectsApi(api_client)
-    now = datetime.now(UTC)
+    now, run_start = run_start_today()
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    run_start = max(now - timedelta(hours=1), today)
     usage = {"train-a": (0.6, 240.0, {"team": "a"}), "train-b": (0.5, 200.0, {"team": "a"})}
     usage["other"] = (5.0, 2000.0, {"team": "b"})  # not selected by the budget
     for name, (kwh, grams, labels) in usage.items():
@@ -220,8 +230,7 @@ def test_the_ledger_keeps_deleted_recreated_and_relabelled_jobs_usage_across_res
     api_client: client.ApiClient, namespace: str, installed_crds: Any, budget_operator: BudgetOperator
 ) -> None:
     custom = client.CustomObjectsApi(api_client)
-    now = datetime.now(UTC)
-    run_start = max(now - timedelta(hours=1), now.replace(hour=0, minute=0, second=0, microsecond=0))
+    _, run_start = run_start_today()
     for name, kwh in (("keep", 0.4), ("train", 0.6), ("moved", 0.25)):
         custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "carbonawarejobs", caj(name, {"team": "a"}))
         body = {"status": {**energy_status(kwh, kwh * 400, run_start), "phase": "Succeeded"}}
