@@ -587,7 +587,9 @@ def _replan(
         # A gain above the forecast's expected error, from a forecast that has lately shown skill (when measured).
         worth = gain > error and (skill is None or skill > settings.min_skill)
         if not worth:
-            fresh = _aligned_plan(_run_now(job), clusters, snapshot.forecasts, now, settings.margin)
+            at_once = _aligned_plan(_run_now(job), clusters, snapshot.forecasts, now, settings.margin)
+            if at_once.reason is not Reason.NO_CAPACITY:  # (running now may not fit: others hold the GPUs)
+                fresh = at_once
     remaining = job.remaining.total_seconds()
     if commitment is None or not settings.commit:
         return fresh, _commitment_from(fresh, now, key, remaining, snapshot.forecasts), True
@@ -636,7 +638,8 @@ def _aligned_plan(
             later.reason is Reason.OPTIMAL
             and later.windows
             and math.isfinite(later.planned_grams)
-            and later.planned_grams < at_once.planned_grams
+            # (starting now may not fit at all: other jobs' reservations, no free GPUs; then a later start wins)
+            and (at_once.reason is Reason.NO_CAPACITY or not later.planned_grams >= at_once.planned_grams)
         ):
             return replace(
                 later, baseline_grams=at_once.planned_grams, latest_safe_start=_latest_safe_start(job, margin)
