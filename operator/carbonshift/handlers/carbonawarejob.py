@@ -58,6 +58,7 @@ from carbonshift.domain.lifecycle import Accounting, Decision, Observed, Phase, 
 from carbonshift.domain.planning.model import Cluster, Plan
 from carbonshift.domain.planning.model import Job as PlannerJob
 from carbonshift.domain.planning.model import Reason as PlanReason
+from carbonshift.domain.planning.signals import one_signal
 from carbonshift.domain.planning.single import plan_job
 from carbonshift.domain.series import IntensitySeries
 from carbonshift.handlers import translate, validation
@@ -260,6 +261,11 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     for zone, series in forecasts.items():
         if series is not None and provider is not None:
             metrics.GRID_INTENSITY.labels(zone, provider, str(series.signal)).set(series.at(tick.now))
+    # Zones are ranked on one signal (the zone the job runs in sets it): average and marginal grams do not compare.
+    choice = one_signal(forecasts, prefer=[e.zone for e in entries if e.name == cluster_name])
+    if choice.excluded and any(c.zone not in choice.excluded for c in candidates):
+        candidates = [c for c in candidates if c.zone not in choice.excluded]
+        signal = str(choice.signal)
     pjob = translate.planner_job(tick.name, spec, deadline, acc, tick.now, running=running)
     if not candidates:
         tick.condition(
@@ -272,7 +278,9 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     with metrics.PLANNER_SECONDS.time():
         available = {e.name: (e.free_gpus or 0) + e.carbonshift_gpus for e in entries}
         plan = plan_around_others(state, (tick.namespace, tick.name), pjob, candidates, available, forecasts, tick.now)
-    report_plan(tick, plan, provider, signal, degraded, forecasts, pods_waiting=running and not working)
+    report_plan(
+        tick, plan, provider, signal, degraded, forecasts, pods_waiting=running and not working, note=choice.note
+    )
 
     # Place and create the Job (suspended) once the plan names a cluster.
     if job is None and plan.cluster is not None and plan.reason is not PlanReason.NO_CAPACITY:
@@ -560,13 +568,17 @@ def report_plan(
     forecasts: dict[str, Any],
     *,
     pods_waiting: bool = False,
+    note: str | None = None,
 ) -> None:
-    """`pods_waiting`: the Job is resumed but none of its pods runs yet, so no run time accrues."""
+    """`pods_waiting`: the Job is resumed but none of its pods runs yet, so no run time accrues. `note`: said with
+    the plan (zones left out of the ranking for their signal)."""
     series = forecasts.get(plan.zone) if plan.zone else None
     now_g = series.at(tick.now) if series is not None else None
     old_start = ((tick.old_status.get("plan") or {}).get("windows") or [{}])[0].get("start")
     tick.status["plan"] = translate.plan_status(plan, provider, signal, tick.now)
     summary = translate.plan_summary(plan, now_g, tick.now) + replayed_suffix({"plan": {"provider": provider}})
+    if note:
+        summary = f"{summary}; {note}"
     planned_reason = Reason.PLAN_COMPUTED
     tick.condition(ConditionType.PLANNED, plan.reason is not PlanReason.NO_CAPACITY, planned_reason, summary)
     deferred = plan.start is not None and plan.start > tick.now
