@@ -153,10 +153,10 @@ def run(args: argparse.Namespace) -> int:
 
 async def _demo(args: argparse.Namespace) -> int:
     from kubernetes import client
-    from rich.console import Console
     from rich.live import Live
     from rich.table import Table
 
+    from carbonshift.commands.console import report_console
     from carbonshift_dev.devcluster import ClusterConfig, DevCluster, MissingBinaryError, PrometheusServer
     from carbonshift_dev.devcluster.gpu_binder import GpuBinder, TimeLapseDcgm
     from carbonshift_dev.devcluster.operator_process import (
@@ -168,7 +168,7 @@ async def _demo(args: argparse.Namespace) -> int:
     from carbonshift_dev.devcluster.testing import api_client_from_kubeconfig, install_crds
     from carbonshift_dev.devcluster.workload import Workload
 
-    console = Console()
+    console = report_console()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="carbonshift-demo-") as tmp:
         work = Path(tmp)

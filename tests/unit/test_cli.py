@@ -36,3 +36,19 @@ def test_run_refuses_a_reconcile_bound_below_one(capsys: pytest.CaptureFixture[s
     code = cli.main(["run", "--kubeconfig", str(tmp_path / "none"), "--max-concurrent-reconciles", "0"])
     assert code == 2
     assert "--max-concurrent-reconciles must be at least 1, not 0" in capsys.readouterr().err
+
+
+def test_tables_printed_off_a_terminal_are_not_cut_to_80_columns() -> None:
+    """Printed into a CI log or a file, rich would cut every table to 80 columns (the demo's receipts read
+    'eval…', 'Succee…'); the commands' console is wide enough off a terminal."""
+    from rich.table import Table
+
+    from carbonshift.commands.console import OFF_TERMINAL_WIDTH, report_console
+
+    console = report_console()  # pytest captures stdout: not a terminal
+    assert not console.is_terminal and console.width == OFF_TERMINAL_WIDTH
+    table = Table(*(f"column {i}" for i in range(8)))
+    table.add_row(*(f"eval-tokens-{i}" for i in range(8)))
+    with console.capture() as captured:
+        console.print(table)
+    assert "eval-tokens-7" in captured.get() and "…" not in captured.get()

@@ -231,10 +231,11 @@ def _emit(report: dict[str, Any], output: str) -> None:
 
 
 def _table(report: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from carbonshift.commands.console import report_console
+
+    console = report_console()
     model = f", model {report['forecast_model']}" if "forecast_model" in report else ""
     issued = report["issued_at"] or "unknown"
     if report.get("issued_at_source"):

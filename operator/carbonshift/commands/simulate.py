@@ -140,8 +140,7 @@ def _jobs(args: argparse.Namespace, actual: IntensitySeries) -> tuple[list[SimJo
 
 
 def _run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from carbonshift.commands.console import report_console
     from carbonshift.data import load_forecast_model
     from carbonshift.simulate.engine import POLICIES, Settings
     from carbonshift.simulate.paper import paper_trace
@@ -197,10 +196,7 @@ def _run(args: argparse.Namespace) -> int:
     elif args.output == "csv":
         sys.stdout.write(to_csv(report))
     else:
-        console = Console()
-        if not console.is_terminal:
-            console = Console(width=160)
-        render_table(report, console, plots)
+        render_table(report, report_console(), plots)
     return 0
 
 
