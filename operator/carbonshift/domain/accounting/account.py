@@ -35,7 +35,7 @@ from carbonshift.domain.accounting.attribution import (
     Watermark,
     attribute,
 )
-from carbonshift.domain.accounting.pricing import Priced, Pricing, Quality
+from carbonshift.domain.accounting.pricing import Counterfactuals, Priced, Pricing, Quality
 from carbonshift.domain.accounting.wire import from_wire, to_wire, wire
 
 MAX_CHUNKS = 64
@@ -95,7 +95,7 @@ class Share:
 
 
 @dataclass(frozen=True, slots=True)
-class Account:
+class Account(Counterfactuals):
     """What the status keeps: watermarks, totals, chunks, provenance. Everything a restarted operator needs."""
 
     watermarks: tuple[Watermark, ...] = field(default=(), metadata=wire("watermarks"))
@@ -128,19 +128,6 @@ class Account:
     @property
     def kwh(self) -> float:
         return self.measured_kwh + self.estimated_kwh
-
-    @property
-    def avoided_grams(self) -> float:
-        """Total avoided: home cluster at submission minus what was emitted (temporal + spatial)."""
-        return self.home_baseline_grams - self.emissions_grams
-
-    @property
-    def temporal_avoided_grams(self) -> float:
-        return self.baseline_grams - self.emissions_grams
-
-    @property
-    def spatial_avoided_grams(self) -> float:
-        return self.home_baseline_grams - self.baseline_grams
 
     @property
     def overhead_kwh(self) -> float:

@@ -16,12 +16,12 @@ from typing import Any
 
 from carbonshift.domain.accounting.account import BUCKET, MAX_PENDING, Pending, bucket
 from carbonshift.domain.accounting.attribution import J_PER_KWH
-from carbonshift.domain.accounting.pricing import Pricing, Quality
+from carbonshift.domain.accounting.pricing import Counterfactuals, Pricing, Quality
 from carbonshift.domain.accounting.wire import from_wire, to_wire, wire
 
 
 @dataclass(frozen=True, slots=True)
-class Estimate:
+class Estimate(Counterfactuals):
     run_seconds: float = field(default=0.0, metadata=wire("runSeconds", 3))  # run time already priced
     kwh: float = field(default=0.0, metadata=wire("kWh", 9))
     emissions_grams: float = field(default=0.0, metadata=wire("emissionsGrams", 6))
@@ -36,18 +36,6 @@ class Estimate:
     embodied_grams: float = field(default=0.0, metadata=wire("embodiedGrams", 6))
     pending: tuple[Pending, ...] = field(default=(), metadata=wire("pending"))
     stayed_unpriced_kwh: float = field(default=0.0, metadata=wire("stayedUnpricedKWh", 9))
-
-    @property
-    def avoided_grams(self) -> float:
-        return self.home_baseline_grams - self.emissions_grams
-
-    @property
-    def temporal_avoided_grams(self) -> float:
-        return self.baseline_grams - self.emissions_grams
-
-    @property
-    def spatial_avoided_grams(self) -> float:
-        return self.home_baseline_grams - self.baseline_grams
 
 
 def extend_estimate(

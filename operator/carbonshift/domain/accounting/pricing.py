@@ -102,3 +102,25 @@ class Pricing:
             if math.isfinite(home_g):
                 home = steady_kwh * (self.home_pue or self.pue) * home_g
         return Priced(quality, series.provider, str(series.signal), grams, baseline, home, trace=is_trace(series))
+
+
+class Counterfactuals:
+    """Avoided emissions against the two counterfactuals (docs/energy-and-budgets.md): temporal, the same cluster at
+    submission; spatial, the home cluster at submission instead of this one; their sum, the total avoided."""
+
+    __slots__ = ()
+    emissions_grams: float
+    baseline_grams: float  # the same cluster, run at submission
+    home_baseline_grams: float  # the home cluster, run at submission
+
+    @property
+    def avoided_grams(self) -> float:
+        return self.home_baseline_grams - self.emissions_grams
+
+    @property
+    def temporal_avoided_grams(self) -> float:
+        return self.baseline_grams - self.emissions_grams
+
+    @property
+    def spatial_avoided_grams(self) -> float:
+        return self.home_baseline_grams - self.baseline_grams

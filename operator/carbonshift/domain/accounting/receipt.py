@@ -24,6 +24,7 @@ from typing import Any
 
 from carbonshift.domain.accounting.account import Account, Chunk, Share
 from carbonshift.domain.accounting.estimate import estimate_from_wire
+from carbonshift.domain.accounting.pricing import Counterfactuals
 from carbonshift.domain.accounting.wire import iso
 
 ANNOTATION_WORK_DONE = "carbonshift.io/work-done"
@@ -51,7 +52,7 @@ def work_from_annotations(annotations: Mapping[str, str] | None) -> Work | None:
 
 
 @dataclass(frozen=True, slots=True)
-class Receipt:
+class Receipt(Counterfactuals):
     namespace: str
     name: str
     phase: str
@@ -77,18 +78,6 @@ class Receipt:
     embodied_grams: float = 0.0
     gpu_seconds: float = 0.0
     work: Work | None = None
-
-    @property
-    def avoided_grams(self) -> float:
-        return self.home_baseline_grams - self.emissions_grams
-
-    @property
-    def temporal_avoided_grams(self) -> float:
-        return self.baseline_grams - self.emissions_grams
-
-    @property
-    def spatial_avoided_grams(self) -> float:
-        return self.home_baseline_grams - self.baseline_grams
 
     @property
     def avoided_percent(self) -> float | None:
