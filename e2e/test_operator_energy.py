@@ -96,7 +96,14 @@ def test_receipt_energy_matches_the_replayed_counter_across_suspend_and_resume(
     assert others and (namespace, "train-debug") in binder.seen, binder.seen
     truth_kwh = sum(exporter.energy_mj(namespace, pod) for pod in pods) / 3.6e9
     assert status["energySource"] == "dcgm"
-    assert abs(status["energyKWh"] - truth_kwh) <= 0.01 * truth_kwh, (status["energyKWh"], truth_kwh)
+    # Never charged more than its own pods drew (1%: status rounding). Less only by what no scraper can see: the
+    # energy between the last 1 s scrape that carries the pod's label and the release of its GPU, at most one scrape
+    # at training power (~700 W) per GPU and holding (measured 1.1-1.4% short here, under load).
+    unseen_kwh = (status["suspensions"] + 1) * 2 * 1.0 * 700.0 / 3.6e6
+    assert truth_kwh - unseen_kwh - 0.01 * truth_kwh <= status["energyKWh"] <= 1.01 * truth_kwh, (
+        status["energyKWh"],
+        truth_kwh,
+    )
     # The receipt is priced and adds up. (Whether shifting saved carbon depends on how much of the 40 planning
     # minutes the 60x clock let land inside the clean windows; the lifecycle and simulator tests own that claim.)
     assert status["emissionsGrams"] > 0 and status["baselineEmissionsGrams"] > 0
@@ -106,7 +113,11 @@ def test_receipt_energy_matches_the_replayed_counter_across_suspend_and_resume(
     assert "kWh" in receipt.message and "temporal" in receipt.message and "spatial" in receipt.message
     # train-1 is charged its own pod, train neither train-1's nor the plain pod's; the plain pod is nobody's.
     other_kwh = sum(exporter.energy_mj(namespace, pod) for pod in others) / 3.6e9
-    assert abs(other["energyKWh"] - other_kwh) <= 0.01 * other_kwh, (other["energyKWh"], other_kwh)
+    unseen_other_kwh = 1 * 1 * 1.0 * 700.0 / 3.6e6  # one holding of one GPU, as above
+    assert other_kwh - unseen_other_kwh - 0.01 * other_kwh <= other["energyKWh"] <= 1.01 * other_kwh, (
+        other["energyKWh"],
+        other_kwh,
+    )
     assert {p["name"] for p in status["energy"]["pods"]} == set(pods)
     assert {p["name"] for p in other["energy"]["pods"]} == set(others)
     assert exporter.energy_mj(namespace, "train-debug") > 0
