@@ -18,10 +18,11 @@ from typing import Any
 
 import httpx
 
-from carbonshift.adapters.carbon.base import ProviderResult, build_result, forecast_window, latest_slot, parse_time
+from carbonshift.adapters.carbon.base import ProviderResult, forecast_window, latest_slot, parse_time
 from carbonshift.adapters.carbon.errors import ProviderDataError
 from carbonshift.adapters.carbon.http import HttpPolicy, JsonHttp, Sleep, asyncio_sleep
-from carbonshift.domain.quality import QualityLimits, RawPoint, RecentValues
+from carbonshift.adapters.carbon.provider import HttpProvider, iso_z
+from carbonshift.domain.quality import QualityLimits, RawPoint
 from carbonshift.domain.series import Kind, Signal, require_utc
 
 DEFAULT_BASE_URL = "http://localhost:8080"
@@ -56,7 +57,7 @@ def _common_duration(items: list[Any]) -> timedelta | None:
     return durations.most_common(1)[0][0] if durations else None
 
 
-class CarbonAwareSdkProvider:
+class CarbonAwareSdkProvider(HttpProvider):
     """Carbon Aware SDK WebAPI: zones are the SDK's location names (eastus, westeurope, ...)."""
 
     def __init__(
@@ -70,7 +71,7 @@ class CarbonAwareSdkProvider:
         max_age: timedelta = timedelta(hours=3),
         limits: QualityLimits | None = None,
     ) -> None:
-        self._http = JsonHttp(
+        http = JsonHttp(
             self.name,
             base_url,
             policy,
@@ -78,10 +79,8 @@ class CarbonAwareSdkProvider:
             sleep=sleep,
             no_credentials_hint="check CARBON_AWARE_SDK_BASE_URL: it should name an SDK WebAPI that needs no key",
         )
+        super().__init__(http, max_age=max_age, limits=limits)
         self.signal = signal
-        self.max_age = max_age
-        self.limits = limits
-        self.recent = RecentValues()
 
     @property
     def name(self) -> str:
@@ -90,15 +89,13 @@ class CarbonAwareSdkProvider:
     def __repr__(self) -> str:
         return f"CarbonAwareSdkProvider(base_url={self._http.base_url!r})"
 
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
     async def _emissions(self, zone: str, begin: datetime, end: datetime) -> tuple[list[RawPoint], timedelta | None]:
         path = "emissions/bylocations"
-        params: dict[str, str | list[str]] = {"location": [zone], "time": _iso(begin), "toTime": _iso(end)}
+        params: dict[str, str | list[str]] = {"location": [zone], "time": iso_z(begin), "toTime": iso_z(end)}
         payload = await self._http.get_json(path, params=params, allow_no_content=True)
         if payload is None:
-            raise ProviderDataError(self.name, f"GET {path}: 204 No Content for {zone} in [{_iso(begin)}, {_iso(end)})")
+            span = f"[{iso_z(begin)}, {iso_z(end)})"
+            raise ProviderDataError(self.name, f"GET {path}: 204 No Content for {zone} in {span}")
         if not isinstance(payload, list):
             raise ProviderDataError(self.name, f"GET {path}: expected a JSON array, got {type(payload).__name__}")
         items = [item for item in payload if not isinstance(item, dict) or item.get("location") == zone]
@@ -113,8 +110,7 @@ class CarbonAwareSdkProvider:
     async def current(self, zone: str, now: datetime) -> ProviderResult:
         now = require_utc(now)
         raw, resolution = await self._emissions(zone, now - self.max_age, now)
-        result = build_result(
-            self.name,
+        result = self._result(
             zone,
             raw,
             now=now,
@@ -123,8 +119,6 @@ class CarbonAwareSdkProvider:
             kind=Kind.ACTUAL,
             resolution=resolution,
             max_age=self.max_age,
-            limits=self.limits,
-            recent=self.recent,
         )
         return latest_slot(result, now)
 
@@ -133,8 +127,8 @@ class CarbonAwareSdkProvider:
         path = "emissions/forecasts/current"
         params: dict[str, str | list[str]] = {
             "location": [zone],
-            "dataStartAt": _iso(now),
-            "dataEndAt": _iso(now + horizon),
+            "dataStartAt": iso_z(now),
+            "dataEndAt": iso_z(now + horizon),
         }
         payload = await self._http.get_json(path, params=params, allow_no_content=True)
         if payload is None:
@@ -154,8 +148,7 @@ class CarbonAwareSdkProvider:
         issued_at = parse_time(forecast.get("generatedAt"))
         window_minutes = forecast.get("windowSize")
         labels = {"window_size_minutes": str(window_minutes)} if window_minutes is not None else {}
-        return build_result(
-            self.name,
+        return self._result(
             zone,
             raw,
             now=now,
@@ -165,8 +158,6 @@ class CarbonAwareSdkProvider:
             resolution=_common_duration(items),
             issued_at=issued_at,
             max_age=timedelta(hours=1),
-            limits=self.limits,
-            recent=self.recent,
             window=forecast_window(now, horizon),
             labels=labels,
         )
@@ -174,8 +165,7 @@ class CarbonAwareSdkProvider:
     async def history(self, zone: str, begin: datetime, end: datetime, now: datetime) -> ProviderResult:
         begin, end = require_utc(begin), require_utc(end)
         raw, resolution = await self._emissions(zone, begin, end)
-        return build_result(
-            self.name,
+        return self._result(
             zone,
             raw,
             now=now,
@@ -183,11 +173,5 @@ class CarbonAwareSdkProvider:
             signal=self.signal,
             kind=Kind.ACTUAL,
             resolution=resolution,
-            limits=self.limits,
-            recent=self.recent,
             window=(begin, end),
         )
-
-
-def _iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

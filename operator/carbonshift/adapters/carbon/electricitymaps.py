@@ -15,11 +15,12 @@ from typing import Any
 
 import httpx
 
-from carbonshift.adapters.carbon.base import ProviderResult, build_result, forecast_window, latest_slot, parse_time
+from carbonshift.adapters.carbon.base import ProviderResult, forecast_window, latest_slot, parse_time
 from carbonshift.adapters.carbon.errors import ProviderConfigError, ProviderDataError
 from carbonshift.adapters.carbon.http import HttpPolicy, JsonHttp, Sleep, asyncio_sleep
+from carbonshift.adapters.carbon.provider import HttpProvider, iso_z
 from carbonshift.adapters.carbon.secrets import Secret
-from carbonshift.domain.quality import QualityLimits, RawPoint, RecentValues
+from carbonshift.domain.quality import QualityLimits, RawPoint
 from carbonshift.domain.series import Kind, Signal, require_utc
 
 DEFAULT_BASE_URL = "https://api.electricitymaps.com/v3"
@@ -28,7 +29,7 @@ PAST_RANGE_MAX = timedelta(days=10)
 UNIT = "gco2eq/kwh"
 
 
-class ElectricityMapsProvider:
+class ElectricityMapsProvider(HttpProvider):
     """Electricity Maps v3: zone keys such as DE, FR, GB, US-CAL-CISO."""
 
     def __init__(
@@ -57,13 +58,11 @@ class ElectricityMapsProvider:
         if emission_factor_type not in {"lifecycle", "direct"}:
             raise ProviderConfigError(self.name, f"emission factor type {emission_factor_type!r} not lifecycle|direct")
         self._token = token
-        self._http = JsonHttp(self.name, base_url, policy, client=client, secrets=[token], sleep=sleep)
+        http = JsonHttp(self.name, base_url, policy, client=client, secrets=[token], sleep=sleep)
+        super().__init__(http, max_age=max_age, limits=limits)
         self.granularity = temporal_granularity
         self.resolution = GRANULARITIES[temporal_granularity]
         self.emission_factor_type = emission_factor_type
-        self.max_age = max_age
-        self.limits = limits
-        self.recent = RecentValues()
 
     @property
     def name(self) -> str:
@@ -71,9 +70,6 @@ class ElectricityMapsProvider:
 
     def __repr__(self) -> str:
         return f"ElectricityMapsProvider(base_url={self._http.base_url!r}, token={self._token!r})"
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     async def _get(self, path: str, zone: str, **extra: str) -> Any:
         params = {"zone": zone, "emissionFactorType": self.emission_factor_type, **extra}
@@ -95,8 +91,7 @@ class ElectricityMapsProvider:
         now = require_utc(now)
         payload = await self._get("carbon-intensity/latest", zone)
         raw = list(_points([payload]))
-        result = build_result(
-            self.name,
+        result = self._result(
             zone,
             raw,
             now=now,
@@ -105,8 +100,6 @@ class ElectricityMapsProvider:
             kind=Kind.ACTUAL,
             resolution=self.resolution,
             max_age=self.max_age,
-            limits=self.limits,
-            recent=self.recent,
             labels=self._labels(),
         )
         return latest_slot(result, now)
@@ -116,8 +109,7 @@ class ElectricityMapsProvider:
         payload = await self._get(path, zone, temporalGranularity=self.granularity)
         raw = self._items(payload, "forecast", path)
         issued_at = parse_time(payload.get("updatedAt"))
-        return build_result(
-            self.name,
+        return self._result(
             zone,
             raw,
             now=now,
@@ -127,8 +119,6 @@ class ElectricityMapsProvider:
             resolution=self.resolution,
             issued_at=issued_at,
             max_age=self.resolution,
-            limits=self.limits,
-            recent=self.recent,
             window=forecast_window(now, horizon),
             labels=self._labels(),
         )
@@ -145,12 +135,11 @@ class ElectricityMapsProvider:
             while chunk_start < end:
                 chunk_end = min(chunk_start + PAST_RANGE_MAX, end)
                 payload = await self._get(
-                    path, zone, start=_iso(chunk_start), end=_iso(chunk_end), temporalGranularity=self.granularity
+                    path, zone, start=iso_z(chunk_start), end=iso_z(chunk_end), temporalGranularity=self.granularity
                 )
                 raw.extend(self._items(payload, "data", path))
                 chunk_start = chunk_end
-        return build_result(
-            self.name,
+        return self._result(
             zone,
             raw,
             now=now,
@@ -158,18 +147,12 @@ class ElectricityMapsProvider:
             signal=Signal.AVERAGE,
             kind=Kind.ACTUAL,
             resolution=self.resolution,
-            limits=self.limits,
-            recent=self.recent,
             window=(begin, end),
             labels=self._labels(),
         )
 
     def _labels(self) -> dict[str, str]:
         return {"emission_factor_type": self.emission_factor_type}
-
-
-def _iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _points(items: Iterable[Any]) -> Iterable[RawPoint]:

@@ -18,10 +18,11 @@ from typing import Any
 
 import httpx
 
-from carbonshift.adapters.carbon.base import ProviderResult, build_result, forecast_window, latest_slot, parse_time
+from carbonshift.adapters.carbon.base import ProviderResult, forecast_window, latest_slot, parse_time
 from carbonshift.adapters.carbon.errors import ProviderConfigError, ProviderDataError
 from carbonshift.adapters.carbon.http import HttpPolicy, JsonHttp, Sleep, asyncio_sleep
-from carbonshift.domain.quality import QualityLimits, RawPoint, RecentValues
+from carbonshift.adapters.carbon.provider import HttpProvider
+from carbonshift.domain.quality import QualityLimits, RawPoint
 from carbonshift.domain.series import Kind, Signal, require_utc
 
 DEFAULT_BASE_URL = "https://api.carbonintensity.org.uk"
@@ -75,7 +76,7 @@ def regional_points(payload: Any, region_id: int) -> list[RawPoint]:
     return points
 
 
-class GbCarbonIntensityProvider:
+class GbCarbonIntensityProvider(HttpProvider):
     """NESO Carbon Intensity API: zone `GB` (national) or `GB-1` ... `GB-17` (regions)."""
 
     def __init__(
@@ -88,7 +89,7 @@ class GbCarbonIntensityProvider:
         max_age: timedelta = timedelta(hours=2),
         limits: QualityLimits | None = None,
     ) -> None:
-        self._http = JsonHttp(
+        http = JsonHttp(
             self.name,
             base_url,
             policy,
@@ -96,9 +97,7 @@ class GbCarbonIntensityProvider:
             sleep=sleep,
             no_credentials_hint="the NESO API needs no key; check GB_CARBON_INTENSITY_BASE_URL",
         )
-        self.max_age = max_age
-        self.limits = limits
-        self.recent = RecentValues()
+        super().__init__(http, max_age=max_age, limits=limits)
 
     @property
     def name(self) -> str:
@@ -106,9 +105,6 @@ class GbCarbonIntensityProvider:
 
     def __repr__(self) -> str:
         return f"GbCarbonIntensityProvider(base_url={self._http.base_url!r})"
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     def _region(self, zone: str) -> int | None:
         if zone == "GB":
@@ -140,8 +136,7 @@ class GbCarbonIntensityProvider:
         if region is not None:
             notes = ("NESO publishes regional intensity as forecasts only",)
             kind = Kind.FORECAST
-        result = build_result(
-            self.name,
+        result = self._result(
             zone,
             raw,
             now=now,
@@ -151,8 +146,6 @@ class GbCarbonIntensityProvider:
             resolution=RESOLUTION,
             issued_at=now if kind == Kind.FORECAST else None,
             max_age=self.max_age,
-            limits=self.limits,
-            recent=self.recent,
         )
         return latest_slot(result, now, notes)
 
@@ -163,8 +156,7 @@ class GbCarbonIntensityProvider:
         base = f"intensity/{_path_time(now)}/{step}"
         path = base if region is None else f"regional/{base}/regionid/{region}"
         raw = await self._points(path, zone, "forecast")
-        return build_result(
-            self.name,
+        return self._result(
             zone,
             raw,
             now=now,
@@ -174,8 +166,6 @@ class GbCarbonIntensityProvider:
             resolution=RESOLUTION,
             issued_at=now,
             max_age=RESOLUTION,
-            limits=self.limits,
-            recent=self.recent,
             window=forecast_window(now, horizon),
             labels={"issued_at_source": "fetch time"},
         )
@@ -192,8 +182,7 @@ class GbCarbonIntensityProvider:
             raw.extend(await self._points(path, zone, "actual"))
             chunk_start = chunk_end
         kind = Kind.ACTUAL if region is None else Kind.FORECAST
-        result = build_result(
-            self.name,
+        result = self._result(
             zone,
             raw,
             now=now,
@@ -202,8 +191,6 @@ class GbCarbonIntensityProvider:
             kind=kind,
             resolution=RESOLUTION,
             issued_at=now if kind == Kind.FORECAST else None,
-            limits=self.limits,
-            recent=self.recent,
             window=(begin, end),
         )
         notes = ("NESO publishes regional intensity as forecasts only",) if region is not None else ()

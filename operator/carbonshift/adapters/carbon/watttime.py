@@ -19,11 +19,12 @@ from typing import Any
 
 import httpx
 
-from carbonshift.adapters.carbon.base import ProviderResult, build_result, forecast_window, latest_slot, parse_time
+from carbonshift.adapters.carbon.base import ProviderResult, forecast_window, latest_slot, parse_time
 from carbonshift.adapters.carbon.errors import ProviderAuthError, ProviderConfigError, ProviderDataError
 from carbonshift.adapters.carbon.http import HttpPolicy, JsonHttp, Sleep, asyncio_sleep
+from carbonshift.adapters.carbon.provider import HttpProvider, iso_z
 from carbonshift.adapters.carbon.secrets import Secret
-from carbonshift.domain.quality import QualityLimits, RawPoint, RecentValues
+from carbonshift.domain.quality import QualityLimits, RawPoint
 from carbonshift.domain.series import Kind, Signal, require_utc
 
 DEFAULT_BASE_URL = "https://api.watttime.org"
@@ -33,7 +34,7 @@ HISTORICAL_MAX = timedelta(days=30)
 SIGNALS = {"co2_moer": Signal.MARGINAL, "co2_aoer": Signal.AVERAGE}
 
 
-class WattTimeProvider:
+class WattTimeProvider(HttpProvider):
     """WattTime v3: zones are WattTime region codes such as CAISO_NORTH."""
 
     def __init__(
@@ -62,15 +63,13 @@ class WattTimeProvider:
             )
         self._username = username
         self._password = password
-        self._http = JsonHttp(self.name, base_url, policy, client=client, secrets=[username, password], sleep=sleep)
+        http = JsonHttp(self.name, base_url, policy, client=client, secrets=[username, password], sleep=sleep)
+        super().__init__(http, max_age=max_age, limits=limits)
         self.signal_type = signal_type
         self.signal = SIGNALS[signal_type]
         self._clock = clock
         self._token: Secret | None = None
         self._token_expires = -math.inf
-        self.max_age = max_age
-        self.limits = limits
-        self.recent = RecentValues()
         self.logins = 0
 
     @property
@@ -79,9 +78,6 @@ class WattTimeProvider:
 
     def __repr__(self) -> str:
         return f"WattTimeProvider(base_url={self._http.base_url!r}, username={self._username!r})"
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
     async def _login(self) -> Secret:
         auth = httpx.BasicAuth(self._username.reveal(), self._password.reveal())
@@ -135,12 +131,11 @@ class WattTimeProvider:
         params = {
             "region": zone,
             "signal_type": self.signal_type,
-            "start": _iso(now - timedelta(hours=1)),
-            "end": _iso(now),
+            "start": iso_z(now - timedelta(hours=1)),
+            "end": iso_z(now),
         }
         raw, unit, resolution = self._parse(await self._get(path, params), zone, path)
-        result = build_result(
-            self.name,
+        result = self._result(
             zone,
             raw,
             now=now,
@@ -149,8 +144,6 @@ class WattTimeProvider:
             kind=Kind.ACTUAL,
             resolution=resolution,
             max_age=self.max_age,
-            limits=self.limits,
-            recent=self.recent,
             labels=self._labels(),
         )
         return latest_slot(result, now)
@@ -163,8 +156,7 @@ class WattTimeProvider:
         raw, unit, resolution = self._parse(payload, zone, path)
         meta = payload["meta"]
         issued_at = parse_time(meta.get("generated_at"))
-        return build_result(
-            self.name,
+        return self._result(
             zone,
             raw,
             now=now,
@@ -174,8 +166,6 @@ class WattTimeProvider:
             resolution=resolution,
             issued_at=issued_at,
             max_age=resolution or timedelta(minutes=5),
-            limits=self.limits,
-            recent=self.recent,
             window=forecast_window(now, horizon),
             labels=self._labels(),
         )
@@ -191,14 +181,13 @@ class WattTimeProvider:
             params = {
                 "region": zone,
                 "signal_type": self.signal_type,
-                "start": _iso(chunk_start),
-                "end": _iso(chunk_end),
+                "start": iso_z(chunk_start),
+                "end": iso_z(chunk_end),
             }
             chunk, unit, resolution = self._parse(await self._get(path, params), zone, path)
             raw.extend(chunk)
             chunk_start = chunk_end
-        return build_result(
-            self.name,
+        return self._result(
             zone,
             raw,
             now=now,
@@ -206,8 +195,6 @@ class WattTimeProvider:
             signal=self.signal,
             kind=Kind.ACTUAL,
             resolution=resolution,
-            limits=self.limits,
-            recent=self.recent,
             window=(begin, end),
             labels=self._labels(),
         )
@@ -217,7 +204,3 @@ class WattTimeProvider:
 
     def _labels(self) -> dict[str, str]:
         return {"signal_type": self.signal_type}
-
-
-def _iso(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
