@@ -114,7 +114,7 @@ class AnnotatingKube(CountingKube):
 async def test_a_suspend_time_already_announced_to_the_second_is_not_announced_again() -> None:
     """The plan's window end carries the clock's microseconds; the annotation is written to the second. Compared
     raw, every pass re-annotated the Job, and each patch woke the next pass: a hot loop until the suspension."""
-    from carbonshift.domain.lifecycle import Accounting, Decision, Observed, Phase
+    from carbonshift.domain.lifecycle import Decision, Observed, Phase
     from carbonshift.handlers.carbonawarejob import Tick, act
 
     kube = AnnotatingKube()
@@ -123,10 +123,10 @@ async def test_a_suspend_time_already_announced_to_the_second_is_not_announced_a
     end = datetime(2026, 1, 1, 5, 0, 0, 654321, tzinfo=UTC)
     decision = Decision(False, False, end, Phase.RUNNING, end, "running in a planned window")
     announced = Observed(exists=True, suspended=False, suspend_at_annotation=end.replace(microsecond=0))
-    await act(Tick(s, body), decision, cast(Any, None), Accounting(), announced)
+    await act(Tick(s, body), decision, announced)
     assert kube.announced == []
     earlier = Observed(exists=True, suspended=False, suspend_at_annotation=end - timedelta(minutes=1))
     tick = Tick(s, body)
-    await act(tick, decision, cast(Any, None), Accounting(), earlier)
+    await act(tick, decision, earlier)
     assert kube.announced == ["2026-01-01T05:00:00Z"]
     assert [e[1] for e in tick.events] == ["SuspendPlanned"]

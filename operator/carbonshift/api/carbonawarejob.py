@@ -246,6 +246,30 @@ class PlanStatus(ApiModel):
     computed_at: datetime | None = Field(default=None, description="When the plan was computed.")
 
 
+class Progress(ApiModel):
+    """The decision core's account of the work done (domain/core.py `Progress`), so a restarted operator continues."""
+
+    work_seconds: Number = Field(default=0.0, ge=0, description="True work: run time net of each resume's overhead.")
+    run_seconds: Number = Field(default=0.0, ge=0, description="Run time credited, at the share of pods running.")
+    chunk_run_seconds: Number = Field(default=0.0, ge=0, description="Run time of the current chunk.")
+    chunk_pays: Bool = Field(default=False, description="Whether the current chunk pays the checkpoint overhead.")
+    chunk_started_at: datetime | None = Field(default=None, description="When the current chunk was resumed.")
+    observed_at: datetime | None = Field(default=None, description="Last observation of the Job's pods.")
+    rate: Number = Field(default=0.0, ge=0, le=1, description="Share of the Job's pods running at that observation.")
+    resumes: Integer = Field(default=0, ge=0, description="Resumes that paid the checkpoint overhead.")
+    ran: Bool = Field(default=False, description="Whether the Job has run at all.")
+
+
+class Commitment(ApiModel):
+    """The windows the job is committed to; they move only when a re-plan beats them by the core's threshold."""
+
+    windows: list[PlannedWindow] = Field(default_factory=list, description="Committed run windows, in order.")
+    cluster: str | None = Field(default=None, description="Cluster of the committed plan.")
+    zone: str | None = Field(default=None, description="Grid zone of the committed plan.")
+    made_at: datetime | None = Field(default=None, description="When the commitment was made.")
+    remaining_seconds: Number = Field(default=0.0, ge=0, description="Run time left when it was made.")
+
+
 class Display(ApiModel):
     """Human-readable summaries for `kubectl get` columns."""
 
@@ -272,6 +296,10 @@ class CarbonAwareJobStatus(ApiModel):
     )
     run_seconds: Number | None = Field(default=None, ge=0, description="Wall-clock seconds the Job has run.")
     suspensions: Integer | None = Field(default=None, ge=0, description="How many times the Job was suspended.")
+    progress: Progress | None = Field(default=None, description="Work done so far (the decision core's account).")
+    commitment: Commitment | None = Field(default=None, description="The committed plan (the decision core's).")
+    suspend_at: datetime | None = Field(default=None, description="An announced suspension (the suspend-at time).")
+    suspend_announced_at: datetime | None = Field(default=None, description="When that suspension was announced.")
     energy_kwh: Number | None = Field(
         default=None, alias="energyKWh", ge=0, description="GPU energy used so far (kWh)."
     )

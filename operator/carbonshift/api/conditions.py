@@ -56,6 +56,7 @@ class Reason(StrEnum):
     NAMESPACE_NOT_ADMITTED = "NamespaceNotAdmitted"
     SPEC_VALID = "SpecValid"
     PODS_NOT_RUNNING = "PodsNotRunning"
+    OVERRUN = "Overrun"  # run time reached spec.duration but the Job has not completed
     # ProviderDegraded / MetricsDegraded
     PROVIDER_FALLBACK = "ProviderFallback"
     NO_INTENSITY_DATA = "NoIntensityData"

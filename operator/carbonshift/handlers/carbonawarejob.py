@@ -1,13 +1,17 @@
-"""kopf handlers of CarbonAwareJob: one long-lived daemon per object runs read -> plan -> decide -> act -> report.
+"""kopf handlers of CarbonAwareJob: one long-lived daemon per object runs read -> core -> act -> report.
 
-Each tick:
-1. read the CarbonAwareJob and its Job (in the cluster it is placed in);
-2. plan with the domain planner on fresh forecasts (cached by the providers);
-3. decide with `domain.lifecycle.decide`;
-4. act on the Job (create suspended, resume, annotate ahead of a suspension, suspend), in the order that keeps
-   accounting safe if the operator dies between two steps (a crash may only under-count run time, which makes
-   the deadline safer, never later);
-5. report: status (patched only on change), conditions, and an Event per decision, in numbers.
+Each pass (`reconcile`):
+0. validate: a spec the API server let through but the operator cannot run is InvalidSpec, reported once;
+1. read the snapshot: the CarbonAwareJob (its typed status), its Job in the cluster it is placed in, the candidate
+   clusters (node fit, free GPUs, the other jobs' GPU reservations) and fresh forecasts (cached by the providers);
+2. call the decision core (`domain.core.reconcile`): progress, the committed plan, and create / resume / announce /
+   suspend; then the rules around it: EnergyBudget admission and holds, and the Kueue guard (a Kueue-managed Job is
+   never resumed or suspended here);
+3. act on the Job in the order that keeps accounting safe if the operator dies between two steps (placement before
+   creation, status before a resume or a suspension: a crash may only under-count work, which makes the deadline
+   safer, never later);
+4. report: energy and receipts, status (patched only on change), conditions, an Event per decision, metrics, and
+   this job's GPU reservation for the others' plans.
 The daemon sleeps until the next planned transition or the next tick, whichever comes first, and wakes early when
 the spec or the Job changes.
 """
@@ -20,6 +24,7 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -53,13 +58,14 @@ from carbonshift.domain.accounting import (
     wall_to_utc,
     work_from_annotations,
 )
+from carbonshift.domain.core import AtRisk, CoreSettings, CoreStatus, Outcome, Snapshot, pods_rate
+from carbonshift.domain.core import observe as core_observe
+from carbonshift.domain.core import reconcile as core_reconcile
 from carbonshift.domain.kueue import kueue_managed
-from carbonshift.domain.lifecycle import Accounting, Decision, Observed, Phase, decide
-from carbonshift.domain.planning.model import Cluster, Plan
-from carbonshift.domain.planning.model import Job as PlannerJob
+from carbonshift.domain.lifecycle import Decision, Observed, Phase
+from carbonshift.domain.planning.model import Cluster, Plan, RunWindow
 from carbonshift.domain.planning.model import Reason as PlanReason
 from carbonshift.domain.planning.signals import one_signal
-from carbonshift.domain.planning.single import plan_job
 from carbonshift.domain.series import IntensitySeries
 from carbonshift.handlers import translate, validation
 from carbonshift.handlers.energy import (
@@ -79,23 +85,34 @@ AT_RISK = {
     PlanReason.INFEASIBLE_DEADLINE: Reason.DURATION_EXCEEDS_TIME_LEFT,
     PlanReason.NO_CAPACITY: Reason.NOT_ENOUGH_GPUS,
 }
+CORE_AT_RISK = {  # the decision core's DeadlineAtRisk reasons, as conditions say them
+    AtRisk.OVERRUN: Reason.OVERRUN,
+    AtRisk.INFEASIBLE: Reason.DURATION_EXCEEDS_TIME_LEFT,
+    AtRisk.DEADLINE_PASSED: Reason.DEADLINE_PASSED,
+    AtRisk.NO_CAPACITY: Reason.NOT_ENOUGH_GPUS,
+}
 
 
-def observe(job: dict[str, Any] | None) -> Observed:
+def observe(job: dict[str, Any] | None, from_wall: Callable[[datetime], datetime] = lambda t: t) -> Observed:
+    """The Job as the decision core sees it. `from_wall`: planning time of a wall-clock moment (its completion)."""
     if job is None:
         return Observed(exists=False)
     failed = job_condition(job, "Failed")
     annotations = job.get("metadata", {}).get("annotations") or {}
+    status = job.get("status") or {}
+    completed = parse_time(status.get("completionTime"))
     return Observed(
         exists=True,
         suspended=bool(job.get("spec", {}).get("suspend")),
-        active_pods=int((job.get("status") or {}).get("active") or 0),
-        ready_pods=int((job.get("status") or {}).get("ready") or 0),
+        active_pods=int(status.get("active") or 0),
+        ready_pods=int(status.get("ready") or 0),
         complete=job_condition(job, "Complete") is not None,
         failed=failed is not None,
         failure_reason=(failed or {}).get("reason"),
         failure_message=(failed or {}).get("message"),
         suspend_at_annotation=parse_time(annotations.get(ANNOTATION_SUSPEND_AT)),
+        desired_pods=max(int(job.get("spec", {}).get("parallelism") or 1), 1),
+        completed_at=from_wall(completed) if completed is not None else None,
     )
 
 
@@ -143,20 +160,6 @@ class Tick:
         self.events.clear()
 
     # -- the steps -------------------------------------------------------------------------------------------
-    def accounting(self) -> Accounting:
-        return Accounting(
-            run_seconds=float(self.status.get("runSeconds") or 0.0),
-            running_since=parse_time(self.status.get("runningSince")),
-            suspensions=int(self.status.get("suspensions") or 0),
-        )
-
-    def store_accounting(self, acc: Accounting) -> None:
-        self.status["runSeconds"] = round(acc.run_seconds, 3)
-        self.status["runningSince"] = translate.iso(acc.running_since)
-        if self.status["runningSince"] is None:
-            del self.status["runningSince"]
-        self.status["suspensions"] = acc.suspensions
-
     def store_energy_estimate(self, estimate: Estimate) -> None:
         """The priced estimate stands until measured DCGM energy replaces it."""
         self.status["estimate"] = estimate_to_wire(estimate)
@@ -206,19 +209,19 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         tick.status["phase"] = Phase.FAILED
         await tick.flush()
         return None
-    observed = observe(job)
-    acc = tick.accounting()
+    # 1. Read the snapshot: the Job as observed, the core's status so far, candidate clusters, forecasts.
+    observed = observe(job, state.clock.from_wall)
+    if job is None and translate.terminal(tick.status.get("phase")):
+        # Finished, and its Job since deleted (a TTL): it stays finished; nothing is created again.
+        observed = Observed(exists=True, suspended=False, complete=tick.status.get("phase") == Phase.SUCCEEDED,
+                            failed=tick.status.get("phase") == Phase.FAILED)  # fmt: skip
+    key = (tick.namespace, tick.name)
+    watching_since = state.watching.setdefault(key, tick.now)
+    needs = translate.job_needs(tick.name, spec, deadline)
+    before = translate.core_status(caj.status or CarbonAwareJobStatus(), tick.now)
     finished = observed.complete or observed.failed
     running = observed.exists and not observed.suspended and not finished
-    # Run time accrues only while pods run: a resumed Job whose pods wait for GPUs has done no work yet. Starting
-    # the count when pods are seen ready (never at the resume itself) can only under-count, which keeps deadlines.
     working = running and observed.ready_pods > 0
-    if working and acc.running_since is None:
-        acc = acc.resumed(tick.now)
-    if not working and acc.running_since is not None:  # finished, suspended, or its pods are gone
-        acc = acc.stopped(tick.now) if finished or running else acc.suspended(tick.now)
-
-    # Plan.
     allowed = spec.placement.clusters if spec.placement else []
     if cluster_name:
         allowed = [cluster_name]
@@ -237,19 +240,27 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     # its window's end, and once suspended it reported NotEnoughGPUs while its own pod was still stopping.) Taken
     # from the same listing as the count, so the two agree whatever the Job's status says meanwhile.
     own = next((e for e in entries if e.name == cluster_name), None)
-    held = own.held_by_job.get((tick.namespace, tick.name), 0) if own is not None else 0
+    held = own.held_by_job.get(key, 0) if own is not None else 0
     candidates = [
         Cluster(e.name, e.zone, e.pue, e.free_gpus + held if e.free_gpus is not None and e is own else e.free_gpus)
         for e in (fitting or entries)
     ]
+    if not candidates and not finished:
+        tick.condition(
+            ConditionType.DEADLINE_AT_RISK, True, Reason.UNKNOWN_CLUSTER,
+            f"none of the clusters {allowed} exists", event="Warning",
+        )  # fmt: skip
+        tick.status["phase"] = Phase.PENDING
+        await tick.flush()
+        return tick.now + state.settings.tick
     # One horizon for every job (whole days, at least 3), so cached provider answers serve them all.
     days = max(3, math.ceil((deadline - tick.now) / timedelta(days=1)) + 1)
     horizon = timedelta(days=days)
-    forecasts = {}
+    forecasts: dict[str, IntensitySeries | None] = {}
     degraded: list[str] = []
     provider: str | None = None
     signal: str | None = None
-    for zone in sorted({c.zone for c in candidates}):
+    for zone in sorted({c.zone for c in candidates}) if not finished else ():
         answer = await state.forecasts.forecast(zone, tick.now, horizon)
         forecasts[zone] = answer.series
         if answer.degraded:
@@ -266,24 +277,58 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     if choice.excluded and any(c.zone not in choice.excluded for c in candidates):
         candidates = [c for c in candidates if c.zone not in choice.excluded]
         signal = str(choice.signal)
-    pjob = translate.planner_job(tick.name, spec, deadline, acc, tick.now, running=running)
-    if not candidates:
-        tick.condition(
-            ConditionType.DEADLINE_AT_RISK, True, Reason.UNKNOWN_CLUSTER,
-            f"none of the clusters {allowed} exists", event="Warning",
-        )  # fmt: skip
-        tick.status["phase"] = Phase.PENDING
-        await tick.flush()
-        return tick.now + state.settings.tick
-    with metrics.PLANNER_SECONDS.time():
-        available = {e.name: (e.free_gpus or 0) + e.carbonshift_gpus for e in entries}
-        plan = plan_around_others(state, (tick.namespace, tick.name), pjob, candidates, available, forecasts, tick.now)
-    report_plan(
-        tick, plan, provider, signal, degraded, forecasts, pods_waiting=running and not working, note=choice.note
+    snapshot = Snapshot(
+        job=needs,
+        status=before,
+        observed=observed,
+        now=tick.now,
+        clusters=tuple(candidates),
+        forecasts=forecasts,
+        watching_since=watching_since,
     )
 
-    # Place and create the Job (suspended) once the plan names a cluster.
-    if job is None and plan.cluster is not None and plan.reason is not PlanReason.NO_CAPACITY:
+    # 2. The decision core: progress, the (committed) plan, and what to do.
+    settings = core_settings(state)
+    with metrics.PLANNER_SECONDS.time():
+        available = {e.name: (e.free_gpus or 0) + e.carbonshift_gpus for e in entries}
+        outcome = reconcile_around_others(state, key, snapshot, available, settings)
+    plan = outcome.plan
+    # What the core saw of the progress, before any resume it decides (kept if that resume is not carried out).
+    observed_progress = core_observe(before.progress, observed, tick.now, needs, settings, watching_since)
+    if plan is not None:
+        report_plan(tick, plan, provider, signal, degraded, forecasts, pods_waiting=running and not working,
+                    at_risk=outcome.at_risk, note=choice.note)  # fmt: skip
+    decision = Decision(
+        outcome.resume, outcome.suspend, outcome.announce_suspend_at, outcome.phase, outcome.transition_at, outcome.why
+    )
+    new = outcome.status
+    if plan is not None:
+        # An overrunning job's remaining time is a guess (the core plans as long again as it has overrun): budgets
+        # admit it one minimum chunk at a time rather than hold it for ever on a guess larger than their limit.
+        budgeted = plan
+        if outcome.at_risk == AtRisk.OVERRUN and plan.windows:
+            w = plan.windows[0]
+            end = min(w.end, max(w.start, tick.now) + settings.overrun_floor)
+            budgeted = dataclasses.replace(plan, windows=(RunWindow(w.start, end, w.mean_g_per_kwh),))
+        decision = await apply_budget(tick, decision, budgeted, caj, running, forecasts)
+    budget_held = outcome.resume and not decision.resume
+    if job is not None and kueue_managed(job.get("metadata") or {}) and (decision.resume or decision.suspend):
+        # Never both: Kueue owns this Job's suspend field (docs/kueue.md); the carbon-window check times it.
+        tick.event("Normal", "KueueManaged", f"not {'resuming' if decision.resume else 'suspending'}: Kueue admits it")
+        decision = dataclasses.replace(decision, resume=False, suspend=False, annotate_suspend_at=None)
+    if outcome.resume and not decision.resume:  # held (budget, Kueue): no chunk began
+        new = dataclasses.replace(new, progress=observed_progress, phase=decision.phase, suspend_at=None,
+                                  announced_at=None)  # fmt: skip
+    if decision.suspend and not outcome.suspend:  # suspended by a budget, unannounced
+        new = dataclasses.replace(new, phase=Phase.SUSPENDED, suspend_at=None, announced_at=None)
+    if decision.annotate_suspend_at is None and outcome.announce_suspend_at is not None:
+        new = dataclasses.replace(new, suspend_at=None, announced_at=None)
+    store_core_status(tick, new, finished=finished, suspended=decision.suspend)
+
+    # 3. Act, in crash-safe order (docs/design/operator.md): placement before the Job; a resumed chunk's start in
+    # status before the Job runs (a crash between makes the next pass count that chunk's overhead: under-counts);
+    # a suspension in status before the Job stops.
+    if outcome.create and job is None and plan is not None and plan.cluster is not None:
         if not cluster_name:
             cluster_name = plan.cluster
             tick.status["cluster"] = cluster_name
@@ -292,24 +337,22 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         job = await kube.create_job(build_job(body, local=cluster_name == LOCAL))
         metrics.TRANSITIONS.labels("create").inc()
         tick.event("Normal", "JobCreated", f"Created Job {tick.name} (suspended) in cluster {cluster_name}")
-        observed = observe(job)
+        observed = observe(job, state.clock.from_wall)
     tick.status["jobName"] = tick.name if job is not None else None
-
-    _, grace, _ = translate.checkpoint_settings(spec)
-    decision = decide(
-        plan, observed, tick.now, interruptible=spec.interruptible, grace=grace,
-        has_run=acc.run_seconds > 0 or acc.running_since is not None,
-    )  # fmt: skip
-    decision = await apply_budget(tick, decision, plan, caj, running, forecasts)
-    if job is not None and kueue_managed(job.get("metadata") or {}) and (decision.resume or decision.suspend):
-        # Never both: Kueue owns this Job's suspend field (docs/kueue.md); the carbon-window check times it.
-        tick.event("Normal", "KueueManaged", f"not {'resuming' if decision.resume else 'suspending'}: Kueue admits it")
+    if job is None:
         decision = dataclasses.replace(decision, resume=False, suspend=False, annotate_suspend_at=None)
-    acc = await act(tick, decision, plan, acc, observed)
-    tick.store_accounting(acc)
-    # The GPUs of the pods seen running (one pod of several may run), the template's when none is seen any more.
-    gpus = min(per_pod * observed.ready_pods, pjob.gpus) if observed.ready_pods else pjob.gpus
-    await estimate_energy(state, tick, caj, acc, gpus, pjob.watts_per_gpu, submitted, cluster_name)
+    await act(tick, decision, observed)
+
+    # 4. Report: energy, conditions, Events, receipts, metrics, reservations.
+    # The core credits run time at the share of pods running; the estimate counts wall time at the GPUs of the
+    # pods that ran (the same energy), so its runSeconds and GPUs read as what ran.
+    credit = max(new.progress.run_seconds - before.progress.run_seconds, 0.0)
+    share = min(before.progress.rate, pods_rate(observed)) if before.progress.rate and pods_rate(observed) else 0.0
+    share = share or pods_rate(observed) or before.progress.rate
+    gpus = max(round(needs.gpus * share), 1) if share > 0 else needs.gpus
+    wall = credit * needs.gpus / gpus
+    priced = estimate_from_wire(tick.status.get("estimate")).run_seconds
+    await estimate_energy(state, tick, caj, priced + wall, gpus, needs.watts_per_gpu, submitted, cluster_name)
     report_decision(tick, decision, plan, observed)
     finished = decision.phase in (Phase.SUCCEEDED, Phase.FAILED)
     if state.meter is not None and cluster_name is not None:
@@ -324,51 +367,83 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         tick.event("Normal", "ReceiptRevised", receipt_message(tick.namespace, tick.name, tick.status, pue))
     await tick.flush()
     export_job_metrics(state, tick)
-    if finished:
-        state.reservations.drop((tick.namespace, tick.name))
-    elif (place := cluster_name or plan.cluster) is not None:
+    if finished or budget_held:
+        # A job held by a budget does not use its planned GPUs: the others plan with them.
+        state.reservations.drop(key)
+    elif plan is not None and (place := cluster_name or plan.cluster) is not None:
+        # An overrunning job keeps its GPUs reserved: the core plans its estimated remainder at once.
         at_once = per_pod * max(int(spec.template.spec.get("parallelism") or 1), 1)
         windows = plan.windows if plan.reason is not PlanReason.NO_CAPACITY else ()
-        state.reservations.put((tick.namespace, tick.name), place, at_once, windows)
+        state.reservations.put(key, place, at_once, windows)
     if finished:
-        # Done once the receipt is out; until then the last energy readings are still arriving.
         # Done once the receipt is out and no energy awaits actual intensity (re-priced, or declared unpriced).
         if tick.status.get("receiptPosted") and not awaiting(tick.status):
+            state.watching.pop(key, None)
             return None
         return tick.now + (state.settings.tick if awaiting(tick.status) else state.settings.tick / 5)
-    return decision.next_transition or tick.now + state.settings.tick
+    if decision.resume or decision.suspend:
+        return decision.next_transition or tick.now + state.settings.tick
+    return outcome.next_wake or tick.now + state.settings.tick
 
 
-def plan_around_others(
+def core_settings(state: OperatorState) -> CoreSettings:
+    return CoreSettings(tick=state.settings.tick, margin=state.settings.margin)
+
+
+def reconcile_around_others(
     state: OperatorState,
     key: tuple[str, str],
-    pjob: PlannerJob,
-    candidates: list[Cluster],
+    snapshot: Snapshot,
     available: dict[str, int],
-    forecasts: dict[str, IntensitySeries | None],
-    now: datetime,
-) -> Plan:
-    """Plan against the GPUs the other jobs' plans leave free, slot by slot (`state.reservations`), so that many
-    jobs do not all pick the same clean window. Where that would miss the deadline and planning against the free
-    GPUs of the moment would not, the deadline wins (the job may then queue behind others' pods, and says so).
-    `available`: per cluster, its GPUs net of the work carbonshift does not manage."""
-    margin = state.settings.margin
+    settings: CoreSettings,
+) -> Outcome:
+    """The core, planning against the GPUs the other jobs' plans leave free, slot by slot (`state.reservations`),
+    so that many jobs do not all pick the same clean window. Where that would miss the deadline and planning
+    against the free GPUs of the moment would not, the deadline wins (the job may then queue behind others' pods,
+    and says so). `available`: per cluster, its GPUs net of the work carbonshift does not manage. Slots are counted
+    from the start of the forecast slot holding `now`, as the core plans on the forecast's own boundaries."""
+    now, deadline = snapshot.now, snapshot.job.deadline
     reserved = []
-    for c in candidates:
-        series = forecasts.get(c.zone)
-        if c.free_gpus is None or series is None:
+    for c in snapshot.clusters:
+        series = snapshot.forecasts.get(c.zone)
+        if c.free_gpus is None or series is None or len(series) == 0:
             reserved.append(c)
             continue
-        count = max(1, math.ceil((pjob.deadline - now) / series.resolution) + 1)
+        step = series.resolution
+        start = series.start + step * math.floor((now - series.start) / step) if now >= series.start else now
+        count = max(1, math.ceil((deadline - start) / step) + 1)
         free = available.get(c.name, c.free_gpus)
-        by_slot = state.reservations.free_by_slot(key, c.name, free, now, series.resolution, count)
+        by_slot = state.reservations.free_by_slot(key, c.name, free, start, step, count)
         reserved.append(dataclasses.replace(c, free_gpus_by_slot=by_slot))
-    plan = plan_job(pjob, reserved, forecasts, now, margin)
-    if plan.reason is PlanReason.NO_CAPACITY or not plan.feasible:
-        alone = plan_job(pjob, candidates, forecasts, now, margin)
-        if alone.feasible or plan.reason is PlanReason.NO_CAPACITY:
+    outcome = core_reconcile(dataclasses.replace(snapshot, clusters=tuple(reserved)), settings)
+    plan = outcome.plan
+    if plan is not None and (plan.reason is PlanReason.NO_CAPACITY or not plan.feasible):
+        alone = core_reconcile(snapshot, settings)
+        if alone.plan is not None and (alone.plan.feasible or plan.reason is PlanReason.NO_CAPACITY):
             return alone
-    return plan
+    return outcome
+
+
+def store_core_status(tick: Tick, new: CoreStatus, *, finished: bool, suspended: bool) -> None:
+    """The core's status into the CarbonAwareJob's, and the run-time fields written before the core
+    (`runSeconds`: run time of the closed stretches, `runningSince` while pods run, `suspensions`)."""
+    for field_name, value in translate.core_status_wire(new).items():
+        if value is None:
+            tick.status.pop(field_name, None)
+        else:
+            tick.status[field_name] = value
+    progress = new.progress
+    since = parse_time(tick.old_status.get("runningSince"))
+    pods_run = progress.rate > 0 and not finished and not suspended
+    if pods_run and since is None:
+        tick.status["runningSince"] = translate.iso(tick.now)
+        tick.status["runSeconds"] = round(progress.run_seconds, 3)
+    elif not pods_run:
+        tick.status["runSeconds"] = round(progress.run_seconds, 3)
+        tick.status.pop("runningSince", None)
+        if since is not None and not finished:
+            tick.status["suspensions"] = int(tick.status.get("suspensions") or 0) + 1
+    tick.status.setdefault("suspensions", 0)
 
 
 async def apply_budget(
@@ -400,17 +475,17 @@ async def apply_budget(
     return Decision(False, running, None, phase, hold.until, message)
 
 
-async def act(tick: Tick, decision: Decision, plan: Plan, acc: Accounting, observed: Observed) -> Accounting:
+async def act(tick: Tick, decision: Decision, observed: Observed) -> None:
     kube = tick.state.kube_for(tick.status.get("cluster"))
     ns, name = tick.namespace, tick.name
     if decision.resume:
-        await kube.set_suspend(ns, name, False)  # run time starts counting once its pods are seen running
+        tick.status["phase"] = str(Phase.RUNNING)
+        await tick.flush()  # the chunk's start (it pays the overhead) first, then the Job: a crash between under-counts
+        await kube.set_suspend(ns, name, False)  # run time accrues from when its pods are seen running
         metrics.TRANSITIONS.labels("resume").inc()
         until = translate.iso(decision.next_transition)
         tick.event("Normal", "Resumed", f"Resumed: {decision.why} (until {until}){replayed_suffix(tick.status)}")
     elif decision.suspend:
-        acc = acc.suspended(tick.now)
-        tick.store_accounting(acc)
         tick.status["phase"] = str(Phase.SUSPENDED)
         await tick.flush()  # status first, then the Job: a crash between under-counts
         await kube.set_suspend(ns, name, True)
@@ -427,7 +502,6 @@ async def act(tick: Tick, decision: Decision, plan: Plan, acc: Accounting, obser
         tick.event(
             "Normal", "SuspendPlanned", f"Checkpoint now: suspending at {translate.iso(decision.annotate_suspend_at)}"
         )
-    return acc
 
 
 def zone_and_pue(state: OperatorState, cluster_name: str) -> tuple[str, float]:
@@ -468,7 +542,7 @@ async def estimate_energy(
     state: OperatorState,
     tick: Tick,
     caj: CarbonAwareJob,
-    acc: Accounting,
+    run_seconds: float,
     gpus: int,
     watts: float,
     submitted: datetime,
@@ -477,7 +551,6 @@ async def estimate_energy(
     """Run time x GPUs x wattsPerGPU, priced on the actual intensity as it accrues: what the receipt shows where
     DCGM measured nothing (no Prometheus configured, or no samples of the job's GPUs)."""
     estimate = estimate_from_wire(tick.status.get("estimate"))
-    run_seconds = acc.total_seconds(tick.now)
     if (run_seconds > estimate.run_seconds or estimate.pending) and cluster_name is not None:
         actual, pue, context = await pricing_context(state, tick, caj, submitted, cluster_name)
         context.pop("traces_allowed", None)
@@ -568,10 +641,12 @@ def report_plan(
     forecasts: dict[str, Any],
     *,
     pods_waiting: bool = False,
+    at_risk: str | None = None,
     note: str | None = None,
 ) -> None:
-    """`pods_waiting`: the Job is resumed but none of its pods runs yet, so no run time accrues. `note`: said with
-    the plan (zones left out of the ranking for their signal)."""
+    """`pods_waiting`: the Job is resumed but none of its pods runs yet, so no run time accrues. `at_risk`: the
+    decision core's DeadlineAtRisk reason (an overrun is one the plan alone does not show). `note`: said with the
+    plan (zones left out of the ranking for their signal)."""
     series = forecasts.get(plan.zone) if plan.zone else None
     now_g = series.at(tick.now) if series is not None else None
     old_start = ((tick.old_status.get("plan") or {}).get("windows") or [{}])[0].get("start")
@@ -586,8 +661,14 @@ def report_plan(
     moved = previous is None or plan.start is None or abs(plan.start - previous) >= PLAN_EVENT_MIN_SHIFT
     if plan.windows and (old_start is None or (deferred and moved)):
         tick.event("Normal", "Planned", summary)
-    at_risk = AT_RISK.get(plan.reason)
-    if (at_risk is not None or not plan.feasible) and pods_waiting:
+    at_risk = CORE_AT_RISK.get(at_risk or "") or AT_RISK.get(plan.reason)
+    if at_risk == Reason.OVERRUN:
+        message = (
+            "the Job has done its whole spec.duration of work but has not completed (the duration was "
+            f"underestimated): it keeps running and keeps its GPUs; {summary}"
+        )
+        tick.condition(ConditionType.DEADLINE_AT_RISK, True, Reason.OVERRUN, message, event="Warning")
+    elif (at_risk is not None or not plan.feasible) and pods_waiting:
         # The time ran out while the Job was resumed: the cause is its pods not starting, not the plan.
         message = (
             "the Job is resumed but none of its pods is running (waiting for free GPUs, or a nodeSelector, "
@@ -612,7 +693,7 @@ def report_plan(
         tick.condition(ConditionType.PROVIDER_DEGRADED, False, Reason.PROVIDER_HEALTHY, f"forecast from {provider}")
 
 
-def report_decision(tick: Tick, decision: Decision, plan: Plan, observed: Observed) -> None:
+def report_decision(tick: Tick, decision: Decision, plan: Plan | None, observed: Observed) -> None:
     phase = decision.phase
     tick.status["phase"] = str(phase)
     tick.status["nextTransitionTime"] = translate.iso(decision.next_transition)
@@ -624,7 +705,7 @@ def report_decision(tick: Tick, decision: Decision, plan: Plan, observed: Observ
             PlanReason.IMMEDIATE: Reason.RUNNING_IMMEDIATE_POLICY,
             PlanReason.LATEST_SAFE_START: Reason.RUNNING_AT_LATEST_SAFE_START,
             PlanReason.NO_DATA: Reason.RUNNING_AT_LATEST_SAFE_START,
-        }.get(plan.reason, Reason.RUNNING_IN_PLANNED_WINDOW)
+        }.get(plan.reason if plan is not None else PlanReason.OPTIMAL, Reason.RUNNING_IN_PLANNED_WINDOW)
         tick.condition(ConditionType.RUNNING, True, reason, decision.why)
     else:
         tick.condition(ConditionType.RUNNING, False, Reason.DEFERRED_TO_LOW_CARBON_WINDOW, decision.why)
@@ -645,7 +726,12 @@ def report_decision(tick: Tick, decision: Decision, plan: Plan, observed: Observ
     if emitted is not None and baseline:  # the receipt so far, once measured
         saved = 100 * (baseline - emitted) / baseline
         tick.status["display"] = {"co2e": translate.kg(emitted), "saved": f"{saved:.0f}%"}
-    elif math.isfinite(plan.planned_grams) and math.isfinite(plan.baseline_grams) and plan.baseline_grams > 0:
+    elif (
+        plan is not None
+        and math.isfinite(plan.planned_grams)
+        and math.isfinite(plan.baseline_grams)
+        and plan.baseline_grams > 0
+    ):
         saved = 100 * (plan.baseline_grams - plan.planned_grams) / plan.baseline_grams
         tick.status["display"] = {"co2e": f"~{translate.kg(plan.planned_grams)}", "saved": f"~{saved:.0f}%"}
 
@@ -736,6 +822,7 @@ async def delete_job(body: kopf.Body, name: str, namespace: str | None, **_: Any
     state.wake.pop((namespace or "", name), None)
     state.phases.drop(namespace or "", name)
     state.reservations.drop((namespace or "", name))
+    state.watching.pop((namespace or "", name), None)
     for gauge in (metrics.JOB_EMISSIONS, metrics.JOB_AVOIDED, metrics.JOB_PLANNED_START, metrics.DEADLINE_AT_RISK):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace or "", name)

@@ -114,6 +114,9 @@ class OperatorState:
     phases: PhaseCounts = field(default_factory=PhaseCounts)  # for the jobs-by-phase gauge
     reservations: Reservations = field(default_factory=Reservations)  # every job's planned GPU use
     written: dict[tuple[str, str], str] = field(default_factory=dict)  # resourceVersion of our last status patch
+    # Since when this process has watched each job without a break (the decision core credits run time across a
+    # long gap between two passes only when the same process watched throughout).
+    watching: dict[tuple[str, str], datetime] = field(default_factory=dict)
     _reconciling: asyncio.Semaphore | None = field(default=None, repr=False)
     _local_entry: ClusterEntry | None = field(default=None, repr=False)
 
