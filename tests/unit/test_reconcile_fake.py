@@ -17,6 +17,8 @@ import pytest
 from carbonshift.adapters.clock import Clock
 from carbonshift.adapters.intensity import ZoneForecast
 from carbonshift.adapters.kube import Capacity, Kube
+from carbonshift.adapters.workloads import Workload, workload_for
+from carbonshift.adapters.workloads.client import WorkloadClient
 from carbonshift.api.jobs import ANNOTATION_SUSPEND_AT, parse_time
 from carbonshift.domain.series import IntensitySeries
 from carbonshift.handlers import carbonawarejob as handler
@@ -131,6 +133,43 @@ class FakeKube:
                          "conditions": [{"type": "Complete", "status": "True"}]}  # fmt: skip
 
 
+class FakeWorkloads:
+    """`WorkloadClient` over FakeKube's Jobs: the real kind adapters (build, observe, suspend/resume/announce
+    patches) on in-memory objects, so the handler's only way to its workload is the workload interface."""
+
+    def __init__(self, kube: FakeKube) -> None:
+        self.kube = kube
+
+    async def get(self, info: Any, namespace: str, name: str) -> Workload | None:
+        job = await self.kube.get_job(namespace, name)
+        return workload_for(job) if job is not None else None
+
+    async def create(self, manifest: dict[str, Any]) -> Workload:
+        return workload_for(await self.kube.create_job(manifest))
+
+    async def _patched(self, workload: Workload, body: dict[str, Any]) -> Workload:
+        job = self.kube.jobs[(workload.namespace, workload.name)]
+        suspend = (body.get("spec") or {}).get("suspend")
+        if suspend is not None:
+            await self.kube.set_suspend(workload.namespace, workload.name, bool(suspend))
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
+        if ANNOTATION_SUSPEND_AT in annotations:
+            await self.kube.annotate_suspend_at(workload.namespace, workload.name, annotations[ANNOTATION_SUSPEND_AT])
+        return workload_for(copy.deepcopy(job))
+
+    async def suspend(self, workload: Workload) -> Workload:
+        return await self._patched(workload, workload.suspend_patch())
+
+    async def resume(self, workload: Workload) -> Workload:
+        return await self._patched(workload, workload.resume_patch())
+
+    async def announce(self, workload: Workload, when: str | None) -> Workload:
+        return await self._patched(workload, workload.announce_patch(when))
+
+    async def dry_run_create(self, manifest: dict[str, Any]) -> None:
+        return None
+
+
 def caj_body() -> dict[str, Any]:
     pod = {"restartPolicy": "Never", "containers": [{"name": "train", "image": "example/train:1",
                                                       "resources": {"limits": {"nvidia.com/gpu": 1}}}]}  # fmt: skip
@@ -166,7 +205,9 @@ def cluster(monkeypatch: pytest.MonkeyPatch) -> tuple[OperatorState, FakeKube, l
     clock = StepClock()
     kube = FakeKube(clock, caj_body())
     settings = Settings(zone=ZONE, pue=1.0, tick=timedelta(minutes=5), margin=timedelta(minutes=10))
-    return OperatorState(settings, clock, cast(Kube, kube), cast(Any, Trace())), kube, events
+    state = OperatorState(settings, clock, cast(Kube, kube), cast(Any, Trace()))
+    state._workloads[LOCAL] = cast(WorkloadClient, FakeWorkloads(kube))
+    return state, kube, events
 
 
 async def run_pass(state: OperatorState, kube: FakeKube, at: datetime) -> datetime | None:

@@ -33,20 +33,13 @@ from pydantic import ValidationError
 
 from carbonshift import metrics
 from carbonshift.adapters.carbon.trace import replay_note
-from carbonshift.adapters.kube import KubeUnavailableError, namespace_terminating
+from carbonshift.adapters.kube import Kube, KubeUnavailableError, namespace_terminating
+from carbonshift.adapters.workloads import KINDS, Owner, Workload, WorkloadError, kind_for
+from carbonshift.adapters.workloads.client import WorkloadClient
 from carbonshift.api.base import GROUP, VERSION
 from carbonshift.api.carbonawarejob import PLURAL, CarbonAwareJob, CarbonAwareJobStatus
 from carbonshift.api.conditions import Condition, ConditionType, Reason, set_condition
-from carbonshift.api.jobs import (
-    ANNOTATION_SUSPEND_AT,
-    LABEL_CAJ,
-    LABEL_MANAGED,
-    build_job,
-    gpus_per_pod,
-    job_condition,
-    owned_by,
-    parse_time,
-)
+from carbonshift.api.jobs import LABEL_CAJ, LABEL_MANAGED, owned_by, parse_time
 from carbonshift.domain.accounting import (
     Estimate,
     PodRef,
@@ -67,6 +60,7 @@ from carbonshift.domain.planning.model import Cluster, Plan, RunWindow
 from carbonshift.domain.planning.model import Reason as PlanReason
 from carbonshift.domain.planning.signals import one_signal
 from carbonshift.domain.series import IntensitySeries
+from carbonshift.domain.workload import GpuDemand
 from carbonshift.handlers import translate, validation
 from carbonshift.handlers.energy import (
     awaiting,
@@ -93,27 +87,94 @@ CORE_AT_RISK = {  # the decision core's DeadlineAtRisk reasons, as conditions sa
 }
 
 
-def observe(job: dict[str, Any] | None, from_wall: Callable[[datetime], datetime] = lambda t: t) -> Observed:
-    """The Job as the decision core sees it. `from_wall`: planning time of a wall-clock moment (its completion)."""
-    if job is None:
+WORKLOAD_RECHECK = timedelta(minutes=5)  # a kind not installed, a referenced workload missing: looked at again
+
+
+def observe(workload: Workload | None, from_wall: Callable[[datetime], datetime] = lambda t: t) -> Observed:
+    """The workload as the decision core sees it, whatever its kind (the adapter's reading, docs/workloads.md).
+    `from_wall`: planning time of a wall-clock moment (its completion)."""
+    if workload is None:
         return Observed(exists=False)
-    failed = job_condition(job, "Failed")
-    annotations = job.get("metadata", {}).get("annotations") or {}
-    status = job.get("status") or {}
-    completed = parse_time(status.get("completionTime"))
+    seen = workload.observe()
     return Observed(
         exists=True,
-        suspended=bool(job.get("spec", {}).get("suspend")),
-        active_pods=int(status.get("active") or 0),
-        ready_pods=int(status.get("ready") or 0),
-        complete=job_condition(job, "Complete") is not None,
-        failed=failed is not None,
-        failure_reason=(failed or {}).get("reason"),
-        failure_message=(failed or {}).get("message"),
-        suspend_at_annotation=parse_time(annotations.get(ANNOTATION_SUSPEND_AT)),
-        desired_pods=max(int(job.get("spec", {}).get("parallelism") or 1), 1),
-        completed_at=from_wall(completed) if completed is not None else None,
+        suspended=seen.suspended,
+        active_pods=seen.active_pods,
+        ready_pods=seen.ready_pods,
+        complete=seen.complete,
+        failed=seen.failed,
+        failure_reason=seen.failure_reason,
+        failure_message=seen.failure_message,
+        suspend_at_annotation=seen.suspend_at_annotation,
+        desired_pods=max(seen.desired_pods, 1),
+        completed_at=from_wall(seen.completed_at) if seen.completed_at is not None else None,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The workload a CarbonAwareJob drives: its kind's adapter, its name, and whether carbonshift creates it (from
+    spec.template) or drives one its user created (spec.workloadRef: never created, never deleted)."""
+
+    kind: type[Workload]
+    name: str
+    created: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind.info.kind} {self.name}"
+
+
+def target_of(caj: CarbonAwareJob) -> Target:
+    """The CarbonAwareJob's workload (UnsupportedKind for a kind without an adapter)."""
+    spec = caj.spec
+    if spec.workload_ref is not None:
+        ref = spec.workload_ref
+        return Target(kind_for(ref.api_version, ref.kind), ref.name, False)
+    assert spec.template is not None  # the CRD's CEL rule: exactly one of template, workloadRef
+    return Target(kind_for(spec.template.api_version, spec.template.kind), str(caj.metadata.name), True)
+
+
+def template_manifest(caj: CarbonAwareJob) -> dict[str, Any]:
+    assert caj.spec.template is not None
+    return caj.spec.template.model_dump(mode="json", by_alias=True)
+
+
+async def build_workload(
+    client: WorkloadClient, target: Target, caj: CarbonAwareJob, body: dict[str, Any], *, local: bool
+) -> dict[str, Any]:
+    """The object to create from the template (always suspended, labelled, owned); InvalidWorkload if it cannot be
+    driven. A TrainJob that leaves its GPUs to its runtime is built with that runtime."""
+    template = template_manifest(caj)
+    runtime = None
+    if target.kind.info.kind == "TrainJob":
+        from carbonshift.adapters.workloads import TrainJob
+
+        meta = {"namespace": body["metadata"]["namespace"], "name": target.name}
+        runtime = await client.runtime_of(TrainJob({**template, "metadata": meta}))
+    return target.kind.build(template, Owner.of(body, local=local), runtime=runtime)
+
+
+def demand_of(target: Target, caj: CarbonAwareJob, workload: Workload | None, body: dict[str, Any]) -> GpuDemand:
+    """The GPUs the workload holds at once: from the object when it exists, else from its template."""
+    if workload is not None:
+        return workload.gpu_demand()
+    if not target.created:
+        return GpuDemand(())
+    template = template_manifest(caj)
+    meta = {"namespace": body["metadata"]["namespace"], "name": target.name}
+    return target.kind({**template, "metadata": meta}).gpu_demand()
+
+
+async def report_workload_problem(tick: Tick, exc: WorkloadError | str, reason: str | None = None) -> datetime:
+    """A workload carbonshift cannot drive now (its kind not installed, not supported, invalid; a referenced one
+    missing): the WorkloadUnavailable condition and one Warning Event; looked at again on a slow timer or when the
+    spec changes, never in a loop."""
+    reason = reason or (exc.reason if isinstance(exc, WorkloadError) else Reason.INVALID_WORKLOAD)
+    tick.condition(ConditionType.WORKLOAD_UNAVAILABLE, True, reason, str(exc), event="Warning")
+    tick.status["phase"] = str(tick.status.get("phase") or Phase.PENDING)
+    await tick.flush()
+    return tick.now + WORKLOAD_RECHECK
 
 
 class Tick:
@@ -196,28 +257,47 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     deadline = translate.effective_deadline(spec, submitted)
     tick.status["deadline"] = translate.iso(deadline)
 
-    # Placement: once a cluster is recorded it is kept (the Job may have run there).
-    cluster_name: str | None = tick.status.get("cluster")
-    kube = state.kube_for(cluster_name) if cluster_name else None
-    job = await kube.get_job(tick.namespace, tick.name) if kube else None
-    if job is not None and not owned_by(job, tick.meta["uid"]):
+    try:
+        target = target_of(caj)
+    except WorkloadError as exc:
+        return await report_workload_problem(tick, exc)
+    # Placement: once a cluster is recorded it is kept (the workload may have run there). A referenced workload is
+    # where its user created it: in this cluster.
+    cluster_name: str | None = tick.status.get("cluster") or (None if target.created else LOCAL)
+    client = state.workloads_for(cluster_name) if cluster_name else None
+    try:
+        workload = await client.get(target.kind.info, tick.namespace, target.name) if client else None
+    except WorkloadError as exc:
+        return await report_workload_problem(tick, exc)
+    if workload is None and not target.created and not translate.terminal(tick.status.get("phase")):
+        message = f"{target.label} does not exist in namespace {tick.namespace}; carbonshift never creates it"
+        return await report_workload_problem(tick, message, Reason.WORKLOAD_NOT_FOUND)
+    if any(c.type == ConditionType.WORKLOAD_UNAVAILABLE and c.status == "True" for c in tick.conditions):
+        tick.condition(ConditionType.WORKLOAD_UNAVAILABLE, False, Reason.WORKLOAD_AVAILABLE, f"{target.label} found")
+    job = workload.obj if workload is not None else None
+    if job is not None and target.created and not owned_by(job, tick.meta["uid"]):
         tick.condition(
             ConditionType.FAILED, True, "JobNameTaken",
-            f"a Job named {tick.name} exists that carbonshift did not create; rename the CarbonAwareJob",
+            f"a {target.kind.info.kind} named {tick.name} exists that carbonshift did not create; rename the "
+            "CarbonAwareJob",
             event="Warning",
         )  # fmt: skip
         tick.status["phase"] = Phase.FAILED
         await tick.flush()
         return None
+    try:
+        demand = demand_of(target, caj, workload, body)
+    except WorkloadError as exc:
+        return await report_workload_problem(tick, exc)
     # 1. Read the snapshot: the Job as observed, the core's status so far, candidate clusters, forecasts.
-    observed = observe(job, state.clock.from_wall)
+    observed = observe(workload, state.clock.from_wall)
     if job is None and translate.terminal(tick.status.get("phase")):
         # Finished, and its Job since deleted (a TTL): it stays finished; nothing is created again.
         observed = Observed(exists=True, suspended=False, complete=tick.status.get("phase") == Phase.SUCCEEDED,
                             failed=tick.status.get("phase") == Phase.FAILED)  # fmt: skip
     key = (tick.namespace, tick.name)
     watching_since = state.watching.setdefault(key, tick.now)
-    needs = translate.job_needs(tick.name, spec, deadline)
+    needs = translate.job_needs(tick.name, spec, deadline, gpus=max(demand.total, 1))
     before = translate.core_status(caj.status or CarbonAwareJobStatus(), tick.now)
     finished = observed.complete or observed.failed
     running = observed.exists and not observed.suspended and not finished
@@ -226,7 +306,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     if cluster_name:
         allowed = [cluster_name]
     entries = await validation.admitted(state, tick.namespace, await state.candidate_entries(allowed), cluster_name)
-    per_pod = gpus_per_pod(spec.template.model_dump())
+    per_pod = max(demand.largest_pod, 1)
     fitting = [e for e in entries if e.largest_node_gpus is None or e.largest_node_gpus >= per_pod]
     if entries and not fitting and job is None:
         largest = max((e.largest_node_gpus or 0) for e in entries)
@@ -310,7 +390,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
             w = plan.windows[0]
             end = min(w.end, max(w.start, tick.now) + settings.overrun_floor)
             budgeted = dataclasses.replace(plan, windows=(RunWindow(w.start, end, w.mean_g_per_kwh),))
-        decision = await apply_budget(tick, decision, budgeted, caj, running, forecasts)
+        decision = await apply_budget(tick, decision, budgeted, caj, running, forecasts, needs.gpus)
     budget_held = outcome.resume and not decision.resume
     if job is not None and kueue_managed(job.get("metadata") or {}) and (decision.resume or decision.suspend):
         # Never both: Kueue owns this Job's suspend field (docs/kueue.md); the carbon-window check times it.
@@ -328,20 +408,33 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     # 3. Act, in crash-safe order (docs/design/operator.md): placement before the Job; a resumed chunk's start in
     # status before the Job runs (a crash between makes the next pass count that chunk's overhead: under-counts);
     # a suspension in status before the Job stops.
-    if outcome.create and job is None and plan is not None and plan.cluster is not None:
+    if outcome.create and workload is None and target.created and plan is not None and plan.cluster is not None:
+        client = state.workloads_for(cluster_name or plan.cluster)
+        try:
+            manifest = await build_workload(client, target, caj, body, local=(cluster_name or plan.cluster) == LOCAL)
+        except WorkloadError as exc:
+            return await report_workload_problem(tick, exc)
         if not cluster_name:
             cluster_name = plan.cluster
             tick.status["cluster"] = cluster_name
             await tick.flush()  # record the placement before creating anything there
-        kube = state.kube_for(cluster_name)
-        job = await kube.create_job(build_job(body, local=cluster_name == LOCAL))
+        try:
+            workload = await client.create(manifest)
+        except WorkloadError as exc:
+            return await report_workload_problem(tick, exc)
+        job = workload.obj
         metrics.TRANSITIONS.labels("create").inc()
-        tick.event("Normal", "JobCreated", f"Created Job {tick.name} (suspended) in cluster {cluster_name}")
-        observed = observe(job, state.clock.from_wall)
-    tick.status["jobName"] = tick.name if job is not None else None
-    if job is None:
+        tick.event(
+            "Normal", "JobCreated", f"Created {target.label} (suspended) in cluster {cluster_name}"
+        )  # fmt: skip
+        observed = observe(workload, state.clock.from_wall)
+    if cluster_name and not tick.status.get("cluster"):
+        tick.status["cluster"] = cluster_name
+    tick.status["jobName"] = target.name if workload is not None else None
+    if workload is None:
         decision = dataclasses.replace(decision, resume=False, suspend=False, annotate_suspend_at=None)
-    await act(tick, decision, observed)
+    else:
+        await act(tick, decision, observed, state.workloads_for(cluster_name), workload)
 
     # 4. Report: energy, conditions, Events, receipts, metrics, reservations.
     # The core credits run time at the share of pods running; the estimate counts wall time at the GPUs of the
@@ -356,7 +449,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     report_decision(tick, decision, plan, observed)
     finished = decision.phase in (Phase.SUCCEEDED, Phase.FAILED)
     if state.meter is not None and cluster_name is not None:
-        await measure_energy(state, tick, caj, decision, submitted, cluster_name, job)
+        await measure_energy(state, tick, caj, decision, submitted, cluster_name, workload, needs.gpus)
     elif finished and not tick.status.get("receiptPosted"):
         pue = zone_and_pue(state, cluster_name)[1] if cluster_name else None
         message = receipt_message(tick.namespace, tick.name, tick.status, pue)
@@ -372,7 +465,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         state.reservations.drop(key)
     elif plan is not None and (place := cluster_name or plan.cluster) is not None:
         # An overrunning job keeps its GPUs reserved: the core plans its estimated remainder at once.
-        at_once = per_pod * max(int(spec.template.spec.get("parallelism") or 1), 1)
+        at_once = max(demand.total, 1)
         windows = plan.windows if plan.reason is not PlanReason.NO_CAPACITY else ()
         state.reservations.put(key, place, at_once, windows)
     if finished:
@@ -447,7 +540,13 @@ def store_core_status(tick: Tick, new: CoreStatus, *, finished: bool, suspended:
 
 
 async def apply_budget(
-    tick: Tick, decision: Decision, plan: Plan, caj: CarbonAwareJob, running: bool, forecasts: dict[str, Any]
+    tick: Tick,
+    decision: Decision,
+    plan: Plan,
+    caj: CarbonAwareJob,
+    running: bool,
+    forecasts: dict[str, Any],
+    gpus: int,
 ) -> Decision:
     """EnergyBudgets and the job's cap admit a (re)start or hold it; an interruptible job may be suspended; never
     silently. An admission is recorded in the budgets' status before the Job is resumed."""
@@ -456,7 +555,9 @@ async def apply_budget(
     series = forecasts.get(plan.zone) if plan.zone else None
     g_now = series.at(tick.now) if series is not None else None
     pue = zone_and_pue(tick.state, plan.cluster)[1] if plan.cluster else tick.state.settings.pue
-    hold = await budget_admission(tick, caj, plan, resuming=decision.resume, running=running, g_per_kwh=g_now, pue=pue)
+    hold = await budget_admission(
+        tick, caj, plan, resuming=decision.resume, running=running, g_per_kwh=g_now, pue=pue, gpus=gpus
+    )
     if hold is None:
         tick.condition(ConditionType.BUDGET_HELD, False, Reason.WITHIN_BUDGET, "no EnergyBudget holds this job")
         return decision
@@ -475,22 +576,22 @@ async def apply_budget(
     return Decision(False, running, None, phase, hold.until, message)
 
 
-async def act(tick: Tick, decision: Decision, observed: Observed) -> None:
-    kube = tick.state.kube_for(tick.status.get("cluster"))
-    ns, name = tick.namespace, tick.name
+async def act(tick: Tick, decision: Decision, observed: Observed, client: WorkloadClient, workload: Workload) -> None:
+    """Resume, suspend or announce, through the workload's own adapter (its kind's suspend field), each after the
+    status that accounts for it."""
     if decision.resume:
         tick.status["phase"] = str(Phase.RUNNING)
         await tick.flush()  # the chunk's start (it pays the overhead) first, then the Job: a crash between under-counts
-        await kube.set_suspend(ns, name, False)  # run time accrues from when its pods are seen running
+        workload = await client.resume(workload)  # run time accrues from when its pods are seen running
         metrics.TRANSITIONS.labels("resume").inc()
         until = translate.iso(decision.next_transition)
         tick.event("Normal", "Resumed", f"Resumed: {decision.why} (until {until}){replayed_suffix(tick.status)}")
     elif decision.suspend:
         tick.status["phase"] = str(Phase.SUSPENDED)
         await tick.flush()  # status first, then the Job: a crash between under-counts
-        await kube.set_suspend(ns, name, True)
+        workload = await client.suspend(workload)
         metrics.TRANSITIONS.labels("suspend").inc()
-        await kube.annotate_suspend_at(ns, name, None)
+        workload = await client.announce(workload, None)
         next_window = translate.iso(decision.next_transition)
         suffix = replayed_suffix(tick.status)
         tick.event("Normal", "Suspended", f"Suspended: {decision.why}; next window {next_window}{suffix}")
@@ -498,7 +599,7 @@ async def act(tick: Tick, decision: Decision, observed: Observed) -> None:
     # and comparing them raw re-annotated on every pass, each patch waking the next pass.
     announced = translate.iso(observed.suspend_at_annotation)
     if decision.annotate_suspend_at and announced != translate.iso(decision.annotate_suspend_at):
-        await kube.annotate_suspend_at(ns, name, translate.iso(decision.annotate_suspend_at))
+        await client.announce(workload, translate.iso(decision.annotate_suspend_at))
         tick.event(
             "Normal", "SuspendPlanned", f"Checkpoint now: suspending at {translate.iso(decision.annotate_suspend_at)}"
         )
@@ -569,7 +670,8 @@ async def measure_energy(
     decision: Decision,
     submitted: datetime,
     cluster_name: str,
-    job: dict[str, Any] | None,
+    workload: Workload | None,
+    gpus: int,
 ) -> None:
     """Measured energy (DCGM via Prometheus), emissions on the actual intensity, and the receipt at the end; a
     revised receipt once energy that was unpriced at the end has been priced (or declared to stay unpriced)."""
@@ -577,11 +679,12 @@ async def measure_energy(
     actual, pue, context = await pricing_context(state, tick, caj, submitted, cluster_name)
     body = {**tick.body, "status": tick.status}
     pods: list[PodRef] = []
-    if job is not None and (decision.phase is Phase.RUNNING or tick.status.get("runSeconds")):
-        # Only the Job's own pods are charged: listed by the CarbonAwareJob's UID label and the Job's owner chain.
-        job_uid = (job.get("metadata") or {}).get("uid")
+    if workload is not None and (decision.phase is Phase.RUNNING or tick.status.get("runSeconds")):
+        # Only the workload's own pods are charged: a Job's by the CarbonAwareJob's UID label and the Job's owner
+        # chain (a referenced Job's pods carry no label of ours: its owner chain alone); other kinds' by the labels
+        # their controller puts on all their pods (`pod_selector`, e.g. a JobSet's name through its Jobs).
         with contextlib.suppress(LookupError):  # its ComputeCluster deleted: the pods seen before still count
-            listed = await state.kube_for(cluster_name).workload_pods(tick.namespace, tick.meta["uid"], job_uid)
+            listed = await workload_pods(state.kube_for(cluster_name), tick, workload)
             pods = [PodRef(tick.namespace, name, uid or None) for name, uid in listed]
     update = await update_energy(
         state.meter,
@@ -592,6 +695,7 @@ async def measure_energy(
         pue=pue,
         to_planning=state.clock.from_wall,
         pods=pods,
+        gpus=gpus,
         **context,
     )
     tick.status.update(update.status)
@@ -608,6 +712,16 @@ async def measure_energy(
         and (not update.awaiting_actuals)
     ):
         tick.event("Normal", "ReceiptRevised", receipt_message(tick.namespace, tick.name, tick.status, pue, work))
+
+
+async def workload_pods(kube: Kube, tick: Tick, workload: Workload) -> list[tuple[str, str]]:
+    """(name, uid) of the workload's pods, finished ones included."""
+    if workload.info.kind == "Job" and workload.info.group == "batch" and owned_by(workload.obj, tick.meta["uid"]):
+        return list(await kube.workload_pods(tick.namespace, tick.meta["uid"], workload.meta.get("uid")))
+    selector = workload.pod_selector()
+    if not selector:
+        return []
+    return list(await kube.pods_matching(workload.namespace, selector))
 
 
 def export_job_metrics(state: OperatorState, tick: Tick) -> None:
@@ -802,23 +916,41 @@ async def spec_changed(name: str, namespace: str | None, **_: Any) -> None:
     current().poke(namespace or "", name)
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED: "true"})
-async def job_changed(body: kopf.Body, namespace: str | None, **_: Any) -> None:
-    owner = (body.get("metadata", {}).get("labels") or {}).get(LABEL_CAJ)
+def workload_changed(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+    """A workload carbonshift drives changed: its CarbonAwareJob looks again now (created from a template: named by
+    our label; adopted: a CarbonAwareJob of the same name tracks it, docs/workloads.md)."""
+    labels = body.get("metadata", {}).get("labels") or {}
+    owner = labels.get(LABEL_CAJ) or body.get("metadata", {}).get("name")
     if owner:
         current().poke(namespace or "", owner)
 
 
+def watch_workloads(kinds: list[tuple[str, str, str]]) -> None:
+    """One watch per served kind (group, version, plural), on objects labelled carbonshift.io/managed (ours, and
+    adopted ones). `carbonshift run` registers the kinds the cluster serves, so kopf never watches a missing one."""
+    for group, version, plural in kinds:
+        kopf.on.event(group, version, plural, labels={LABEL_MANAGED: "true"})(workload_changed)
+
+
+watch_workloads([("batch", "v1", "jobs")])  # the built-in kind is always served
+OPTIONAL_KINDS = [(k.info.group, k.info.version, k.info.plural) for k in KINDS if not k.info.builtin]
+
+
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 async def delete_job(body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
-    """Deleting the CarbonAwareJob deletes its Job, in whichever cluster it was placed (the finalizer's job)."""
+    """Deleting the CarbonAwareJob deletes the workload it created, in whichever cluster it was placed (the
+    finalizer's job); a referenced workload (spec.workloadRef) is its user's and stays."""
     state = current()
     cluster = (body.get("status") or {}).get("cluster")
-    if cluster:
+    template = (body.get("spec") or {}).get("template")
+    if cluster and template is not None:
         try:
-            await state.kube_for(cluster).delete_job(namespace or "", name)
+            kind = kind_for(str(template.get("apiVersion", "batch/v1")), str(template.get("kind", "Job")))
+            await state.workloads_for(cluster).delete(kind.info, namespace or "", name)
         except LookupError:
             log.warning("cluster %s of %s/%s is gone; nothing to clean up there", cluster, namespace, name)
+        except WorkloadError as exc:
+            log.info("nothing to delete for %s/%s: %s", namespace, name, exc)
     state.wake.pop((namespace or "", name), None)
     state.phases.drop(namespace or "", name)
     state.reservations.drop((namespace or "", name))

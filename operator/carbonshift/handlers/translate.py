@@ -61,7 +61,7 @@ def planner_job(
         interruptible=spec.interruptible,
         overhead=overhead,
         min_run=min_run,
-        gpus=gpus_requested(spec.template.model_dump()),
+        gpus=gpus_requested(spec.template.model_dump()) if spec.template is not None else 1,
         watts_per_gpu=spec.power.watts_per_gpu if spec.power else DEFAULT_WATTS_PER_GPU,
         policy=Policy(spec.policy),
         max_intensity_g_per_kwh=spec.max_intensity,
@@ -127,8 +127,9 @@ def terminal(phase: str | None) -> bool:
 # -- the decision core's status <-> CarbonAwareJobStatus ----------------------------------------------------------
 
 
-def job_needs(name: str, spec: CarbonAwareJobSpec, deadline: datetime) -> JobNeeds:
-    """What the spec asks for, in the decision core's units."""
+def job_needs(name: str, spec: CarbonAwareJobSpec, deadline: datetime, *, gpus: int) -> JobNeeds:
+    """What the spec asks for, in the decision core's units. `gpus`: what the workload holds at once (its kind's
+    `gpu_demand()`)."""
     overhead, grace, min_run = checkpoint_settings(spec)
     return JobNeeds(
         name=name,
@@ -138,7 +139,7 @@ def job_needs(name: str, spec: CarbonAwareJobSpec, deadline: datetime) -> JobNee
         overhead=overhead,
         min_run=min_run,
         grace=grace,
-        gpus=gpus_requested(spec.template.model_dump()),
+        gpus=gpus,
         watts_per_gpu=spec.power.watts_per_gpu if spec.power else DEFAULT_WATTS_PER_GPU,
         policy=Policy(spec.policy),
         max_intensity_g_per_kwh=spec.max_intensity,
