@@ -377,3 +377,43 @@ async def test_a_kind_not_installed_is_one_condition_and_one_event_then_a_slow_r
     assert all(w >= handler.WORKLOAD_RECHECK for w in wakes), wakes  # a slow timer, not a retry loop
     assert status["phase"] == "Pending"
     assert sum(1 for _, k, _ in kube.writes if k == "create-attempt") == 1, kube.writes
+
+
+async def test_a_pod_larger_than_any_node_is_at_risk_in_the_core_and_nothing_is_created(
+    cluster: tuple[OperatorState, FakeKube, list[tuple[str, str, str]]],
+) -> None:
+    """Node fit is the core's rule: each pod of 9 GPUs, nodes of 8 (the fake cluster's largest): NotEnoughGPUs, once,
+    no workload created; the same spec at 8 GPUs a pod is created."""
+    state, kube, events = cluster
+    pod = kube.caj["spec"]["template"]["spec"]["template"]["spec"]
+    pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = 9
+    t = T0 + timedelta(seconds=7)
+    for _ in range(3):
+        await run_pass(state, kube, t)
+        t += timedelta(minutes=5)
+    at_risk = next(c for c in kube.caj["status"]["conditions"] if c["type"] == "DeadlineAtRisk")
+    assert (at_risk["status"], at_risk["reason"]) == ("True", "NotEnoughGPUs"), at_risk
+    assert "each pod asks for 9 GPUs but the largest node of any allowed cluster has 8" in at_risk["message"]
+    assert [e[1] for e in events].count("NotEnoughGPUs") == 1, events
+    assert not kube.jobs and kube.caj["status"]["phase"] == "Pending"
+    pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = 8
+    await run_pass(state, kube, t)
+    assert ("team", "train") in kube.jobs
+
+
+def test_node_fit_keeps_the_clusters_whose_largest_node_holds_a_pod() -> None:
+    from carbonshift.domain.core import CoreStatus as Status
+    from carbonshift.domain.core import JobNeeds, Snapshot, node_fit
+    from carbonshift.domain.lifecycle import Observed
+    from carbonshift.domain.planning.model import Cluster
+
+    needs = JobNeeds("j", timedelta(hours=1), T0 + timedelta(hours=5), gpus=8)
+    clusters = (Cluster("small", ZONE, 1.0, 16), Cluster("big", ZONE, 1.0, 16), Cluster("unknown", ZONE, 1.0, 16))
+    snap = Snapshot(needs, Status(), Observed(exists=False), T0, clusters, pod_gpus=8,
+                    largest_node_gpus={"small": 4, "big": 8})  # fmt: skip
+    fit, why = node_fit(snap)
+    assert [c.name for c in fit] == ["big", "unknown"] and why is None
+    from dataclasses import replace
+
+    fit, why = node_fit(replace(snap, clusters=clusters[:1]))
+    assert fit == () and why is not None and "largest node of any allowed cluster has 4" in why
