@@ -261,6 +261,8 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         target = target_of(caj)
     except WorkloadError as exc:
         return await report_workload_problem(tick, exc)
+    if not target.created:
+        state.referenced[(tick.namespace, target.kind.info.kind, target.name)] = tick.name
     # Placement: once a cluster is recorded it is kept (the workload may have run there). A referenced workload is
     # where its user created it: in this cluster.
     cluster_name: str | None = tick.status.get("cluster") or (None if target.created else LOCAL)
@@ -915,13 +917,17 @@ async def spec_changed(name: str, namespace: str | None, **_: Any) -> None:
     current().poke(namespace or "", name)
 
 
-def workload_changed(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+async def workload_changed(body: kopf.Body, namespace: str | None, **_: Any) -> None:
     """A workload carbonshift drives changed: its CarbonAwareJob looks again now (created from a template: named by
-    our label; adopted: a CarbonAwareJob of the same name tracks it, docs/workloads.md)."""
-    labels = body.get("metadata", {}).get("labels") or {}
-    owner = labels.get(LABEL_CAJ) or body.get("metadata", {}).get("name")
+    our label; referenced by a workloadRef: the CarbonAwareJob seen referring to it, else one of its own name)."""
+    meta = body.get("metadata", {})
+    state = current()
+    name = str(meta.get("name") or "")
+    owner = (meta.get("labels") or {}).get(LABEL_CAJ) or state.referenced.get(
+        (namespace or "", str(body.get("kind") or ""), name), name
+    )
     if owner:
-        current().poke(namespace or "", owner)
+        state.poke(namespace or "", owner)
 
 
 def watch_workloads(kinds: list[tuple[str, str, str]]) -> None:
@@ -954,6 +960,8 @@ async def delete_job(body: kopf.Body, name: str, namespace: str | None, **_: Any
     state.phases.drop(namespace or "", name)
     state.reservations.drop((namespace or "", name))
     state.watching.pop((namespace or "", name), None)
+    for ref in [r for r, caj in state.referenced.items() if r[0] == (namespace or "") and caj == name]:
+        state.referenced.pop(ref, None)
     for gauge in (metrics.JOB_EMISSIONS, metrics.JOB_AVOIDED, metrics.JOB_PLANNED_START, metrics.DEADLINE_AT_RISK):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace or "", name)
