@@ -2,18 +2,21 @@
 
 Each pass (`reconcile`):
 0. validate: a spec the API server let through but the operator cannot run is InvalidSpec, reported once;
-1. read the snapshot: the CarbonAwareJob (its typed status), its Job in the cluster it is placed in, the candidate
-   clusters (node fit, free GPUs, the other jobs' GPU reservations) and fresh forecasts (cached by the providers);
-2. call the decision core (`domain.core.reconcile`): progress, the committed plan, and create / resume / announce /
-   suspend; then the rules around it: EnergyBudget admission and holds, and the Kueue guard (a Kueue-managed Job is
-   never resumed or suspended here);
-3. act on the Job in the order that keeps accounting safe if the operator dies between two steps (placement before
+1. read the snapshot: the CarbonAwareJob (its typed status), its workload (any supported kind, created from
+   spec.template or named by spec.workloadRef; read only through the workload interface, adapters/workloads) in the
+   cluster it is placed in, the GPUs it holds at once (`gpu_demand()`), the candidate clusters (largest node, free
+   GPUs, the other jobs' GPU reservations) and fresh forecasts (cached by the providers);
+2. call the decision core (`domain.core.reconcile`): node fit, progress, the committed plan, DeadlineAtRisk, and
+   create / resume / announce / suspend; then the rules around it: EnergyBudget admission and holds (their ledgers
+   are written before a resume), and the Kueue guard (a Kueue-managed Job is never resumed or suspended here);
+3. act on the workload in the order that keeps accounting safe if the operator dies between two steps (placement before
    creation, status before a resume or a suspension: a crash may only under-count work, which makes the deadline
    safer, never later);
 4. report: energy and receipts, status (patched only on change), conditions, an Event per decision, metrics, and
    this job's GPU reservation for the others' plans.
 The daemon sleeps until the next planned transition or the next tick, whichever comes first, and wakes early when
-the spec or the Job changes.
+the spec or the workload changes. A workload carbonshift cannot drive now (kind not installed, invalid, a reference
+to nothing) is the WorkloadUnavailable condition, one Event, and a re-check every WORKLOAD_RECHECK.
 """
 
 from __future__ import annotations
@@ -257,6 +260,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     deadline = translate.effective_deadline(spec, submitted)
     tick.status["deadline"] = translate.iso(deadline)
 
+    # 1. Read the snapshot: the workload as observed, the core's status so far, candidate clusters, forecasts.
     try:
         target = target_of(caj)
     except WorkloadError as exc:
@@ -291,7 +295,6 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         demand = demand_of(target, caj, workload, body)
     except WorkloadError as exc:
         return await report_workload_problem(tick, exc)
-    # 1. Read the snapshot: the Job as observed, the core's status so far, candidate clusters, forecasts.
     observed = observe(workload, state.clock.from_wall)
     if job is None and translate.terminal(tick.status.get("phase")):
         # Finished, and its Job since deleted (a TTL): it stays finished; nothing is created again.
