@@ -260,7 +260,7 @@ def test_a_workload_ref_to_a_users_job_runs_in_its_window_and_is_charged_its_own
             {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "theirs-debug"},
              "spec": {"restartPolicy": "Never", "containers": [debug]}},
         )  # fmt: skip
-        manifest = caj_manifest("drive-theirs", duration="10m", max_delay="2h")
+        manifest = caj_manifest("drive-theirs", duration="20m", max_delay="2h")
         del manifest["spec"]["template"]
         manifest["spec"]["workloadRef"] = {"apiVersion": "batch/v1", "kind": "Job", "name": "theirs"}
         k.create_caj(namespace, manifest)
@@ -275,11 +275,11 @@ def test_a_workload_ref_to_a_users_job_runs_in_its_window_and_is_charged_its_own
         wait_until(lambda: job_pods("Running"), "the Job's pod running", timeout=60)
         resumed_at = proc.planning_now()
         assert resumed_at >= epoch + timedelta(minutes=14), resumed_at
-        # Let it run about 10 planning minutes (its duration), then the workload finishes.
+        # Let it run about 20 planning minutes, then the workload finishes.
         wait_until(
             lambda: k.status(namespace, "drive-theirs").get("runningSince"), "run time to count", timeout=20
         )  # fmt: skip
-        time.sleep(10)
+        time.sleep(20)
         for pod in job_pods("Running"):
             body = {"metadata": {"annotations": {"carbonshift.io/complete": "true"}}}
             k.core.patch_namespaced_pod(pod.metadata.name, namespace, body)
@@ -297,12 +297,15 @@ def test_a_workload_ref_to_a_users_job_runs_in_its_window_and_is_charged_its_own
     assert status["energySource"] == "dcgm"
     assert {p["name"] for p in status["energy"]["pods"]} == set(pods), status["energy"]["pods"]
     truth_kwh = sum(exporter.energy_mj(namespace, pod) for pod in pods) / 3.6e9
-    unseen_kwh = 2 * 1.0 * 700.0 / 3.6e6  # one 1 s scrape at training power per GPU (see test_operator_energy)
-    assert truth_kwh - unseen_kwh - 0.01 * truth_kwh <= status["energyKWh"] <= 1.01 * truth_kwh, (
+    # Within one 1 s scrape at training power per GPU either way (a holding's first or last second; see
+    # test_operator_energy) and 1 %: the plain pod beside it drew about 683 W for the whole run, far outside this.
+    unseen_kwh = 2 * 1.0 * 700.0 / 3.6e6
+    assert truth_kwh - unseen_kwh - 0.01 * truth_kwh <= status["energyKWh"] <= 1.01 * truth_kwh + unseen_kwh, (
         status["energyKWh"],
         truth_kwh,
     )
-    assert exporter.energy_mj(namespace, "theirs-debug") > 0, "the plain pod drew energy, charged to nobody"
+    debug_kwh = exporter.energy_mj(namespace, "theirs-debug") / 3.6e9
+    assert debug_kwh > 2 * unseen_kwh, "the plain pod drew energy (charged to nobody)"
     assert "Receipt" in k.event_reasons(namespace, "drive-theirs")
     # The user's Job is theirs: deleting the CarbonAwareJob leaves it.
     k.custom.delete_namespaced_custom_object("carbonshift.io", "v1alpha1", namespace, "carbonawarejobs", "drive-theirs")
