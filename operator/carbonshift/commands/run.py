@@ -166,6 +166,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--webhook-configuration", default="carbonshift.io", help="name of the ValidatingWebhookConfiguration"
     )
     webhook.add_argument(
+        "--adoption",
+        action=argparse.BooleanOptionalAction,
+        default=env("CARBONSHIFT_ADOPTION", "") in ("1", "true"),
+        help="with --webhook: adopt labelled Jobs, JobSets, TrainJobs, PyTorchJobs and RayJobs (created suspended by a "
+        "mutating webhook, tracked by a CarbonAwareJob; docs/workloads.md); its MutatingWebhookConfiguration has the "
+        "--webhook-configuration name",
+    )
+    webhook.add_argument(
         "--operator-namespace",
         default=env("POD_NAMESPACE", "carbonshift-system"),
         help="the operator's namespace, where ComputeCluster kubeconfig Secrets must be",
@@ -245,6 +253,10 @@ def run(args: argparse.Namespace) -> int:
         state = build_state(args)
         if args.webhook:
             webhook_options(args)
+        elif args.adoption:
+            raise ValueError(
+                "--adoption needs --webhook: the adoption webhook is served by the operator's webhook server"
+            )
     except (ValueError, ProviderConfigError, ForecastSpecError, config.ConfigException) as exc:
         print(f"carbonshift run: {exc}", file=sys.stderr)
         return 2
@@ -265,7 +277,13 @@ def run(args: argparse.Namespace) -> int:
     if args.webhook:
         from carbonshift.handlers import admission  # registers the validating handlers
 
-        admission.install(webhook_options(args), state.local.api)
+        options = webhook_options(args)
+        also: tuple[Callable[[dict[str, Any]], None], ...] = ()
+        if args.adoption:
+            from carbonshift.handlers import adoption  # the mutating webhook and the tracking handlers
+
+            also = (adoption.install(state.local.api, options.configuration),)
+        admission.install(options, state.local.api, also)
 
     if os.environ.get("CARBONSHIFT_TRACEMALLOC"):
         _memory_report_on_sigusr1(Path(os.environ["CARBONSHIFT_TRACEMALLOC"]))
