@@ -185,6 +185,18 @@ def test_interruptible_job_is_suspended_and_resumed_with_pods_annotated_first(
     assert abs(suspend_at - windows[0][1]) < 0.3, (suspend_at, windows)  # the end of the first planned window
     assert suspend_at <= 5.3, "inside the low-carbon window"
     assert operator.planning_now() < operator.epoch + timedelta(hours=suspend_at), "annotated before the suspension"
+    # The decision core announces every suspension at least gracePeriod (30 min) ahead, says so in status, and the
+    # Job is not suspended before the announced time.
+    announced = k.status(namespace, "pretrain")
+    assert announced.get("suspendAt"), ("read 30 planning minutes before the suspension", announced)
+    at, since = (
+        datetime.fromisoformat(announced[f].replace("Z", "+00:00")) for f in ("suspendAt", "suspendAnnouncedAt")
+    )
+    assert at - since >= timedelta(minutes=30), announced
+    assert abs((at - operator.epoch).total_seconds() / 3600 - suspend_at) < 1 / 60, (announced, suspend_at)
+    while operator.planning_now() < at - timedelta(minutes=3):
+        assert k.job(namespace, "pretrain").spec.suspend is not True, "suspended before the announced time"
+        time.sleep(0.05)
     # Between the windows: suspended, pods gone.
     wait_until(lambda: k.job(namespace, "pretrain").spec.suspend is True, "suspension", timeout=20)
     wait_until(lambda: not k.running_pods(namespace, "pretrain"), "pods deleted", timeout=20)

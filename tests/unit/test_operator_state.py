@@ -102,31 +102,35 @@ def test_jobs_by_phase_follow_every_change_and_deletion() -> None:
     }
 
 
-class AnnotatingKube(CountingKube):
+class AnnouncingWorkloads:
+    """The workload client as `act` uses it for an announcement: records each suspend-at written."""
+
     def __init__(self) -> None:
-        super().__init__()
         self.announced: list[str | None] = []
 
-    async def annotate_suspend_at(self, namespace: str, name: str, value: str | None) -> None:
-        self.announced.append(value)
+    async def announce(self, workload: Any, when: str | None) -> Any:
+        self.announced.append(when)
+        return workload
 
 
 async def test_a_suspend_time_already_announced_to_the_second_is_not_announced_again() -> None:
     """The plan's window end carries the clock's microseconds; the annotation is written to the second. Compared
     raw, every pass re-annotated the Job, and each patch woke the next pass: a hot loop until the suspension."""
-    from carbonshift.domain.lifecycle import Accounting, Decision, Observed, Phase
+    from carbonshift.adapters.workloads import BatchJob
+    from carbonshift.domain.lifecycle import Decision, Observed, Phase
     from carbonshift.handlers.carbonawarejob import Tick, act
 
-    kube = AnnotatingKube()
-    s = state(Settings(), kube)
+    s = state(Settings(), CountingKube())
+    client = AnnouncingWorkloads()
+    job = BatchJob({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"namespace": "team", "name": "job"}})
     body = {"metadata": {"namespace": "team", "name": "job", "uid": "u"}, "status": {"cluster": LOCAL}}
     end = datetime(2026, 1, 1, 5, 0, 0, 654321, tzinfo=UTC)
     decision = Decision(False, False, end, Phase.RUNNING, end, "running in a planned window")
     announced = Observed(exists=True, suspended=False, suspend_at_annotation=end.replace(microsecond=0))
-    await act(Tick(s, body), decision, cast(Any, None), Accounting(), announced)
-    assert kube.announced == []
+    await act(Tick(s, body), decision, announced, cast(Any, client), job)
+    assert client.announced == []
     earlier = Observed(exists=True, suspended=False, suspend_at_annotation=end - timedelta(minutes=1))
     tick = Tick(s, body)
-    await act(tick, decision, cast(Any, None), Accounting(), earlier)
-    assert kube.announced == ["2026-01-01T05:00:00Z"]
+    await act(tick, decision, earlier, cast(Any, client), job)
+    assert client.announced == ["2026-01-01T05:00:00Z"]
     assert [e[1] for e in tick.events] == ["SuspendPlanned"]

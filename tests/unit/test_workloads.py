@@ -78,11 +78,27 @@ JOB_STATES: list[dict[str, Any]] = [
 ]
 
 
-@pytest.mark.parametrize("state", JOB_STATES)
-def test_job_is_observed_exactly_as_the_handler_observes_it_today(state: dict[str, Any]) -> None:
+# (suspended, active, ready, complete, failed, failure reason) of each state, as the Job controller means them.
+JOB_READINGS = [
+    (True, 0, 0, False, False, None),
+    (False, 3, 1, False, False, None),
+    (False, 2, 2, False, False, None),
+    (False, 0, 0, True, False, None),
+    (False, 0, 0, False, True, "BackoffLimitExceeded"),
+    (False, 0, 0, False, False, None),
+]
+
+
+@pytest.mark.parametrize(("state", "reading"), list(zip(JOB_STATES, JOB_READINGS, strict=True)))
+def test_job_is_observed_by_the_adapter_and_the_handler_passes_it_to_the_core_unchanged(
+    state: dict[str, Any], reading: tuple[Any, ...]
+) -> None:
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"}, **copy.deepcopy(state)}
     job["spec"] = {**job_template()["spec"], **state["spec"]}
-    ours, theirs = BatchJob(job).observe(), handler_observe(job)
+    ours, theirs = BatchJob(job).observe(), handler_observe(BatchJob(job))
+    assert (ours.suspended, ours.active_pods, ours.ready_pods, ours.complete, ours.failed, ours.failure_reason) == (
+        reading
+    )
     for field in ("exists", "suspended", "active_pods", "ready_pods", "complete", "failed"):
         assert getattr(ours, field) == getattr(theirs, field), field
     assert (ours.failure_reason, ours.failure_message) == (theirs.failure_reason, theirs.failure_message)

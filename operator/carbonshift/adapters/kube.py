@@ -182,6 +182,16 @@ class Kube:
                 if exc.status != 404:  # a pod that just went away needs no warning
                     raise
 
+    async def pods_matching(self, namespace: str, selector: dict[str, str]) -> list[tuple[str, str]]:
+        """(name, uid) of the pods with all these labels, finished ones included (a workload's `pod_selector()`)."""
+        label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+        pods = await self._raw("list pods", self.core.list_namespaced_pod, namespace, label_selector=label_selector)
+        found = []
+        for pod in pods.get("items") or []:
+            meta = pod.get("metadata") or {}
+            found.append((str(meta.get("name", "")), str(meta.get("uid", ""))))
+        return found
+
     async def workload_pods(self, namespace: str, caj_uid: str, job_uid: str | None) -> list[tuple[str, str]]:
         """(name, uid) of the pods of a CarbonAwareJob's Job, finished ones included: labelled with the
         CarbonAwareJob's UID by the operator (LABEL_CAJ_UID on the pod template) and, when the Job's UID is known,
@@ -278,15 +288,20 @@ class Kube:
         namespace = self.ns(manifest["metadata"]["namespace"])
         await self._raw("dry-run job", self.batch.create_namespaced_job, namespace, manifest, dry_run="All")
 
-    async def may(self, user: dict[str, Any], verb: str, group: str, resource: str, namespace: str) -> tuple[bool, str]:
+    async def may(
+        self, user: dict[str, Any], verb: str, group: str, resource: str, namespace: str, *, name: str | None = None
+    ) -> tuple[bool, str]:
         """Whether the user of an admission request (username, uid, groups, extra) may do `verb` on `resource` in
-        `namespace` (a SubjectAccessReview); with the authorizer's reason."""
+        `namespace` (on the object `name`, when given) (a SubjectAccessReview); with the authorizer's reason."""
+        attributes = {"namespace": namespace, "verb": verb, "group": group, "resource": resource}
+        if name:
+            attributes["name"] = name
         spec = {
             "user": user.get("username"),
             "uid": user.get("uid"),
             "groups": user.get("groups") or [],
             "extra": user.get("extra") or {},
-            "resourceAttributes": {"namespace": namespace, "verb": verb, "group": group, "resource": resource},
+            "resourceAttributes": attributes,
         }
         review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
         api = client.AuthorizationV1Api(self.api)

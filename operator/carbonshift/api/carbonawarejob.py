@@ -1,6 +1,8 @@
-"""CarbonAwareJob: a batch/v1 Job template plus when it must be done and how it may be moved in time.
+"""CarbonAwareJob: a workload (a template, or a reference to an existing one) plus when it must be done and how it
+may be moved in time.
 
-The operator creates the Job from `spec.template` (always suspended first), plans its run windows against the grid's
+The operator creates the workload from `spec.template` (always suspended first; a `spec.workloadRef` names one the
+user created), plans its run windows against the grid's
 carbon-intensity forecast, and resumes and suspends it. Status explains every decision and ends with a receipt.
 """
 
@@ -10,7 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Final, Literal
 
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import Field, StringConstraints
 
 from carbonshift.api.base import (
     API_VERSION,
@@ -146,27 +148,60 @@ class Cap(ApiModel):
 
 
 class JobTemplate(ApiModel):
-    """A batch/v1 JobTemplateSpec (metadata and spec). Validated by the API server when the Job is created."""
+    """The workload to create: a batch/v1 Job (default) or another suspendable kind (docs/workloads.md), as its
+    metadata and spec. Validated by the API server (a dry-run create at admission) and by the kind's adapter."""
 
     model_config = ApiModel.model_config | {"extra": "forbid"}
 
-    metadata: dict[str, Any] = Field(
-        default_factory=dict, description="Labels and annotations for the Job the operator creates."
+    api_version: str = Field(
+        default="batch/v1",
+        max_length=253,
+        description="apiVersion of the workload: batch/v1 (default), jobset.x-k8s.io/v1alpha2, "
+        "trainer.kubeflow.org/v1alpha1, kubeflow.org/v1 or ray.io/v1.",
     )
-    spec: dict[str, Any] = Field(description="A batch/v1 JobSpec. `suspend` is managed by the operator.")
+    kind: str = Field(
+        default="Job", max_length=63, description="Kind of the workload: Job (default), JobSet, TrainJob, "
+        "PyTorchJob or RayJob."
+    )  # fmt: skip
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="Labels and annotations for the workload the operator creates."
+    )
+    spec: dict[str, Any] = Field(
+        description="The workload's spec (a batch/v1 JobSpec by default). Its suspend field is managed by the operator."
+    )
 
-    @field_validator("spec")
-    @classmethod
-    def _has_pod_template(cls, spec: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(spec.get("template"), dict):
-            raise ValueError("template.spec.template (the pod template) is required")
-        return spec
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "self.apiVersion != 'batch/v1' || self.kind != 'Job' || has(self.spec.template)",
+            "template.spec.template (the pod template) is required",
+            lambda t: t.api_version != "batch/v1" or t.kind != "Job" or isinstance(t.spec.get("template"), dict),
+        ),
+    )
+
+    @property
+    def is_job(self) -> bool:
+        return self.api_version == "batch/v1" and self.kind == "Job"
+
+
+class WorkloadRef(ApiModel):
+    """An existing workload in the CarbonAwareJob's namespace, created by its user: carbonshift suspends and resumes
+    it in planned windows, and never creates or deletes it."""
+
+    api_version: str = Field(max_length=253, description="apiVersion of the workload, e.g. batch/v1.")
+    kind: str = Field(max_length=63, description="Kind of the workload, e.g. Job.")
+    name: str = Field(max_length=253, description="Name of the workload, in the CarbonAwareJob's namespace.")
 
 
 class CarbonAwareJobSpec(ApiModel):
     """What to run, by when, and how it may be shifted."""
 
-    template: JobTemplate = Field(description="The batch/v1 Job to run (metadata and spec).")
+    template: JobTemplate | None = Field(
+        default=None, description="The workload to create and run. Exactly one of template, workloadRef."
+    )
+    workload_ref: WorkloadRef | None = Field(
+        default=None, description="An existing workload to drive (never created or deleted by carbonshift). "
+        "Exactly one of template, workloadRef."
+    )  # fmt: skip
     deadline: datetime | None = Field(
         default=None,
         description="When the job must be complete (RFC 3339). Exactly one of deadline, maxDelay.",
@@ -193,6 +228,11 @@ class CarbonAwareJobSpec(ApiModel):
     cap: Cap | None = Field(default=None, description="A cap on this job's energy and/or emissions, projected ahead.")
 
     rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "has(self.template) != has(self.workloadRef)",
+            "exactly one of spec.template or spec.workloadRef must be set",
+            lambda s: (s.template is None) != (s.workload_ref is None),
+        ),
         Rule(
             "has(self.deadline) != has(self.maxDelay)",
             "exactly one of spec.deadline or spec.maxDelay must be set",
@@ -246,6 +286,30 @@ class PlanStatus(ApiModel):
     computed_at: datetime | None = Field(default=None, description="When the plan was computed.")
 
 
+class Progress(ApiModel):
+    """The decision core's account of the work done (domain/core.py `Progress`), so a restarted operator continues."""
+
+    work_seconds: Number = Field(default=0.0, ge=0, description="True work: run time net of each resume's overhead.")
+    run_seconds: Number = Field(default=0.0, ge=0, description="Run time credited, at the share of pods running.")
+    chunk_run_seconds: Number = Field(default=0.0, ge=0, description="Run time of the current chunk.")
+    chunk_pays: Bool = Field(default=False, description="Whether the current chunk pays the checkpoint overhead.")
+    chunk_started_at: datetime | None = Field(default=None, description="When the current chunk was resumed.")
+    observed_at: datetime | None = Field(default=None, description="Last observation of the Job's pods.")
+    rate: Number = Field(default=0.0, ge=0, le=1, description="Share of the Job's pods running at that observation.")
+    resumes: Integer = Field(default=0, ge=0, description="Resumes that paid the checkpoint overhead.")
+    ran: Bool = Field(default=False, description="Whether the Job has run at all.")
+
+
+class Commitment(ApiModel):
+    """The windows the job is committed to; they move only when a re-plan beats them by the core's threshold."""
+
+    windows: list[PlannedWindow] = Field(default_factory=list, description="Committed run windows, in order.")
+    cluster: str | None = Field(default=None, description="Cluster of the committed plan.")
+    zone: str | None = Field(default=None, description="Grid zone of the committed plan.")
+    made_at: datetime | None = Field(default=None, description="When the commitment was made.")
+    remaining_seconds: Number = Field(default=0.0, ge=0, description="Run time left when it was made.")
+
+
 class Display(ApiModel):
     """Human-readable summaries for `kubectl get` columns."""
 
@@ -272,6 +336,10 @@ class CarbonAwareJobStatus(ApiModel):
     )
     run_seconds: Number | None = Field(default=None, ge=0, description="Wall-clock seconds the Job has run.")
     suspensions: Integer | None = Field(default=None, ge=0, description="How many times the Job was suspended.")
+    progress: Progress | None = Field(default=None, description="Work done so far (the decision core's account).")
+    commitment: Commitment | None = Field(default=None, description="The committed plan (the decision core's).")
+    suspend_at: datetime | None = Field(default=None, description="An announced suspension (the suspend-at time).")
+    suspend_announced_at: datetime | None = Field(default=None, description="When that suspension was announced.")
     energy_kwh: Number | None = Field(
         default=None, alias="energyKWh", ge=0, description="GPU energy used so far (kWh)."
     )

@@ -31,6 +31,7 @@ class ConditionType(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     EXCEEDED = "Exceeded"
     READY = "Ready"
+    WORKLOAD_UNAVAILABLE = "WorkloadUnavailable"
 
 
 class Reason(StrEnum):
@@ -56,6 +57,7 @@ class Reason(StrEnum):
     NAMESPACE_NOT_ADMITTED = "NamespaceNotAdmitted"
     SPEC_VALID = "SpecValid"
     PODS_NOT_RUNNING = "PodsNotRunning"
+    OVERRUN = "Overrun"  # run time reached spec.duration but the Job has not completed
     # ProviderDegraded / MetricsDegraded
     PROVIDER_FALLBACK = "ProviderFallback"
     NO_INTENSITY_DATA = "NoIntensityData"
@@ -69,6 +71,12 @@ class Reason(StrEnum):
     # Terminal
     JOB_COMPLETED = "JobCompleted"
     JOB_FAILED = "JobFailed"
+    # WorkloadUnavailable (the workload's kind, or a referenced workload)
+    KIND_NOT_INSTALLED = "KindNotInstalled"
+    INVALID_WORKLOAD = "InvalidWorkload"
+    UNSUPPORTED_KIND = "UnsupportedKind"
+    WORKLOAD_NOT_FOUND = "WorkloadNotFound"
+    WORKLOAD_AVAILABLE = "WorkloadAvailable"
     # Cluster
     CLUSTER_REACHABLE = "ClusterReachable"
     CLUSTER_UNREACHABLE = "ClusterUnreachable"

@@ -228,15 +228,15 @@ def _conditions_list_map(node: dict[str, Any]) -> None:
 
 
 def _template_schema(node: dict[str, Any]) -> None:
-    """spec.template is a JobTemplateSpec: keep unknown fields (the Job API validates them), require a pod template."""
+    """spec.template is a workload template: keep unknown fields (the kind's API validates them); a Job's pod
+    template is required by a CEL rule of the template."""
     template = node["properties"]["spec"]["properties"]["template"]
     job_spec = template["properties"]["spec"]
-    job_spec["required"] = ["template"]
     job_spec["properties"] = {
         "template": {
             "type": "object",
             "x-kubernetes-preserve-unknown-fields": True,
-            "description": "The pod template (corev1.PodTemplateSpec) of the Job.",
+            "description": "The pod template (corev1.PodTemplateSpec) of a Job.",
         }
     }
 

@@ -1,7 +1,7 @@
 """The operator's permissions, written once: the tests bind exactly these, and the chart renders the same rules.
 
 Cluster-wide: what kopf needs to watch and record (CRDs, namespaces, peering, events), the carbonshift resources,
-the Jobs it owns, pods (to annotate ahead of a suspension) and nodes (to count free GPUs), for its admission
+the workloads it drives (Jobs, JobSets, TrainJobs, PyTorchJobs, RayJobs), pods (to annotate ahead of a suspension) and nodes (to count free GPUs), for its admission
 webhook SubjectAccessReviews and its ValidatingWebhookConfiguration, and Kueue's Workloads, AdmissionChecks and
 ClusterQueues for the carbon-window AdmissionCheck. Secrets are read only in the operator's own namespace (provider
 keys, kubeconfigs of remote ComputeClusters) and written only there (the webhook's TLS certificate), through a
@@ -21,6 +21,17 @@ CLUSTER_RULES: list[dict[str, Any]] = [
      "verbs": ["get", "patch", "update"]},
     {"apiGroups": [GROUP], "resources": ["carbonawarejobs/finalizers"], "verbs": ["update"]},
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+    # The other workload kinds it creates from a template or drives through a workloadRef (docs/workloads.md), and
+    # the TrainingRuntimes a TrainJob takes its GPUs from. Discovery (is a kind installed?) needs no grant.
+    {"apiGroups": ["jobset.x-k8s.io"], "resources": ["jobsets"],
+     "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+    {"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"],
+     "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+    {"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainingruntimes", "clustertrainingruntimes"],
+     "verbs": ["get"]},
+    {"apiGroups": ["kubeflow.org"], "resources": ["pytorchjobs"],
+     "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
+    {"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["get", "list", "watch", "create", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]},
     {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},

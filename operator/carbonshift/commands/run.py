@@ -271,8 +271,13 @@ def run(args: argparse.Namespace) -> int:
     import carbonshift.handlers.clusters
     import carbonshift.handlers.energybudget
 
+    # Watch each workload kind the cluster serves (checked once at start: install a kind's CRD, then restart).
+    carbonshift.handlers.carbonawarejob.watch_workloads(
+        _served(state.local.api, carbonshift.handlers.carbonawarejob.OPTIONAL_KINDS)
+    )
+
     if _serves_kueue(state.local.api):  # the carbon-window AdmissionCheck (docs/kueue.md); none without Kueue
-        import carbonshift.handlers.kueue  # noqa: F401
+        import carbonshift.handlers.kueue
 
     if args.webhook:
         from carbonshift.handlers import admission  # registers the validating handlers
@@ -343,6 +348,19 @@ def _serves_kueue(api: client.ApiClient) -> bool:
     except Exception:  # discovery failed: kopf reports the API server's state itself
         return False
     return any(g.name == "kueue.x-k8s.io" and any(v.version == "v1beta2" for v in g.versions) for g in groups)
+
+
+def _served(api: client.ApiClient, kinds: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """The (group, version, plural) of `kinds` the API server serves (discovery; none when it fails)."""
+    served = []
+    for group, version, plural in kinds:
+        try:
+            found = client.CustomObjectsApi(api).get_api_resources(group, version)
+        except Exception:  # not served (404), or discovery failed: kopf reports the API server's state itself
+            continue
+        if any(r.name == plural for r in (found.resources or [])):
+            served.append((group, version, plural))
+    return served
 
 
 def _memory_report_on_sigusr1(path: Path) -> None:

@@ -1,13 +1,17 @@
-"""kopf handlers of CarbonAwareJob: one long-lived daemon per object runs read -> plan -> decide -> act -> report.
+"""kopf handlers of CarbonAwareJob: one long-lived daemon per object runs read -> core -> act -> report.
 
-Each tick:
-1. read the CarbonAwareJob and its Job (in the cluster it is placed in);
-2. plan with the domain planner on fresh forecasts (cached by the providers);
-3. decide with `domain.lifecycle.decide`;
-4. act on the Job (create suspended, resume, annotate ahead of a suspension, suspend), in the order that keeps
-   accounting safe if the operator dies between two steps (a crash may only under-count run time, which makes
-   the deadline safer, never later);
-5. report: status (patched only on change), conditions, and an Event per decision, in numbers.
+Each pass (`reconcile`):
+0. validate: a spec the API server let through but the operator cannot run is InvalidSpec, reported once;
+1. read the snapshot: the CarbonAwareJob (its typed status), its Job in the cluster it is placed in, the candidate
+   clusters (node fit, free GPUs, the other jobs' GPU reservations) and fresh forecasts (cached by the providers);
+2. call the decision core (`domain.core.reconcile`): progress, the committed plan, and create / resume / announce /
+   suspend; then the rules around it: EnergyBudget admission and holds, and the Kueue guard (a Kueue-managed Job is
+   never resumed or suspended here);
+3. act on the Job in the order that keeps accounting safe if the operator dies between two steps (placement before
+   creation, status before a resume or a suspension: a crash may only under-count work, which makes the deadline
+   safer, never later);
+4. report: energy and receipts, status (patched only on change), conditions, an Event per decision, metrics, and
+   this job's GPU reservation for the others' plans.
 The daemon sleeps until the next planned transition or the next tick, whichever comes first, and wakes early when
 the spec or the Job changes.
 """
@@ -20,6 +24,7 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -28,20 +33,13 @@ from pydantic import ValidationError
 
 from carbonshift import metrics
 from carbonshift.adapters.carbon.trace import replay_note
-from carbonshift.adapters.kube import KubeUnavailableError, namespace_terminating
+from carbonshift.adapters.kube import Kube, KubeUnavailableError, namespace_terminating
+from carbonshift.adapters.workloads import KINDS, Owner, Workload, WorkloadError, kind_for
+from carbonshift.adapters.workloads.client import WorkloadClient
 from carbonshift.api.base import GROUP, VERSION
 from carbonshift.api.carbonawarejob import PLURAL, CarbonAwareJob, CarbonAwareJobStatus
 from carbonshift.api.conditions import Condition, ConditionType, Reason, set_condition
-from carbonshift.api.jobs import (
-    ANNOTATION_SUSPEND_AT,
-    LABEL_CAJ,
-    LABEL_MANAGED,
-    build_job,
-    gpus_per_pod,
-    job_condition,
-    owned_by,
-    parse_time,
-)
+from carbonshift.api.jobs import LABEL_CAJ, LABEL_MANAGED, owned_by, parse_time
 from carbonshift.domain.accounting import (
     Estimate,
     PodRef,
@@ -53,14 +51,16 @@ from carbonshift.domain.accounting import (
     wall_to_utc,
     work_from_annotations,
 )
+from carbonshift.domain.core import AtRisk, CoreSettings, CoreStatus, Outcome, Snapshot, pods_rate
+from carbonshift.domain.core import observe as core_observe
+from carbonshift.domain.core import reconcile as core_reconcile
 from carbonshift.domain.kueue import kueue_managed
-from carbonshift.domain.lifecycle import Accounting, Decision, Observed, Phase, decide
-from carbonshift.domain.planning.model import Cluster, Plan
-from carbonshift.domain.planning.model import Job as PlannerJob
+from carbonshift.domain.lifecycle import Decision, Observed, Phase
+from carbonshift.domain.planning.model import Cluster, Plan, RunWindow
 from carbonshift.domain.planning.model import Reason as PlanReason
 from carbonshift.domain.planning.signals import one_signal
-from carbonshift.domain.planning.single import plan_job
 from carbonshift.domain.series import IntensitySeries
+from carbonshift.domain.workload import GpuDemand
 from carbonshift.handlers import translate, validation
 from carbonshift.handlers.energy import (
     awaiting,
@@ -79,24 +79,102 @@ AT_RISK = {
     PlanReason.INFEASIBLE_DEADLINE: Reason.DURATION_EXCEEDS_TIME_LEFT,
     PlanReason.NO_CAPACITY: Reason.NOT_ENOUGH_GPUS,
 }
+CORE_AT_RISK = {  # the decision core's DeadlineAtRisk reasons, as conditions say them
+    AtRisk.OVERRUN: Reason.OVERRUN,
+    AtRisk.INFEASIBLE: Reason.DURATION_EXCEEDS_TIME_LEFT,
+    AtRisk.DEADLINE_PASSED: Reason.DEADLINE_PASSED,
+    AtRisk.NO_CAPACITY: Reason.NOT_ENOUGH_GPUS,
+}
 
 
-def observe(job: dict[str, Any] | None) -> Observed:
-    if job is None:
+WORKLOAD_RECHECK = timedelta(minutes=5)  # a kind not installed, a referenced workload missing: looked at again
+
+
+def observe(workload: Workload | None, from_wall: Callable[[datetime], datetime] = lambda t: t) -> Observed:
+    """The workload as the decision core sees it, whatever its kind (the adapter's reading, docs/workloads.md).
+    `from_wall`: planning time of a wall-clock moment (its completion)."""
+    if workload is None:
         return Observed(exists=False)
-    failed = job_condition(job, "Failed")
-    annotations = job.get("metadata", {}).get("annotations") or {}
+    seen = workload.observe()
     return Observed(
         exists=True,
-        suspended=bool(job.get("spec", {}).get("suspend")),
-        active_pods=int((job.get("status") or {}).get("active") or 0),
-        ready_pods=int((job.get("status") or {}).get("ready") or 0),
-        complete=job_condition(job, "Complete") is not None,
-        failed=failed is not None,
-        failure_reason=(failed or {}).get("reason"),
-        failure_message=(failed or {}).get("message"),
-        suspend_at_annotation=parse_time(annotations.get(ANNOTATION_SUSPEND_AT)),
+        suspended=seen.suspended,
+        active_pods=seen.active_pods,
+        ready_pods=seen.ready_pods,
+        complete=seen.complete,
+        failed=seen.failed,
+        failure_reason=seen.failure_reason,
+        failure_message=seen.failure_message,
+        suspend_at_annotation=seen.suspend_at_annotation,
+        desired_pods=max(seen.desired_pods, 1),
+        completed_at=from_wall(seen.completed_at) if seen.completed_at is not None else None,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The workload a CarbonAwareJob drives: its kind's adapter, its name, and whether carbonshift creates it (from
+    spec.template) or drives one its user created (spec.workloadRef: never created, never deleted)."""
+
+    kind: type[Workload]
+    name: str
+    created: bool
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind.info.kind} {self.name}"
+
+
+def target_of(caj: CarbonAwareJob) -> Target:
+    """The CarbonAwareJob's workload (UnsupportedKind for a kind without an adapter)."""
+    spec = caj.spec
+    if spec.workload_ref is not None:
+        ref = spec.workload_ref
+        return Target(kind_for(ref.api_version, ref.kind), ref.name, False)
+    assert spec.template is not None  # the CRD's CEL rule: exactly one of template, workloadRef
+    return Target(kind_for(spec.template.api_version, spec.template.kind), str(caj.metadata.name), True)
+
+
+def template_manifest(caj: CarbonAwareJob) -> dict[str, Any]:
+    assert caj.spec.template is not None
+    return caj.spec.template.model_dump(mode="json", by_alias=True)
+
+
+async def build_workload(
+    client: WorkloadClient, target: Target, caj: CarbonAwareJob, body: dict[str, Any], *, local: bool
+) -> dict[str, Any]:
+    """The object to create from the template (always suspended, labelled, owned); InvalidWorkload if it cannot be
+    driven. A TrainJob that leaves its GPUs to its runtime is built with that runtime."""
+    template = template_manifest(caj)
+    runtime = None
+    if target.kind.info.kind == "TrainJob":
+        from carbonshift.adapters.workloads import TrainJob
+
+        meta = {"namespace": body["metadata"]["namespace"], "name": target.name}
+        runtime = await client.runtime_of(TrainJob({**template, "metadata": meta}))
+    return target.kind.build(template, Owner.of(body, local=local), runtime=runtime)
+
+
+def demand_of(target: Target, caj: CarbonAwareJob, workload: Workload | None, body: dict[str, Any]) -> GpuDemand:
+    """The GPUs the workload holds at once: from the object when it exists, else from its template."""
+    if workload is not None:
+        return workload.gpu_demand()
+    if not target.created:
+        return GpuDemand(())
+    template = template_manifest(caj)
+    meta = {"namespace": body["metadata"]["namespace"], "name": target.name}
+    return target.kind({**template, "metadata": meta}).gpu_demand()
+
+
+async def report_workload_problem(tick: Tick, exc: WorkloadError | str, reason: str | None = None) -> datetime:
+    """A workload carbonshift cannot drive now (its kind not installed, not supported, invalid; a referenced one
+    missing): the WorkloadUnavailable condition and one Warning Event; looked at again on a slow timer or when the
+    spec changes, never in a loop."""
+    reason = reason or (exc.reason if isinstance(exc, WorkloadError) else Reason.INVALID_WORKLOAD)
+    tick.condition(ConditionType.WORKLOAD_UNAVAILABLE, True, reason, str(exc), event="Warning")
+    tick.status["phase"] = str(tick.status.get("phase") or Phase.PENDING)
+    await tick.flush()
+    return tick.now + WORKLOAD_RECHECK
 
 
 class Tick:
@@ -143,20 +221,6 @@ class Tick:
         self.events.clear()
 
     # -- the steps -------------------------------------------------------------------------------------------
-    def accounting(self) -> Accounting:
-        return Accounting(
-            run_seconds=float(self.status.get("runSeconds") or 0.0),
-            running_since=parse_time(self.status.get("runningSince")),
-            suspensions=int(self.status.get("suspensions") or 0),
-        )
-
-    def store_accounting(self, acc: Accounting) -> None:
-        self.status["runSeconds"] = round(acc.run_seconds, 3)
-        self.status["runningSince"] = translate.iso(acc.running_since)
-        if self.status["runningSince"] is None:
-            del self.status["runningSince"]
-        self.status["suspensions"] = acc.suspensions
-
     def store_energy_estimate(self, estimate: Estimate) -> None:
         """The priced estimate stands until measured DCGM energy replaces it."""
         self.status["estimate"] = estimate_to_wire(estimate)
@@ -193,37 +257,56 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     deadline = translate.effective_deadline(spec, submitted)
     tick.status["deadline"] = translate.iso(deadline)
 
-    # Placement: once a cluster is recorded it is kept (the Job may have run there).
-    cluster_name: str | None = tick.status.get("cluster")
-    kube = state.kube_for(cluster_name) if cluster_name else None
-    job = await kube.get_job(tick.namespace, tick.name) if kube else None
-    if job is not None and not owned_by(job, tick.meta["uid"]):
+    try:
+        target = target_of(caj)
+    except WorkloadError as exc:
+        return await report_workload_problem(tick, exc)
+    # Placement: once a cluster is recorded it is kept (the workload may have run there). A referenced workload is
+    # where its user created it: in this cluster.
+    cluster_name: str | None = tick.status.get("cluster") or (None if target.created else LOCAL)
+    client = state.workloads_for(cluster_name) if cluster_name else None
+    try:
+        workload = await client.get(target.kind.info, tick.namespace, target.name) if client else None
+    except WorkloadError as exc:
+        return await report_workload_problem(tick, exc)
+    if workload is None and not target.created and not translate.terminal(tick.status.get("phase")):
+        message = f"{target.label} does not exist in namespace {tick.namespace}; carbonshift never creates it"
+        return await report_workload_problem(tick, message, Reason.WORKLOAD_NOT_FOUND)
+    if any(c.type == ConditionType.WORKLOAD_UNAVAILABLE and c.status == "True" for c in tick.conditions):
+        tick.condition(ConditionType.WORKLOAD_UNAVAILABLE, False, Reason.WORKLOAD_AVAILABLE, f"{target.label} found")
+    job = workload.obj if workload is not None else None
+    if job is not None and target.created and not owned_by(job, tick.meta["uid"]):
         tick.condition(
             ConditionType.FAILED, True, "JobNameTaken",
-            f"a Job named {tick.name} exists that carbonshift did not create; rename the CarbonAwareJob",
+            f"a {target.kind.info.kind} named {tick.name} exists that carbonshift did not create; rename the "
+            "CarbonAwareJob",
             event="Warning",
         )  # fmt: skip
         tick.status["phase"] = Phase.FAILED
         await tick.flush()
         return None
-    observed = observe(job)
-    acc = tick.accounting()
+    try:
+        demand = demand_of(target, caj, workload, body)
+    except WorkloadError as exc:
+        return await report_workload_problem(tick, exc)
+    # 1. Read the snapshot: the Job as observed, the core's status so far, candidate clusters, forecasts.
+    observed = observe(workload, state.clock.from_wall)
+    if job is None and translate.terminal(tick.status.get("phase")):
+        # Finished, and its Job since deleted (a TTL): it stays finished; nothing is created again.
+        observed = Observed(exists=True, suspended=False, complete=tick.status.get("phase") == Phase.SUCCEEDED,
+                            failed=tick.status.get("phase") == Phase.FAILED)  # fmt: skip
+    key = (tick.namespace, tick.name)
+    watching_since = state.watching.setdefault(key, tick.now)
+    needs = translate.job_needs(tick.name, spec, deadline, gpus=max(demand.total, 1))
+    before = translate.core_status(caj.status or CarbonAwareJobStatus(), tick.now)
     finished = observed.complete or observed.failed
     running = observed.exists and not observed.suspended and not finished
-    # Run time accrues only while pods run: a resumed Job whose pods wait for GPUs has done no work yet. Starting
-    # the count when pods are seen ready (never at the resume itself) can only under-count, which keeps deadlines.
     working = running and observed.ready_pods > 0
-    if working and acc.running_since is None:
-        acc = acc.resumed(tick.now)
-    if not working and acc.running_since is not None:  # finished, suspended, or its pods are gone
-        acc = acc.stopped(tick.now) if finished or running else acc.suspended(tick.now)
-
-    # Plan.
     allowed = spec.placement.clusters if spec.placement else []
     if cluster_name:
         allowed = [cluster_name]
     entries = await validation.admitted(state, tick.namespace, await state.candidate_entries(allowed), cluster_name)
-    per_pod = gpus_per_pod(spec.template.model_dump())
+    per_pod = max(demand.largest_pod, 1)
     fitting = [e for e in entries if e.largest_node_gpus is None or e.largest_node_gpus >= per_pod]
     if entries and not fitting and job is None:
         largest = max((e.largest_node_gpus or 0) for e in entries)
@@ -237,19 +320,27 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     # its window's end, and once suspended it reported NotEnoughGPUs while its own pod was still stopping.) Taken
     # from the same listing as the count, so the two agree whatever the Job's status says meanwhile.
     own = next((e for e in entries if e.name == cluster_name), None)
-    held = own.held_by_job.get((tick.namespace, tick.name), 0) if own is not None else 0
+    held = own.held_by_job.get(key, 0) if own is not None else 0
     candidates = [
         Cluster(e.name, e.zone, e.pue, e.free_gpus + held if e.free_gpus is not None and e is own else e.free_gpus)
         for e in (fitting or entries)
     ]
+    if not candidates and not finished:
+        tick.condition(
+            ConditionType.DEADLINE_AT_RISK, True, Reason.UNKNOWN_CLUSTER,
+            f"none of the clusters {allowed} exists", event="Warning",
+        )  # fmt: skip
+        tick.status["phase"] = Phase.PENDING
+        await tick.flush()
+        return tick.now + state.settings.tick
     # One horizon for every job (whole days, at least 3), so cached provider answers serve them all.
     days = max(3, math.ceil((deadline - tick.now) / timedelta(days=1)) + 1)
     horizon = timedelta(days=days)
-    forecasts = {}
+    forecasts: dict[str, IntensitySeries | None] = {}
     degraded: list[str] = []
     provider: str | None = None
     signal: str | None = None
-    for zone in sorted({c.zone for c in candidates}):
+    for zone in sorted({c.zone for c in candidates}) if not finished else ():
         answer = await state.forecasts.forecast(zone, tick.now, horizon)
         forecasts[zone] = answer.series
         if answer.degraded:
@@ -266,54 +357,99 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     if choice.excluded and any(c.zone not in choice.excluded for c in candidates):
         candidates = [c for c in candidates if c.zone not in choice.excluded]
         signal = str(choice.signal)
-    pjob = translate.planner_job(tick.name, spec, deadline, acc, tick.now, running=running)
-    if not candidates:
-        tick.condition(
-            ConditionType.DEADLINE_AT_RISK, True, Reason.UNKNOWN_CLUSTER,
-            f"none of the clusters {allowed} exists", event="Warning",
-        )  # fmt: skip
-        tick.status["phase"] = Phase.PENDING
-        await tick.flush()
-        return tick.now + state.settings.tick
-    with metrics.PLANNER_SECONDS.time():
-        available = {e.name: (e.free_gpus or 0) + e.carbonshift_gpus for e in entries}
-        plan = plan_around_others(state, (tick.namespace, tick.name), pjob, candidates, available, forecasts, tick.now)
-    report_plan(
-        tick, plan, provider, signal, degraded, forecasts, pods_waiting=running and not working, note=choice.note
+    snapshot = Snapshot(
+        job=needs,
+        status=before,
+        observed=observed,
+        now=tick.now,
+        clusters=tuple(candidates),
+        forecasts=forecasts,
+        watching_since=watching_since,
     )
 
-    # Place and create the Job (suspended) once the plan names a cluster.
-    if job is None and plan.cluster is not None and plan.reason is not PlanReason.NO_CAPACITY:
-        if not cluster_name:
-            cluster_name = plan.cluster
-            tick.status["cluster"] = cluster_name
-            await tick.flush()  # record the placement before creating anything there
-        kube = state.kube_for(cluster_name)
-        job = await kube.create_job(build_job(body, local=cluster_name == LOCAL))
-        metrics.TRANSITIONS.labels("create").inc()
-        tick.event("Normal", "JobCreated", f"Created Job {tick.name} (suspended) in cluster {cluster_name}")
-        observed = observe(job)
-    tick.status["jobName"] = tick.name if job is not None else None
-
-    _, grace, _ = translate.checkpoint_settings(spec)
-    decision = decide(
-        plan, observed, tick.now, interruptible=spec.interruptible, grace=grace,
-        has_run=acc.run_seconds > 0 or acc.running_since is not None,
-    )  # fmt: skip
-    decision = await apply_budget(tick, decision, plan, caj, running, forecasts)
+    # 2. The decision core: progress, the (committed) plan, and what to do.
+    settings = core_settings(state)
+    with metrics.PLANNER_SECONDS.time():
+        available = {e.name: (e.free_gpus or 0) + e.carbonshift_gpus for e in entries}
+        outcome = reconcile_around_others(state, key, snapshot, available, settings)
+    plan = outcome.plan
+    # What the core saw of the progress, before any resume it decides (kept if that resume is not carried out).
+    observed_progress = core_observe(before.progress, observed, tick.now, needs, settings, watching_since)
+    if plan is not None:
+        report_plan(tick, plan, provider, signal, degraded, forecasts, pods_waiting=running and not working,
+                    at_risk=outcome.at_risk, note=choice.note)  # fmt: skip
+    decision = Decision(
+        outcome.resume, outcome.suspend, outcome.announce_suspend_at, outcome.phase, outcome.transition_at, outcome.why
+    )
+    new = outcome.status
+    if plan is not None:
+        # An overrunning job's remaining time is a guess (the core plans as long again as it has overrun): budgets
+        # admit it one minimum chunk at a time rather than hold it for ever on a guess larger than their limit.
+        budgeted = plan
+        if outcome.at_risk == AtRisk.OVERRUN and plan.windows:
+            w = plan.windows[0]
+            end = min(w.end, max(w.start, tick.now) + settings.overrun_floor)
+            budgeted = dataclasses.replace(plan, windows=(RunWindow(w.start, end, w.mean_g_per_kwh),))
+        decision = await apply_budget(tick, decision, budgeted, caj, running, forecasts, needs.gpus)
+    budget_held = outcome.resume and not decision.resume
     if job is not None and kueue_managed(job.get("metadata") or {}) and (decision.resume or decision.suspend):
         # Never both: Kueue owns this Job's suspend field (docs/kueue.md); the carbon-window check times it.
         tick.event("Normal", "KueueManaged", f"not {'resuming' if decision.resume else 'suspending'}: Kueue admits it")
         decision = dataclasses.replace(decision, resume=False, suspend=False, annotate_suspend_at=None)
-    acc = await act(tick, decision, plan, acc, observed)
-    tick.store_accounting(acc)
-    # The GPUs of the pods seen running (one pod of several may run), the template's when none is seen any more.
-    gpus = min(per_pod * observed.ready_pods, pjob.gpus) if observed.ready_pods else pjob.gpus
-    await estimate_energy(state, tick, caj, acc, gpus, pjob.watts_per_gpu, submitted, cluster_name)
+    if outcome.resume and not decision.resume:  # held (budget, Kueue): no chunk began
+        new = dataclasses.replace(new, progress=observed_progress, phase=decision.phase, suspend_at=None,
+                                  announced_at=None)  # fmt: skip
+    if decision.suspend and not outcome.suspend:  # suspended by a budget, unannounced
+        new = dataclasses.replace(new, phase=Phase.SUSPENDED, suspend_at=None, announced_at=None)
+    if decision.annotate_suspend_at is None and outcome.announce_suspend_at is not None:
+        new = dataclasses.replace(new, suspend_at=None, announced_at=None)
+    store_core_status(tick, new, finished=finished, suspended=decision.suspend)
+
+    # 3. Act, in crash-safe order (docs/design/operator.md): placement before the Job; a resumed chunk's start in
+    # status before the Job runs (a crash between makes the next pass count that chunk's overhead: under-counts);
+    # a suspension in status before the Job stops.
+    if outcome.create and workload is None and target.created and plan is not None and plan.cluster is not None:
+        client = state.workloads_for(cluster_name or plan.cluster)
+        try:
+            manifest = await build_workload(client, target, caj, body, local=(cluster_name or plan.cluster) == LOCAL)
+        except WorkloadError as exc:
+            return await report_workload_problem(tick, exc)
+        if not cluster_name:
+            cluster_name = plan.cluster
+            tick.status["cluster"] = cluster_name
+            await tick.flush()  # record the placement before creating anything there
+        try:
+            workload = await client.create(manifest)
+        except WorkloadError as exc:
+            return await report_workload_problem(tick, exc)
+        job = workload.obj
+        metrics.TRANSITIONS.labels("create").inc()
+        tick.event(
+            "Normal", "JobCreated", f"Created {target.label} (suspended) in cluster {cluster_name}"
+        )  # fmt: skip
+        observed = observe(workload, state.clock.from_wall)
+    if cluster_name and not tick.status.get("cluster"):
+        tick.status["cluster"] = cluster_name
+    tick.status["jobName"] = target.name if workload is not None else None
+    if workload is None:
+        decision = dataclasses.replace(decision, resume=False, suspend=False, annotate_suspend_at=None)
+    else:
+        await act(tick, decision, observed, state.workloads_for(cluster_name), workload)
+
+    # 4. Report: energy, conditions, Events, receipts, metrics, reservations.
+    # The core credits run time at the share of pods running; the estimate counts wall time at the GPUs of the
+    # pods that ran (the same energy), so its runSeconds and GPUs read as what ran.
+    credit = max(new.progress.run_seconds - before.progress.run_seconds, 0.0)
+    share = min(before.progress.rate, pods_rate(observed)) if before.progress.rate and pods_rate(observed) else 0.0
+    share = share or pods_rate(observed) or before.progress.rate
+    gpus = max(round(needs.gpus * share), 1) if share > 0 else needs.gpus
+    wall = credit * needs.gpus / gpus
+    priced = estimate_from_wire(tick.status.get("estimate")).run_seconds
+    await estimate_energy(state, tick, caj, priced + wall, gpus, needs.watts_per_gpu, submitted, cluster_name)
     report_decision(tick, decision, plan, observed)
     finished = decision.phase in (Phase.SUCCEEDED, Phase.FAILED)
     if state.meter is not None and cluster_name is not None:
-        await measure_energy(state, tick, caj, decision, submitted, cluster_name, job)
+        await measure_energy(state, tick, caj, decision, submitted, cluster_name, workload, needs.gpus)
     elif finished and not tick.status.get("receiptPosted"):
         pue = zone_and_pue(state, cluster_name)[1] if cluster_name else None
         message = receipt_message(tick.namespace, tick.name, tick.status, pue)
@@ -324,55 +460,93 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         tick.event("Normal", "ReceiptRevised", receipt_message(tick.namespace, tick.name, tick.status, pue))
     await tick.flush()
     export_job_metrics(state, tick)
-    if finished:
-        state.reservations.drop((tick.namespace, tick.name))
-    elif (place := cluster_name or plan.cluster) is not None:
-        at_once = per_pod * max(int(spec.template.spec.get("parallelism") or 1), 1)
+    if finished or budget_held:
+        # A job held by a budget does not use its planned GPUs: the others plan with them.
+        state.reservations.drop(key)
+    elif plan is not None and (place := cluster_name or plan.cluster) is not None:
+        # An overrunning job keeps its GPUs reserved: the core plans its estimated remainder at once.
+        at_once = max(demand.total, 1)
         windows = plan.windows if plan.reason is not PlanReason.NO_CAPACITY else ()
-        state.reservations.put((tick.namespace, tick.name), place, at_once, windows)
+        state.reservations.put(key, place, at_once, windows)
     if finished:
-        # Done once the receipt is out; until then the last energy readings are still arriving.
         # Done once the receipt is out and no energy awaits actual intensity (re-priced, or declared unpriced).
         if tick.status.get("receiptPosted") and not awaiting(tick.status):
+            state.watching.pop(key, None)
             return None
         return tick.now + (state.settings.tick if awaiting(tick.status) else state.settings.tick / 5)
-    return decision.next_transition or tick.now + state.settings.tick
+    if decision.resume or decision.suspend:
+        return decision.next_transition or tick.now + state.settings.tick
+    return outcome.next_wake or tick.now + state.settings.tick
 
 
-def plan_around_others(
+def core_settings(state: OperatorState) -> CoreSettings:
+    return CoreSettings(tick=state.settings.tick, margin=state.settings.margin)
+
+
+def reconcile_around_others(
     state: OperatorState,
     key: tuple[str, str],
-    pjob: PlannerJob,
-    candidates: list[Cluster],
+    snapshot: Snapshot,
     available: dict[str, int],
-    forecasts: dict[str, IntensitySeries | None],
-    now: datetime,
-) -> Plan:
-    """Plan against the GPUs the other jobs' plans leave free, slot by slot (`state.reservations`), so that many
-    jobs do not all pick the same clean window. Where that would miss the deadline and planning against the free
-    GPUs of the moment would not, the deadline wins (the job may then queue behind others' pods, and says so).
-    `available`: per cluster, its GPUs net of the work carbonshift does not manage."""
-    margin = state.settings.margin
+    settings: CoreSettings,
+) -> Outcome:
+    """The core, planning against the GPUs the other jobs' plans leave free, slot by slot (`state.reservations`),
+    so that many jobs do not all pick the same clean window. Where that would miss the deadline and planning
+    against the free GPUs of the moment would not, the deadline wins (the job may then queue behind others' pods,
+    and says so). `available`: per cluster, its GPUs net of the work carbonshift does not manage. Slots are counted
+    from the start of the forecast slot holding `now`, as the core plans on the forecast's own boundaries."""
+    now, deadline = snapshot.now, snapshot.job.deadline
     reserved = []
-    for c in candidates:
-        series = forecasts.get(c.zone)
-        if c.free_gpus is None or series is None:
+    for c in snapshot.clusters:
+        series = snapshot.forecasts.get(c.zone)
+        if c.free_gpus is None or series is None or len(series) == 0:
             reserved.append(c)
             continue
-        count = max(1, math.ceil((pjob.deadline - now) / series.resolution) + 1)
+        step = series.resolution
+        start = series.start + step * math.floor((now - series.start) / step) if now >= series.start else now
+        count = max(1, math.ceil((deadline - start) / step) + 1)
         free = available.get(c.name, c.free_gpus)
-        by_slot = state.reservations.free_by_slot(key, c.name, free, now, series.resolution, count)
+        by_slot = state.reservations.free_by_slot(key, c.name, free, start, step, count)
         reserved.append(dataclasses.replace(c, free_gpus_by_slot=by_slot))
-    plan = plan_job(pjob, reserved, forecasts, now, margin)
-    if plan.reason is PlanReason.NO_CAPACITY or not plan.feasible:
-        alone = plan_job(pjob, candidates, forecasts, now, margin)
-        if alone.feasible or plan.reason is PlanReason.NO_CAPACITY:
+    outcome = core_reconcile(dataclasses.replace(snapshot, clusters=tuple(reserved)), settings)
+    plan = outcome.plan
+    if plan is not None and (plan.reason is PlanReason.NO_CAPACITY or not plan.feasible):
+        alone = core_reconcile(snapshot, settings)
+        if alone.plan is not None and (alone.plan.feasible or plan.reason is PlanReason.NO_CAPACITY):
             return alone
-    return plan
+    return outcome
+
+
+def store_core_status(tick: Tick, new: CoreStatus, *, finished: bool, suspended: bool) -> None:
+    """The core's status into the CarbonAwareJob's, and the run-time fields written before the core
+    (`runSeconds`: run time of the closed stretches, `runningSince` while pods run, `suspensions`)."""
+    for field_name, value in translate.core_status_wire(new).items():
+        if value is None:
+            tick.status.pop(field_name, None)
+        else:
+            tick.status[field_name] = value
+    progress = new.progress
+    since = parse_time(tick.old_status.get("runningSince"))
+    pods_run = progress.rate > 0 and not finished and not suspended
+    if pods_run and since is None:
+        tick.status["runningSince"] = translate.iso(tick.now)
+        tick.status["runSeconds"] = round(progress.run_seconds, 3)
+    elif not pods_run:
+        tick.status["runSeconds"] = round(progress.run_seconds, 3)
+        tick.status.pop("runningSince", None)
+        if since is not None and not finished:
+            tick.status["suspensions"] = int(tick.status.get("suspensions") or 0) + 1
+    tick.status.setdefault("suspensions", 0)
 
 
 async def apply_budget(
-    tick: Tick, decision: Decision, plan: Plan, caj: CarbonAwareJob, running: bool, forecasts: dict[str, Any]
+    tick: Tick,
+    decision: Decision,
+    plan: Plan,
+    caj: CarbonAwareJob,
+    running: bool,
+    forecasts: dict[str, Any],
+    gpus: int,
 ) -> Decision:
     """EnergyBudgets and the job's cap admit a (re)start or hold it; an interruptible job may be suspended; never
     silently. An admission is recorded in the budgets' status before the Job is resumed."""
@@ -381,7 +555,9 @@ async def apply_budget(
     series = forecasts.get(plan.zone) if plan.zone else None
     g_now = series.at(tick.now) if series is not None else None
     pue = zone_and_pue(tick.state, plan.cluster)[1] if plan.cluster else tick.state.settings.pue
-    hold = await budget_admission(tick, caj, plan, resuming=decision.resume, running=running, g_per_kwh=g_now, pue=pue)
+    hold = await budget_admission(
+        tick, caj, plan, resuming=decision.resume, running=running, g_per_kwh=g_now, pue=pue, gpus=gpus
+    )
     if hold is None:
         tick.condition(ConditionType.BUDGET_HELD, False, Reason.WITHIN_BUDGET, "no EnergyBudget holds this job")
         return decision
@@ -400,22 +576,22 @@ async def apply_budget(
     return Decision(False, running, None, phase, hold.until, message)
 
 
-async def act(tick: Tick, decision: Decision, plan: Plan, acc: Accounting, observed: Observed) -> Accounting:
-    kube = tick.state.kube_for(tick.status.get("cluster"))
-    ns, name = tick.namespace, tick.name
+async def act(tick: Tick, decision: Decision, observed: Observed, client: WorkloadClient, workload: Workload) -> None:
+    """Resume, suspend or announce, through the workload's own adapter (its kind's suspend field), each after the
+    status that accounts for it."""
     if decision.resume:
-        await kube.set_suspend(ns, name, False)  # run time starts counting once its pods are seen running
+        tick.status["phase"] = str(Phase.RUNNING)
+        await tick.flush()  # the chunk's start (it pays the overhead) first, then the Job: a crash between under-counts
+        workload = await client.resume(workload)  # run time accrues from when its pods are seen running
         metrics.TRANSITIONS.labels("resume").inc()
         until = translate.iso(decision.next_transition)
         tick.event("Normal", "Resumed", f"Resumed: {decision.why} (until {until}){replayed_suffix(tick.status)}")
     elif decision.suspend:
-        acc = acc.suspended(tick.now)
-        tick.store_accounting(acc)
         tick.status["phase"] = str(Phase.SUSPENDED)
         await tick.flush()  # status first, then the Job: a crash between under-counts
-        await kube.set_suspend(ns, name, True)
+        workload = await client.suspend(workload)
         metrics.TRANSITIONS.labels("suspend").inc()
-        await kube.annotate_suspend_at(ns, name, None)
+        workload = await client.announce(workload, None)
         next_window = translate.iso(decision.next_transition)
         suffix = replayed_suffix(tick.status)
         tick.event("Normal", "Suspended", f"Suspended: {decision.why}; next window {next_window}{suffix}")
@@ -423,11 +599,10 @@ async def act(tick: Tick, decision: Decision, plan: Plan, acc: Accounting, obser
     # and comparing them raw re-annotated on every pass, each patch waking the next pass.
     announced = translate.iso(observed.suspend_at_annotation)
     if decision.annotate_suspend_at and announced != translate.iso(decision.annotate_suspend_at):
-        await kube.annotate_suspend_at(ns, name, translate.iso(decision.annotate_suspend_at))
+        await client.announce(workload, translate.iso(decision.annotate_suspend_at))
         tick.event(
             "Normal", "SuspendPlanned", f"Checkpoint now: suspending at {translate.iso(decision.annotate_suspend_at)}"
         )
-    return acc
 
 
 def zone_and_pue(state: OperatorState, cluster_name: str) -> tuple[str, float]:
@@ -468,7 +643,7 @@ async def estimate_energy(
     state: OperatorState,
     tick: Tick,
     caj: CarbonAwareJob,
-    acc: Accounting,
+    run_seconds: float,
     gpus: int,
     watts: float,
     submitted: datetime,
@@ -477,7 +652,6 @@ async def estimate_energy(
     """Run time x GPUs x wattsPerGPU, priced on the actual intensity as it accrues: what the receipt shows where
     DCGM measured nothing (no Prometheus configured, or no samples of the job's GPUs)."""
     estimate = estimate_from_wire(tick.status.get("estimate"))
-    run_seconds = acc.total_seconds(tick.now)
     if (run_seconds > estimate.run_seconds or estimate.pending) and cluster_name is not None:
         actual, pue, context = await pricing_context(state, tick, caj, submitted, cluster_name)
         context.pop("traces_allowed", None)
@@ -496,7 +670,8 @@ async def measure_energy(
     decision: Decision,
     submitted: datetime,
     cluster_name: str,
-    job: dict[str, Any] | None,
+    workload: Workload | None,
+    gpus: int,
 ) -> None:
     """Measured energy (DCGM via Prometheus), emissions on the actual intensity, and the receipt at the end; a
     revised receipt once energy that was unpriced at the end has been priced (or declared to stay unpriced)."""
@@ -504,11 +679,12 @@ async def measure_energy(
     actual, pue, context = await pricing_context(state, tick, caj, submitted, cluster_name)
     body = {**tick.body, "status": tick.status}
     pods: list[PodRef] = []
-    if job is not None and (decision.phase is Phase.RUNNING or tick.status.get("runSeconds")):
-        # Only the Job's own pods are charged: listed by the CarbonAwareJob's UID label and the Job's owner chain.
-        job_uid = (job.get("metadata") or {}).get("uid")
+    if workload is not None and (decision.phase is Phase.RUNNING or tick.status.get("runSeconds")):
+        # Only the workload's own pods are charged: a Job's by the CarbonAwareJob's UID label and the Job's owner
+        # chain (a referenced Job's pods carry no label of ours: its owner chain alone); other kinds' by the labels
+        # their controller puts on all their pods (`pod_selector`, e.g. a JobSet's name through its Jobs).
         with contextlib.suppress(LookupError):  # its ComputeCluster deleted: the pods seen before still count
-            listed = await state.kube_for(cluster_name).workload_pods(tick.namespace, tick.meta["uid"], job_uid)
+            listed = await workload_pods(state.kube_for(cluster_name), tick, workload)
             pods = [PodRef(tick.namespace, name, uid or None) for name, uid in listed]
     update = await update_energy(
         state.meter,
@@ -519,6 +695,7 @@ async def measure_energy(
         pue=pue,
         to_planning=state.clock.from_wall,
         pods=pods,
+        gpus=gpus,
         **context,
     )
     tick.status.update(update.status)
@@ -535,6 +712,16 @@ async def measure_energy(
         and (not update.awaiting_actuals)
     ):
         tick.event("Normal", "ReceiptRevised", receipt_message(tick.namespace, tick.name, tick.status, pue, work))
+
+
+async def workload_pods(kube: Kube, tick: Tick, workload: Workload) -> list[tuple[str, str]]:
+    """(name, uid) of the workload's pods, finished ones included."""
+    if workload.info.kind == "Job" and workload.info.group == "batch" and owned_by(workload.obj, tick.meta["uid"]):
+        return list(await kube.workload_pods(tick.namespace, tick.meta["uid"], workload.meta.get("uid")))
+    selector = workload.pod_selector()
+    if not selector:
+        return []
+    return list(await kube.pods_matching(workload.namespace, selector))
 
 
 def export_job_metrics(state: OperatorState, tick: Tick) -> None:
@@ -568,10 +755,12 @@ def report_plan(
     forecasts: dict[str, Any],
     *,
     pods_waiting: bool = False,
+    at_risk: str | None = None,
     note: str | None = None,
 ) -> None:
-    """`pods_waiting`: the Job is resumed but none of its pods runs yet, so no run time accrues. `note`: said with
-    the plan (zones left out of the ranking for their signal)."""
+    """`pods_waiting`: the Job is resumed but none of its pods runs yet, so no run time accrues. `at_risk`: the
+    decision core's DeadlineAtRisk reason (an overrun is one the plan alone does not show). `note`: said with the
+    plan (zones left out of the ranking for their signal)."""
     series = forecasts.get(plan.zone) if plan.zone else None
     now_g = series.at(tick.now) if series is not None else None
     old_start = ((tick.old_status.get("plan") or {}).get("windows") or [{}])[0].get("start")
@@ -586,8 +775,14 @@ def report_plan(
     moved = previous is None or plan.start is None or abs(plan.start - previous) >= PLAN_EVENT_MIN_SHIFT
     if plan.windows and (old_start is None or (deferred and moved)):
         tick.event("Normal", "Planned", summary)
-    at_risk = AT_RISK.get(plan.reason)
-    if (at_risk is not None or not plan.feasible) and pods_waiting:
+    at_risk = CORE_AT_RISK.get(at_risk or "") or AT_RISK.get(plan.reason)
+    if at_risk == Reason.OVERRUN:
+        message = (
+            "the Job has done its whole spec.duration of work but has not completed (the duration was "
+            f"underestimated): it keeps running and keeps its GPUs; {summary}"
+        )
+        tick.condition(ConditionType.DEADLINE_AT_RISK, True, Reason.OVERRUN, message, event="Warning")
+    elif (at_risk is not None or not plan.feasible) and pods_waiting:
         # The time ran out while the Job was resumed: the cause is its pods not starting, not the plan.
         message = (
             "the Job is resumed but none of its pods is running (waiting for free GPUs, or a nodeSelector, "
@@ -612,7 +807,7 @@ def report_plan(
         tick.condition(ConditionType.PROVIDER_DEGRADED, False, Reason.PROVIDER_HEALTHY, f"forecast from {provider}")
 
 
-def report_decision(tick: Tick, decision: Decision, plan: Plan, observed: Observed) -> None:
+def report_decision(tick: Tick, decision: Decision, plan: Plan | None, observed: Observed) -> None:
     phase = decision.phase
     tick.status["phase"] = str(phase)
     tick.status["nextTransitionTime"] = translate.iso(decision.next_transition)
@@ -624,7 +819,7 @@ def report_decision(tick: Tick, decision: Decision, plan: Plan, observed: Observ
             PlanReason.IMMEDIATE: Reason.RUNNING_IMMEDIATE_POLICY,
             PlanReason.LATEST_SAFE_START: Reason.RUNNING_AT_LATEST_SAFE_START,
             PlanReason.NO_DATA: Reason.RUNNING_AT_LATEST_SAFE_START,
-        }.get(plan.reason, Reason.RUNNING_IN_PLANNED_WINDOW)
+        }.get(plan.reason if plan is not None else PlanReason.OPTIMAL, Reason.RUNNING_IN_PLANNED_WINDOW)
         tick.condition(ConditionType.RUNNING, True, reason, decision.why)
     else:
         tick.condition(ConditionType.RUNNING, False, Reason.DEFERRED_TO_LOW_CARBON_WINDOW, decision.why)
@@ -645,7 +840,12 @@ def report_decision(tick: Tick, decision: Decision, plan: Plan, observed: Observ
     if emitted is not None and baseline:  # the receipt so far, once measured
         saved = 100 * (baseline - emitted) / baseline
         tick.status["display"] = {"co2e": translate.kg(emitted), "saved": f"{saved:.0f}%"}
-    elif math.isfinite(plan.planned_grams) and math.isfinite(plan.baseline_grams) and plan.baseline_grams > 0:
+    elif (
+        plan is not None
+        and math.isfinite(plan.planned_grams)
+        and math.isfinite(plan.baseline_grams)
+        and plan.baseline_grams > 0
+    ):
         saved = 100 * (plan.baseline_grams - plan.planned_grams) / plan.baseline_grams
         tick.status["display"] = {"co2e": f"~{translate.kg(plan.planned_grams)}", "saved": f"~{saved:.0f}%"}
 
@@ -716,26 +916,45 @@ async def spec_changed(name: str, namespace: str | None, **_: Any) -> None:
     current().poke(namespace or "", name)
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED: "true"})
-async def job_changed(body: kopf.Body, namespace: str | None, **_: Any) -> None:
-    owner = (body.get("metadata", {}).get("labels") or {}).get(LABEL_CAJ)
+def workload_changed(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+    """A workload carbonshift drives changed: its CarbonAwareJob looks again now (created from a template: named by
+    our label; adopted: a CarbonAwareJob of the same name tracks it, docs/workloads.md)."""
+    labels = body.get("metadata", {}).get("labels") or {}
+    owner = labels.get(LABEL_CAJ) or body.get("metadata", {}).get("name")
     if owner:
         current().poke(namespace or "", owner)
 
 
+def watch_workloads(kinds: list[tuple[str, str, str]]) -> None:
+    """One watch per served kind (group, version, plural), on objects labelled carbonshift.io/managed (ours, and
+    adopted ones). `carbonshift run` registers the kinds the cluster serves, so kopf never watches a missing one."""
+    for group, version, plural in kinds:
+        kopf.on.event(group, version, plural, labels={LABEL_MANAGED: "true"})(workload_changed)
+
+
+watch_workloads([("batch", "v1", "jobs")])  # the built-in kind is always served
+OPTIONAL_KINDS = [(k.info.group, k.info.version, k.info.plural) for k in KINDS if not k.info.builtin]
+
+
 @kopf.on.delete(GROUP, VERSION, PLURAL)
 async def delete_job(body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
-    """Deleting the CarbonAwareJob deletes its Job, in whichever cluster it was placed (the finalizer's job)."""
+    """Deleting the CarbonAwareJob deletes the workload it created, in whichever cluster it was placed (the
+    finalizer's job); a referenced workload (spec.workloadRef) is its user's and stays."""
     state = current()
     cluster = (body.get("status") or {}).get("cluster")
-    if cluster:
+    template = (body.get("spec") or {}).get("template")
+    if cluster and template is not None:
         try:
-            await state.kube_for(cluster).delete_job(namespace or "", name)
+            kind = kind_for(str(template.get("apiVersion", "batch/v1")), str(template.get("kind", "Job")))
+            await state.workloads_for(cluster).delete(kind.info, namespace or "", name)
         except LookupError:
             log.warning("cluster %s of %s/%s is gone; nothing to clean up there", cluster, namespace, name)
+        except WorkloadError as exc:
+            log.info("nothing to delete for %s/%s: %s", namespace, name, exc)
     state.wake.pop((namespace or "", name), None)
     state.phases.drop(namespace or "", name)
     state.reservations.drop((namespace or "", name))
+    state.watching.pop((namespace or "", name), None)
     for gauge in (metrics.JOB_EMISSIONS, metrics.JOB_AVOIDED, metrics.JOB_PLANNED_START, metrics.DEADLINE_AT_RISK):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace or "", name)

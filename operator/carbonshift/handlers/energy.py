@@ -132,18 +132,21 @@ async def update_energy(
     traces_allowed: bool = True,
     unpriced_wait: timedelta = DEFAULT_UNPRICED_WAIT,
     embodied_grams_per_gpu_second: float = 0.0,
+    gpus: int | None = None,
 ) -> EnergyUpdate:
     """Read this tick's DCGM samples (shared read), fold the job's share into its account, price it, and re-price
     what earlier ticks could not (the provider had not published the actuals yet).
 
     `home*`: the job's home cluster, for the spatial counterfactual (None: it runs at home). `traces_allowed`:
-    whether a recorded trace may price the receipt (the operator was started with traces explicitly)."""
+    whether a recorded trace may price the receipt (the operator was started with traces explicitly). `gpus`: what the
+    workload holds at once."""
     meta = body["metadata"]
     namespace, name = str(meta["namespace"]), str(meta["name"])
     spec = body.get("spec") or {}
     status = body.get("status") or {}
     watts = float((spec.get("power") or {}).get("wattsPerGPU") or DEFAULT_WATTS_PER_GPU)
-    gpus = gpus_requested(spec.get("template") or {})
+    if gpus is None:  # the workload's demand, whatever its kind (the handler passes it); else the Job template's
+        gpus = gpus_requested(spec.get("template") or {})
     settings = Settings(watts_per_gpu=watts, max_gap_seconds=max_gap_seconds(meter.scrape_seconds))
     account = account_from_wire(status.get("energy"))
     wall_now = time.time()

@@ -342,12 +342,16 @@ def job_cap(caj: CarbonAwareJob) -> Cap | None:
     return Cap(cap.energy_kwh, cap.emissions_kg, str(cap.action), cap.defer_below_intensity)
 
 
-def projection(caj: CarbonAwareJob, plan: Plan, pue: float, at: datetime) -> tuple[UsageChunk, ...]:
-    """The job's planned windows from `at` on: every GPU its pods ask for x wattsPerGPU x the window, priced on the
-    window's forecast intensity x PUE."""
+def projection(
+    caj: CarbonAwareJob, plan: Plan, pue: float, at: datetime, gpus: int | None = None
+) -> tuple[UsageChunk, ...]:
+    """The job's planned windows from `at` on: every GPU its pods ask for (`gpus`: the workload's demand, whatever
+    its kind; else the Job template's) x wattsPerGPU x the window, priced on the window's forecast intensity x PUE."""
     watts = caj.spec.power.watts_per_gpu if caj.spec.power else DEFAULT_WATTS_PER_GPU
     windows = [(w.start, w.end, w.mean_g_per_kwh) for w in plan.windows]
-    return project(windows, gpus_requested(caj.spec.template.model_dump()), watts, pue, at)
+    if gpus is None:
+        gpus = gpus_requested(caj.spec.template.model_dump()) if caj.spec.template is not None else 1
+    return project(windows, gpus, watts, pue, at)
 
 
 async def budget_admission(
@@ -359,6 +363,7 @@ async def budget_admission(
     running: bool,
     g_per_kwh: float | None,
     pue: float,
+    gpus: int | None = None,
 ) -> Hold | None:
     """Before a (re)start: admit the job (its reservation written into every budget that selects it) or hold it
     (its reservations released). Otherwise: the hold of a budget already exceeded, or of the job's own cap."""
@@ -366,7 +371,7 @@ async def budget_admission(
     labels = dict(caj.metadata.labels)
     uid = str(tick.meta.get("uid") or "")
     used = job_usage(ns, name, labels, tick.status).chunks
-    ahead = projection(caj, plan, pue, at)
+    ahead = projection(caj, plan, pue, at, gpus)
     cap = job_cap(caj)
     budgets = selecting(ns, labels)
     if not resuming:

@@ -24,6 +24,7 @@ from carbonshift.adapters.clock import Clock
 from carbonshift.adapters.intensity import ZoneForecast
 from carbonshift.adapters.kube import Kube
 from carbonshift.adapters.prometheus import EnergyMeter
+from carbonshift.adapters.workloads.client import WorkloadClient
 from carbonshift.domain.planning.reservations import Reservations
 from carbonshift.domain.series import IntensitySeries
 
@@ -114,8 +115,12 @@ class OperatorState:
     phases: PhaseCounts = field(default_factory=PhaseCounts)  # for the jobs-by-phase gauge
     reservations: Reservations = field(default_factory=Reservations)  # every job's planned GPU use
     written: dict[tuple[str, str], str] = field(default_factory=dict)  # resourceVersion of our last status patch
+    # Since when this process has watched each job without a break (the decision core credits run time across a
+    # long gap between two passes only when the same process watched throughout).
+    watching: dict[tuple[str, str], datetime] = field(default_factory=dict)
     _reconciling: asyncio.Semaphore | None = field(default=None, repr=False)
     _local_entry: ClusterEntry | None = field(default=None, repr=False)
+    _workloads: dict[str, WorkloadClient] = field(default_factory=dict, repr=False)
 
     @property
     def reconciling(self) -> asyncio.Semaphore:
@@ -140,6 +145,14 @@ class OperatorState:
         if self._local_entry is None:  # kept, so its free-GPU count is cached like a ComputeCluster's
             self._local_entry = ClusterEntry(LOCAL, self.settings.zone, self.settings.pue, self.local)
         return [self._local_entry]
+
+    def workloads_for(self, name: str | None) -> WorkloadClient:
+        """Workloads of any supported kind in that cluster (one client per cluster: it remembers the kinds served)."""
+        kube = self.kube_for(name)
+        client = self._workloads.get(kube.name)
+        if client is None or client.kube is not kube:
+            client = self._workloads[kube.name] = WorkloadClient(kube)
+        return client
 
     def kube_for(self, name: str | None) -> Kube:
         if name is None or name == LOCAL:

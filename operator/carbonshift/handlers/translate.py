@@ -15,11 +15,14 @@ from carbonshift.api.carbonawarejob import (
     DEFAULT_MIN_RUN,
     DEFAULT_WATTS_PER_GPU,
     CarbonAwareJobSpec,
+    CarbonAwareJobStatus,
 )
+from carbonshift.api.carbonawarejob import Progress as ProgressStatus
 from carbonshift.api.durations import parse_duration
 from carbonshift.api.jobs import gpus_requested
+from carbonshift.domain.core import Commitment, CoreStatus, JobNeeds, Progress
 from carbonshift.domain.lifecycle import Accounting, Phase, remaining
-from carbonshift.domain.planning.model import Job, Plan, Policy, Reason
+from carbonshift.domain.planning.model import Job, Plan, Policy, Reason, RunWindow
 
 
 def effective_deadline(spec: CarbonAwareJobSpec, submitted_at: datetime) -> datetime:
@@ -58,7 +61,7 @@ def planner_job(
         interruptible=spec.interruptible,
         overhead=overhead,
         min_run=min_run,
-        gpus=gpus_requested(spec.template.model_dump()),
+        gpus=gpus_requested(spec.template.model_dump()) if spec.template is not None else 1,
         watts_per_gpu=spec.power.watts_per_gpu if spec.power else DEFAULT_WATTS_PER_GPU,
         policy=Policy(spec.policy),
         max_intensity_g_per_kwh=spec.max_intensity,
@@ -119,3 +122,108 @@ def plan_summary(plan: Plan, now_g_per_kwh: float | None, now: datetime) -> str:
 
 def terminal(phase: str | None) -> bool:
     return phase in (Phase.SUCCEEDED, Phase.FAILED)
+
+
+# -- the decision core's status <-> CarbonAwareJobStatus ----------------------------------------------------------
+
+
+def job_needs(name: str, spec: CarbonAwareJobSpec, deadline: datetime, *, gpus: int) -> JobNeeds:
+    """What the spec asks for, in the decision core's units. `gpus`: what the workload holds at once (its kind's
+    `gpu_demand()`)."""
+    overhead, grace, min_run = checkpoint_settings(spec)
+    return JobNeeds(
+        name=name,
+        duration=parse_duration(spec.duration),
+        deadline=deadline,
+        interruptible=spec.interruptible,
+        overhead=overhead,
+        min_run=min_run,
+        grace=grace,
+        gpus=gpus,
+        watts_per_gpu=spec.power.watts_per_gpu if spec.power else DEFAULT_WATTS_PER_GPU,
+        policy=Policy(spec.policy),
+        max_intensity_g_per_kwh=spec.max_intensity,
+    )
+
+
+def core_status(status: CarbonAwareJobStatus, now: datetime) -> CoreStatus:
+    """The core's status from the CarbonAwareJob's. A status written before the core (runSeconds/runningSince,
+    no `progress`) is read as work done so far: the closed run time counts, and an open interval is credited from
+    its start as one last observation (at full rate, as the old accounting did), within the core's gap rule."""
+    p = status.progress
+    if p is not None:
+        progress = Progress(
+            work_seconds=p.work_seconds,
+            run_seconds=p.run_seconds,
+            chunk_run_seconds=p.chunk_run_seconds,
+            chunk_pays=p.chunk_pays,
+            chunk_started_at=p.chunk_started_at,
+            observed_at=p.observed_at,
+            rate=p.rate,
+            resumes=p.resumes,
+            ran=p.ran,
+        )
+    else:
+        ran = float(status.run_seconds or 0.0)
+        since = status.running_since
+        progress = Progress(
+            work_seconds=ran,
+            run_seconds=ran,
+            observed_at=since,
+            rate=1.0 if since is not None else 0.0,
+            ran=ran > 0 or since is not None,
+        )
+    commitment = None
+    c = status.commitment
+    if c is not None and c.windows:
+        windows = tuple(
+            RunWindow(w.start, w.end, w.g_per_kwh if w.g_per_kwh is not None else math.nan) for w in c.windows
+        )
+        commitment = Commitment(windows, c.cluster, c.zone, c.made_at or now, (), c.remaining_seconds)
+    phase = Phase(status.phase) if status.phase else Phase.PENDING
+    return CoreStatus(
+        progress=progress,
+        commitment=commitment,
+        suspend_at=status.suspend_at,
+        announced_at=status.suspend_announced_at,
+        phase=phase,
+    )
+
+
+def core_status_wire(core: CoreStatus) -> dict[str, Any]:
+    """The status fields the core owns, as written to the CarbonAwareJob (None: remove the field)."""
+    p = core.progress
+    progress = ProgressStatus(
+        work_seconds=round(p.work_seconds, 3),
+        run_seconds=round(p.run_seconds, 3),
+        chunk_run_seconds=round(p.chunk_run_seconds, 3),
+        chunk_pays=p.chunk_pays,
+        chunk_started_at=p.chunk_started_at,
+        observed_at=p.observed_at,
+        rate=round(p.rate, 6),
+        resumes=p.resumes,
+        ran=p.ran,
+    ).model_dump(mode="json", by_alias=True, exclude_none=True)
+    commitment: dict[str, Any] | None = None
+    c = core.commitment
+    if c is not None and c.windows:
+        commitment = {
+            "windows": [
+                {
+                    "start": w.start.isoformat().replace("+00:00", "Z"),
+                    "end": w.end.isoformat().replace("+00:00", "Z"),
+                    "gPerKWh": round(w.mean_g_per_kwh, 3) if math.isfinite(w.mean_g_per_kwh) else None,
+                }
+                for w in c.windows
+            ],
+            "cluster": c.cluster,
+            "zone": c.zone,
+            "madeAt": c.made_at.isoformat().replace("+00:00", "Z"),
+            "remainingSeconds": round(max(c.remaining_at_plan, 0.0), 3),
+        }
+    return {
+        "progress": progress,
+        "commitment": commitment,
+        "suspendAt": core.suspend_at.isoformat().replace("+00:00", "Z") if core.suspend_at else None,
+        "suspendAnnouncedAt": core.announced_at.isoformat().replace("+00:00", "Z") if core.announced_at else None,
+    }

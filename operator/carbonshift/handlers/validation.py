@@ -1,9 +1,10 @@
 """Checks of a CarbonAwareJob that need the API server, with the pure rules of domain/validation.py.
 
-- the author may create the Job in the namespace (a SubjectAccessReview on the admission request's user: the
-  operator creates the Job with its own rights, so it must never create what its author could not);
-- the Job built from the template passes the API server's own validation and admission (a server-side dry-run
-  create), so the user reads the API server's words;
+- the author may create the workload's kind in the namespace (a SubjectAccessReview on the admission request's
+  user: the operator creates it with its own rights, so it must never create what its author could not), or, for a
+  `spec.workloadRef`, may patch that object (the operator suspends and resumes it), which must exist;
+- the workload built from the template passes its kind's adapter (`Kind.build`: InvalidWorkload) and the API
+  server's own validation and admission (a server-side dry-run create), so the user reads the API server's words;
 - a ComputeCluster admits the namespace (`spec.namespaceSelector`), for every cluster the job names, or for at
   least one when it names none;
 - the rules CEL cannot express (domain/validation.py).
@@ -25,11 +26,12 @@ from typing import Any, Protocol
 from kubernetes.client.exceptions import ApiException
 from pydantic import ValidationError
 
+from carbonshift.adapters.workloads import KindNotInstalled, Owner, WorkloadError, kind_for
 from carbonshift.api.carbonawarejob import CarbonAwareJob
 from carbonshift.api.computecluster import ComputeCluster
 from carbonshift.api.conditions import Condition, ConditionType, Reason
 from carbonshift.api.durations import parse_duration
-from carbonshift.api.jobs import build_job, parse_time
+from carbonshift.api.jobs import parse_time
 from carbonshift.domain.lifecycle import Phase
 from carbonshift.domain.validation import ClusterFacts, JobFacts, gpu_problems, job_problems, placement_problems
 from carbonshift.handlers import translate
@@ -62,7 +64,7 @@ def facts(caj: CarbonAwareJob) -> JobFacts:
         grace_period=grace,
         min_run=min_run,
         clusters=tuple(spec.placement.clusters) if spec.placement else (),
-        template=spec.template.model_dump(),
+        template=spec.template.model_dump() if spec.template is not None and spec.template.is_job else {},
     )
 
 
@@ -76,32 +78,72 @@ def api_message(exc: ApiException) -> str:
 
 
 async def dry_run_problem(state: OperatorState, body: dict[str, Any], *, may_exist: bool) -> str | None:
-    """The API server's refusal of the Job built from the template (a dry-run create), or None. `may_exist`: the
-    Job may have been created already (an update of a placed job), and then nothing new would be created."""
+    """The API server's refusal of the workload built from the template (a dry-run create), or None. `may_exist`:
+    the workload may have been created already (an update of a placed job), and then nothing new would be created.
+    A kind the cluster does not serve is not the spec's fault: the operator reports it (KindNotInstalled)."""
     meta = body.get("metadata") or {}
     caj = {**body, "metadata": {**meta, "uid": meta.get("uid") or PLACEHOLDER_UID}}
-    job = build_job(caj, local=False)
-    if may_exist and await state.local.get_job(job["metadata"]["namespace"], job["metadata"]["name"]) is not None:
+    template = (body.get("spec") or {}).get("template")
+    if template is None:
         return None
     try:
-        await state.local.dry_run_create_job(job)
+        kind = kind_for(str(template.get("apiVersion", "batch/v1")), str(template.get("kind", "Job")))
+        if kind.info.kind == "TrainJob":
+            return None  # its GPUs may come from a runtime read at creation; the server validates it then
+        manifest = kind.build(template, Owner.of(caj, local=False))
+    except WorkloadError as exc:
+        return str(exc)
+    client = state.workloads_for(None)
+    try:
+        if may_exist and await client.get(kind.info, meta.get("namespace") or "", str(meta.get("name"))) is not None:
+            return None
+        await client.dry_run_create(manifest)
+    except KindNotInstalled:
+        return None
     except ApiException as exc:
         if exc.status in (400, 403, 422):
-            return f"the Job it would create is refused by the API server: {api_message(exc)}"
+            return f"the {kind.info.kind} it would create is refused by the API server: {api_message(exc)}"
         raise
     return None
 
 
-async def author_problem(state: OperatorState, namespace: str, user: dict[str, Any]) -> str | None:
-    allowed, reason = await state.local.may(user, "create", "batch", "jobs", namespace)
-    if allowed:
-        return None
+async def author_problem(state: OperatorState, body: dict[str, Any], user: dict[str, Any]) -> str | None:
+    """Nobody gets more than they had: a template of kind K needs the author's right to create K in the namespace
+    (carbonshift creates it with its own rights); a workloadRef needs the right to patch that object (carbonshift
+    suspends and resumes it), and the object must exist."""
+    namespace = str((body.get("metadata") or {}).get("namespace") or "")
+    spec = body.get("spec") or {}
+    ref = spec.get("workloadRef")
+    source = ref if ref is not None else (spec.get("template") or {})
+    try:
+        kind = kind_for(str(source.get("apiVersion", "batch/v1")), str(source.get("kind", "Job")))
+    except WorkloadError as exc:
+        return str(exc)
+    info = kind.info
+    verb, name = ("patch", str(ref.get("name") or "")) if ref is not None else ("create", None)
+    allowed, reason = await state.local.may(user, verb, info.group, info.plural, namespace, name=name)
     who = user.get("username") or "the requesting user"
     because = f" ({reason})" if reason else ""
-    return (
-        f"{who} may not create Jobs in namespace {namespace}{because}, and a CarbonAwareJob creates its Job with the "
-        "operator's rights: ask for the permission to create batch/v1 Jobs there"
-    )
+    if not allowed and ref is not None:
+        return (
+            f"{who} may not patch {info.kind} {name} in namespace {namespace}{because}, and carbonshift would suspend "
+            f"and resume it with the operator's rights: ask for the permission to patch {info.plural}.{info.group} "
+            "there"
+        )
+    if not allowed:
+        what = "Jobs" if info.kind == "Job" else f"{info.kind}s"
+        return (
+            f"{who} may not create {what} in namespace {namespace}{because}, and a CarbonAwareJob creates its "
+            f"{info.kind} with the operator's rights: ask for the permission to create {info.api_version} {what} there"
+        )
+    if ref is not None:
+        try:
+            found = await state.workloads_for(None).get(info, namespace, name or "")
+        except KindNotInstalled as exc:
+            return str(exc)
+        if found is None:
+            return f"{info.kind} {name} does not exist in namespace {namespace}: create it (suspended) first"
+    return None
 
 
 async def namespace_labels(state: OperatorState, namespace: str, *, cached: bool = True) -> dict[str, str]:
@@ -148,7 +190,7 @@ async def caj_problems(
         return [(REASON_INVALID, str(exc).splitlines()[0])]
     namespace = str(caj.metadata.namespace or "")
     if user is not None:
-        problem = await author_problem(state, namespace, user)
+        problem = await author_problem(state, body, user)
         if problem:
             return [(REASON_INVALID, problem)]  # nothing else matters to someone who may not run it
     problems: list[tuple[str, str]] = []

@@ -60,6 +60,7 @@ class WorkloadClient:
         await self.require(info)
 
     async def get(self, info: KindInfo, namespace: str, name: str) -> Workload | None:
+        namespace = self.kube.ns(namespace)
         try:
             obj = await self.kube._raw(
                 f"read {info.kind}",
@@ -78,6 +79,7 @@ class WorkloadClient:
     async def create(self, manifest: dict[str, Any]) -> Workload:
         """Create the workload; if it already exists (a restarted operator), return the existing one."""
         info = workload_for(manifest).info
+        manifest["metadata"]["namespace"] = self.kube.ns(manifest["metadata"]["namespace"])
         namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
         existing = await self.get(info, namespace, name)  # read first: the kube adapter retries a 409 for seconds
         if existing is not None:
@@ -103,6 +105,46 @@ class WorkloadClient:
         if existing is None:
             raise KubeUnavailableError(f"{info.kind} {namespace}/{name} reported as existing but not found")
         return existing
+
+    async def dry_run_create(self, manifest: dict[str, Any]) -> None:
+        """A server-side dry-run create: the API server's own validation of the object (ApiException 400/403/422
+        when it refuses it; KindNotInstalled when it does not serve the kind)."""
+        info = workload_for(manifest).info
+        try:
+            await self.kube._raw(
+                f"dry-run create {info.kind}",
+                self.kube.custom.create_namespaced_custom_object,
+                info.group,
+                info.version,
+                self.kube.ns(manifest["metadata"]["namespace"]),
+                info.plural,
+                manifest,
+                dry_run="All",
+            )
+        except ApiException as exc:
+            if exc.status == 404 or (
+                exc.status == 403 and "custom resource definition is terminating" in str(exc.body or "")
+            ):
+                await self._not_found(info, exc)
+                return
+            raise
+
+    async def delete(self, info: KindInfo, namespace: str, name: str) -> None:
+        """Delete the workload and, in the background, what it owns (a missing object is not an error)."""
+        try:
+            await self.kube._raw(
+                f"delete {info.kind}",
+                self.kube.custom.delete_namespaced_custom_object,
+                info.group,
+                info.version,
+                self.kube.ns(namespace),
+                info.plural,
+                name,
+                propagation_policy="Background",
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
     async def patch(self, workload: Workload, body: dict[str, Any]) -> Workload:
         """Apply a merge patch to the workload; returns the object the server stored."""

@@ -18,7 +18,7 @@ from carbonshift.adapters.workloads.base import (
     job_pods,
     quantities_as_strings,
 )
-from carbonshift.api.jobs import job_labels
+from carbonshift.api.jobs import job_labels, parse_time
 from carbonshift.domain.workload import WorkloadObservation
 
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
@@ -47,6 +47,7 @@ class BatchJob(Workload):
             active_pods=int(self.status.get("active") or 0),
             ready_pods=int(self.status.get("ready") or 0),
             complete=condition(self.obj, "Complete") is not None,
+            completed_at=parse_time(self.status.get("completionTime")),
             **failure(condition(self.obj, "Failed")),
         )
 

@@ -1,0 +1,308 @@
+"""The operator's reconcile pass (handlers/carbonawarejob.py) driven end to end against an in-memory cluster: no
+kopf, no API server. Read the snapshot, call the decision core, act in crash-safe order, report; what the core
+decides must be what the fake cluster sees done (announcements ahead of suspensions, run time at the share of pods
+running, Kueue-managed Jobs left alone)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import kopf
+import numpy as np
+import pytest
+
+from carbonshift.adapters.clock import Clock
+from carbonshift.adapters.intensity import ZoneForecast
+from carbonshift.adapters.kube import Capacity, Kube
+from carbonshift.adapters.workloads import Workload, workload_for
+from carbonshift.adapters.workloads.client import WorkloadClient
+from carbonshift.api.jobs import ANNOTATION_SUSPEND_AT, parse_time
+from carbonshift.domain.series import IntensitySeries
+from carbonshift.handlers import carbonawarejob as handler
+from carbonshift.handlers.state import LOCAL, OperatorState, Settings
+
+T0 = datetime(2026, 3, 2, tzinfo=UTC)
+ZONE = "TEST"
+# Hourly: dirty, clean 02-04 and 06-08, dirty after.
+INTENSITY = [500.0, 500.0, 50.0, 50.0, 500.0, 500.0, 60.0, 60.0] + [500.0] * 40
+
+
+@dataclass(frozen=True)
+class StepClock(Clock):
+    """Planning time set by the test (wall time is planning time: no epoch)."""
+
+    at: list[datetime] = field(default_factory=lambda: [T0])
+
+    def now(self) -> datetime:
+        return self.at[0]
+
+
+class Trace:
+    def __init__(self) -> None:
+        self.series = IntensitySeries(ZONE, T0, timedelta(hours=1), np.array(INTENSITY))
+
+    async def forecast(self, zone: str, now: datetime, horizon: Any) -> ZoneForecast:
+        return ZoneForecast(zone, self.series, "trace:test", False, "")
+
+    async def history(self, zone: str, begin: datetime, end: datetime, now: datetime) -> IntensitySeries:
+        return self.series
+
+
+class FakeKube:
+    """The API as the handler uses it: Jobs in a dict, the CarbonAwareJob's status patched in place; every write
+    recorded with the planning time it happened at."""
+
+    name = LOCAL
+
+    def __init__(self, clock: StepClock, caj: dict[str, Any]) -> None:
+        self.clock = clock
+        self.caj = caj
+        self.jobs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.writes: list[tuple[datetime, str, Any]] = []
+        self.version = 0
+        self.kueue = False
+
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        job = self.jobs.get((namespace, name))
+        return copy.deepcopy(job) if job is not None else None
+
+    async def create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        job = copy.deepcopy(manifest)
+        meta = job.setdefault("metadata", {})
+        meta["uid"] = "job-uid"
+        if self.kueue:
+            meta.setdefault("labels", {})["kueue.x-k8s.io/queue-name"] = "team"
+        job["status"] = {}
+        self.jobs[(meta["namespace"], meta["name"])] = job
+        self.writes.append((self.clock.now(), "create", bool(job["spec"].get("suspend"))))
+        return copy.deepcopy(job)
+
+    async def set_suspend(self, namespace: str, name: str, suspend: bool) -> None:
+        job = self.jobs[(namespace, name)]
+        job["spec"]["suspend"] = suspend
+        if suspend:
+            job["status"] = {}
+        self.writes.append((self.clock.now(), "suspend" if suspend else "resume", None))
+
+    async def annotate_suspend_at(self, namespace: str, name: str, value: str | None) -> None:
+        annotations = self.jobs[(namespace, name)]["metadata"].setdefault("annotations", {})
+        if value is None:
+            annotations.pop(ANNOTATION_SUSPEND_AT, None)
+        else:
+            annotations[ANNOTATION_SUSPEND_AT] = value
+        self.writes.append((self.clock.now(), "annotate", value))
+
+    async def patch_caj_status(self, namespace: str, name: str, patch: dict[str, Any]) -> str:
+        status = self.caj.setdefault("status", {})
+        for key, value in patch.items():
+            if value is None:
+                status.pop(key, None)
+            else:
+                status[key] = copy.deepcopy(value)
+        self.version += 1
+        self.writes.append((self.clock.now(), "status", dict(status)))
+        return str(self.version)
+
+    async def gpu_capacity(self) -> Capacity:
+        return Capacity(16, 0, 8, {})
+
+    async def workload_pods(self, namespace: str, caj_uid: str, job_uid: str | None) -> list[tuple[str, str]]:
+        return []
+
+    async def dry_run_create_job(self, manifest: dict[str, Any]) -> None:
+        return None
+
+    async def namespace_labels(self, namespace: str) -> dict[str, str]:
+        return {}
+
+    async def list_compute_clusters(self) -> list[dict[str, Any]]:
+        return []
+
+    def pods_ready(self, ready: int) -> None:
+        job = self.jobs[("team", "train")]
+        if not job["spec"].get("suspend"):
+            job["status"] = {"active": 2, "ready": ready}
+
+    def complete(self) -> None:
+        job = self.jobs[("team", "train")]
+        stamp = self.clock.now().isoformat().replace("+00:00", "Z")
+        job["status"] = {"succeeded": 2, "completionTime": stamp,
+                         "conditions": [{"type": "Complete", "status": "True"}]}  # fmt: skip
+
+
+class FakeWorkloads:
+    """`WorkloadClient` over FakeKube's Jobs: the real kind adapters (build, observe, suspend/resume/announce
+    patches) on in-memory objects, so the handler's only way to its workload is the workload interface."""
+
+    def __init__(self, kube: FakeKube) -> None:
+        self.kube = kube
+
+    async def get(self, info: Any, namespace: str, name: str) -> Workload | None:
+        job = await self.kube.get_job(namespace, name)
+        return workload_for(job) if job is not None else None
+
+    async def create(self, manifest: dict[str, Any]) -> Workload:
+        return workload_for(await self.kube.create_job(manifest))
+
+    async def _patched(self, workload: Workload, body: dict[str, Any]) -> Workload:
+        job = self.kube.jobs[(workload.namespace, workload.name)]
+        suspend = (body.get("spec") or {}).get("suspend")
+        if suspend is not None:
+            await self.kube.set_suspend(workload.namespace, workload.name, bool(suspend))
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
+        if ANNOTATION_SUSPEND_AT in annotations:
+            await self.kube.annotate_suspend_at(workload.namespace, workload.name, annotations[ANNOTATION_SUSPEND_AT])
+        return workload_for(copy.deepcopy(job))
+
+    async def suspend(self, workload: Workload) -> Workload:
+        return await self._patched(workload, workload.suspend_patch())
+
+    async def resume(self, workload: Workload) -> Workload:
+        return await self._patched(workload, workload.resume_patch())
+
+    async def announce(self, workload: Workload, when: str | None) -> Workload:
+        return await self._patched(workload, workload.announce_patch(when))
+
+    async def dry_run_create(self, manifest: dict[str, Any]) -> None:
+        return None
+
+
+def caj_body() -> dict[str, Any]:
+    pod = {"restartPolicy": "Never", "containers": [{"name": "train", "image": "example/train:1",
+                                                      "resources": {"limits": {"nvidia.com/gpu": 1}}}]}  # fmt: skip
+    return {
+        "apiVersion": "carbonshift.io/v1alpha1",
+        "kind": "CarbonAwareJob",
+        "metadata": {
+            "namespace": "team",
+            "name": "train",
+            "uid": "caj-uid",
+            "generation": 1,
+            "creationTimestamp": T0.isoformat().replace("+00:00", "Z"),
+            "resourceVersion": "0",
+        },
+        "spec": {
+            "duration": "3h",
+            "deadline": (T0 + timedelta(hours=12)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "interruptible": True,
+            "checkpoint": {"overhead": "0s", "gracePeriod": "15m", "minRunDuration": "30m"},
+            "template": {"spec": {"parallelism": 2, "backoffLimit": 0, "template": {"spec": pod}}},
+        },
+    }
+
+
+@pytest.fixture
+def cluster(monkeypatch: pytest.MonkeyPatch) -> tuple[OperatorState, FakeKube, list[tuple[str, str, str]]]:
+    events: list[tuple[str, str, str]] = []
+
+    def record(body: Any, *, type: str, reason: str, message: str = "") -> None:
+        events.append((type, reason, message))
+
+    monkeypatch.setattr(kopf, "event", record)
+    clock = StepClock()
+    kube = FakeKube(clock, caj_body())
+    settings = Settings(zone=ZONE, pue=1.0, tick=timedelta(minutes=5), margin=timedelta(minutes=10))
+    state = OperatorState(settings, clock, cast(Kube, kube), cast(Any, Trace()))
+    state._workloads[LOCAL] = cast(WorkloadClient, FakeWorkloads(kube))
+    return state, kube, events
+
+
+async def run_pass(state: OperatorState, kube: FakeKube, at: datetime) -> datetime | None:
+    cast(StepClock, state.clock).at[0] = at
+    return await handler.reconcile(state, copy.deepcopy(kube.caj))
+
+
+async def test_the_handler_runs_the_core_plan_announces_every_suspension_and_credits_pods_running(
+    cluster: tuple[OperatorState, FakeKube, list[tuple[str, str, str]]],
+) -> None:
+    state, kube, events = cluster
+    t = T0 + timedelta(seconds=7)
+    pods = 0
+    status_at_3h: dict[str, Any] = {}
+    while t < T0 + timedelta(hours=12):
+        job = kube.jobs.get(("team", "train"))
+        if job is not None and not job["spec"].get("suspend"):
+            # One of the two pods runs during the first hour of the first chunk, both after that.
+            pods = 1 if t < T0 + timedelta(hours=3) else 2
+            kube.pods_ready(pods)
+        status = kube.caj.get("status") or {}
+        if float((status.get("progress") or {}).get("workSeconds") or 0) >= 3 * 3600 - 1:
+            kube.complete()
+        await run_pass(state, kube, t)
+        if not status_at_3h and t >= T0 + timedelta(hours=3):
+            status_at_3h = copy.deepcopy(kube.caj["status"])
+        if kube.caj["status"].get("phase") == "Succeeded":
+            break
+        t += timedelta(minutes=5)
+    status = kube.caj["status"]
+    assert status["phase"] == "Succeeded", status
+    kinds = [(w, k) for w, k, _ in kube.writes if k in ("create", "resume", "suspend", "annotate")]
+    # Created suspended at once, resumed at the clean window's start (the core's aligned, committed plan).
+    assert kinds[0][1] == "create" and next(v for _, k, v in kube.writes if k == "create") is True
+    resumes = [w for w, k in kinds if k == "resume"]
+    assert resumes[0] == T0 + timedelta(hours=2, seconds=7), resumes
+    # Every suspension was announced at least gracePeriod (15 min) ahead, and the annotation named its time.
+    suspends = [w for w, k in kinds if k == "suspend"]
+    assert suspends, kinds
+    for when in suspends:
+        announced = [(w, v) for w, k, v in kube.writes if k == "annotate" and v is not None and w <= when]
+        assert announced, (when, kinds)
+        first = max(w for w, _ in announced if w >= (max([s for s in suspends if s < when], default=T0)))
+        named = parse_time(next(v for w, v in announced if w == first))
+        assert when - first >= timedelta(minutes=15), (when, first)
+        assert named is not None and named <= when
+    # 1 of 2 pods from 02:05 (first seen) to 03:00: credited at half rate, not full.
+    progress = status_at_3h["progress"]
+    assert progress["runSeconds"] == pytest.approx(0.5 * 55 * 60, abs=1), progress
+    assert progress["workSeconds"] == pytest.approx(progress["runSeconds"], abs=1)
+    # The committed windows are in the typed status, and the receipt was posted.
+    assert status_at_3h["commitment"]["windows"], status_at_3h
+    assert status["receiptPosted"] is True
+    assert any(reason == "SuspendPlanned" for _, reason, _ in events)
+    assert any(reason == "Receipt" for _, reason, _ in events)
+
+
+async def test_a_kueue_managed_job_is_never_resumed_or_suspended_by_the_core_pass(
+    cluster: tuple[OperatorState, FakeKube, list[tuple[str, str, str]]],
+) -> None:
+    state, kube, events = cluster
+    kube.kueue = True
+    t = T0 + timedelta(seconds=7)
+    while t < T0 + timedelta(hours=6):
+        await run_pass(state, kube, t)
+        t += timedelta(minutes=5)
+    kinds = {k for _, k, _ in kube.writes}
+    assert "create" in kinds
+    assert "resume" not in kinds and "suspend" not in kinds, kube.writes
+    assert any(reason == "KueueManaged" for _, reason, _ in events)
+    # No chunk began (the resume was not carried out), so nothing is credited.
+    assert kube.caj["status"]["progress"].get("chunkStartedAt") is None
+
+
+def test_the_core_plans_a_later_start_when_running_now_does_not_fit_the_gpus_others_reserved() -> None:
+    """Non-interruptible, 9 of 16 GPUs; another job holds 9 from 3 h to 5 h: starting now (2 h, into that
+    reservation) does not fit, so the next clean window (9-11 h) is planned, not NoCapacity (which made the
+    handler fall back to planning without the others' reservations)."""
+    from carbonshift.domain.core import CoreSettings, CoreStatus, JobNeeds, Snapshot, reconcile
+    from carbonshift.domain.lifecycle import Observed
+    from carbonshift.domain.planning.model import Cluster, Reason, RunWindow
+    from carbonshift.domain.planning.reservations import Reservations
+
+    step = timedelta(minutes=15)
+    start = T0 - timedelta(hours=2)
+    values = [80.0 if 3 <= (i * 0.25 - 2) < 5 or 9 <= (i * 0.25 - 2) < 11 else 500.0 for i in range(96 * 4)]
+    series = IntensitySeries(ZONE, start, step, np.array(values))
+    now = T0 + timedelta(hours=1, seconds=1)
+    needs = JobNeeds("second", timedelta(hours=2), now + timedelta(hours=20), gpus=9)
+    others = Reservations()
+    others.put("first", LOCAL, 9, [RunWindow(T0 + timedelta(hours=3), T0 + timedelta(hours=5), 80.0)])
+    aligned = T0 + timedelta(hours=1)
+    free = others.free_by_slot("second", LOCAL, 16, aligned, step, 90)
+    cluster = Cluster(LOCAL, ZONE, 1.0, 16, free_gpus_by_slot=free)
+    out = reconcile(Snapshot(needs, CoreStatus(), Observed(exists=False), now, (cluster,), {ZONE: series}),
+                    CoreSettings(tick=step))  # fmt: skip
+    assert out.plan is not None and out.plan.reason is Reason.OPTIMAL, out.plan
+    assert out.plan.windows[0].start == T0 + timedelta(hours=9), out.plan.windows
