@@ -27,6 +27,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from carbonshift.adapters.clock import Clock
 from carbonshift.api.jobs import parse_time
 from carbonshift_dev.devcluster import ClusterConfig, DevCluster
 from carbonshift_dev.devcluster.binaries import require
@@ -156,7 +157,11 @@ def jobset(name: str, labels: dict[str, str], *, replicas: int = 2) -> dict[str,
         "metadata": {"name": name, "labels": labels},
         "spec": {
             "replicatedJobs": [
-                {"name": "workers", "replicas": replicas, "template": {"spec": {"parallelism": 1, "template": pod}}}
+                {
+                    "name": "workers",
+                    "replicas": replicas,
+                    "template": {"spec": {"parallelism": 1, "completions": 1, "template": pod}},
+                }
             ]
         },
     }
@@ -180,6 +185,12 @@ def read_jobset(api: client.ApiClient, namespace: str, name: str) -> dict[str, A
         group, version, namespace, plural, name
     )
     return found
+
+
+def planning(operator: OperatorProcess, wall: datetime) -> datetime:
+    """The operator's planning time of a wall-clock moment, in whole seconds (what the tracking object holds)."""
+    clock = Clock(speed=operator.speed, epoch=operator.epoch, anchor=operator.anchor)
+    return clock.from_wall(wall).replace(microsecond=0)
 
 
 LABELS = {
@@ -219,8 +230,8 @@ def test_the_adopted_job_gets_its_tracking_carbonawarejob(
     assert "template" not in spec
     assert spec["duration"] == "2h"
     assert spec["interruptible"] is True
-    created = stored.metadata.creation_timestamp
-    assert parse_time(spec["deadline"]) == created + timedelta(hours=24)  # max-delay counts from the Job's creation
+    # max-delay counts from the Job's creation (in the operator's planning time), to the second.
+    assert parse_time(spec["deadline"]) == planning(operator, stored.metadata.creation_timestamp) + timedelta(hours=24)
     owners = tracking["metadata"]["ownerReferences"]
     assert [(o["kind"], o["name"], o["uid"]) for o in owners] == [("Job", "finetune", stored.metadata.uid)]
     labelled = wait_until(
@@ -286,7 +297,8 @@ def test_a_policy_lends_its_defaults(
         assert stored.spec.suspend is True
         spec = wait_until(lambda: (caj(api, team, "by-policy") or {}).get("spec"), "the tracking object", timeout=30)
         assert spec["duration"] == "3h" and spec["interruptible"] is True
-        assert parse_time(spec["deadline"]) == stored.metadata.creation_timestamp + timedelta(hours=36)
+        expected = planning(operator, stored.metadata.creation_timestamp) + timedelta(hours=36)
+        assert parse_time(spec["deadline"]) == expected
     finally:
         custom.delete_cluster_custom_object("carbonshift.io", "v1alpha1", "carbonwindowpolicies", f"{team}-batch")
 

@@ -47,15 +47,11 @@ CLUSTER_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
      "verbs": ["get", "create", "patch"]},
     # Adoption (handlers/adoption.py, docs/design/adoption.md): the MutatingWebhookConfiguration that creates labelled
-    # workloads suspended, the tracking CarbonAwareJob of each (created, deleted when its labels are removed), and
-    # the adopted kinds' objects (watched; patched to mark, resume on release).
+    # workloads suspended, and the tracking CarbonAwareJob of each (created; deleted when its labels are removed).
+    # The adopted kinds' objects are watched and patched under the rules above.
     {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
      "verbs": ["get", "create", "patch"]},
     {"apiGroups": [GROUP], "resources": ["carbonawarejobs"], "verbs": ["create", "delete"]},
-    {"apiGroups": ["jobset.x-k8s.io"], "resources": ["jobsets"], "verbs": ["get", "list", "watch", "patch"]},
-    {"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"], "verbs": ["get", "list", "watch", "patch"]},
-    {"apiGroups": ["kubeflow.org"], "resources": ["pytorchjobs"], "verbs": ["get", "list", "watch", "patch"]},
-    {"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["get", "list", "watch", "patch"]},
     # Kueue's AdmissionCheck (docs/kueue.md): the check's state on Workloads, the checks' Active condition.
     {"apiGroups": [GROUP], "resources": ["carbonwindowpolicies"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["kueue.x-k8s.io"], "resources": ["workloads", "admissionchecks", "clusterqueues"],

@@ -272,9 +272,8 @@ def run(args: argparse.Namespace) -> int:
     import carbonshift.handlers.energybudget
 
     # Watch each workload kind the cluster serves (checked once at start: install a kind's CRD, then restart).
-    carbonshift.handlers.carbonawarejob.watch_workloads(
-        _served(state.local.api, carbonshift.handlers.carbonawarejob.OPTIONAL_KINDS)
-    )
+    served = _served(state.local.api, carbonshift.handlers.carbonawarejob.OPTIONAL_KINDS)
+    carbonshift.handlers.carbonawarejob.watch_workloads(served)
 
     if _serves_kueue(state.local.api):  # the carbon-window AdmissionCheck (docs/kueue.md); none without Kueue
         import carbonshift.handlers.kueue
@@ -287,7 +286,7 @@ def run(args: argparse.Namespace) -> int:
         if args.adoption:
             from carbonshift.handlers import adoption  # the mutating webhook and the tracking handlers
 
-            also = (adoption.install(state.local.api, options.configuration),)
+            also = (adoption.install(state.local.api, options.configuration, served),)
         admission.install(options, state.local.api, also)
 
     if os.environ.get("CARBONSHIFT_TRACEMALLOC"):

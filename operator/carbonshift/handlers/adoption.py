@@ -148,13 +148,15 @@ async def adopt(**kwargs: Any) -> None:
     patch["metadata"] = {"labels": {LABEL_MANAGED: "true"}, "annotations": {ANNOTATION_ADOPTED: "true"}}
 
 
-def register_webhook_handlers() -> None:
-    for kind in KINDS:
+def register_webhook_handlers(kinds: tuple[type[Workload], ...]) -> None:
+    for kind in kinds:
         info = kind.info
         kopf.on.mutate(info.group, info.version, info.plural, id=WEBHOOK_ID, operations=["CREATE"])(adopt)
 
 
-def webhooks(configuration: str, client_config: dict[str, Any], operator_user: str) -> list[dict[str, Any]]:
+def webhooks(
+    configuration: str, client_config: dict[str, Any], operator_user: str, kinds: tuple[type[Workload], ...] = KINDS
+) -> list[dict[str, Any]]:
     """One webhook per opt-in label, each selecting objects that carry it and not an earlier one (so a workload with
     two is sent once), for every supported kind; all at the `adopt` handler's path."""
     config = copy.deepcopy(client_config)
@@ -165,7 +167,7 @@ def webhooks(configuration: str, client_config: dict[str, Any], operator_user: s
     rules = [
         {"apiGroups": [k.info.group], "apiVersions": [k.info.version], "resources": [k.info.plural],
          "operations": ["CREATE"], "scope": "Namespaced"}
-        for k in KINDS
+        for k in kinds
     ]  # fmt: skip
     out = []
     for i, key in enumerate(OPT_IN):
@@ -197,14 +199,16 @@ def webhooks(configuration: str, client_config: dict[str, Any], operator_user: s
     return out
 
 
-def registrar(api: client.ApiClient, configuration: str) -> Callable[[dict[str, Any]], None]:
+def registrar(
+    api: client.ApiClient, configuration: str, kinds: tuple[type[Workload], ...] = KINDS
+) -> Callable[[dict[str, Any]], None]:
     """Writes the adoption webhooks into the MutatingWebhookConfiguration `configuration` (creating it if absent);
     handlers/admission.Server calls it with each client config, beside the validating configuration's."""
 
     def register(client_config: dict[str, Any]) -> None:
         review = client.AuthenticationV1Api(api).create_self_subject_review(client.V1SelfSubjectReview())
         user = str(review.status.user_info.username)  # type: ignore[union-attr]
-        body = {"webhooks": webhooks(configuration, client_config, user)}
+        body = {"webhooks": webhooks(configuration, client_config, user, kinds)}
         admission = client.AdmissionregistrationV1Api(api)
         try:
             admission.patch_mutating_webhook_configuration(configuration, body)
@@ -223,7 +227,7 @@ def registrar(api: client.ApiClient, configuration: str) -> Callable[[dict[str, 
 # -- the tracking object -----------------------------------------------------------------------------------------
 def tracking_spec(workload: Workload, agreed: AdoptionTerms) -> dict[str, Any]:
     info = workload.info
-    deadline = agreed.deadline.isoformat().replace("+00:00", "Z")
+    deadline = agreed.deadline.replace(microsecond=0).isoformat().replace("+00:00", "Z")  # whole seconds
     return {
         "workloadRef": {"apiVersion": info.api_version, "kind": info.kind, "name": workload.name},
         "deadline": deadline,
@@ -440,15 +444,21 @@ def _watched(meta: kopf.Meta, **_: Any) -> bool:
     return opted_in(labels) or annotations.get(ANNOTATION_ADOPTED) == "true"
 
 
-def register_tracking_handlers() -> None:
-    for kind in KINDS:
+def register_tracking_handlers(kinds: tuple[type[Workload], ...]) -> None:
+    for kind in kinds:
         info = kind.info
         kopf.on.event(info.group, info.version, info.plural, id="adoption-track", when=_watched)(track)
 
 
-def install(api: client.ApiClient, configuration: str = DEFAULT_CONFIGURATION) -> Callable[[dict[str, Any]], None]:
-    """Register the webhook and tracking handlers (call before kopf starts); returns the registrar that
-    handlers/admission.install keeps the MutatingWebhookConfiguration with."""
-    register_webhook_handlers()
-    register_tracking_handlers()
-    return registrar(api, configuration)
+def install(
+    api: client.ApiClient, configuration: str = DEFAULT_CONFIGURATION, served: list[tuple[str, str, str]] | None = None
+) -> Callable[[dict[str, Any]], None]:
+    """Register the webhook and tracking handlers (call before kopf starts) for batch/v1 Jobs and the kinds the
+    cluster serves (`served`: group, version, plural; checked once at start, like the CarbonAwareJob handler's
+    watches); returns the registrar that handlers/admission.install keeps the MutatingWebhookConfiguration with."""
+    kinds = tuple(
+        k for k in KINDS if k.info.builtin or served is None or (k.info.group, k.info.version, k.info.plural) in served
+    )
+    register_webhook_handlers(kinds)
+    register_tracking_handlers(kinds)
+    return registrar(api, configuration, kinds)

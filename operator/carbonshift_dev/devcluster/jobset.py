@@ -149,6 +149,19 @@ def crd_document(install: JobSetInstall) -> dict[str, Any]:
     return dict(doc)
 
 
+def wait_established(server_client: httpx.Client, name: str, timeout_seconds: float) -> None:
+    """The manager's watches fail ("no matches for kind") if it starts before the CRD is served."""
+    deadline = time.monotonic() + timeout_seconds
+    while True:
+        response = server_client.get(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}")
+        conditions = (response.json().get("status") or {}).get("conditions") or [] if response.is_success else []
+        if any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions):
+            return
+        if time.monotonic() >= deadline:
+            raise JobSetStartError(f"CRD {name} not Established after {timeout_seconds:.0f} s")
+        time.sleep(0.1)
+
+
 def manager_config(webhook_port: int, health_port: int, cert_dir: Path) -> dict[str, Any]:
     return {
         "apiVersion": "config.jobset.x-k8s.io/v1alpha1",
@@ -189,7 +202,9 @@ def start_jobset(
     cert_dir = directory / "certs"
     ca_bundle = write_certs(cert_dir)
     webhook_port, health_port = free_loopback_port(), free_loopback_port()
-    _apply(server_client, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd_document(install))
+    crd = crd_document(install)
+    _apply(server_client, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+    wait_established(server_client, crd["metadata"]["name"], timeout_seconds)
     for hook in webhook_documents(install, webhook_port, ca_bundle):
         plural = (
             "mutatingwebhookconfigurations"
