@@ -64,9 +64,9 @@ def api(cluster: DevCluster) -> Iterator[client.ApiClient]:
     api.close()
 
 
-def mutating_ready(api: client.ApiClient) -> bool:
+def mutating_ready(api: client.ApiClient, configuration: str = CONFIGURATION) -> bool:
     try:
-        config = client.AdmissionregistrationV1Api(api).read_mutating_webhook_configuration(CONFIGURATION)
+        config = client.AdmissionregistrationV1Api(api).read_mutating_webhook_configuration(configuration)
     except client.ApiException as exc:
         if exc.status == 404:
             return False

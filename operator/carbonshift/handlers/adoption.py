@@ -47,7 +47,7 @@ from carbonshift.api.carbonwindowpolicy import KIND as POLICY_KIND
 from carbonshift.api.carbonwindowpolicy import PLURAL as POLICY_PLURAL
 from carbonshift.api.carbonwindowpolicy import CarbonWindowPolicy
 from carbonshift.api.durations import format_duration, parse_duration
-from carbonshift.api.jobs import LABEL_CAJ, LABEL_CAJ_UID, LABEL_MANAGED, parse_time
+from carbonshift.api.jobs import LABEL_CAJ, LABEL_MANAGED, parse_time
 from carbonshift.domain.adoption import (
     LABEL_POLICY,
     OPT_IN,
@@ -368,7 +368,7 @@ async def release(body: kopf.Body, workload: Workload) -> None:
                 raise
     unmark: dict[str, Any] = {
         "metadata": {
-            "labels": {LABEL_MANAGED: None, LABEL_CAJ: None, LABEL_CAJ_UID: None},
+            "labels": {LABEL_MANAGED: None, LABEL_CAJ: None},
             "annotations": {ANNOTATION_ADOPTED: None},
         }
     }
@@ -433,9 +433,9 @@ async def track(body: kopf.Body, **_: Any) -> None:
     SEEN.tracked[uid] = (name, wanted)
     SEEN.warned.pop(uid, None)
     if labels.get(LABEL_CAJ) != name:
-        caj = await get_caj(workload.namespace, name)
-        caj_uid = str(((caj or {}).get("metadata") or {}).get("uid") or "")
-        await patch_workload(workload, {"metadata": {"labels": {LABEL_CAJ: name, LABEL_CAJ_UID: caj_uid or None}}})
+        # The tracking object's name only: not its UID label, which marks a workload a CarbonAwareJob created (and
+        # whose pods carry that label); an adopted workload's pods are found by its kind's pod selector.
+        await patch_workload(workload, {"metadata": {"labels": {LABEL_CAJ: name}}})
 
 
 def _watched(meta: kopf.Meta, **_: Any) -> bool:
