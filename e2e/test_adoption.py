@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
+from tests.workloads.manifests import cluster_training_runtime, template
 
 from carbonshift.adapters.clock import Clock
 from carbonshift.api.jobs import parse_time
@@ -38,6 +39,7 @@ from carbonshift_dev.devcluster.testing import (
     install_crds,
     load_crd_documents,
 )
+from carbonshift_dev.devcluster.workload_crds import crd_path
 from e2e.harness import free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,6 +47,7 @@ CONFIGURATION = "e2e-adoption.carbonshift.io"
 DENIED = "denied the request"
 USER = "carol"
 JOBSET = ("jobset.x-k8s.io", "v1alpha2", "jobsets")
+CRD_ONLY = ("TrainJob", "TrainingRuntime", "ClusterTrainingRuntime", "PyTorchJob", "RayJob")
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +63,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster]:
 def api(cluster: DevCluster) -> Iterator[client.ApiClient]:
     api = api_client_from_kubeconfig(cluster.kubeconfig)
     install_crds(api, load_crd_documents(sorted((REPO / "crds").glob("*.yaml"))))
+    # The other kinds' real CRDs (no controller of theirs runs here), before the operator starts: it serves and
+    # watches the kinds the cluster serves at its start.
+    install_crds(api, load_crd_documents([crd_path(k) for k in CRD_ONLY]))
     yield api
     api.close()
 
@@ -105,6 +111,9 @@ def team(api: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]
     rules = [
         {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get", "list"]},
         {"apiGroups": ["jobset.x-k8s.io"], "resources": ["jobsets"], "verbs": ["create", "get", "list"]},
+        {"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"], "verbs": ["create", "get", "list"]},
+        {"apiGroups": ["kubeflow.org"], "resources": ["pytorchjobs"], "verbs": ["create", "get", "list"]},
+        {"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["create", "get", "list"]},
     ]
     rbac.create_namespaced_role(name, {"metadata": {"name": "trainer"}, "rules": rules})
     binding = {
@@ -381,3 +390,60 @@ def test_removing_the_labels_releases_the_workload(
 
     wait_until(released, "the Job resumed and unmarked", timeout=30)
     wait_until(lambda: caj(api, team, "released") is None, "the tracking object deleted", timeout=30)
+
+
+KINDS = {  # kind: (group, version, plural, path of its suspend field)
+    "PyTorchJob": ("kubeflow.org", "v1", "pytorchjobs", ("spec", "runPolicy", "suspend")),
+    "RayJob": ("ray.io", "v1", "rayjobs", ("spec", "suspend")),
+    "TrainJob": ("trainer.kubeflow.org", "v1alpha1", "trainjobs", ("spec", "suspend")),
+}
+
+
+def labelled(kind: str, name: str, labels: dict[str, str]) -> dict[str, Any]:
+    manifest = template(kind)
+    manifest["metadata"] = {"name": name, "labels": labels}
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def runtime(api: client.ApiClient) -> Iterator[str]:
+    """A ClusterTrainingRuntime (2 nodes x 8 GPUs) a TrainJob may leave its nodes and GPUs to."""
+    body = cluster_training_runtime("adoption-torch")
+    custom = client.CustomObjectsApi(api)
+    custom.create_cluster_custom_object("trainer.kubeflow.org", "v1alpha1", "clustertrainingruntimes", body)
+    yield "adoption-torch"
+    custom.delete_cluster_custom_object("trainer.kubeflow.org", "v1alpha1", "clustertrainingruntimes", "adoption-torch")
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_a_labelled_workload_of_each_crd_only_kind_is_created_suspended_at_its_own_field(
+    cluster: DevCluster, api: client.ApiClient, operator: OperatorProcess, team: str, runtime: str, kind: str
+) -> None:
+    group, version, plural, path = KINDS[kind]
+    manifest = labelled(kind, "adopted", LABELS)
+    if kind == "TrainJob":  # nodes and GPUs left to its runtime: the webhook reads the runtime as the handler will
+        manifest["spec"]["runtimeRef"] = {"name": runtime}
+        for field in ("numNodes", "resourcesPerNode"):
+            del manifest["spec"]["trainer"][field]
+    code, out = kubectl(cluster, manifest, team)
+    assert code == 0 and "created" in out, out
+    stored = client.CustomObjectsApi(api).get_namespaced_custom_object(group, version, team, plural, "adopted")
+    node: Any = stored
+    for key in path:
+        node = node[key]
+    assert node is True, (path, stored["spec"])
+    assert stored["metadata"]["labels"]["carbonshift.io/managed"] == "true"
+    if kind == "PyTorchJob":  # the rest of runPolicy is the user's
+        assert stored["spec"]["runPolicy"]["cleanPodPolicy"] == manifest["spec"]["runPolicy"]["cleanPodPolicy"]
+    tracking = wait_until(lambda: caj(api, team, "adopted"), f"the {kind}'s tracking object", timeout=30)
+    assert tracking["spec"]["workloadRef"] == {"apiVersion": f"{group}/{version}", "kind": kind, "name": "adopted"}
+
+
+def test_a_rayjob_kuberay_could_not_suspend_is_refused_with_kuberays_rule(
+    cluster: DevCluster, api: client.ApiClient, operator: OperatorProcess, team: str
+) -> None:
+    manifest = labelled("RayJob", "keeps-cluster", LABELS)
+    manifest["spec"]["shutdownAfterJobFinishes"] = False
+    code, out = kubectl(cluster, manifest, team)
+    assert code != 0, out
+    assert DENIED in out and "KubeRay suspends a RayJob only with spec.shutdownAfterJobFinishes: true" in out, out

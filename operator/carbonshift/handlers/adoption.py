@@ -39,6 +39,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from carbonshift.adapters.workloads.base import Workload, WorkloadError
+from carbonshift.adapters.workloads.client import WorkloadClient
+from carbonshift.adapters.workloads.kinds import TrainJob
 from carbonshift.adapters.workloads.registry import KINDS, kind_for
 from carbonshift.api.base import API_VERSION, GROUP, VERSION
 from carbonshift.api.carbonawarejob import KIND as CAJ_KIND
@@ -136,6 +138,8 @@ async def adopt(**kwargs: Any) -> None:
         return
     workload = kind_for(str(obj.get("apiVersion")), str(obj.get("kind")))(obj)
     state = current()
+    if isinstance(workload, TrainJob):  # its GPUs may be its runtime's: count them as the handler will
+        workload = TrainJob(obj, await WorkloadClient(state.local).runtime_of(workload))
     try:
         terms(labels, created=state.clock.now(), policy=await read_policy(labels), now=state.clock.now())
     except AdoptionError as exc:
