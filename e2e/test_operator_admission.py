@@ -213,6 +213,40 @@ def test_an_author_who_may_not_create_jobs_is_refused(
         delete_namespace(api_client, namespace)
 
 
+def test_a_workload_ref_needs_the_right_to_patch_that_workload(
+    kubeconfig: Path, api_client: client.ApiClient, webhook_operator: OperatorProcess
+) -> None:
+    """Nobody gets more than they had: carbonshift suspends and resumes a referenced workload with its own rights,
+    so the author must be allowed to patch that very object (and it must exist)."""
+    namespace = create_namespace(api_client, "admission-ref")
+    try:
+        role(api_client, namespace, "caj-only", "carol", [("carbonshift.io", "carbonawarejobs")])
+        role(api_client, namespace, "caj-and-jobs", "dave", [("carbonshift.io", "carbonawarejobs"), ("batch", "jobs")])
+        probe_until_served(kubeconfig, namespace)
+        job = caj_manifest("theirs", duration="1h")["spec"]["template"]
+        body = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "theirs"},
+                "spec": {**job["spec"], "suspend": True}}  # fmt: skip
+        for container in body["spec"]["template"]["spec"]["containers"]:  # the client wants quantities as strings
+            limits = container["resources"]["limits"]
+            limits["nvidia.com/gpu"] = str(limits["nvidia.com/gpu"])
+        client.BatchV1Api(api_client).create_namespaced_job(namespace, body)
+        manifest = caj_manifest("drive-theirs", duration="1h", max_delay="20h")
+        del manifest["spec"]["template"]
+        manifest["spec"]["workloadRef"] = {"apiVersion": "batch/v1", "kind": "Job", "name": "theirs"}
+        code, out = kubectl(kubeconfig, manifest, namespace, "--as", "carol")
+        assert code != 0, out
+        assert DENIED in out and f"carol may not patch Job theirs in namespace {namespace}" in out, out
+        # A reference to a Job that does not exist is refused too, even for someone who may patch Jobs.
+        missing = {**manifest, "spec": {**manifest["spec"], "workloadRef": {**manifest["spec"]["workloadRef"],
+                                                                            "name": "nobodys"}}}  # fmt: skip
+        code, out = kubectl(kubeconfig, missing, namespace, "--as", "dave")
+        assert code != 0 and "Job nobodys does not exist" in out, out
+        code, out = kubectl(kubeconfig, manifest, namespace, "--as", "dave")
+        assert code == 0 and "created" in out, out
+    finally:
+        delete_namespace(api_client, namespace)
+
+
 def test_a_namespace_the_compute_cluster_does_not_admit_is_refused(
     kubeconfig: Path, api_client: client.ApiClient, webhook_operator: OperatorProcess
 ) -> None:

@@ -17,7 +17,7 @@ import pytest
 from carbonshift.adapters.clock import Clock
 from carbonshift.adapters.intensity import ZoneForecast
 from carbonshift.adapters.kube import Capacity, Kube
-from carbonshift.adapters.workloads import Workload, workload_for
+from carbonshift.adapters.workloads import KindNotInstalled, Workload, workload_for
 from carbonshift.adapters.workloads.client import WorkloadClient
 from carbonshift.api.jobs import ANNOTATION_SUSPEND_AT, parse_time
 from carbonshift.domain.series import IntensitySeries
@@ -306,3 +306,114 @@ def test_the_core_plans_a_later_start_when_running_now_does_not_fit_the_gpus_oth
                     CoreSettings(tick=step))  # fmt: skip
     assert out.plan is not None and out.plan.reason is Reason.OPTIMAL, out.plan
     assert out.plan.windows[0].start == T0 + timedelta(hours=9), out.plan.windows
+
+
+async def test_a_workload_ref_is_driven_through_the_interface_and_never_created(
+    cluster: tuple[OperatorState, FakeKube, list[tuple[str, str, str]]],
+) -> None:
+    """A user's own suspended Job named by spec.workloadRef: carbonshift reads, resumes and announces it through the
+    workload interface, never creates it, and reports WorkloadNotFound (once) while it does not exist yet."""
+    state, kube, events = cluster
+    template = kube.caj["spec"].pop("template")
+    kube.caj["spec"]["workloadRef"] = {"apiVersion": "batch/v1", "kind": "Job", "name": "mine"}
+    t = T0 + timedelta(seconds=7)
+    for _ in range(3):  # the user has not created it yet
+        await run_pass(state, kube, t)
+        t += timedelta(minutes=5)
+    missing = [e for e in events if e[1] == "WorkloadNotFound"]
+    assert len(missing) == 1 and "Job mine does not exist" in missing[0][2], events
+    assert not kube.jobs and not any(k == "create" for _, k, _ in kube.writes)
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"namespace": "team", "name": "mine", "uid": "u1"},
+           "spec": {**template["spec"], "suspend": True}, "status": {}}  # fmt: skip
+    kube.jobs[("team", "mine")] = job
+    while t < T0 + timedelta(hours=3):
+        await run_pass(state, kube, t)
+        t += timedelta(minutes=5)
+    status = kube.caj["status"]
+    assert status["jobName"] == "mine" and status["cluster"] == LOCAL, status
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["WorkloadUnavailable"]["status"] == "False"
+    resumes = [w for w, k, _ in kube.writes if k == "resume"]
+    assert resumes and resumes[0] == T0 + timedelta(hours=2, seconds=7), kube.writes
+    assert kube.jobs[("team", "mine")]["spec"]["suspend"] is False
+    assert not any(k == "create" for _, k, _ in kube.writes)
+    assert list(kube.jobs) == [("team", "mine")]
+
+
+class NoRayWorkloads(FakeWorkloads):
+    """A cluster that does not serve RayJobs: creating one fails as WorkloadClient fails it."""
+
+    async def create(self, manifest: dict[str, Any]) -> Workload:
+        self.kube.writes.append((self.kube.clock.now(), "create-attempt", manifest["kind"]))
+        raise KindNotInstalled(workload_for(manifest).info, "local")
+
+    async def get(self, info: Any, namespace: str, name: str) -> Workload | None:
+        if info.kind == "RayJob":
+            raise KindNotInstalled(info, "local")
+        return await super().get(info, namespace, name)
+
+
+async def test_a_kind_not_installed_is_one_condition_and_one_event_then_a_slow_recheck(
+    cluster: tuple[OperatorState, FakeKube, list[tuple[str, str, str]]],
+) -> None:
+    state, kube, events = cluster
+    state._workloads[LOCAL] = cast(WorkloadClient, NoRayWorkloads(kube))
+    head = {"rayStartParams": {}, "template": {"spec": {"containers": [{"name": "head", "image": "ray:2"}]}}}
+    kube.caj["spec"]["template"] = {"apiVersion": "ray.io/v1", "kind": "RayJob",
+                                    "spec": {"entrypoint": "python train.py", "shutdownAfterJobFinishes": True,
+                                             "rayClusterSpec": {"headGroupSpec": head}}}  # fmt: skip
+    t = T0 + timedelta(seconds=7)
+    wakes = []
+    for _ in range(6):
+        nxt = await run_pass(state, kube, t)
+        assert nxt is not None
+        wakes.append(nxt - t)
+        t += timedelta(minutes=5)
+    status = kube.caj["status"]
+    condition = next(c for c in status["conditions"] if c["type"] == "WorkloadUnavailable")
+    assert (condition["status"], condition["reason"]) == ("True", "KindNotInstalled")
+    assert "rayjobs.ray.io is not installed" in condition["message"]
+    assert [e for e in events if e[1] == "KindNotInstalled"] == [("Warning", "KindNotInstalled", condition["message"])]
+    assert all(w >= handler.WORKLOAD_RECHECK for w in wakes), wakes  # a slow timer, not a retry loop
+    assert status["phase"] == "Pending"
+    assert sum(1 for _, k, _ in kube.writes if k == "create-attempt") == 1, kube.writes
+
+
+async def test_a_pod_larger_than_any_node_is_at_risk_in_the_core_and_nothing_is_created(
+    cluster: tuple[OperatorState, FakeKube, list[tuple[str, str, str]]],
+) -> None:
+    """Node fit is the core's rule: each pod of 9 GPUs, nodes of 8 (the fake cluster's largest): NotEnoughGPUs, once,
+    no workload created; the same spec at 8 GPUs a pod is created."""
+    state, kube, events = cluster
+    pod = kube.caj["spec"]["template"]["spec"]["template"]["spec"]
+    pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = 9
+    t = T0 + timedelta(seconds=7)
+    for _ in range(3):
+        await run_pass(state, kube, t)
+        t += timedelta(minutes=5)
+    at_risk = next(c for c in kube.caj["status"]["conditions"] if c["type"] == "DeadlineAtRisk")
+    assert (at_risk["status"], at_risk["reason"]) == ("True", "NotEnoughGPUs"), at_risk
+    assert "each pod asks for 9 GPUs but the largest node of any allowed cluster has 8" in at_risk["message"]
+    assert [e[1] for e in events].count("NotEnoughGPUs") == 1, events
+    assert not kube.jobs and kube.caj["status"]["phase"] == "Pending"
+    pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = 8
+    await run_pass(state, kube, t)
+    assert ("team", "train") in kube.jobs
+
+
+def test_node_fit_keeps_the_clusters_whose_largest_node_holds_a_pod() -> None:
+    from carbonshift.domain.core import CoreStatus as Status
+    from carbonshift.domain.core import JobNeeds, Snapshot, node_fit
+    from carbonshift.domain.lifecycle import Observed
+    from carbonshift.domain.planning.model import Cluster
+
+    needs = JobNeeds("j", timedelta(hours=1), T0 + timedelta(hours=5), gpus=8)
+    clusters = (Cluster("small", ZONE, 1.0, 16), Cluster("big", ZONE, 1.0, 16), Cluster("unknown", ZONE, 1.0, 16))
+    snap = Snapshot(needs, Status(), Observed(exists=False), T0, clusters, pod_gpus=8,
+                    largest_node_gpus={"small": 4, "big": 8})  # fmt: skip
+    fit, why = node_fit(snap)
+    assert [c.name for c in fit] == ["big", "unknown"] and why is None
+    from dataclasses import replace
+
+    fit, why = node_fit(replace(snap, clusters=clusters[:1]))
+    assert fit == () and why is not None and "largest node of any allowed cluster has 4" in why

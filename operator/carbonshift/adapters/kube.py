@@ -22,7 +22,7 @@ from kubernetes.client.exceptions import ApiException
 
 from carbonshift.api.base import GROUP, VERSION
 from carbonshift.api.carbonawarejob import PLURAL
-from carbonshift.api.jobs import ANNOTATION_SUSPEND_AT, GPU_RESOURCE, LABEL_CAJ, LABEL_CAJ_NAMESPACE, LABEL_CAJ_UID
+from carbonshift.api.jobs import GPU_RESOURCE, LABEL_CAJ, LABEL_CAJ_NAMESPACE, LABEL_CAJ_UID
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -147,41 +147,6 @@ class Kube:
             raise KubeUnavailableError(f"job {namespace}/{name} reported as existing but not found")
         return existing
 
-    async def set_suspend(self, namespace: str, name: str, suspend: bool) -> None:
-        body = {"spec": {"suspend": suspend}}
-        await self._raw("patch job", self.batch.patch_namespaced_job, name, self.ns(namespace), body)
-
-    async def delete_job(self, namespace: str, name: str) -> None:
-        namespace = self.ns(namespace)
-        try:
-            await self._call(
-                "delete job",
-                self.batch.delete_namespaced_job,
-                name,
-                namespace,
-                propagation_policy="Background",
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-
-    async def annotate_suspend_at(self, namespace: str, name: str, value: str | None) -> None:
-        """Annotate the Job and its pods with the planned suspension time (None removes it)."""
-        body = {"metadata": {"annotations": {ANNOTATION_SUSPEND_AT: value}}}
-        namespace = self.ns(namespace)
-        await self._call("annotate job", self.batch.patch_namespaced_job, name, namespace, body)
-        pods = await self._call(
-            "list pods", self.core.list_namespaced_pod, namespace, label_selector=f"{LABEL_CAJ}={name}"
-        )
-        for pod in pods.items:
-            if pod.metadata is None or pod.metadata.name is None:
-                continue
-            try:
-                await self._call("annotate pod", self.core.patch_namespaced_pod, pod.metadata.name, namespace, body)
-            except ApiException as exc:
-                if exc.status != 404:  # a pod that just went away needs no warning
-                    raise
-
     async def pods_matching(self, namespace: str, selector: dict[str, str]) -> list[tuple[str, str]]:
         """(name, uid) of the pods with all these labels, finished ones included (a workload's `pod_selector()`)."""
         label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
@@ -282,12 +247,6 @@ class Kube:
         return str(((patched if isinstance(patched, dict) else {}).get("metadata") or {}).get("resourceVersion", ""))
 
     # -- admission checks (handlers/validation.py) ----------------------------------------------------------
-    async def dry_run_create_job(self, manifest: dict[str, Any]) -> None:
-        """Create the Job with dryRun=All: the API server validates and admits it, and stores nothing. Raises the
-        API server's ApiException when it refuses."""
-        namespace = self.ns(manifest["metadata"]["namespace"])
-        await self._raw("dry-run job", self.batch.create_namespaced_job, namespace, manifest, dry_run="All")
-
     async def may(
         self, user: dict[str, Any], verb: str, group: str, resource: str, namespace: str, *, name: str | None = None
     ) -> tuple[bool, str]:

@@ -1,11 +1,11 @@
 """The operator's permissions, written once: the tests bind exactly these, and the chart renders the same rules.
 
 Cluster-wide: what kopf needs to watch and record (CRDs, namespaces, peering, events), the carbonshift resources,
-the workloads it drives (Jobs, JobSets, TrainJobs, PyTorchJobs, RayJobs), pods (to annotate ahead of a suspension) and nodes (to count free GPUs), for its admission
-webhook SubjectAccessReviews and its ValidatingWebhookConfiguration, and Kueue's Workloads, AdmissionChecks and
-ClusterQueues for the carbon-window AdmissionCheck. Secrets are read only in the operator's own namespace (provider
-keys, kubeconfigs of remote ComputeClusters) and written only there (the webhook's TLS certificate), through a
-namespaced Role.
+the workloads it drives (Jobs, JobSets, TrainJobs, PyTorchJobs, RayJobs), pods (to annotate ahead of a suspension)
+and nodes (to count free GPUs), for its admission webhook SubjectAccessReviews and its
+ValidatingWebhookConfiguration, and Kueue's Workloads, AdmissionChecks and ClusterQueues for the carbon-window
+AdmissionCheck. Secrets are read only in the operator's own namespace (provider keys, kubeconfigs of remote
+ComputeClusters) and written only there (the webhook's TLS certificate), through a namespaced Role.
 """
 
 from __future__ import annotations

@@ -53,6 +53,7 @@ class AtRisk:
     INFEASIBLE = "InfeasibleDeadline"
     DEADLINE_PASSED = "DeadlinePassed"
     NO_CAPACITY = "NoCapacity"
+    NO_NODE_FITS = "NoNodeFits"  # one pod asks for more GPUs than the largest node of any allowed cluster has
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +155,10 @@ class Snapshot:
     # The share of its promised gains the forecast has lately delivered, counted low (a backtest of its own recent
     # forecasts against the actuals, e.g. carbonshift.simulate.closed_loop.SkillEstimate); None = not measured.
     forecast_skill: float | None = None
+    # Node fit: the most GPUs one pod of the workload asks for (0: not checked), and each cluster's largest node
+    # (by cluster name; a cluster not named, or None, is not known and fits).
+    pod_gpus: int = 0
+    largest_node_gpus: Mapping[str, int | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -441,10 +446,30 @@ def _committed_plan(commitment: Commitment, template: Plan, now: datetime) -> Pl
 # -- the pass -------------------------------------------------------------------------------------------------
 
 
+def node_fit(snapshot: Snapshot) -> tuple[tuple[Cluster, ...], str | None]:
+    """The clusters whose largest node can hold one pod of the job, and, when none can, why (then no cluster)."""
+    clusters = tuple(snapshot.clusters)
+    if snapshot.pod_gpus <= 0 or not clusters:
+        return clusters, None
+    sizes = snapshot.largest_node_gpus
+    fit = tuple(c for c in clusters if (n := sizes.get(c.name)) is None or n >= snapshot.pod_gpus)
+    if fit:
+        return fit, None
+    largest = max((sizes.get(c.name) or 0) for c in clusters)
+    return (), f"each pod asks for {snapshot.pod_gpus} GPUs but the largest node of any allowed cluster has {largest}"
+
+
 def reconcile(snapshot: Snapshot, settings: CoreSettings = CoreSettings()) -> Outcome:
     """One reconcile pass: progress, plan (committed), and the action, as described in the module doc."""
     needs, observed, now = snapshot.job, snapshot.observed, snapshot.now
     status = snapshot.status
+    if not observed.exists:  # node fit decides where a workload may be created; one that exists is where it is
+        fitting, unfit = node_fit(snapshot)
+        if unfit is not None:
+            pending = replace(status, phase=Phase.PENDING)
+            return Outcome(False, False, None, Phase.PENDING, pending, None, now + settings.tick, unfit,
+                           AtRisk.NO_NODE_FITS)  # fmt: skip
+        snapshot = replace(snapshot, clusters=fitting)
     progress = observe(status.progress, observed, now, needs, settings, snapshot.watching_since)
     if observed.complete:
         return Outcome(False, False, None, Phase.SUCCEEDED, replace(status, progress=progress,

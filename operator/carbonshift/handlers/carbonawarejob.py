@@ -307,14 +307,6 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         allowed = [cluster_name]
     entries = await validation.admitted(state, tick.namespace, await state.candidate_entries(allowed), cluster_name)
     per_pod = max(demand.largest_pod, 1)
-    fitting = [e for e in entries if e.largest_node_gpus is None or e.largest_node_gpus >= per_pod]
-    if entries and not fitting and job is None:
-        largest = max((e.largest_node_gpus or 0) for e in entries)
-        message = f"each pod asks for {per_pod} GPUs but the largest node of any allowed cluster has {largest}"
-        tick.condition(ConditionType.DEADLINE_AT_RISK, True, Reason.NOT_ENOUGH_GPUS, message, event="Warning")
-        tick.status["phase"] = Phase.PENDING
-        await tick.flush()
-        return tick.now + state.settings.tick
     # The Job's own pods (running, waiting, or checkpointing after a suspension) are among the GPUs counted as used:
     # they are free for its own plan. (Without this a job that filled its cluster saw no room: it kept running past
     # its window's end, and once suspended it reported NotEnoughGPUs while its own pod was still stopping.) Taken
@@ -323,7 +315,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     held = own.held_by_job.get(key, 0) if own is not None else 0
     candidates = [
         Cluster(e.name, e.zone, e.pue, e.free_gpus + held if e.free_gpus is not None and e is own else e.free_gpus)
-        for e in (fitting or entries)
+        for e in entries
     ]
     if not candidates and not finished:
         tick.condition(
@@ -365,6 +357,8 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         clusters=tuple(candidates),
         forecasts=forecasts,
         watching_since=watching_since,
+        pod_gpus=per_pod,
+        largest_node_gpus={e.name: e.largest_node_gpus for e in entries},
     )
 
     # 2. The decision core: progress, the (committed) plan, and what to do.
@@ -372,6 +366,11 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     with metrics.PLANNER_SECONDS.time():
         available = {e.name: (e.free_gpus or 0) + e.carbonshift_gpus for e in entries}
         outcome = reconcile_around_others(state, key, snapshot, available, settings)
+    if outcome.at_risk == AtRisk.NO_NODE_FITS:  # the core's node fit: no allowed cluster has a node large enough
+        tick.condition(ConditionType.DEADLINE_AT_RISK, True, Reason.NOT_ENOUGH_GPUS, outcome.why, event="Warning")
+        tick.status["phase"] = Phase.PENDING
+        await tick.flush()
+        return outcome.next_wake or tick.now + state.settings.tick
     plan = outcome.plan
     # What the core saw of the progress, before any resume it decides (kept if that resume is not carried out).
     observed_progress = core_observe(before.progress, observed, tick.now, needs, settings, watching_since)

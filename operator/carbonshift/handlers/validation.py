@@ -31,7 +31,7 @@ from carbonshift.api.carbonawarejob import CarbonAwareJob
 from carbonshift.api.computecluster import ComputeCluster
 from carbonshift.api.conditions import Condition, ConditionType, Reason
 from carbonshift.api.durations import parse_duration
-from carbonshift.api.jobs import parse_time
+from carbonshift.api.jobs import build_job, parse_time
 from carbonshift.domain.lifecycle import Phase
 from carbonshift.domain.validation import ClusterFacts, JobFacts, gpu_problems, job_problems, placement_problems
 from carbonshift.handlers import translate
@@ -91,8 +91,12 @@ async def dry_run_problem(state: OperatorState, body: dict[str, Any], *, may_exi
         if kind.info.kind == "TrainJob":
             return None  # its GPUs may come from a runtime read at creation; the server validates it then
         manifest = kind.build(template, Owner.of(caj, local=False))
+        refused = None
     except WorkloadError as exc:
-        return str(exc)
+        if not kind.info.builtin:
+            return str(exc)
+        # A Job the adapter refuses (a negative parallelism): the user reads the API server's own words first.
+        manifest, refused = build_job(caj, local=False), str(exc)
     client = state.workloads_for(None)
     try:
         if may_exist and await client.get(kind.info, meta.get("namespace") or "", str(meta.get("name"))) is not None:
@@ -104,7 +108,7 @@ async def dry_run_problem(state: OperatorState, body: dict[str, Any], *, may_exi
         if exc.status in (400, 403, 422):
             return f"the {kind.info.kind} it would create is refused by the API server: {api_message(exc)}"
         raise
-    return None
+    return refused
 
 
 async def author_problem(state: OperatorState, body: dict[str, Any], user: dict[str, Any]) -> str | None:
