@@ -157,8 +157,11 @@ def test_an_adopted_job_runs_in_its_window_to_succeeded_and_is_charged_its_own_p
     assert status["energySource"] == "dcgm"
     assert {p["name"] for p in status["energy"]["pods"]} == set(names), status["energy"]["pods"]
     truth_kwh = sum(exporter.energy_mj(team, n) for n in names) / 3.6e9
-    unseen_kwh = 2 * 1.0 * 700.0 / 3.6e6  # its 2 GPUs: one 1 s scrape at training power each (test_operator_energy)
-    assert truth_kwh - unseen_kwh - 0.01 * truth_kwh <= status["energyKWh"] <= 1.01 * truth_kwh, (
+    # Its 2 GPUs: one 1 s scrape at training power each, unseen at the end (as in test_operator_energy). A run this
+    # short (about 15 kJ) also sees the edge of a scrape above the counter: 1.8% (270 J, 0.2 s of 2 GPUs) measured
+    # once. The debug pod beside it (1 GPU, running all along) drew more: charging it would at least double it.
+    scrape_kwh = 2 * 1.0 * 700.0 / 3.6e6
+    assert truth_kwh - scrape_kwh - 0.01 * truth_kwh <= status["energyKWh"] <= 1.01 * truth_kwh + scrape_kwh, (
         status["energyKWh"],
         truth_kwh,
     )
