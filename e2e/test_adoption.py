@@ -447,3 +447,60 @@ def test_a_rayjob_kuberay_could_not_suspend_is_refused_with_kuberays_rule(
     code, out = kubectl(cluster, manifest, team)
     assert code != 0, out
     assert DENIED in out and "KubeRay suspends a RayJob only with spec.shutdownAfterJobFinishes: true" in out, out
+
+
+# The last two tests stop the module's operator and remove its configuration: they run last (file order).
+def test_while_the_operator_is_down_a_labelled_job_is_refused_and_an_unlabelled_one_is_not(
+    cluster: DevCluster, api: client.ApiClient, operator: OperatorProcess, team: str
+) -> None:
+    admission = client.AdmissionregistrationV1Api(api)
+
+    def ca_bundle() -> str:
+        hooks = admission.read_mutating_webhook_configuration(CONFIGURATION).webhooks or []
+        return str(hooks[0].client_config.ca_bundle or "")
+
+    before = ca_bundle()
+    operator.stop()
+    try:
+        code, out = kubectl(cluster, job("while-down", LABELS), team)
+        assert code != 0, out
+        assert f'failed calling webhook "adopt-max-delay.{CONFIGURATION}"' in out, out
+        with pytest.raises(client.ApiException):
+            client.BatchV1Api(api).read_namespaced_job("while-down", team)
+        # Unlabelled workloads never reach the webhook (objectSelector): carbonshift's outage does not block them.
+        code, out = kubectl(cluster, job("unlabelled", {}), team)
+        assert code == 0 and "created" in out, out
+    finally:
+        operator.start()  # its CA is in memory here (no --webhook-tls-secret): it registers a new one
+        wait_until(lambda: mutating_ready(api) and ca_bundle() != before, "the webhooks registered again", timeout=60)
+    code, out = kubectl(cluster, job("while-down", LABELS), team)  # the author tries again: adopted
+    assert code == 0, out
+    assert client.BatchV1Api(api).read_namespaced_job("while-down", team).spec.suspend is True
+    wait_until(lambda: caj(api, team, "while-down"), "its tracking object", timeout=30)
+
+
+def test_without_the_webhook_a_labelled_job_runs_and_is_told_why_and_one_created_suspended_is_adopted(
+    cluster: DevCluster, api: client.ApiClient, operator: OperatorProcess, team: str
+) -> None:
+    client.AdmissionregistrationV1Api(api).delete_mutating_webhook_configuration(CONFIGURATION)
+    code, out = kubectl(cluster, job("unplanned", LABELS), team)
+    assert code == 0 and "created" in out, out
+    batch = client.BatchV1Api(api)
+    assert not batch.read_namespaced_job("unplanned", team).spec.suspend
+
+    def not_adopted() -> list[client.CoreV1Event]:
+        selector = "involvedObject.name=unplanned,reason=NotAdopted"
+        return list(client.CoreV1Api(api).list_namespaced_event(team, field_selector=selector).items)
+
+    events = wait_until(not_adopted, "the NotAdopted Event", timeout=30)
+    assert events[0].type == "Warning" and "delete and create it again" in events[0].message, events[0].message
+    assert caj(api, team, "unplanned") is None
+    assert not batch.read_namespaced_job("unplanned", team).spec.suspend  # left to run: never suspended later
+    # Created suspended by its author: adopted (marked, then tracked).
+    suspended = job("suspended", LABELS)
+    suspended["spec"]["suspend"] = True
+    assert kubectl(cluster, suspended, team)[0] == 0
+    tracking = wait_until(lambda: caj(api, team, "suspended"), "its tracking object", timeout=30)
+    assert tracking["spec"]["workloadRef"]["name"] == "suspended"
+    labels = batch.read_namespaced_job("suspended", team).metadata.labels
+    assert labels["carbonshift.io/managed"] == "true"
