@@ -449,6 +449,27 @@ def test_a_rayjob_kuberay_could_not_suspend_is_refused_with_kuberays_rule(
     assert DENIED in out and "KubeRay suspends a RayJob only with spec.shutdownAfterJobFinishes: true" in out, out
 
 
+def test_changed_labels_change_the_terms_and_deleting_the_workload_deletes_its_tracking_object(
+    cluster: DevCluster, api: client.ApiClient, operator: OperatorProcess, team: str
+) -> None:
+    assert kubectl(cluster, job("retimed", LABELS), team)[0] == 0
+    wait_until(lambda: caj(api, team, "retimed"), "the tracking object", timeout=30)
+    batch = client.BatchV1Api(api)
+    batch.patch_namespaced_job(
+        "retimed",
+        team,
+        {"metadata": {"labels": {"carbonshift.io/duration": "3h", "carbonshift.io/interruptible": None}}},
+    )
+    spec = wait_until(
+        lambda: (s := (caj(api, team, "retimed") or {}).get("spec") or {}).get("duration") == "3h" and s,
+        "the new duration on the tracking object", timeout=30,
+    )  # fmt: skip
+    assert spec["interruptible"] is False
+    # Owned by the Job: the garbage collector deletes it with the Job (the Job is never deleted for it).
+    batch.delete_namespaced_job("retimed", team, propagation_policy="Background")
+    wait_until(lambda: caj(api, team, "retimed") is None, "the tracking object garbage-collected", timeout=60)
+
+
 # The last two tests stop the module's operator and remove its configuration: they run last (file order).
 def test_while_the_operator_is_down_a_labelled_job_is_refused_and_an_unlabelled_one_is_not(
     cluster: DevCluster, api: client.ApiClient, operator: OperatorProcess, team: str
