@@ -19,9 +19,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from kubernetes import client
 
+from carbonshift.api.carbonawarejob import CarbonAwareJob
+from carbonshift.domain.core import CoreSettings
+from carbonshift.domain.forecasting import parse_forecast_model
+from carbonshift.domain.planning.model import Cluster as PlanCluster
+from carbonshift.domain.series import IntensitySeries
+from carbonshift.handlers import translate
+from carbonshift.simulate.closed_loop import LoopSettings, run_job
 from carbonshift_dev.devcluster import PrometheusServer
 from carbonshift_dev.devcluster.dcgm import DcgmStandIn
 from carbonshift_dev.devcluster.gpu_binder import GpuBinder
@@ -33,6 +41,7 @@ SPEED = 600.0  # planning seconds per wall second: an hour in 6 s
 SLOT = timedelta(minutes=15)
 JOBSET = ("jobset.x-k8s.io", "v1alpha2", "jobsets")
 RAYJOBS_CRD = "rayjobs.ray.io"
+TRACES: dict[str, IntensitySeries] = {}  # the operator fixture's trace, for the closed-loop replay
 
 
 def trace_values(epoch: datetime, start: datetime, hours: float, low: list[tuple[float, float]]) -> list[float]:
@@ -77,7 +86,9 @@ def operator(
 ) -> Iterator[OperatorProcess]:
     epoch = datetime.now(UTC).replace(microsecond=0)
     start = epoch - timedelta(hours=2)
-    trace = write_trace(tmp_path / "trace.csv", start, trace_values(epoch, start, 96, [(3.0, 5.0), (9.0, 11.0)]), SLOT)
+    values = trace_values(epoch, start, 96, [(3.0, 5.0), (9.0, 11.0)])
+    trace = write_trace(tmp_path / "trace.csv", start, values, SLOT)
+    TRACES["TEST"] = IntensitySeries("TEST", start, SLOT, np.array(values))
     config = operator_install.kubeconfig(tmp_path / "operator.kubeconfig")
     extra = ["--zone", "TEST", "--trace", f"TEST={trace}", "--forecast", "oracle", "--tick", "15m", "--margin", "10m"]
     proc = OperatorProcess(config, tmp_path, speed=SPEED, epoch=epoch, extra=extra)
@@ -134,6 +145,7 @@ def test_a_jobset_template_is_created_suspended_resumed_in_its_window_and_suspen
                                        "suspended": 0}]}  # fmt: skip
     custom.patch_namespaced_custom_object_status(*JOBSET[:2], namespace, JOBSET[2], "sweep", {"status": ready})
     wait_until(lambda: k.status(namespace, "sweep").get("runningSince"), "run time to count", timeout=20)
+    resumed_chunk = k.status(namespace, "sweep")["progress"]["chunkStartedAt"]  # the resume, in planning time
     # At the window's end (5 h): announced gracePeriod ahead, then suspended.
     announced = wait_until(
         lambda: (j := jobset()) and (j["metadata"].get("annotations") or {}).get("carbonshift.io/suspend-at"),
@@ -154,6 +166,20 @@ def test_a_jobset_template_is_created_suspended_resumed_in_its_window_and_suspen
         assert reason in reasons, reasons
     created_event = next(e for e in k.events(namespace, "sweep") if e.reason == "JobCreated")
     assert created_event.message.startswith("Created JobSet sweep (suspended)"), created_event.message
+    # The same job replayed through the simulator's closed loop (the same core, trace, forecast model, tick and
+    # margin) resumes and suspends at the same times, within one tick (issue 13, item 5).
+    caj = CarbonAwareJob.model_validate(k.caj(namespace, "sweep"))
+    submitted = datetime.fromisoformat(status["submittedAt"])
+    deadline = datetime.fromisoformat(status["deadline"])
+    needs = translate.job_needs("sweep", caj.spec, deadline, gpus=2)
+    tick = timedelta(minutes=15)
+    replay = run_job(
+        needs, submitted, TRACES["TEST"], parse_forecast_model("oracle"), PlanCluster("local", "TEST", 1.0, 16),
+        lambda begin, end: 0.0, CoreSettings(tick=tick, margin=timedelta(minutes=10)), LoopSettings(tick=tick),
+    )  # fmt: skip
+    first_resume = datetime.fromisoformat(resumed_chunk)
+    assert abs(replay.windows[0][0] - first_resume) <= tick, (replay.windows, first_resume)
+    assert abs(replay.windows[0][1] - datetime.fromisoformat(announced)) <= tick, (replay.windows, announced)
     # Deleting the CarbonAwareJob deletes the JobSet it created.
     custom.delete_namespaced_custom_object("carbonshift.io", "v1alpha1", namespace, "carbonawarejobs", "sweep")
     wait_until(lambda: jobset() is None, "the JobSet deleted", timeout=30)

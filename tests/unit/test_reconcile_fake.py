@@ -417,3 +417,23 @@ def test_node_fit_keeps_the_clusters_whose_largest_node_holds_a_pod() -> None:
 
     fit, why = node_fit(replace(snap, clusters=clusters[:1]))
     assert fit == () and why is not None and "largest node of any allowed cluster has 4" in why
+
+
+async def test_a_change_of_a_referenced_workload_wakes_the_carbonawarejob_that_drives_it(
+    cluster: tuple[OperatorState, FakeKube, list[tuple[str, str, str]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watch on each kind pokes the CarbonAwareJob named by our label, or the one seen referring to the
+    workload (an adopted workload's tracking CarbonAwareJob may have another name)."""
+    state, kube, _ = cluster
+    monkeypatch.setattr(handler, "current", lambda: state)
+    kube.caj["spec"].pop("template")
+    kube.caj["spec"]["workloadRef"] = {"apiVersion": "batch/v1", "kind": "Job", "name": "mine"}
+    await run_pass(state, kube, T0 + timedelta(seconds=7))
+    woken = state.wake_event("team", "train")
+    other = state.wake_event("team", "mine")
+    await handler.workload_changed(cast(kopf.Body, {"kind": "Job", "metadata": {"name": "mine"}}), "team")
+    assert woken.is_set() and not other.is_set()
+    woken.clear()
+    labelled = {"kind": "JobSet", "metadata": {"name": "x", "labels": {"carbonshift.io/carbonawarejob": "train"}}}
+    await handler.workload_changed(cast(kopf.Body, labelled), "team")
+    assert woken.is_set()

@@ -12,7 +12,6 @@ from carbonshift.adapters.clock import Clock
 from carbonshift.api import CarbonAwareJob, parse_manifest
 from carbonshift.api.carbonawarejob import CarbonAwareJobStatus
 from carbonshift.api.jobs import LABEL_CAJ, build_job, gpus_per_pod, gpus_requested, owned_by
-from carbonshift.domain.lifecycle import Accounting
 from carbonshift.domain.planning.model import Plan, Reason, RunWindow
 from carbonshift.handlers import translate
 from tests.catalogue import load_examples
@@ -47,15 +46,14 @@ def test_gpus_per_pod_and_in_total() -> None:
     assert gpus_requested(template) == 2  # parallelism 2
 
 
-def test_planner_job_takes_deadline_overheads_and_remaining_time() -> None:
+def test_job_needs_take_deadline_overheads_and_the_workloads_gpus() -> None:
     caj = parse_manifest(example("02-"))
     assert isinstance(caj, CarbonAwareJob)
-    acc = Accounting(run_seconds=3600)
     deadline = translate.effective_deadline(caj.spec, NOW)
-    job = translate.planner_job("p", caj.spec, deadline, acc, NOW, running=False)
-    assert job.remaining == timedelta(hours=29)
-    assert job.overhead == timedelta(minutes=2) and job.min_run == timedelta(hours=1)
-    assert job.started and job.interruptible and job.gpus == 8
+    needs = translate.job_needs("p", caj.spec, deadline, gpus=8)
+    assert needs.duration == timedelta(hours=30) and needs.deadline == deadline
+    assert needs.overhead == timedelta(minutes=2) and needs.min_run == timedelta(hours=1)
+    assert needs.interruptible and needs.gpus == 8
 
 
 def test_max_delay_counts_from_submission() -> None:

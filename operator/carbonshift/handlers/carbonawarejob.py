@@ -2,18 +2,21 @@
 
 Each pass (`reconcile`):
 0. validate: a spec the API server let through but the operator cannot run is InvalidSpec, reported once;
-1. read the snapshot: the CarbonAwareJob (its typed status), its Job in the cluster it is placed in, the candidate
-   clusters (node fit, free GPUs, the other jobs' GPU reservations) and fresh forecasts (cached by the providers);
-2. call the decision core (`domain.core.reconcile`): progress, the committed plan, and create / resume / announce /
-   suspend; then the rules around it: EnergyBudget admission and holds, and the Kueue guard (a Kueue-managed Job is
-   never resumed or suspended here);
-3. act on the Job in the order that keeps accounting safe if the operator dies between two steps (placement before
+1. read the snapshot: the CarbonAwareJob (its typed status), its workload (any supported kind, created from
+   spec.template or named by spec.workloadRef; read only through the workload interface, adapters/workloads) in the
+   cluster it is placed in, the GPUs it holds at once (`gpu_demand()`), the candidate clusters (largest node, free
+   GPUs, the other jobs' GPU reservations) and fresh forecasts (cached by the providers);
+2. call the decision core (`domain.core.reconcile`): node fit, progress, the committed plan, DeadlineAtRisk, and
+   create / resume / announce / suspend; then the rules around it: EnergyBudget admission and holds (their ledgers
+   are written before a resume), and the Kueue guard (a Kueue-managed Job is never resumed or suspended here);
+3. act on the workload in the order that keeps accounting safe if the operator dies between two steps (placement before
    creation, status before a resume or a suspension: a crash may only under-count work, which makes the deadline
    safer, never later);
 4. report: energy and receipts, status (patched only on change), conditions, an Event per decision, metrics, and
    this job's GPU reservation for the others' plans.
 The daemon sleeps until the next planned transition or the next tick, whichever comes first, and wakes early when
-the spec or the Job changes.
+the spec or the workload changes. A workload carbonshift cannot drive now (kind not installed, invalid, a reference
+to nothing) is the WorkloadUnavailable condition, one Event, and a re-check every WORKLOAD_RECHECK.
 """
 
 from __future__ import annotations
@@ -257,10 +260,13 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     deadline = translate.effective_deadline(spec, submitted)
     tick.status["deadline"] = translate.iso(deadline)
 
+    # 1. Read the snapshot: the workload as observed, the core's status so far, candidate clusters, forecasts.
     try:
         target = target_of(caj)
     except WorkloadError as exc:
         return await report_workload_problem(tick, exc)
+    if not target.created:
+        state.referenced[(tick.namespace, target.kind.info.kind, target.name)] = tick.name
     # Placement: once a cluster is recorded it is kept (the workload may have run there). A referenced workload is
     # where its user created it: in this cluster.
     cluster_name: str | None = tick.status.get("cluster") or (None if target.created else LOCAL)
@@ -289,7 +295,6 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         demand = demand_of(target, caj, workload, body)
     except WorkloadError as exc:
         return await report_workload_problem(tick, exc)
-    # 1. Read the snapshot: the Job as observed, the core's status so far, candidate clusters, forecasts.
     observed = observe(workload, state.clock.from_wall)
     if job is None and translate.terminal(tick.status.get("phase")):
         # Finished, and its Job since deleted (a TTL): it stays finished; nothing is created again.
@@ -915,13 +920,17 @@ async def spec_changed(name: str, namespace: str | None, **_: Any) -> None:
     current().poke(namespace or "", name)
 
 
-def workload_changed(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+async def workload_changed(body: kopf.Body, namespace: str | None, **_: Any) -> None:
     """A workload carbonshift drives changed: its CarbonAwareJob looks again now (created from a template: named by
-    our label; adopted: a CarbonAwareJob of the same name tracks it, docs/workloads.md)."""
-    labels = body.get("metadata", {}).get("labels") or {}
-    owner = labels.get(LABEL_CAJ) or body.get("metadata", {}).get("name")
+    our label; referenced by a workloadRef: the CarbonAwareJob seen referring to it, else one of its own name)."""
+    meta = body.get("metadata", {})
+    state = current()
+    name = str(meta.get("name") or "")
+    owner = (meta.get("labels") or {}).get(LABEL_CAJ) or state.referenced.get(
+        (namespace or "", str(body.get("kind") or ""), name), name
+    )
     if owner:
-        current().poke(namespace or "", owner)
+        state.poke(namespace or "", owner)
 
 
 def watch_workloads(kinds: list[tuple[str, str, str]]) -> None:
@@ -954,6 +963,8 @@ async def delete_job(body: kopf.Body, name: str, namespace: str | None, **_: Any
     state.phases.drop(namespace or "", name)
     state.reservations.drop((namespace or "", name))
     state.watching.pop((namespace or "", name), None)
+    for ref in [r for r, caj in state.referenced.items() if r[0] == (namespace or "") and caj == name]:
+        state.referenced.pop(ref, None)
     for gauge in (metrics.JOB_EMISSIONS, metrics.JOB_AVOIDED, metrics.JOB_PLANNED_START, metrics.DEADLINE_AT_RISK):
         with contextlib.suppress(KeyError):
             gauge.remove(namespace or "", name)

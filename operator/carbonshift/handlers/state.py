@@ -121,6 +121,8 @@ class OperatorState:
     _reconciling: asyncio.Semaphore | None = field(default=None, repr=False)
     _local_entry: ClusterEntry | None = field(default=None, repr=False)
     _workloads: dict[str, WorkloadClient] = field(default_factory=dict, repr=False)
+    # Which CarbonAwareJob drives a referenced workload: (namespace, kind, name) -> its name (for the workload watch).
+    referenced: dict[tuple[str, str, str], str] = field(default_factory=dict)
 
     @property
     def reconciling(self) -> asyncio.Semaphore:

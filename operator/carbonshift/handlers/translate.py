@@ -19,10 +19,9 @@ from carbonshift.api.carbonawarejob import (
 )
 from carbonshift.api.carbonawarejob import Progress as ProgressStatus
 from carbonshift.api.durations import parse_duration
-from carbonshift.api.jobs import gpus_requested
 from carbonshift.domain.core import Commitment, CoreStatus, JobNeeds, Progress
-from carbonshift.domain.lifecycle import Accounting, Phase, remaining
-from carbonshift.domain.planning.model import Job, Plan, Policy, Reason, RunWindow
+from carbonshift.domain.lifecycle import Phase
+from carbonshift.domain.planning.model import Plan, Policy, Reason, RunWindow
 
 
 def effective_deadline(spec: CarbonAwareJobSpec, submitted_at: datetime) -> datetime:
@@ -41,32 +40,6 @@ def checkpoint_settings(spec: CarbonAwareJobSpec) -> tuple[timedelta, timedelta,
         parse_duration(cp.overhead if cp else DEFAULT_CHECKPOINT_OVERHEAD),
         parse_duration(cp.grace_period if cp else DEFAULT_GRACE_PERIOD),
         parse_duration(cp.min_run_duration if cp else DEFAULT_MIN_RUN),
-    )
-
-
-def planner_job(
-    name: str,
-    spec: CarbonAwareJobSpec,
-    deadline: datetime,
-    accounting: Accounting,
-    now: datetime,
-    *,
-    running: bool,
-) -> Job:
-    overhead, _, min_run = checkpoint_settings(spec)
-    return Job(
-        name=name,
-        remaining=remaining(parse_duration(spec.duration), accounting, now),
-        deadline=deadline,
-        interruptible=spec.interruptible,
-        overhead=overhead,
-        min_run=min_run,
-        gpus=gpus_requested(spec.template.model_dump()) if spec.template is not None else 1,
-        watts_per_gpu=spec.power.watts_per_gpu if spec.power else DEFAULT_WATTS_PER_GPU,
-        policy=Policy(spec.policy),
-        max_intensity_g_per_kwh=spec.max_intensity,
-        running=running,
-        started=accounting.run_seconds > 0 or accounting.running_since is not None,
     )
 
 
