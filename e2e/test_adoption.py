@@ -470,6 +470,27 @@ def test_changed_labels_change_the_terms_and_deleting_the_workload_deletes_its_t
     wait_until(lambda: caj(api, team, "retimed") is None, "the tracking object garbage-collected", timeout=60)
 
 
+def test_jobsets_real_controller_runs_a_jobset_to_completed(
+    cluster: DevCluster, api: client.ApiClient, team: str
+) -> None:
+    """The dev cluster's JobSet is real: its Jobs, their pods (kwok completes pods annotated complete), Completed."""
+    manifest = jobset("finishes", {})
+    pod = manifest["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]
+    pod["metadata"] = {"annotations": {"carbonshift.io/complete": "true"}}
+    group, version, plural = JOBSET
+    client.CustomObjectsApi(api).create_namespaced_custom_object(group, version, team, plural, manifest)
+
+    def completed() -> dict[str, Any] | None:
+        found = read_jobset(api, team, "finishes")
+        conditions = (found.get("status") or {}).get("conditions") or []
+        return found if any(c["type"] == "Completed" and c["status"] == "True" for c in conditions) else None
+
+    done = wait_until(completed, "the JobSet Completed", timeout=90)
+    assert [r["succeeded"] for r in done["status"]["replicatedJobsStatus"]] == [2]
+    pods = client.CoreV1Api(api).list_namespaced_pod(team, label_selector="jobset.sigs.k8s.io/jobset-name=finishes")
+    assert len(pods.items) == 2 and all(p.status.phase == "Succeeded" for p in pods.items)
+
+
 # The last two tests stop the module's operator and remove its configuration: they run last (file order).
 def test_while_the_operator_is_down_a_labelled_job_is_refused_and_an_unlabelled_one_is_not(
     cluster: DevCluster, api: client.ApiClient, operator: OperatorProcess, team: str
