@@ -46,6 +46,12 @@ CLUSTER_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
     {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
      "verbs": ["get", "create", "patch"]},
+    # Adoption (handlers/adoption.py, docs/design/adoption.md): the MutatingWebhookConfiguration that creates labelled
+    # workloads suspended, and the tracking CarbonAwareJob of each (created; deleted when its labels are removed).
+    # The adopted kinds' objects are watched and patched under the rules above.
+    {"apiGroups": ["admissionregistration.k8s.io"], "resources": ["mutatingwebhookconfigurations"],
+     "verbs": ["get", "create", "patch"]},
+    {"apiGroups": [GROUP], "resources": ["carbonawarejobs"], "verbs": ["create", "delete"]},
     # Kueue's AdmissionCheck (docs/kueue.md): the check's state on Workloads, the checks' Active condition.
     {"apiGroups": [GROUP], "resources": ["carbonwindowpolicies"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["kueue.x-k8s.io"], "resources": ["workloads", "admissionchecks", "clusterqueues"],

@@ -166,6 +166,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--webhook-configuration", default="carbonshift.io", help="name of the ValidatingWebhookConfiguration"
     )
     webhook.add_argument(
+        "--adoption",
+        action=argparse.BooleanOptionalAction,
+        default=env("CARBONSHIFT_ADOPTION", "") in ("1", "true"),
+        help="with --webhook: adopt labelled Jobs, JobSets, TrainJobs, PyTorchJobs and RayJobs (created suspended by a "
+        "mutating webhook, tracked by a CarbonAwareJob; docs/workloads.md); its MutatingWebhookConfiguration has the "
+        "--webhook-configuration name",
+    )
+    webhook.add_argument(
         "--operator-namespace",
         default=env("POD_NAMESPACE", "carbonshift-system"),
         help="the operator's namespace, where ComputeCluster kubeconfig Secrets must be",
@@ -245,6 +253,10 @@ def run(args: argparse.Namespace) -> int:
         state = build_state(args)
         if args.webhook:
             webhook_options(args)
+        elif args.adoption:
+            raise ValueError(
+                "--adoption needs --webhook: the adoption webhook is served by the operator's webhook server"
+            )
     except (ValueError, ProviderConfigError, ForecastSpecError, config.ConfigException) as exc:
         print(f"carbonshift run: {exc}", file=sys.stderr)
         return 2
@@ -260,9 +272,8 @@ def run(args: argparse.Namespace) -> int:
     import carbonshift.handlers.energybudget
 
     # Watch each workload kind the cluster serves (checked once at start: install a kind's CRD, then restart).
-    carbonshift.handlers.carbonawarejob.watch_workloads(
-        _served(state.local.api, carbonshift.handlers.carbonawarejob.OPTIONAL_KINDS)
-    )
+    served = _served(state.local.api, carbonshift.handlers.carbonawarejob.OPTIONAL_KINDS)
+    carbonshift.handlers.carbonawarejob.watch_workloads(served)
 
     if _serves_kueue(state.local.api):  # the carbon-window AdmissionCheck (docs/kueue.md); none without Kueue
         import carbonshift.handlers.kueue
@@ -270,7 +281,13 @@ def run(args: argparse.Namespace) -> int:
     if args.webhook:
         from carbonshift.handlers import admission  # registers the validating handlers
 
-        admission.install(webhook_options(args), state.local.api)
+        options = webhook_options(args)
+        also: tuple[Callable[[dict[str, Any]], None], ...] = ()
+        if args.adoption:
+            from carbonshift.handlers import adoption  # the mutating webhook and the tracking handlers
+
+            also = (adoption.install(state.local.api, options.configuration, served),)
+        admission.install(options, state.local.api, also)
 
     if os.environ.get("CARBONSHIFT_TRACEMALLOC"):
         _memory_report_on_sigusr1(Path(os.environ["CARBONSHIFT_TRACEMALLOC"]))

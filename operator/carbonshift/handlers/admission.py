@@ -348,8 +348,11 @@ def refuse(kind: str, body: kopf.Body, problems: list[str]) -> None:
     raise kopf.AdmissionError(message, code=422)
 
 
-def install(options: WebhookOptions, api: client.ApiClient) -> None:
-    """Serve the webhook and keep its configuration (call before kopf starts)."""
+def install(
+    options: WebhookOptions, api: client.ApiClient, also: tuple[Callable[[dict[str, Any]], None], ...] = ()
+) -> None:
+    """Serve the webhook and keep its configuration (call before kopf starts). `also`: more registrars, called with
+    the same client config (handlers/adoption.py keeps its MutatingWebhookConfiguration so)."""
     global _options
     _options = options
     logging.getLogger("kopf.objects").addFilter(_RefusalsAreNotErrors())
@@ -361,7 +364,13 @@ def install(options: WebhookOptions, api: client.ApiClient) -> None:
         store = MemoryStore()
 
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.admission.server = Server(options, store, registrar(api, options.configuration))
+        validating = registrar(api, options.configuration)
+
+        def register(client_config: dict[str, Any]) -> None:
+            for each in (validating, *also):
+                each(client_config)
+
+        settings.admission.server = Server(options, store, register)
         settings.admission.managed = None  # the Server writes the configuration itself (module docstring)
 
     kopf.on.startup()(configure)

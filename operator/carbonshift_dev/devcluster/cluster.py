@@ -74,6 +74,8 @@ class ClusterConfig:
     controller_service_accounts: bool = False
     # Kueue's manager, CRDs and webhooks (devcluster.kueue), started once the cluster is ready.
     kueue: bool = False
+    # JobSet's controller manager, CRD and webhooks (devcluster.jobset), started once the cluster is ready.
+    jobset: bool = False
 
 
 @dataclass(frozen=True)
@@ -433,6 +435,12 @@ class _Launch:
             self.say("starting Kueue")
             with cluster.http_client() as client:
                 start_kueue(client, cluster.kubeconfig, d, self.processes, timeout_seconds=self.remaining())
+        if cfg.jobset:
+            from carbonshift_dev.devcluster.jobset import start_jobset
+
+            self.say("starting JobSet")
+            with cluster.http_client() as client:
+                start_jobset(client, cluster.kubeconfig, d, self.processes, timeout_seconds=self.remaining())
         cluster.timings = StartupTimings(apiserver_ready, components_healthy, nodes_ready, self.elapsed())
         self.say(f"cluster {cfg.name} ready after {nodes_ready:.1f} s with {len(names)} GPU node(s)")
         return cluster
