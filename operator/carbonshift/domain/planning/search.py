@@ -28,6 +28,7 @@ EPS = 1e-9
 # bound, answers cached, the zero-overhead variant sharing the layers); False runs the plain path, for the tests
 # that check both give the same plans and for the benchmarks' baseline.
 FAST = True
+_VECTOR_STRETCH = 24  # back-tracking looks along a chunk with numpy only when it may be longer than this
 _TIE = 1e-9  # relative tolerance under which two costs count as equal (cumulative sums are not exact)
 
 
@@ -240,16 +241,20 @@ class ChunkedSearch:
         order = np.lexsort((np.arange(final_costs.shape[0]), final_costs))
         # A candidate's cost is its layer's value less at most one slot's cost (the unused end of its last slot):
         # once the layer value, less the dearest slot, cannot beat the best so far, no later candidate can.
-        finite_costs = self.costs[:horizon][np.isfinite(self.costs[:horizon])]
-        dearest = max(float(np.max(finite_costs)), 0.0) if finite_costs.shape[0] else 0.0
+        dearest = math.nan  # (found when a second candidate is looked at)
         chosen: Selection | None = None
         chosen_cost = math.inf
         for k in order.tolist():
             value = float(final_costs[k])
             if not math.isfinite(value):
                 break
-            if FAST and value - dearest >= chosen_cost:
-                break
+            if FAST and chosen is not None:
+                if math.isnan(dearest):
+                    usable = self.costs[:horizon]
+                    finite = usable[np.isfinite(usable)]
+                    dearest = max(float(np.max(finite)), 0.0) if finite.shape[0] else 0.0
+                if value - dearest >= chosen_cost:
+                    break
             count = self.base + k
             if count - 1 - self.work >= math.ceil(count / self.m) * overhead - EPS:
                 # Even with the most chunks possible a whole slot would stay unused: the optimum of
@@ -290,7 +295,7 @@ class ChunkedSearch:
                 i = first - 1
                 row = m if row == 0 else 1 + int(np.argmin(layers[j, 1:m, i]))
                 continue
-            if row == m and FAST:
+            if row == m and FAST and min(i, j) > _VECTOR_STRETCH:
                 # A stretch inside a chunk that may stop: it stays in row m (one slot a step, back along the
                 # diagonal) until the first step whose value came from the row below; found in one pass.
                 d = self._stay_in_top_row(j, i)
