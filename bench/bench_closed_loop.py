@@ -205,7 +205,7 @@ def before_after(name: str, every: int, forecast: str) -> str:
 
 def commit_sweep(every: int, forecast: str) -> None:
     """The commitment threshold's trade-off: savings (share of optimum) and cycles by commit_gain."""
-    print(f"\ncommit_gain trade-off (60 s overhead, every {every}th job, interruptible): share of optimum / cycles")
+    print(f"\ncommit_gain trade-off (60 s overhead, 1 job in {every}, interruptible): share of optimum / cycles")
     gains = (0.0, 0.01, 0.03, 0.1, 0.3)
     print(f"{'trace':10s} {'forecast':12s} " + " ".join(f"{g:>13g}" for g in gains))
     for name in ("DE_2020", "NO_2022", "PJM_2022"):
@@ -237,9 +237,7 @@ def sensitivity(every: int, forecast: str) -> None:
         ("realistic:0.25", "realistic:0.25", True),
         ("oracle", "oracle", True),
     ]
-    print(
-        f"\nforecast error and do no harm (closed loop, 60 s, every {every}th job): interruptible / non-interruptible"
-    )
+    print(f"\nforecast error and do no harm (closed loop, 60 s, 1 job in {every}): interruptible / non-interruptible")
     print(f"{'run':32s} " + " ".join(f"{n:>17s}" for n in ("DE_2020", "GB_2023", "NO_2022", "PJM_2022")))
     for label, spec, harm in runs:
         cells = []
@@ -281,13 +279,15 @@ def main() -> None:
         " overhead), 10 min margin, 5 min ticks, 30 s pod start, 2 min grace"
     )
     begun = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=max(args.workers, 1)) as pool:
-        futures = [pool.submit(measure, n, args.every, forecast) for n in names]
-        rows = [row for f in futures for row in f.result()]
-    table_seconds = time.perf_counter() - begun
-    print_table(rows)
-    verdicts = summarise(rows)
-    print(f"table: {table_seconds:.0f} s wall for {len(names)} traces on {args.workers} processes")
+    verdicts: list[tuple[str, str, bool]] = []
+    if names:
+        with ProcessPoolExecutor(max_workers=max(args.workers, 1)) as pool:
+            futures = [pool.submit(measure, n, args.every, forecast) for n in names]
+            rows = [row for f in futures for row in f.result()]
+        table_seconds = time.perf_counter() - begun
+        print_table(rows)
+        verdicts = summarise(rows)
+        print(f"table: {table_seconds:.0f} s wall for {len(names)} traces on {args.workers} processes")
     if args.before:
         print("\nbefore / after the decision core (closed loop, 60 s overhead):")
         for name in [n for n in names if Path(n).stem.split("_")[0] in ("DE", "GB", "NO")][:3]:
