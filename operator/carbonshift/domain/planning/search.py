@@ -187,6 +187,7 @@ class ChunkedSearch:
         self.rows = rows = m + 2 if m > 1 else m + 1
         self.layers = np.full((max(top, 0) + 1, rows, n + 1), np.inf)
         self._answers: dict[tuple[int, float], Selection | None] = {}
+        self._blocks: dict[int, FloatArray] = {}
         if base == 0 or top < base:
             return
         layers = self.layers
@@ -260,6 +261,10 @@ class ChunkedSearch:
                 # Even with the most chunks possible a whole slot would stay unused: the optimum of
                 # one slot fewer is at least as good.
                 continue
+            if FAST and count + EPS < self.work + overhead and self._surely_split(count, value, horizon):
+                # Cheaper than any single block of `count` slots, so it has two chunks or more, of which one pays
+                # the overhead at least: too short whatever the back-tracking would find.
+                continue
             slots = self._backtrack(int(final_rows[k]), count, horizon)
             chunks = runs_of(slots)
             free_first = (self.first_start_free and not self.running) or (
@@ -275,6 +280,17 @@ class ChunkedSearch:
             if cost < chosen_cost - _TIE * max(1.0, abs(cost)):
                 chosen, chosen_cost = Selection(tuple(slots), paying), cost
         return chosen
+
+    def _surely_split(self, count: int, value: float, horizon: int) -> bool:
+        """Whether a selection of `count` slots worth `value` is cheaper than every single block of `count` slots in
+        [0, horizon) by more than rounding (a single block costs at least its slots' sum)."""
+        lowest = self._blocks.get(count)
+        if lowest is None:  # the cheapest block ending by each horizon (a prefix's sums are the whole's)
+            lowest = self._blocks[count] = np.minimum.accumulate(window_costs(self.costs, float(count)))
+        if horizon - count < 0 or lowest.shape[0] == 0:
+            return True
+        cheapest = float(lowest[min(horizon - count, lowest.shape[0] - 1)])
+        return value < cheapest - 1e-9 * max(1.0, abs(cheapest))
 
     def _backtrack(self, row: int, j: int, i: int) -> list[int]:
         """Recover the run slots of the state (row, j, i) by recomputing each step's choice.
