@@ -109,6 +109,7 @@ def test_trace_and_jobs_from_files(capsys: pytest.CaptureFixture[str], tmp_path:
         (["--overhead-seconds", "-3"], "must not be negative"),
         (["--deadline", "someday"], "unknown deadline rule"),
         (["--forecast", "file:GB_2023"], "not DE"),
+        (["--workers", "0"], "--workers must be at least 1"),
     ],
 )
 def test_bad_input_gives_one_clear_line_and_exit_2(
@@ -146,6 +147,10 @@ def test_closed_loop_is_the_default_and_says_so_with_its_optimum_and_receipts(
     assert paper["loop"] == "open"
     assert main(["simulate", "--zone", "DE", "--paper", "--loop", "closed"]) == 2
     assert "--paper" in capsys.readouterr().err
+    split = run_json(
+        capsys, *args, "--policies", "run-now,optimal,optimal-interruptible,lowest-window", "--workers", "2"
+    )
+    assert split["results"] == closed["results"]  # the same figures from two processes
 
 
 def test_closed_loop_with_perfect_forecasts_gets_the_optimum(capsys: pytest.CaptureFixture[str]) -> None:

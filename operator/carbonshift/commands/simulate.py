@@ -79,6 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--commit-gain", type=float, default=0.01, help="closed loop: relative gain needed to move a committed plan"
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="closed loop: processes to split the jobs across (same results)"
+    )
     parser.add_argument("--output", choices=["table", "json", "csv"], default="table")
     parser.add_argument("--out-dir", type=Path, help="write PNG plots, results.json and results.csv here")
 
@@ -175,7 +178,10 @@ def _run(args: argparse.Namespace) -> int:
         start_delay=timedelta(seconds=args.start_delay_seconds),
         grace=timedelta(seconds=args.grace_seconds),
         commit_gain=args.commit_gain,
+        workers=args.workers,
     )
+    if args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
     if args.tick_minutes <= 0 or args.start_delay_seconds < 0 or args.grace_seconds < 0 or args.commit_gain < 0:
         raise ValueError("--tick-minutes must be positive; start delay, grace and commit gain must not be negative")
     if args.paper and args.loop == "closed":

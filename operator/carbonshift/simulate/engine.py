@@ -78,6 +78,7 @@ class Settings:
     skill_z: float = 1.0  # the skill is counted this many standard errors low
     min_skill: float = 0.0
     legacy: bool = False  # closed loop with the decisions from before the core (to measure what it fixed)
+    workers: int = 1  # closed loop: processes the jobs are split across (each job's loop is independent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +379,9 @@ def _run_closed(
     from carbonshift.domain.core import CoreSettings, JobNeeds
     from carbonshift.simulate.closed_loop import ErrorEstimate, LegacyLoop, LoopSettings, SkillEstimate, run_job
 
+    if settings.workers > 1 and len(jobs) > 1:
+        return _run_closed_parallel(policy, jobs, actual, model, settings, cluster, progress)
+
     core = CoreSettings(
         tick=settings.tick,
         margin=settings.margin,
@@ -445,6 +449,41 @@ def _run_closed(
             progress(64)
     if progress is not None:
         progress(len(jobs) % 64)
+    return outcomes
+
+
+def _closed_part(
+    policy: str, jobs: Sequence[SimJob], actual: IntensitySeries, model: ForecastModel, settings: Settings,
+    cluster: Cluster,
+) -> list[JobOutcome]:  # fmt: skip
+    """One worker's share of the closed loop (a process of its own: the ledger is rebuilt there)."""
+    return _run_closed(policy, jobs, actual, model, _Ledger(actual), replace(settings, workers=1), cluster, None)
+
+
+def _run_closed_parallel(
+    policy: str,
+    jobs: Sequence[SimJob],
+    actual: IntensitySeries,
+    model: ForecastModel,
+    settings: Settings,
+    cluster: Cluster,
+    progress: ProgressHook | None,
+) -> list[JobOutcome]:
+    """The closed loop with the jobs split across `settings.workers` processes, interleaved (job i to worker
+    i mod w, so that long and short stretches of the year are shared out) and put back in order: each job's loop
+    depends only on the job, the trace and the (seeded) forecast model, so the outcomes are those of one process."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = min(settings.workers, len(jobs))
+    parts = [list(jobs[k::workers]) for k in range(workers)]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(_closed_part, policy, part, actual, model, settings, cluster) for part in parts]
+        results = [f.result() for f in futures]
+    outcomes: list[JobOutcome] = []
+    for index in range(len(jobs)):
+        outcomes.append(results[index % workers][index // workers])
+    if progress is not None:
+        progress(len(jobs))
     return outcomes
 
 

@@ -120,3 +120,55 @@ def test_threshold_runs_below_threshold_and_is_forced_at_the_end() -> None:
     selection, forced = result
     assert selection.slots == (1, 4, 5)
     assert forced
+
+
+long_costs_strategy = st.lists(st.integers(min_value=1, max_value=9), min_size=2, max_size=60).map(
+    lambda v: np.array(v, dtype=np.float64)
+)
+
+
+@given(costs=long_costs_strategy, data=st.data())
+@settings(max_examples=200, deadline=None)
+def test_fast_paths_choose_the_same_slots_as_the_plain_search(costs: np.ndarray, data: st.DataObject) -> None:
+    """The vectorised back-tracking, the pruning of candidates and the shared zero-overhead answer give the very
+    slots the plain search gives (ties included: integer costs make many), for every horizon."""
+    import carbonshift.domain.planning.search as search_module
+
+    count = data.draw(st.integers(1, len(costs)))
+    min_run = data.draw(st.integers(1, 4))
+    overhead = data.draw(st.sampled_from([0.0, 0.1, 0.5, 1.0, 2.3]))
+    running = data.draw(st.booleans())
+    first_free = data.draw(st.booleans())
+    resume = np.full(len(costs), float(data.draw(st.integers(0, 5))))
+
+    def answers(fast: bool) -> list[object]:
+        search_module.FAST = fast
+        try:
+            return ask(fast)
+        finally:
+            search_module.FAST = True
+
+    def ask(fast: bool) -> list[object]:
+        search = ChunkedSearch(
+            costs,
+            count,
+            overhead_slots=overhead,
+            resume_costs=resume,
+            min_run_slots=min_run,
+            first_start_free=first_free,
+            running=running,
+        )
+        out: list[object] = []
+        for horizon in range(1, len(costs) + 1):
+            out.append(search.best(horizon))
+            if fast:
+                out.append(search.best(horizon, overhead_slots=0.0))
+            else:
+                plain = ChunkedSearch(
+                    costs, count, resume_costs=resume, min_run_slots=min_run,
+                    first_start_free=first_free, running=running,
+                )  # fmt: skip
+                out.append(plain.best(horizon))
+        return out
+
+    assert answers(True) == answers(False)

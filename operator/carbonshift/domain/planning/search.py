@@ -24,6 +24,11 @@ from carbonshift.domain.series import FloatArray
 
 IntArray = npt.NDArray[np.int64]
 EPS = 1e-9
+# The fast paths of the chunked search (a back-tracking stretch found with one numpy pass, candidates pruned by a
+# bound, answers cached, the zero-overhead variant sharing the layers); False runs the plain path, for the tests
+# that check both give the same plans and for the benchmarks' baseline.
+FAST = True
+_VECTOR_STRETCH = 24  # back-tracking looks along a chunk with numpy only when it may be longer than this
 _TIE = 1e-9  # relative tolerance under which two costs count as equal (cumulative sums are not exact)
 
 
@@ -40,6 +45,13 @@ class Selection:
 
 
 def runs_of(slots: tuple[int, ...] | list[int]) -> list[tuple[int, int]]:
+    """The runs of consecutive slots of sorted `slots`, as [first, last+1)."""
+    if len(slots) > 24:  # (long selections: the breaks found with numpy)
+        array = np.asarray(slots, dtype=np.int64)
+        breaks = np.flatnonzero(np.diff(array) != 1) + 1
+        firsts = np.concatenate(([0], breaks))
+        lasts = np.concatenate((breaks, [array.shape[0]]))
+        return list(zip(array[firsts].tolist(), (array[lasts - 1] + 1).tolist(), strict=True))
     out: list[tuple[int, int]] = []
     for s in slots:
         if out and out[-1][1] == s:
@@ -174,6 +186,8 @@ class ChunkedSearch:
         self.top = top = min(n, base + extra)
         self.rows = rows = m + 2 if m > 1 else m + 1
         self.layers = np.full((max(top, 0) + 1, rows, n + 1), np.inf)
+        self._answers: dict[tuple[int, float], Selection | None] = {}
+        self._blocks: dict[int, FloatArray] = {}
         if base == 0 or top < base:
             return
         layers = self.layers
@@ -201,8 +215,23 @@ class ChunkedSearch:
                 shortest = np.min(cur[1:m, :n], axis=0)
                 np.minimum.accumulate(shortest, out=cur[m + 1, 1:])
 
-    def best(self, horizon: int) -> Selection | None:
-        """The cheapest sufficient selection using only slots [0, horizon)."""
+    def best(self, horizon: int, overhead_slots: float | None = None) -> Selection | None:
+        """The cheapest sufficient selection using only slots [0, horizon).
+
+        `overhead_slots` (at most the search's own) answers for a smaller time overhead from the same layers
+        (the layers do not depend on it; only how many are needed does): the zero-overhead plan of a job shares
+        the search of its plan with overhead."""
+        overhead = self.overhead if overhead_slots is None else overhead_slots
+        if overhead > self.overhead + EPS:
+            raise ValueError(f"overhead {overhead} exceeds the search's {self.overhead}")
+        key = (horizon, overhead)
+        if not FAST:
+            return self._best(horizon, overhead)
+        if key not in self._answers:  # (jobs that share a search and a horizon share the answer)
+            self._answers[key] = self._best(horizon, overhead)
+        return self._answers[key]
+
+    def _best(self, horizon: int, overhead: float) -> Selection | None:
         if self.base == 0:
             return Selection((), 0)
         if self.top < self.base or horizon <= 0 or horizon > self.n:
@@ -210,16 +239,31 @@ class ChunkedSearch:
         final = self.layers[self.base : self.top + 1, :, horizon]  # (counts, rows)
         final_rows = np.argmin(final, axis=1)
         final_costs = final[np.arange(final.shape[0]), final_rows]
-        order = sorted(range(final_costs.shape[0]), key=lambda k: (final_costs[k], k))
+        order = np.lexsort((np.arange(final_costs.shape[0]), final_costs))
+        # A candidate's cost is its layer's value less at most one slot's cost (the unused end of its last slot):
+        # once the layer value, less the dearest slot, cannot beat the best so far, no later candidate can.
+        dearest = math.nan  # (found when a second candidate is looked at)
         chosen: Selection | None = None
         chosen_cost = math.inf
-        for k in order:
-            if not np.isfinite(final_costs[k]):
+        for k in order.tolist():
+            value = float(final_costs[k])
+            if not math.isfinite(value):
                 break
+            if FAST and chosen is not None:
+                if math.isnan(dearest):
+                    usable = self.costs[:horizon]
+                    finite = usable[np.isfinite(usable)]
+                    dearest = max(float(np.max(finite)), 0.0) if finite.shape[0] else 0.0
+                if value - dearest >= chosen_cost:
+                    break
             count = self.base + k
-            if count - 1 - self.work >= math.ceil(count / self.m) * self.overhead - EPS:
+            if count - 1 - self.work >= math.ceil(count / self.m) * overhead - EPS:
                 # Even with the most chunks possible a whole slot would stay unused: the optimum of
                 # one slot fewer is at least as good.
+                continue
+            if FAST and count + EPS < self.work + overhead and self._surely_split(count, value, horizon):
+                # Cheaper than any single block of `count` slots, so it has two chunks or more, of which one pays
+                # the overhead at least: too short whatever the back-tracking would find.
                 continue
             slots = self._backtrack(int(final_rows[k]), count, horizon)
             chunks = runs_of(slots)
@@ -227,15 +271,26 @@ class ChunkedSearch:
                 self.running and bool(slots) and slots[0] == 0
             )
             paying = len(chunks) - (1 if free_first and chunks else 0)
-            used = self.work + paying * self.overhead
+            used = self.work + paying * overhead
             if count + EPS < used:
                 continue
             # The run ends inside the last slot: charge only the part used (as the plan's windows do).
             unused = min(count - used, 1.0)
-            cost = float(final_costs[k]) - (unused * float(self.costs[slots[-1]]) if slots else 0.0)
+            cost = value - (unused * float(self.costs[slots[-1]]) if slots else 0.0)
             if cost < chosen_cost - _TIE * max(1.0, abs(cost)):
                 chosen, chosen_cost = Selection(tuple(slots), paying), cost
         return chosen
+
+    def _surely_split(self, count: int, value: float, horizon: int) -> bool:
+        """Whether a selection of `count` slots worth `value` is cheaper than every single block of `count` slots in
+        [0, horizon) by more than rounding (a single block costs at least its slots' sum)."""
+        lowest = self._blocks.get(count)
+        if lowest is None:  # the cheapest block ending by each horizon (a prefix's sums are the whole's)
+            lowest = self._blocks[count] = np.minimum.accumulate(window_costs(self.costs, float(count)))
+        if horizon - count < 0 or lowest.shape[0] == 0:
+            return True
+        cheapest = float(lowest[min(horizon - count, lowest.shape[0] - 1)])
+        return value < cheapest - 1e-9 * max(1.0, abs(cheapest))
 
     def _backtrack(self, row: int, j: int, i: int) -> list[int]:
         """Recover the run slots of the state (row, j, i) by recomputing each step's choice.
@@ -256,6 +311,16 @@ class ChunkedSearch:
                 i = first - 1
                 row = m if row == 0 else 1 + int(np.argmin(layers[j, 1:m, i]))
                 continue
+            if row == m and FAST and min(i, j) > _VECTOR_STRETCH:
+                # A stretch inside a chunk that may stop: it stays in row m (one slot a step, back along the
+                # diagonal) until the first step whose value came from the row below; found in one pass.
+                d = self._stay_in_top_row(j, i)
+                if d > 0:
+                    slots.extend(range(i - 1, i - 1 - d, -1))
+                    i -= d
+                    j -= d
+                    if i <= 0:
+                        break
             value = layers[j, row, i]
             i -= 1
             slots.append(i)
@@ -271,6 +336,31 @@ class ChunkedSearch:
             j -= 1
         slots.reverse()
         return slots
+
+    def _stay_in_top_row(self, j: int, i: int) -> int:
+        """How many steps back from state (m, j, i) stay in row m: the number of leading diagonal states
+        (m, j - d, i - d) whose value did not come from the row below (the step the scalar back-tracking takes
+        one at a time, with the same comparisons: a value equal to both operands comes from the row below)."""
+        m, layers, c = self.m, self.layers, self.costs
+        length = min(i, j)
+        if length <= 1:
+            return 0
+        begin = 0
+        for end in (min(8, length), length):  # most stretches are short: look at a few states first
+            if end <= begin:
+                continue
+            d = np.arange(begin, end)
+            cols = i - d  # the state's slot count; its last slot is cols - 1
+            values = layers[j - d, m, cols]
+            below = layers[j - d - 1, m - 1, cols - 1] + c[cols - 1]
+            if m == 1:
+                pays = np.where((j - d == 1) & self.first_start_free, 0.0, 1.0)
+                below = below + self.rc[cols - 1] * pays
+            hits = np.flatnonzero(below == values)
+            if hits.shape[0]:
+                return begin + int(hits[0])
+            begin = end
+        return length - 1
 
 
 def threshold_runs(

@@ -24,13 +24,14 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from carbonshift.domain.planning import search as search_module
 from carbonshift.domain.planning.grid import BoolArray, Grid, planning_grid
 from carbonshift.domain.planning.model import Cluster, Flag, Job, Plan, PlanningError, Policy, Reason, RunWindow
 from carbonshift.domain.planning.search import (
     EPS,
+    ChunkedSearch,
     Selection,
     cheapest_slots,
-    chunked_runs,
     runs_of,
     threshold_runs,
     whole_slots,
@@ -244,8 +245,9 @@ def _plan_on(job: Job, cluster: Cluster, forecast: IntensitySeries | None, now: 
     now_paying = 0 if continuing else 1
     baseline = _contiguous(costs, 0, now_need, paying=now_paying)
     selection: Selection | None = None
+    searches: dict[str, ChunkedSearch] = {}  # the chunked search, shared with the sub-slot overhead variant
     if reason is None:
-        selection, reason = _search(job, costs, work, overhead, flags)
+        selection, reason = _search(job, costs, work, overhead, flags, searches)
     if selection is None:
         # Run now: forced by the latest safe start, best effort, Immediate, or a grid too tight to search.
         if not math.isfinite(baseline):
@@ -256,7 +258,7 @@ def _plan_on(job: Job, cluster: Cluster, forecast: IntensitySeries | None, now: 
     windows, planned, energy = _windows(job, costs, selection, work, overhead)
     cycles = selection.paying_chunks
     if reason is Reason.OPTIMAL and job.interruptible and 0.0 < overhead < 1.0:
-        shifted = _shifted_overhead(job, costs, work, overhead)
+        shifted = _shifted_overhead(job, costs, work, overhead, searches)
         if shifted is not None and shifted[1] < planned - EPS * max(1.0, abs(planned)):
             windows, planned, energy, cycles = shifted
     return Plan(
@@ -275,7 +277,22 @@ def _plan_on(job: Job, cluster: Cluster, forecast: IntensitySeries | None, now: 
     )
 
 
-def _search(job: Job, costs: _Costs, work: float, overhead: float, flags: set[Flag]) -> tuple[Selection | None, Reason]:
+def _chunked_search(job: Job, costs: _Costs, work: float, overhead: float) -> ChunkedSearch:
+    horizon = costs.horizon
+    return ChunkedSearch(
+        costs.grams_per_slot[:horizon],
+        work,
+        overhead_slots=overhead,
+        resume_costs=costs.resume_grams[:horizon],
+        min_run_slots=_min_run_slots(job, costs),
+        first_start_free=not job.started and not job.running,
+        running=job.running,
+    )
+
+
+def _search(
+    job: Job, costs: _Costs, work: float, overhead: float, flags: set[Flag], searches: dict[str, ChunkedSearch]
+) -> tuple[Selection | None, Reason]:
     """Run the policy's search on the usable part of the grid; None when the grid cannot hold the job."""
     usable = costs.grams_per_slot[: costs.horizon]
     if job.policy is Policy.THRESHOLD:
@@ -315,15 +332,8 @@ def _search(job: Job, costs: _Costs, work: float, overhead: float, flags: set[Fl
             return None, Reason.LATEST_SAFE_START
         chunked: Selection | None = Selection(slots, _paying_chunks(job, slots))
     else:
-        chunked = chunked_runs(
-            usable,
-            work,
-            overhead_slots=overhead,
-            resume_costs=costs.resume_grams[: costs.horizon],
-            min_run_slots=_min_run_slots(job, costs),
-            first_start_free=not job.started and not job.running,
-            running=job.running,
-        )
+        search = searches["chunked"] = _chunked_search(job, costs, work, overhead)
+        chunked = search.best(usable.shape[0])
     block = _best_block(job, usable, work, overhead, costs.resume_grams)
     if chunked is None:
         return block, Reason.OPTIMAL
@@ -449,7 +459,7 @@ def _windows(
 
 
 def _shifted_overhead(
-    job: Job, costs: _Costs, work: float, overhead: float
+    job: Job, costs: _Costs, work: float, overhead: float, searches: dict[str, ChunkedSearch] | None = None
 ) -> tuple[tuple[RunWindow, ...], float, float, int] | None:
     """The plan that ignores the overhead's time, with each chunk that pays it started `overhead` early (or
     ended that much later, whichever slot is cheaper): exact at sub-slot overheads, where the slot search can only
@@ -457,15 +467,10 @@ def _shifted_overhead(
     does not fit (no free time next to a chunk, or the horizon ends)."""
     horizon = costs.horizon
     usable = costs.grams_per_slot[:horizon]
-    zero = chunked_runs(
-        usable,
-        work,
-        overhead_slots=0.0,
-        resume_costs=costs.resume_grams[:horizon],
-        min_run_slots=_min_run_slots(job, costs),
-        first_start_free=not job.started and not job.running,
-        running=job.running,
-    )
+    # The same layers as the search with the overhead (they do not depend on it), asked for no overhead.
+    shared = (searches or {}).get("chunked") if search_module.FAST else None
+    search = shared or _chunked_search(job, costs, work, 0.0)
+    zero = search.best(usable.shape[0], overhead_slots=0.0)
     if zero is None or not zero.slots:
         return None
     chunks = runs_of(list(zero.slots))
