@@ -76,6 +76,12 @@ class ClusterConfig:
     kueue: bool = False
     # JobSet's controller manager, CRD and webhooks (devcluster.jobset), started once the cluster is ready.
     jobset: bool = False
+    # Kubeflow Trainer v2's controller manager, CRDs and webhooks (devcluster.trainer), after JobSet; needs jobset.
+    trainer: bool = False
+
+    def __post_init__(self) -> None:
+        if self.trainer and not self.jobset:
+            raise ValueError("ClusterConfig(trainer=True) needs jobset=True: a TrainJob runs as a JobSet")
 
 
 @dataclass(frozen=True)
@@ -441,6 +447,12 @@ class _Launch:
             self.say("starting JobSet")
             with cluster.http_client() as client:
                 start_jobset(client, cluster.kubeconfig, d, self.processes, timeout_seconds=self.remaining())
+        if cfg.trainer:
+            from carbonshift_dev.devcluster.trainer import start_trainer
+
+            self.say("starting Kubeflow Trainer")
+            with cluster.http_client() as client:
+                start_trainer(client, cluster.kubeconfig, d, self.processes, timeout_seconds=self.remaining())
         cluster.timings = StartupTimings(apiserver_ready, components_healthy, nodes_ready, self.elapsed())
         self.say(f"cluster {cfg.name} ready after {nodes_ready:.1f} s with {len(names)} GPU node(s)")
         return cluster

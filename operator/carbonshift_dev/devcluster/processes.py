@@ -15,7 +15,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +62,10 @@ class ManagedProcess:
     popen: subprocess.Popen[bytes] | None = None
 
     @classmethod
-    def start(cls, name: str, argv: Sequence[str], log_path: Path, cwd: Path) -> ManagedProcess:
+    def start(
+        cls, name: str, argv: Sequence[str], log_path: Path, cwd: Path, env: Mapping[str, str] | None = None
+    ) -> ManagedProcess:
+        """`env`: variables added to this process's environment for the child."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
             popen = subprocess.Popen(
@@ -72,6 +75,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 cwd=cwd,
                 start_new_session=True,
+                env={**os.environ, **env} if env else None,
             )
         return cls(name=name, pid=popen.pid, executable=str(argv[0]), log_path=log_path, popen=popen)
 
