@@ -240,6 +240,20 @@ def test_jobset_and_trainjob_report_jobs_which_become_pods() -> None:
     assert TrainJob(train).observe().complete
 
 
+def test_a_trainjob_without_jobs_status_counts_its_jobsets_pods() -> None:
+    """Trainer v2.0.0 never fills `status.jobsStatus`: its JobSet's replicated Jobs' counts stand in for it."""
+    train = TrainJob.build(template("TrainJob"), OWNER)
+    train["spec"]["suspend"] = False
+    assert (TrainJob(train).observe().active_pods, TrainJob(train).observe().ready_pods) == (0, 0)
+    seen = TrainJob(train)
+    seen.jobset_status = {"replicatedJobsStatus": [{"name": "node", "ready": 1, "active": 1, "succeeded": 0}]}
+    assert (seen.observe().active_pods, seen.observe().ready_pods) == (4, 4)  # 1 Job of numNodes (4) pods
+    train["status"] = {"jobsStatus": [{"name": "node", "ready": 0, "active": 1}]}
+    own = TrainJob(train)
+    own.jobset_status = seen.jobset_status
+    assert (own.observe().active_pods, own.observe().ready_pods) == (4, 0)  # its own status wins when filled
+
+
 def test_pytorchjob_counts_ready_pods_only_once_running() -> None:
     job = PyTorchJob.build(template("PyTorchJob"), OWNER)
     job["spec"]["runPolicy"]["suspend"] = False

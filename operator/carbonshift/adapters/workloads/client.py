@@ -74,7 +74,33 @@ class WorkloadClient:
         except ApiException as exc:
             await self._not_found(info, exc)
             return None
-        return workload_for(obj)
+        workload = workload_for(obj)
+        if isinstance(workload, TrainJob) and not workload.status.get("jobsStatus"):
+            workload.jobset_status = await self._jobset_status_of(workload)
+        return workload
+
+    async def _jobset_status_of(self, workload: TrainJob) -> dict[str, Any] | None:
+        """The status of the JobSet a TrainJob controls (same name): where its pods' counts are when the trainer
+        leaves `status.jobsStatus` empty (v2.0.0 does). None when there is none (yet)."""
+        try:
+            jobset = await self.kube._raw(
+                "read JobSet",
+                self.kube.custom.get_namespaced_custom_object,
+                "jobset.x-k8s.io",
+                "v1alpha2",
+                workload.namespace,
+                "jobsets",
+                workload.name,
+            )
+        except ApiException as exc:
+            if exc.status == 404:  # none yet (or JobSet not installed): nothing counted
+                return None
+            raise
+        owners = (jobset.get("metadata") or {}).get("ownerReferences") or []
+        if not any(o.get("controller") and o.get("uid") == workload.meta.get("uid") for o in owners):
+            return None  # a JobSet of the same name that is not this TrainJob's
+        status = jobset.get("status")
+        return status if isinstance(status, dict) else None
 
     async def create(self, manifest: dict[str, Any]) -> Workload:
         """Create the workload; if it already exists (a restarted operator), return the existing one."""

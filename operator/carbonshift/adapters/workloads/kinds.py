@@ -124,6 +124,7 @@ class TrainJob(Workload):
         "Kubeflow Trainer v2",
         "kubectl apply --server-side -k the trainer's manifests/overlays/manager, which also installs JobSet",
     )
+    jobset_status: dict[str, Any] | None = None  # the status of the JobSet it controls (WorkloadClient.get)
 
     def _trainer(self) -> dict[str, Any]:
         trainer = self.spec.get("trainer")
@@ -187,7 +188,10 @@ class TrainJob(Workload):
         return {JOBSET_NAME_LABEL: self.name}
 
     def observe(self) -> WorkloadObservation:
-        active, ready = _jobs_to_pods(self.status.get("jobsStatus") or [], {"node": self._nodes()})
+        # Trainer v2.0.0 declares `status.jobsStatus` but never fills it: then its JobSet's counts (same replicated
+        # Jobs), which WorkloadClient.get attaches as `jobset_status`.
+        statuses = self.status.get("jobsStatus") or (self.jobset_status or {}).get("replicatedJobsStatus") or []
+        active, ready = _jobs_to_pods(statuses, {"node": self._nodes()})
         return self._observation(
             active_pods=active,
             ready_pods=ready,
