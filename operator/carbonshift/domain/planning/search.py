@@ -197,22 +197,30 @@ class ChunkedSearch:
             first[0, 1:] = 0.0
         else:
             first[0, :] = 0.0
-        c = costs
+        c, rc = costs, self.rc
+        # (Written into preallocated rows with out=, each sum in the same order as (prev + c) + rc x pay: the
+        # same floats as the plain expressions; rc x 1.0 is rc exactly, so the multiply is skipped when paying.)
+        stay = np.empty(n) if m == 1 else None
         for j in range(1, top + 1):
             prev, cur = layers[j - 1], layers[j]
-            pay = 0.0 if (j == 1 and first_start_free) else 1.0
-            start = prev[0, :n] + c + self.rc * pay
-            if m == 1:
-                np.minimum(start, prev[1, :n] + c, out=cur[1, 1:])
+            start = cur[1, 1:]
+            np.add(prev[0, :n], c, out=start)
+            if j == 1 and first_start_free:
+                start += rc * 0.0
             else:
-                cur[1, 1:] = start
+                start += rc
+            if stay is not None:
+                np.add(prev[1, :n], c, out=stay)
+                np.minimum(start, stay, out=start)
+            else:
                 if m > 2:
                     np.add(prev[1 : m - 1, :n], c, out=cur[2:m, 1:])
-                np.minimum(prev[m - 1, :n], prev[m, :n], out=cur[m, 1:])
-                cur[m, 1:] += c
+                top_row = cur[m, 1:]
+                np.minimum(prev[m - 1, :n], prev[m, :n], out=top_row)
+                top_row += c
             np.minimum.accumulate(cur[m, :n], out=cur[0, 1:])
             if m > 1 and j >= base:
-                shortest = np.min(cur[1:m, :n], axis=0)
+                shortest = cur[1, :n] if m == 2 else np.min(cur[1:m, :n], axis=0)
                 np.minimum.accumulate(shortest, out=cur[m + 1, 1:])
 
     def best(self, horizon: int, overhead_slots: float | None = None) -> Selection | None:
@@ -321,18 +329,18 @@ class ChunkedSearch:
                     j -= d
                     if i <= 0:
                         break
-            value = layers[j, row, i]
             i -= 1
             slots.append(i)
-            prev = layers[j - 1]
-            if row == 1:
+            if row == 1 and m > 1:
+                row = 0
+            elif row == 1:
                 pay = 0.0 if (j == 1 and self.first_start_free) else 1.0
-                from_start = prev[0, i] + c[i] + self.rc[i] * pay
-                row = 0 if (m > 1 or from_start == value) else 1
+                from_start = layers[j - 1, 0, i] + c[i] + self.rc[i] * pay
+                row = 0 if from_start == layers[j, 1, i + 1] else 1
             elif row < m:
                 row -= 1
             else:
-                row = m - 1 if prev[m - 1, i] + c[i] == value else m
+                row = m - 1 if layers[j - 1, m - 1, i] + c[i] == layers[j, m, i + 1] else m
             j -= 1
         slots.reverse()
         return slots
