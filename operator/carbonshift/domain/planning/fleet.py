@@ -121,7 +121,7 @@ def _common_grids(
                 cumulative=np.concatenate(([0.0], np.cumsum(weighted))),
                 free=capacity.copy(),
                 capacity=capacity,
-                min_free=float(np.min(capacity)),
+                min_free=float(capacity.min()),
                 used=np.zeros(len(grid), dtype=np.int64),
             )
         )
@@ -178,7 +178,7 @@ def _choose(
         if count > n or (blocked is not None and n - int(np.count_nonzero(blocked)) < count):
             return None
         chosen = np.sort(np.argsort(costs, kind="stable")[:count])
-        return tuple(chosen.tolist()), float(np.sum(costs[chosen]))
+        return tuple(chosen.tolist()), float(costs[chosen].sum())
     energy_ratio = job.overhead_kwh / shape.factor if shape.factor > 0 else 0.0
     first_free = not job.started and not job.running
     key: tuple[object, ...] = (cluster_index, round(shape.work, 9), round(shape.overhead, 9), shape.min_run)
@@ -210,7 +210,7 @@ def _choose(
         )
     if selection is None:
         return None
-    return selection.slots, float(np.sum(state.weighted[list(selection.slots)]))
+    return selection.slots, float(state.weighted[list(selection.slots)].sum())
 
 
 def _cheapest_block(
@@ -237,7 +237,7 @@ def _cheapest_block(
         if stop <= start_at:
             continue
         part = totals[start_at:stop]
-        low = float(np.min(part))
+        low = float(part.min())
         if not math.isfinite(low):
             continue
         index = int(np.flatnonzero(part <= low + 1e-9 * max(1.0, abs(low)))[0]) + start_at
@@ -251,7 +251,7 @@ def _cheapest_block(
 
 def _partial_sum(weighted: FloatArray, start: int, need: float) -> float:
     full = math.floor(need + EPS)
-    total = float(np.sum(weighted[start : start + full]))
+    total = float(weighted[start : start + full].sum())
     fraction = need - full
     if fraction > EPS and start + full < weighted.shape[0]:
         total += fraction * float(weighted[start + full])
@@ -309,7 +309,7 @@ def plan_fleet_greedy(
         state.used[taken] += job.gpus
         if math.isfinite(state.min_free):
             state.free[taken] -= job.gpus
-            state.min_free = min(state.min_free, float(np.min(state.free[taken])))
+            state.min_free = min(state.min_free, float(state.free[taken].min()))
         placements.append(FleetSlot(job=job.name, cluster=state.cluster.name, slots=slots, grams=value * shape.factor))
     usage = {s.cluster.name: s.used for s in states}
     return FleetPlan(

@@ -68,7 +68,7 @@ def whole_slots(work_slots: float) -> int:
 
 def _first_minimum(values: FloatArray) -> int:
     """Index of the earliest value within the tie tolerance of the minimum."""
-    best = float(np.min(values))
+    best = float(values.min())
     tolerance = _TIE * max(1.0, abs(best))
     return int(np.flatnonzero(values <= best + tolerance)[0])
 
@@ -245,9 +245,9 @@ class ChunkedSearch:
         if self.top < self.base or horizon <= 0 or horizon > self.n:
             return None
         final = self.layers[self.base : self.top + 1, :, horizon]  # (counts, rows)
-        final_rows = np.argmin(final, axis=1)
-        final_costs = final[np.arange(final.shape[0]), final_rows]
-        order = np.lexsort((np.arange(final_costs.shape[0]), final_costs))
+        final_rows = final.argmin(axis=1)
+        final_costs = final.min(axis=1)  # (the values at final_rows)
+        order = final_costs.argsort(kind="stable")  # cheapest first, fewest slots on ties
         # A candidate's cost is its layer's value less at most one slot's cost (the unused end of its last slot):
         # once the layer value, less the dearest slot, cannot beat the best so far, no later candidate can.
         dearest = math.nan  # (found when a second candidate is looked at)
@@ -261,7 +261,7 @@ class ChunkedSearch:
                 if math.isnan(dearest):
                     usable = self.costs[:horizon]
                     finite = usable[np.isfinite(usable)]
-                    dearest = max(float(np.max(finite)), 0.0) if finite.shape[0] else 0.0
+                    dearest = max(float(finite.max()), 0.0) if finite.shape[0] else 0.0
                 if value - dearest >= chosen_cost:
                     break
             count = self.base + k
