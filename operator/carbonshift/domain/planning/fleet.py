@@ -170,11 +170,12 @@ def _choose(
             return None
         return tuple(range(whole)), _partial_sum(state.weighted, 0, need)
     weighted = state.weighted[:n]
-    costs = weighted if blocked is None else np.where(blocked, np.inf, weighted)
     if not job.interruptible or job.policy is Policy.THRESHOLD:
+        costs = weighted if blocked is None else np.where(blocked, np.inf, weighted)
         return _cheapest_block(shape, state, costs, n, blocked is None)
     count = whole_slots(shape.work)
     if shape.overhead <= 0 and job.overhead_kwh <= 0 and shape.min_run <= 1:
+        costs = weighted if blocked is None else np.where(blocked, np.inf, weighted)
         if count > n or (blocked is not None and n - int(np.count_nonzero(blocked)) < count):
             return None
         chosen = np.sort(np.argsort(costs, kind="stable")[:count])
@@ -200,7 +201,7 @@ def _choose(
     selection = search.best(n)
     if selection is not None and blocked is not None and blocked[list(selection.slots)].any():
         selection = chunked_runs(
-            costs,
+            np.where(blocked, np.inf, weighted),
             shape.work,
             overhead_slots=shape.overhead,
             resume_costs=weighted * energy_ratio,

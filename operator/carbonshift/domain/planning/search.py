@@ -86,12 +86,24 @@ def window_costs(costs: FloatArray, work_slots: float) -> FloatArray:
     full = math.floor(work_slots + EPS)
     fraction = max(0.0, work_slots - full)
     blocked = ~np.isfinite(costs)
+    if not blocked.any():  # (the same sums as below, with nothing blocked)
+        cumulative = np.empty(n + 1)
+        cumulative[0] = 0.0
+        np.cumsum(costs, out=cumulative[1:])
+        total = cumulative[full : full + starts] - cumulative[:starts]
+        if fraction > EPS:
+            total = total + fraction * costs[full : full + starts]
+        return total
     finite = np.where(blocked, 0.0, costs)
-    cumulative = np.concatenate(([0.0], np.cumsum(finite)))
+    cumulative = np.empty(n + 1)
+    cumulative[0] = 0.0
+    np.cumsum(finite, out=cumulative[1:])
     total = cumulative[full : full + starts] - cumulative[:starts]
     if fraction > EPS:
         total = total + fraction * finite[full : full + starts]
-    blocked_count = np.concatenate(([0], np.cumsum(blocked)))
+    blocked_count = np.empty(n + 1, dtype=np.int64)
+    blocked_count[0] = 0
+    np.cumsum(blocked, out=blocked_count[1:])
     hit = blocked_count[span : span + starts] - blocked_count[:starts]
     return np.where(hit > 0, np.inf, total)
 
