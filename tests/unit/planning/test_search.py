@@ -248,3 +248,33 @@ def test_layers_and_back_tracking_are_the_plain_expressions_bit_for_bit(data: st
                 assert slots and slots[-1] == i - 1
                 rest = search._backtrack(expected[0], expected[1], expected[2]) if expected[1] > 0 else []
                 assert slots == [*rest, i - 1] or expected[2] == 0
+
+
+@given(costs=long_costs_strategy, data=st.data())
+@settings(max_examples=150, deadline=None)
+def test_horizons_with_the_same_final_states_share_an_answer_that_is_each_ones_own(
+    costs: np.ndarray, data: st.DataObject
+) -> None:
+    # Integer costs on few values: many horizons end with the same final states, so the shared answers are used.
+    n = costs.shape[0]
+    search = ChunkedSearch(
+        costs,
+        data.draw(st.floats(1.0, max(1.0, n * 0.7))),
+        overhead_slots=data.draw(st.sampled_from([0.0, 0.1, 0.5, 1.0])),
+        resume_costs=np.full(n, data.draw(st.sampled_from([0.0, 1.0, 3.0]))),
+        min_run_slots=data.draw(st.integers(1, 3)),
+        first_start_free=data.draw(st.booleans()),
+        running=data.draw(st.booleans()),
+    )
+    horizons = data.draw(st.permutations(list(range(1, n + 1))))
+    for horizon in horizons:
+        assert search.best(horizon) == search._best(horizon, search.overhead)  # the horizon's own answer
+
+
+def test_horizons_past_the_cheap_slots_share_one_answer() -> None:
+    costs = np.array([9.0, 1.0, 1.0, 9.0, 1.0, 1.0] + [9.0] * 20)
+    search = ChunkedSearch(costs, 4.0, overhead_slots=0.0, resume_costs=np.full(26, 1.0), min_run_slots=2)
+    answers = {search.best(h) for h in range(6, 27)}
+    assert answers == {search._best(26, 0.0)}
+    assert search._best(26, 0.0) is not None and search._best(26, 0.0).slots == (1, 2, 4, 5)  # type: ignore[union-attr]
+    assert len(search._columns) == 1  # 21 horizons, one programme answer

@@ -200,6 +200,7 @@ class ChunkedSearch:
         self.layers = np.full((max(top, 0) + 1, rows, n + 1), np.inf)
         self._answers: dict[tuple[int, float], Selection | None] = {}
         self._blocks: dict[int, FloatArray] = {}
+        self._columns: dict[tuple[float, bytes, bytes], Selection | None] = {}
         if base == 0 or top < base:
             return
         layers = self.layers
@@ -248,8 +249,29 @@ class ChunkedSearch:
         if not FAST:
             return self._best(horizon, overhead)
         if key not in self._answers:  # (jobs that share a search and a horizon share the answer)
-            self._answers[key] = self._best(horizon, overhead)
+            self._answers[key] = self._best_by_column(horizon, overhead)
         return self._answers[key]
+
+    def _best_by_column(self, horizon: int, overhead: float) -> Selection | None:
+        """`_best`, shared by horizons whose final states are the same. The answer depends on the horizon only
+        through the final column (each slot count's cheapest row and value: the candidates, their order and
+        where each back-tracking starts) and through the bounds that prune candidates (exact: they skip only
+        candidates that cannot win). When every candidate ends suspended or finished (not inside a chunk), its
+        back-tracking jumps to where that value first appears in its running minimum, the same slot from any
+        column holding the same value: so two horizons with the same final rows and values get the same answer."""
+        if self.base == 0 or self.top < self.base or horizon <= 0 or horizon > self.n:
+            return self._best(horizon, overhead)
+        final = self.layers[self.base : self.top + 1, :, horizon]
+        rows = final.argmin(axis=1)
+        resting = rows == 0
+        if self.m > 1:
+            resting |= rows == self.m + 1
+        if not resting.all():
+            return self._best(horizon, overhead)
+        signature = (overhead, final.min(axis=1).tobytes(), rows.tobytes())
+        if signature not in self._columns:
+            self._columns[signature] = self._best(horizon, overhead)
+        return self._columns[signature]
 
     def _best(self, horizon: int, overhead: float) -> Selection | None:
         if self.base == 0:
