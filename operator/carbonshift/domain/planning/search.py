@@ -153,7 +153,7 @@ def chunked_runs(
         first_start_free=first_start_free,
         running=running,
     )
-    return search.best(costs.shape[0])
+    return search._best(costs.shape[0], overhead_slots)  # (answered once: no sharing to look up)
 
 
 class ChunkedSearch:
