@@ -306,7 +306,7 @@ def plan_fleet_greedy(
             continue
         slots, value = options[best_index]  # type: ignore[misc]
         state = states[best_index]
-        taken = list(slots)
+        taken = np.array(slots, dtype=np.intp)
         state.used[taken] += job.gpus
         if math.isfinite(state.min_free):
             state.free[taken] -= job.gpus
