@@ -241,7 +241,7 @@ def _cheapest_block(
         low = float(part.min())
         if not math.isfinite(low):
             continue
-        index = int(np.flatnonzero(part <= low + 1e-9 * max(1.0, abs(low)))[0]) + start_at
+        index = int((part <= low + 1e-9 * max(1.0, abs(low))).argmax()) + start_at
         if best is None or low < best[0] - 1e-9 * max(1.0, abs(low)):
             best = (low, index, need)
     if best is None:
