@@ -172,3 +172,109 @@ def test_fast_paths_choose_the_same_slots_as_the_plain_search(costs: np.ndarray,
         return out
 
     assert answers(True) == answers(False)
+
+
+def reference_layers(search: ChunkedSearch, costs: np.ndarray) -> np.ndarray:
+    """The programme's layers as the plain expressions compute them (the search writes them in place with out=)."""
+    n, m, rows, top, base = search.n, search.m, search.rows, search.top, search.base
+    layers = np.full((max(top, 0) + 1, rows, n + 1), np.inf)
+    if base == 0 or top < base:
+        return layers
+    if search.running:
+        layers[0, m, 0] = 0.0
+        layers[0, 0, 1:] = 0.0
+    else:
+        layers[0, 0, :] = 0.0
+    for j in range(1, top + 1):
+        prev, cur = layers[j - 1], layers[j]
+        pay = 0.0 if (j == 1 and search.first_start_free) else 1.0
+        start = prev[0, :n] + costs + search.rc * pay
+        if m == 1:
+            np.minimum(start, prev[1, :n] + costs, out=cur[1, 1:])
+        else:
+            cur[1, 1:] = start
+            if m > 2:
+                np.add(prev[1 : m - 1, :n], costs, out=cur[2:m, 1:])
+            np.minimum(prev[m - 1, :n], prev[m, :n], out=cur[m, 1:])
+            cur[m, 1:] += costs
+        np.minimum.accumulate(cur[m, :n], out=cur[0, 1:])
+        if m > 1 and j >= base:
+            np.minimum.accumulate(np.min(cur[1:m, :n], axis=0), out=cur[m + 1, 1:])
+    return layers
+
+
+def reference_step(search: ChunkedSearch, row: int, j: int, i: int) -> tuple[int, int, int]:
+    """One scalar back-tracking step from a state inside a chunk, with every comparison written out."""
+    layers, m, c = search.layers, search.m, search.costs
+    value = layers[j, row, i]
+    i -= 1
+    prev = layers[j - 1]
+    if row == 1:
+        pay = 0.0 if (j == 1 and search.first_start_free) else 1.0
+        from_start = prev[0, i] + c[i] + search.rc[i] * pay
+        row = 0 if (m > 1 or from_start == value) else 1
+    elif row < m:
+        row -= 1
+    else:
+        row = m - 1 if prev[m - 1, i] + c[i] == value else m
+    return row, j - 1, i
+
+
+@given(data=st.data())
+@settings(max_examples=150, deadline=None)
+def test_layers_and_back_tracking_are_the_plain_expressions_bit_for_bit(data: st.DataObject) -> None:
+    n = data.draw(st.integers(1, 40))
+    values = data.draw(st.lists(st.sampled_from([1.0, 2.0, 2.5, 3.0, 0.1, 7.3, np.inf]), min_size=n, max_size=n))
+    costs = np.array(values) * data.draw(st.sampled_from([1.0, 0.37, 113.9]))
+    resume = np.where(np.isfinite(costs), costs, 1.0) * data.draw(st.sampled_from([0.0, 0.05, 1.3]))
+    search = ChunkedSearch(
+        costs,
+        data.draw(st.floats(0.5, n, allow_nan=False)),
+        overhead_slots=data.draw(st.sampled_from([0.0, 0.02, 0.3, 1.0])),
+        resume_costs=resume,
+        min_run_slots=data.draw(st.integers(1, 4)),
+        first_start_free=data.draw(st.booleans()),
+        running=data.draw(st.booleans()),
+    )
+    assert np.array_equal(search.layers, reference_layers(search, costs))
+    for j in range(1, search.layers.shape[0]):
+        for row in range(1, search.m + 1):
+            for i in range(1, n + 1):
+                if not np.isfinite(search.layers[j, row, i]):
+                    continue
+                expected = reference_step(search, row, j, i)
+                # The back-tracking from that state takes the reference's step first.
+                slots = search._backtrack(row, j, i)
+                assert slots and slots[-1] == i - 1
+                rest = search._backtrack(expected[0], expected[1], expected[2]) if expected[1] > 0 else []
+                assert slots == [*rest, i - 1] or expected[2] == 0
+
+
+@given(costs=long_costs_strategy, data=st.data())
+@settings(max_examples=150, deadline=None)
+def test_horizons_with_the_same_final_states_share_an_answer_that_is_each_ones_own(
+    costs: np.ndarray, data: st.DataObject
+) -> None:
+    # Integer costs on few values: many horizons end with the same final states, so the shared answers are used.
+    n = costs.shape[0]
+    search = ChunkedSearch(
+        costs,
+        data.draw(st.floats(1.0, max(1.0, n * 0.7))),
+        overhead_slots=data.draw(st.sampled_from([0.0, 0.1, 0.5, 1.0])),
+        resume_costs=np.full(n, data.draw(st.sampled_from([0.0, 1.0, 3.0]))),
+        min_run_slots=data.draw(st.integers(1, 3)),
+        first_start_free=data.draw(st.booleans()),
+        running=data.draw(st.booleans()),
+    )
+    horizons = data.draw(st.permutations(list(range(1, n + 1))))
+    for horizon in horizons:
+        assert search.best(horizon) == search._best(horizon, search.overhead)  # the horizon's own answer
+
+
+def test_horizons_past_the_cheap_slots_share_one_answer() -> None:
+    costs = np.array([9.0, 1.0, 1.0, 9.0, 1.0, 1.0] + [9.0] * 20)
+    search = ChunkedSearch(costs, 4.0, overhead_slots=0.0, resume_costs=np.full(26, 1.0), min_run_slots=2)
+    answers = {search.best(h) for h in range(6, 27)}
+    assert answers == {search._best(26, 0.0)}
+    assert search._best(26, 0.0) is not None and search._best(26, 0.0).slots == (1, 2, 4, 5)  # type: ignore[union-attr]
+    assert len(search._columns) == 1  # 21 horizons, one programme answer

@@ -121,7 +121,7 @@ def _common_grids(
                 cumulative=np.concatenate(([0.0], np.cumsum(weighted))),
                 free=capacity.copy(),
                 capacity=capacity,
-                min_free=float(np.min(capacity)),
+                min_free=float(capacity.min()),
                 used=np.zeros(len(grid), dtype=np.int64),
             )
         )
@@ -170,15 +170,16 @@ def _choose(
             return None
         return tuple(range(whole)), _partial_sum(state.weighted, 0, need)
     weighted = state.weighted[:n]
-    costs = weighted if blocked is None else np.where(blocked, np.inf, weighted)
     if not job.interruptible or job.policy is Policy.THRESHOLD:
+        costs = weighted if blocked is None else np.where(blocked, np.inf, weighted)
         return _cheapest_block(shape, state, costs, n, blocked is None)
     count = whole_slots(shape.work)
     if shape.overhead <= 0 and job.overhead_kwh <= 0 and shape.min_run <= 1:
+        costs = weighted if blocked is None else np.where(blocked, np.inf, weighted)
         if count > n or (blocked is not None and n - int(np.count_nonzero(blocked)) < count):
             return None
         chosen = np.sort(np.argsort(costs, kind="stable")[:count])
-        return tuple(chosen.tolist()), float(np.sum(costs[chosen]))
+        return tuple(chosen.tolist()), float(costs[chosen].sum())
     energy_ratio = job.overhead_kwh / shape.factor if shape.factor > 0 else 0.0
     first_free = not job.started and not job.running
     key: tuple[object, ...] = (cluster_index, round(shape.work, 9), round(shape.overhead, 9), shape.min_run)
@@ -200,7 +201,7 @@ def _choose(
     selection = search.best(n)
     if selection is not None and blocked is not None and blocked[list(selection.slots)].any():
         selection = chunked_runs(
-            costs,
+            np.where(blocked, np.inf, weighted),
             shape.work,
             overhead_slots=shape.overhead,
             resume_costs=weighted * energy_ratio,
@@ -210,7 +211,7 @@ def _choose(
         )
     if selection is None:
         return None
-    return selection.slots, float(np.sum(state.weighted[list(selection.slots)]))
+    return selection.slots, float(state.weighted[list(selection.slots)].sum())
 
 
 def _cheapest_block(
@@ -237,10 +238,10 @@ def _cheapest_block(
         if stop <= start_at:
             continue
         part = totals[start_at:stop]
-        low = float(np.min(part))
+        low = float(part.min())
         if not math.isfinite(low):
             continue
-        index = int(np.flatnonzero(part <= low + 1e-9 * max(1.0, abs(low)))[0]) + start_at
+        index = int((part <= low + 1e-9 * max(1.0, abs(low))).argmax()) + start_at
         if best is None or low < best[0] - 1e-9 * max(1.0, abs(low)):
             best = (low, index, need)
     if best is None:
@@ -251,7 +252,7 @@ def _cheapest_block(
 
 def _partial_sum(weighted: FloatArray, start: int, need: float) -> float:
     full = math.floor(need + EPS)
-    total = float(np.sum(weighted[start : start + full]))
+    total = float(weighted[start : start + full].sum())
     fraction = need - full
     if fraction > EPS and start + full < weighted.shape[0]:
         total += fraction * float(weighted[start + full])
@@ -305,11 +306,11 @@ def plan_fleet_greedy(
             continue
         slots, value = options[best_index]  # type: ignore[misc]
         state = states[best_index]
-        taken = list(slots)
+        taken = np.array(slots, dtype=np.intp)
         state.used[taken] += job.gpus
         if math.isfinite(state.min_free):
             state.free[taken] -= job.gpus
-            state.min_free = min(state.min_free, float(np.min(state.free[taken])))
+            state.min_free = min(state.min_free, float(state.free[taken].min()))
         placements.append(FleetSlot(job=job.name, cluster=state.cluster.name, slots=slots, grams=value * shape.factor))
     usage = {s.cluster.name: s.used for s in states}
     return FleetPlan(

@@ -68,7 +68,7 @@ def whole_slots(work_slots: float) -> int:
 
 def _first_minimum(values: FloatArray) -> int:
     """Index of the earliest value within the tie tolerance of the minimum."""
-    best = float(np.min(values))
+    best = float(values.min())
     tolerance = _TIE * max(1.0, abs(best))
     return int(np.flatnonzero(values <= best + tolerance)[0])
 
@@ -86,12 +86,24 @@ def window_costs(costs: FloatArray, work_slots: float) -> FloatArray:
     full = math.floor(work_slots + EPS)
     fraction = max(0.0, work_slots - full)
     blocked = ~np.isfinite(costs)
+    if not blocked.any():  # (the same sums as below, with nothing blocked)
+        cumulative = np.empty(n + 1)
+        cumulative[0] = 0.0
+        np.cumsum(costs, out=cumulative[1:])
+        total = cumulative[full : full + starts] - cumulative[:starts]
+        if fraction > EPS:
+            total = total + fraction * costs[full : full + starts]
+        return total
     finite = np.where(blocked, 0.0, costs)
-    cumulative = np.concatenate(([0.0], np.cumsum(finite)))
+    cumulative = np.empty(n + 1)
+    cumulative[0] = 0.0
+    np.cumsum(finite, out=cumulative[1:])
     total = cumulative[full : full + starts] - cumulative[:starts]
     if fraction > EPS:
         total = total + fraction * finite[full : full + starts]
-    blocked_count = np.concatenate(([0], np.cumsum(blocked)))
+    blocked_count = np.empty(n + 1, dtype=np.int64)
+    blocked_count[0] = 0
+    np.cumsum(blocked, out=blocked_count[1:])
     hit = blocked_count[span : span + starts] - blocked_count[:starts]
     return np.where(hit > 0, np.inf, total)
 
@@ -141,7 +153,7 @@ def chunked_runs(
         first_start_free=first_start_free,
         running=running,
     )
-    return search.best(costs.shape[0])
+    return search._best(costs.shape[0], overhead_slots)  # (answered once: no sharing to look up)
 
 
 class ChunkedSearch:
@@ -188,6 +200,7 @@ class ChunkedSearch:
         self.layers = np.full((max(top, 0) + 1, rows, n + 1), np.inf)
         self._answers: dict[tuple[int, float], Selection | None] = {}
         self._blocks: dict[int, FloatArray] = {}
+        self._columns: dict[tuple[float, bytes, bytes], Selection | None] = {}
         if base == 0 or top < base:
             return
         layers = self.layers
@@ -197,22 +210,30 @@ class ChunkedSearch:
             first[0, 1:] = 0.0
         else:
             first[0, :] = 0.0
-        c = costs
+        c, rc = costs, self.rc
+        # (Written into preallocated rows with out=, each sum in the same order as (prev + c) + rc x pay: the
+        # same floats as the plain expressions; rc x 1.0 is rc exactly, so the multiply is skipped when paying.)
+        stay = np.empty(n) if m == 1 else None
         for j in range(1, top + 1):
             prev, cur = layers[j - 1], layers[j]
-            pay = 0.0 if (j == 1 and first_start_free) else 1.0
-            start = prev[0, :n] + c + self.rc * pay
-            if m == 1:
-                np.minimum(start, prev[1, :n] + c, out=cur[1, 1:])
+            start = cur[1, 1:]
+            np.add(prev[0, :n], c, out=start)
+            if j == 1 and first_start_free:
+                start += rc * 0.0
             else:
-                cur[1, 1:] = start
+                start += rc
+            if stay is not None:
+                np.add(prev[1, :n], c, out=stay)
+                np.minimum(start, stay, out=start)
+            else:
                 if m > 2:
                     np.add(prev[1 : m - 1, :n], c, out=cur[2:m, 1:])
-                np.minimum(prev[m - 1, :n], prev[m, :n], out=cur[m, 1:])
-                cur[m, 1:] += c
+                top_row = cur[m, 1:]
+                np.minimum(prev[m - 1, :n], prev[m, :n], out=top_row)
+                top_row += c
             np.minimum.accumulate(cur[m, :n], out=cur[0, 1:])
             if m > 1 and j >= base:
-                shortest = np.min(cur[1:m, :n], axis=0)
+                shortest = cur[1, :n] if m == 2 else np.min(cur[1:m, :n], axis=0)
                 np.minimum.accumulate(shortest, out=cur[m + 1, 1:])
 
     def best(self, horizon: int, overhead_slots: float | None = None) -> Selection | None:
@@ -228,8 +249,29 @@ class ChunkedSearch:
         if not FAST:
             return self._best(horizon, overhead)
         if key not in self._answers:  # (jobs that share a search and a horizon share the answer)
-            self._answers[key] = self._best(horizon, overhead)
+            self._answers[key] = self._best_by_column(horizon, overhead)
         return self._answers[key]
+
+    def _best_by_column(self, horizon: int, overhead: float) -> Selection | None:
+        """`_best`, shared by horizons whose final states are the same. The answer depends on the horizon only
+        through the final column (each slot count's cheapest row and value: the candidates, their order and
+        where each back-tracking starts) and through the bounds that prune candidates (exact: they skip only
+        candidates that cannot win). When every candidate ends suspended or finished (not inside a chunk), its
+        back-tracking jumps to where that value first appears in its running minimum, the same slot from any
+        column holding the same value: so two horizons with the same final rows and values get the same answer."""
+        if self.base == 0 or self.top < self.base or horizon <= 0 or horizon > self.n:
+            return self._best(horizon, overhead)
+        final = self.layers[self.base : self.top + 1, :, horizon]
+        rows = final.argmin(axis=1)
+        resting = rows == 0
+        if self.m > 1:
+            resting |= rows == self.m + 1
+        if not resting.all():
+            return self._best(horizon, overhead)
+        signature = (overhead, final.min(axis=1).tobytes(), rows.tobytes())
+        if signature not in self._columns:
+            self._columns[signature] = self._best(horizon, overhead)
+        return self._columns[signature]
 
     def _best(self, horizon: int, overhead: float) -> Selection | None:
         if self.base == 0:
@@ -237,9 +279,9 @@ class ChunkedSearch:
         if self.top < self.base or horizon <= 0 or horizon > self.n:
             return None
         final = self.layers[self.base : self.top + 1, :, horizon]  # (counts, rows)
-        final_rows = np.argmin(final, axis=1)
-        final_costs = final[np.arange(final.shape[0]), final_rows]
-        order = np.lexsort((np.arange(final_costs.shape[0]), final_costs))
+        final_rows = final.argmin(axis=1)
+        final_costs = final.min(axis=1)  # (the values at final_rows)
+        order = final_costs.argsort(kind="stable")  # cheapest first, fewest slots on ties
         # A candidate's cost is its layer's value less at most one slot's cost (the unused end of its last slot):
         # once the layer value, less the dearest slot, cannot beat the best so far, no later candidate can.
         dearest = math.nan  # (found when a second candidate is looked at)
@@ -253,7 +295,7 @@ class ChunkedSearch:
                 if math.isnan(dearest):
                     usable = self.costs[:horizon]
                     finite = usable[np.isfinite(usable)]
-                    dearest = max(float(np.max(finite)), 0.0) if finite.shape[0] else 0.0
+                    dearest = max(float(finite.max()), 0.0) if finite.shape[0] else 0.0
                 if value - dearest >= chosen_cost:
                     break
             count = self.base + k
@@ -321,18 +363,18 @@ class ChunkedSearch:
                     j -= d
                     if i <= 0:
                         break
-            value = layers[j, row, i]
             i -= 1
             slots.append(i)
-            prev = layers[j - 1]
-            if row == 1:
+            if row == 1 and m > 1:
+                row = 0
+            elif row == 1:
                 pay = 0.0 if (j == 1 and self.first_start_free) else 1.0
-                from_start = prev[0, i] + c[i] + self.rc[i] * pay
-                row = 0 if (m > 1 or from_start == value) else 1
+                from_start = layers[j - 1, 0, i] + c[i] + self.rc[i] * pay
+                row = 0 if from_start == layers[j, 1, i + 1] else 1
             elif row < m:
                 row -= 1
             else:
-                row = m - 1 if prev[m - 1, i] + c[i] == value else m
+                row = m - 1 if layers[j - 1, m - 1, i] + c[i] == layers[j, m, i + 1] else m
             j -= 1
         slots.reverse()
         return slots
