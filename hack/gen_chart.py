@@ -35,7 +35,8 @@ PEERING_CRDS = "kopf.dev_peerings.yaml"
 # Resources of the core and kopf APIs that are cluster-scoped; those of carbonshift.io come from crds/ (`scope`).
 CLUSTER_SCOPED_BUILTIN = frozenset(
     {"nodes", "namespaces", "customresourcedefinitions", "clusterkopfpeerings", "subjectaccessreviews",
-     "validatingwebhookconfigurations", "admissionchecks", "clusterqueues"}
+     "validatingwebhookconfigurations", "mutatingwebhookconfigurations", "admissionchecks", "clusterqueues",
+     "clustertrainingruntimes"}
 )  # fmt: skip
 
 

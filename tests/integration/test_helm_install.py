@@ -30,7 +30,8 @@ from carbonshift.api import rbac
 from carbonshift_dev.devcluster.binaries import require
 from carbonshift_dev.devcluster.kueue import find_kueue
 from carbonshift_dev.devcluster.operator_process import service_account_kubeconfig
-from carbonshift_dev.devcluster.testing import create_namespace, delete_namespace, wait_for
+from carbonshift_dev.devcluster.testing import create_namespace, delete_namespace, load_crd_documents, wait_for
+from carbonshift_dev.devcluster.workload_crds import CRD_FILES, crd_path
 from tests.chart.helm import CHART, load_gen_chart
 
 pytestmark = pytest.mark.cluster
@@ -149,7 +150,8 @@ def test_service_account_may_do_everything_rbac_py_grants(api_client: client.Api
         ("list", "", "secrets", ""),
         ("delete", "", "pods", "some-team"),
         ("create", "", "pods", "some-team"),
-        ("delete", "carbonshift.io", "carbonawarejobs", "some-team"),
+        ("delete", "carbonshift.io", "energybudgets", "some-team"),
+        ("delete", "kueue.x-k8s.io", "workloads", "some-team"),
         ("update", "apiextensions.k8s.io", "customresourcedefinitions", ""),
         ("create", "rbac.authorization.k8s.io", "clusterrolebindings", ""),
     ],
@@ -172,6 +174,10 @@ def test_the_chart_splits_rules_by_the_scope_the_api_server_reports(kubeconfig: 
         for crd in yaml.safe_load_all(path.read_text(encoding="utf-8")):
             if crd and crd["spec"]["scope"] == "Cluster":
                 cluster_scoped.add((crd["spec"]["group"], crd["spec"]["names"]["plural"]))
+    # Likewise the workload kinds' real CRDs (hack/install-crds.sh): ClusterTrainingRuntime is cluster-scoped.
+    for crd in load_crd_documents(crd_path(kind) for kind in CRD_FILES):
+        if crd["spec"]["scope"] == "Cluster":
+            cluster_scoped.add((crd["spec"]["group"], crd["spec"]["names"]["plural"]))
     gen = load_gen_chart()
     scopes = gen.crd_scopes()
     for rule in rbac.CLUSTER_RULES:
