@@ -437,3 +437,24 @@ async def test_a_change_of_a_referenced_workload_wakes_the_carbonawarejob_that_d
     labelled = {"kind": "JobSet", "metadata": {"name": "x", "labels": {"carbonshift.io/carbonawarejob": "train"}}}
     await handler.workload_changed(cast(kopf.Body, labelled), "team")
     assert woken.is_set()
+
+
+def test_a_deferral_that_saves_nothing_is_not_kept_as_a_commitment() -> None:
+    """Deferred only because others held the GPUs (planned emissions not below running at once): re-planned each
+    pass, so the job starts once the GPUs are free; a deferral that saves carbon stays committed."""
+    from carbonshift.api.carbonawarejob import CarbonAwareJobStatus
+    from carbonshift.domain.core import Commitment, CoreStatus
+    from carbonshift.domain.planning.model import RunWindow
+
+    later = Commitment((RunWindow(T0 + timedelta(hours=1), T0 + timedelta(hours=3), 300.0),), LOCAL, ZONE, T0)
+    core = CoreStatus(commitment=later)
+
+    def status(planned: float, at_once: float) -> CarbonAwareJobStatus:
+        return CarbonAwareJobStatus.model_validate(
+            {"plan": {"plannedEmissionsGrams": planned, "runNowEmissionsGrams": at_once}}
+        )
+
+    assert handler.deferred_for_capacity_only(status(100.0, 100.0), core, T0)
+    assert not handler.deferred_for_capacity_only(status(60.0, 100.0), core, T0)
+    assert not handler.deferred_for_capacity_only(status(100.0, 100.0), core, T0 + timedelta(hours=1))  # running
+    assert not handler.deferred_for_capacity_only(status(100.0, 100.0), CoreStatus(), T0)
