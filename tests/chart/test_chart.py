@@ -356,6 +356,7 @@ def test_namespace_scoped_operator_gets_namespaced_rights_only_in_its_namespaces
         "nodes", "namespaces", "customresourcedefinitions", "clusterkopfpeerings",
         "computeclusters", "computeclusters/status", "subjectaccessreviews", "validatingwebhookconfigurations",
         "carbonwindowpolicies", "admissionchecks", "admissionchecks/status", "clusterqueues",
+        "mutatingwebhookconfigurations", "clustertrainingruntimes",
     }  # fmt: skip
     # One KopfPeering per watched namespace, none cluster-wide.
     assert sorted(p["metadata"]["namespace"] for p in find(docs, "KopfPeering")) == ["ml-prod", "ml-research"]
