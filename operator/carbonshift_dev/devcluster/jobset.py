@@ -32,13 +32,12 @@ import httpx
 import yaml
 
 from carbonshift.adapters.tls import new_bundle
+from carbonshift_dev.devcluster import controllers
 from carbonshift_dev.devcluster.binaries import (
     INSTALL_COMMAND,
-    VERSIONS_FILE,
     MissingBinaryError,
-    cache_dir,
-    read_versions,
 )
+from carbonshift_dev.devcluster.controllers import pinned_dir
 from carbonshift_dev.devcluster.processes import ManagedProcess, free_loopback_port
 from carbonshift_dev.devcluster.workload_crds import crd_path
 
@@ -80,13 +79,7 @@ class JobSet:
 
 
 def jobset_dir() -> Path:
-    explicit = os.environ.get(JOBSET_DIR_ENV)
-    if explicit:
-        return Path(explicit)
-    version = read_versions(VERSIONS_FILE).get("JOBSET_VERSION")
-    if not version:
-        raise MissingBinaryError(f"{VERSIONS_FILE} does not pin JOBSET_VERSION")
-    return cache_dir() / "bin" / f"jobset-{version}"
+    return pinned_dir(JOBSET_DIR_ENV, "JOBSET_VERSION", "jobset")
 
 
 def find_jobset(directory: Path | None = None) -> JobSetInstall:
@@ -256,20 +249,7 @@ def _webhook_answers(server_client: httpx.Client) -> bool:
 
 
 def wait_ready(server_client: httpx.Client, jobset: JobSet, timeout_seconds: float) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    last = ""
-    with httpx.Client(timeout=5.0) as health:
-        while True:
-            jobset.process.check_running()
-            try:
-                ready = health.get(f"http://127.0.0.1:{jobset.health_port}/readyz").status_code == 200
-                if ready and _webhook_answers(server_client):
-                    return
-                last = "readyz ok, webhook not yet" if ready else "readyz not ok"
-            except httpx.HTTPError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            if time.monotonic() >= deadline:
-                raise JobSetStartError(
-                    f"JobSet not ready after {timeout_seconds:.0f} s ({last}); log: {jobset.process.log_path}"
-                )
-            time.sleep(0.2)
+    def answers() -> bool:
+        return _webhook_answers(server_client)
+
+    controllers.wait_ready("JobSet", jobset.process, jobset.health_port, answers, timeout_seconds, JobSetStartError)

@@ -27,7 +27,6 @@ import copy
 import os
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,13 +34,12 @@ from typing import Any
 import httpx
 import yaml
 
+from carbonshift_dev.devcluster import controllers
 from carbonshift_dev.devcluster.binaries import (
     INSTALL_COMMAND,
-    VERSIONS_FILE,
     MissingBinaryError,
-    cache_dir,
-    read_versions,
 )
+from carbonshift_dev.devcluster.controllers import pinned_dir
 from carbonshift_dev.devcluster.processes import ManagedProcess, free_loopback_port
 
 KUEUE_DIR_ENV = "CARBONSHIFT_KUEUE_DIR"
@@ -82,13 +80,7 @@ class Kueue:
 
 
 def kueue_dir() -> Path:
-    explicit = os.environ.get(KUEUE_DIR_ENV)
-    if explicit:
-        return Path(explicit)
-    version = read_versions(VERSIONS_FILE).get("KUEUE_VERSION")
-    if not version:
-        raise MissingBinaryError(f"{VERSIONS_FILE} does not pin KUEUE_VERSION")
-    return cache_dir() / "bin" / f"kueue-{version}"
+    return pinned_dir(KUEUE_DIR_ENV, "KUEUE_VERSION", "kueue")
 
 
 def find_kueue(directory: Path | None = None) -> KueueInstall:
@@ -288,20 +280,7 @@ def _webhook_answers(server_client: httpx.Client) -> bool:
 
 
 def wait_ready(server_client: httpx.Client, kueue: Kueue, timeout_seconds: float) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    last = ""
-    with httpx.Client(timeout=5.0) as health:
-        while True:
-            kueue.process.check_running()
-            try:
-                ready = health.get(f"http://127.0.0.1:{kueue.health_port}/readyz").status_code == 200
-                if ready and _webhook_answers(server_client):
-                    return
-                last = "readyz ok, webhook not yet" if ready else "readyz not ok"
-            except httpx.HTTPError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            if time.monotonic() >= deadline:
-                raise KueueStartError(
-                    f"Kueue not ready after {timeout_seconds:.0f} s ({last}); log: {kueue.process.log_path}"
-                )
-            time.sleep(0.2)
+    def answers() -> bool:
+        return _webhook_answers(server_client)
+
+    controllers.wait_ready("Kueue", kueue.process, kueue.health_port, answers, timeout_seconds, KueueStartError)

@@ -30,7 +30,6 @@ import base64
 import copy
 import ipaddress
 import os
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,13 +42,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from carbonshift_dev.devcluster import controllers
 from carbonshift_dev.devcluster.binaries import (
     INSTALL_COMMAND,
-    VERSIONS_FILE,
     MissingBinaryError,
-    cache_dir,
-    read_versions,
 )
+from carbonshift_dev.devcluster.controllers import pinned_dir
 from carbonshift_dev.devcluster.jobset import FIELD_MANAGER, wait_established
 from carbonshift_dev.devcluster.processes import ManagedProcess, free_loopback_port
 from carbonshift_dev.devcluster.workload_crds import crd_path
@@ -94,13 +92,7 @@ class Trainer:
 
 
 def trainer_dir() -> Path:
-    explicit = os.environ.get(TRAINER_DIR_ENV)
-    if explicit:
-        return Path(explicit)
-    version = read_versions(VERSIONS_FILE).get("TRAINER_VERSION")
-    if not version:
-        raise MissingBinaryError(f"{VERSIONS_FILE} does not pin TRAINER_VERSION")
-    return cache_dir() / "bin" / f"trainer-{version}"
+    return pinned_dir(TRAINER_DIR_ENV, "TRAINER_VERSION", "trainer")
 
 
 def find_trainer(directory: Path | None = None) -> TrainerInstall:
@@ -338,21 +330,9 @@ def _webhook_answers(server_client: httpx.Client) -> bool:
 
 
 def wait_ready(server_client: httpx.Client, trainer: Trainer, timeout_seconds: float) -> None:
-    deadline = time.monotonic() + timeout_seconds
-    last = ""
-    with httpx.Client(timeout=5.0) as health:
-        while True:
-            trainer.process.check_running()
-            try:
-                ready = health.get(f"http://127.0.0.1:{trainer.health_port}/readyz").status_code == 200
-                if ready and _webhook_answers(server_client):
-                    return
-                last = "readyz ok, webhook not yet" if ready else "readyz not ok"
-            except httpx.HTTPError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            if time.monotonic() >= deadline:
-                raise TrainerStartError(
-                    f"Kubeflow Trainer not ready after {timeout_seconds:.0f} s ({last}); "
-                    f"log: {trainer.process.log_path}"
-                )
-            time.sleep(0.2)
+    def answers() -> bool:
+        return _webhook_answers(server_client)
+
+    controllers.wait_ready(
+        "Kubeflow Trainer", trainer.process, trainer.health_port, answers, timeout_seconds, TrainerStartError
+    )

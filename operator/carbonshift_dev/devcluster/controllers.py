@@ -1,0 +1,51 @@
+"""What the dev cluster's third-party controller managers (Kueue, JobSet, Kubeflow Trainer) share: where the
+project's set-up caches each pinned build, and waiting until the manager is ready and its webhooks answer."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from carbonshift_dev.devcluster.binaries import VERSIONS_FILE, MissingBinaryError, cache_dir, read_versions
+from carbonshift_dev.devcluster.processes import ManagedProcess
+
+
+def pinned_dir(env_var: str, version_key: str, prefix: str) -> Path:
+    """`$env_var` when set, else the cache folder of the version `hack/versions.env` pins under `version_key`."""
+    explicit = os.environ.get(env_var)
+    if explicit:
+        return Path(explicit)
+    version = read_versions(VERSIONS_FILE).get(version_key)
+    if not version:
+        raise MissingBinaryError(f"{VERSIONS_FILE} does not pin {version_key}")
+    return cache_dir() / "bin" / f"{prefix}-{version}"
+
+
+def wait_ready(
+    what: str,
+    process: ManagedProcess,
+    health_port: int,
+    webhook_answers: Callable[[], bool],
+    timeout_seconds: float,
+    error: type[Exception],
+) -> None:
+    """Until the manager's /readyz is 200 and a dry-run through its webhooks is answered; `error` on timeout."""
+    deadline = time.monotonic() + timeout_seconds
+    last = ""
+    with httpx.Client(timeout=5.0) as health:
+        while True:
+            process.check_running()
+            try:
+                ready = health.get(f"http://127.0.0.1:{health_port}/readyz").status_code == 200
+                if ready and webhook_answers():
+                    return
+                last = "readyz ok, webhook not yet" if ready else "readyz not ok"
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() >= deadline:
+                raise error(f"{what} not ready after {timeout_seconds:.0f} s ({last}); log: {process.log_path}")
+            time.sleep(0.2)
