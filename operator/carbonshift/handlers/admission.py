@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import kopf
 from kubernetes import client
@@ -309,26 +309,40 @@ def webhooks(configuration: str, client_config: dict[str, Any], operator_user: s
     return out
 
 
-def registrar(api: client.ApiClient, configuration: str) -> Callable[[dict[str, Any]], None]:
-    """Writes the webhooks for a client config into the ValidatingWebhookConfiguration (creating it if absent)."""
+def configuration_writer(
+    api: client.ApiClient,
+    configuration: str,
+    kind: Literal["validating", "mutating"],
+    webhooks_for: Callable[[dict[str, Any], str], list[dict[str, Any]]],
+) -> Callable[[dict[str, Any]], None]:
+    """Writes `webhooks_for(client_config, operator_user)` into the Validating- or MutatingWebhookConfiguration
+    `configuration` (creating it if absent); the operator's own user is excluded by the webhooks' conditions."""
+    label = "ValidatingWebhookConfiguration" if kind == "validating" else "MutatingWebhookConfiguration"
 
     def register(client_config: dict[str, Any]) -> None:
         review = client.AuthenticationV1Api(api).create_self_subject_review(client.V1SelfSubjectReview())
         user = str(review.status.user_info.username)  # type: ignore[union-attr]
-        body = {"webhooks": webhooks(configuration, client_config, user)}
+        body = {"webhooks": webhooks_for(client_config, user)}
         admission = client.AdmissionregistrationV1Api(api)
         try:
-            admission.patch_validating_webhook_configuration(configuration, body)
+            getattr(admission, f"patch_{kind}_webhook_configuration")(configuration, body)
         except ApiException as exc:
             if exc.status != 404:
                 raise
             meta = {"name": configuration, "labels": {"app.kubernetes.io/part-of": "carbonshift"}}
             created: Any = {"metadata": meta, **body}
-            admission.create_validating_webhook_configuration(created)
-        log.info("webhook: ValidatingWebhookConfiguration %s points at %s", configuration,
+            getattr(admission, f"create_{kind}_webhook_configuration")(created)
+        log.info("webhook: %s %s points at %s", label, configuration,
                  client_config.get("url") or client_config.get("service"))  # fmt: skip
 
     return register
+
+
+def registrar(api: client.ApiClient, configuration: str) -> Callable[[dict[str, Any]], None]:
+    """Writes the webhooks for a client config into the ValidatingWebhookConfiguration (creating it if absent)."""
+    return configuration_writer(
+        api, configuration, "validating", lambda config, user: webhooks(configuration, config, user)
+    )
 
 
 class _RefusalsAreNotErrors(logging.Filter):

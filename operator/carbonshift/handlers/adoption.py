@@ -60,7 +60,7 @@ from carbonshift.domain.adoption import (
     policy_name,
     terms,
 )
-from carbonshift.handlers.admission import refuse
+from carbonshift.handlers.admission import configuration_writer, refuse
 from carbonshift.handlers.state import current
 from carbonshift.handlers.validation import api_message
 
@@ -209,23 +209,9 @@ def registrar(
     """Writes the adoption webhooks into the MutatingWebhookConfiguration `configuration` (creating it if absent);
     handlers/admission.Server calls it with each client config, beside the validating configuration's."""
 
-    def register(client_config: dict[str, Any]) -> None:
-        review = client.AuthenticationV1Api(api).create_self_subject_review(client.V1SelfSubjectReview())
-        user = str(review.status.user_info.username)  # type: ignore[union-attr]
-        body = {"webhooks": webhooks(configuration, client_config, user, kinds)}
-        admission = client.AdmissionregistrationV1Api(api)
-        try:
-            admission.patch_mutating_webhook_configuration(configuration, body)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
-            meta = {"name": configuration, "labels": {"app.kubernetes.io/part-of": "carbonshift"}}
-            created: Any = {"metadata": meta, **body}
-            admission.create_mutating_webhook_configuration(created)
-        log.info("adoption: MutatingWebhookConfiguration %s points at %s", configuration,
-                 client_config.get("url") or client_config.get("service"))  # fmt: skip
-
-    return register
+    return configuration_writer(
+        api, configuration, "mutating", lambda config, user: webhooks(configuration, config, user, kinds)
+    )
 
 
 # -- the tracking object -----------------------------------------------------------------------------------------
