@@ -170,6 +170,21 @@ class Cluster:
     def event_reasons(self, namespace: str, name: str) -> list[str]:
         return [e.reason for e in self.events(namespace, name)]
 
+    def wait_for_events(self, namespace: str, name: str, *reasons: str, timeout: float = 30) -> list[str]:
+        """The object's event reasons once all of `reasons` are among them. The operator posts Events after the
+        status write they explain, through kopf's background poster, so a test that saw the status must wait for
+        the Event rather than read it at once (an immediate read raced in CI: status Suspended, Event not yet)."""
+        seen: list[str] = []
+
+        def arrived() -> list[str] | None:
+            seen[:] = self.event_reasons(namespace, name)
+            return list(seen) if set(reasons) <= set(seen) else None
+
+        try:
+            return wait_until(arrived, f"the events {', '.join(reasons)} of {namespace}/{name}", timeout=timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; seen: {seen}") from None
+
 
 __all__ = [
     "OPERATOR_NAMESPACE",

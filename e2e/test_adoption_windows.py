@@ -166,7 +166,7 @@ def test_an_adopted_job_runs_in_its_window_to_succeeded_and_is_charged_its_own_p
         truth_kwh,
     )
     assert exporter.energy_mj(team, "finetune-debug") > 0, "the plain pod drew energy, charged to nobody"
-    assert "Receipt" in k.event_reasons(team, "finetune")
+    k.wait_for_events(team, "finetune", "Receipt")
     assert "Traceback" not in operator.logs(), operator.logs()[-4000:]
 
 
@@ -227,9 +227,7 @@ def test_an_adopted_interruptible_jobset_runs_in_its_window_and_is_suspended_at_
         status = wait_until(
             lambda: (s := k.status(team, "pretrain")).get("phase") == "Suspended" and s, "phase Suspended", timeout=30
         )
-        reasons = k.event_reasons(team, "pretrain")
-        for reason in ("Planned", "Resumed", "SuspendPlanned", "Suspended"):
-            assert reason in reasons, reasons
+        k.wait_for_events(team, "pretrain", "Planned", "Resumed", "SuspendPlanned", "Suspended")
         assert status["progress"]["workSeconds"] > 0, status["progress"]
     finally:
         stop_operator(api, operator)

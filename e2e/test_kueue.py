@@ -321,7 +321,7 @@ def test_a_carbonawarejob_in_a_kueue_queue_is_admitted_by_kueue_never_resumed_by
         started_h = (operator.planning_now() - epoch).total_seconds() / 3600
         assert CLEAN[0][0] - GRID_H <= started_h <= CLEAN[0][1], f"started at {started_h:.2f} h, outside the window"
         assert pods[0].metadata.labels["carbonshift.io/carbonawarejob"] == "queued"
-        wait_until(lambda: "KueueManaged" in k.event_reasons(namespace, "queued"), "the KueueManaged event", 30)
+        k.wait_for_events(namespace, "queued", "KueueManaged")
         k.complete_pods(namespace, "queued")
         wait_until(lambda: k.status(namespace, "queued").get("phase") == "Succeeded", "Succeeded", timeout=60)
         operator.assert_alive()

@@ -73,7 +73,7 @@ def test_suspend_budget_stops_a_job_holds_new_ones_and_releases_them_next_period
         wait_until(lambda: k.job(namespace, "first").spec.suspend is True, "the Job suspended", timeout=20)
         events = [(e.reason, e.message) for e in k.events(namespace, "first")]
         assert proc.planning_now() < midnight, f"suspended within the day, not at its end: {events}"
-        assert "BudgetExhausted" in k.event_reasons(namespace, "first")
+        k.wait_for_events(namespace, "first", "BudgetExhausted")
         # A new job of the team that does not fit what is left is held at admission, not started.
         second = caj_manifest("second", duration="15m", max_delay="20h", gpus=1)
         second["metadata"]["labels"] = {"team": "a"}
@@ -333,6 +333,7 @@ def test_a_jobs_own_cap_holds_it_when_its_projection_exceeds_the_cap(
         assert "projected 0.683 kWh exceeds its cap of 0.5 kWh" in held["message"], held
         wait_until(lambda: k.running_pods(namespace, "within"), "the job within its cap running", timeout=30)
         wait_until(lambda: k.running_pods(namespace, "noted"), "the Notify-capped job running", timeout=30)
+        k.wait_for_events(namespace, "noted", "BudgetExhausted")
         notes = [e.message for e in k.events(namespace, "noted") if e.reason == "BudgetExhausted"]
         assert any("exceeds its cap of 0.5 kWh" in m for m in notes), notes
         assert k.running_pods(namespace, "capped") == [] and k.status(namespace, "capped")["phase"] == "Waiting"

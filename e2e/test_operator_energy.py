@@ -109,6 +109,7 @@ def test_receipt_energy_matches_the_replayed_counter_across_suspend_and_resume(
     assert status["emissionsGrams"] > 0 and status["baselineEmissionsGrams"] > 0
     avoided = status["baselineEmissionsGrams"] - status["emissionsGrams"]
     assert abs(status["avoidedEmissionsGrams"] - avoided) < 0.01
+    k.wait_for_events(namespace, "train", "Receipt")
     receipt = next(e for e in k.events(namespace, "train") if e.reason == "Receipt")
     assert "kWh" in receipt.message and "temporal" in receipt.message and "spatial" in receipt.message
     # train-1 is charged its own pod, train neither train-1's nor the plain pod's; the plain pod is nobody's.

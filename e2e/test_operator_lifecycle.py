@@ -88,7 +88,7 @@ def test_non_interruptible_job_waits_then_runs_in_the_low_carbon_window(
     assert k.pods(namespace, "finetune") == []
     # Before the window: still suspended, no pods.
     assert operator.planning_now() < operator.epoch + timedelta(hours=2.5)
-    assert "Planned" in k.event_reasons(namespace, "finetune")
+    k.wait_for_events(namespace, "finetune", "Planned")
     planned = next(e for e in k.events(namespace, "finetune") if e.reason == "Planned")
     assert planned.message.startswith("Deferred to ")
     assert re.search(r"^Deferred to \S+Z: forecast \d+ g/kWh vs 500 now, saves about [\d.]+ kg", planned.message)
@@ -156,7 +156,7 @@ def test_resumed_job_whose_pods_never_start_says_why_its_deadline_is_at_risk(
     assert "none of its pods is running" in condition["message"]
     assert not k.running_pods(namespace, "stuck")
     assert k.pods(namespace, "stuck"), "the Job controller made no pod"
-    assert wait_until(lambda: "PodsNotRunning" in k.event_reasons(namespace, "stuck"), "the Warning event")
+    k.wait_for_events(namespace, "stuck", "PodsNotRunning")
 
 
 def test_interruptible_job_is_suspended_and_resumed_with_pods_annotated_first(
@@ -206,7 +206,7 @@ def test_interruptible_job_is_suspended_and_resumed_with_pods_annotated_first(
     assert operator.planning_now() >= operator.epoch + timedelta(hours=8.75)
     status = k.status(namespace, "pretrain")
     assert status["suspensions"] == 1
-    assert {"Resumed", "Suspended", "SuspendPlanned"} <= set(k.event_reasons(namespace, "pretrain"))
+    k.wait_for_events(namespace, "pretrain", "Resumed", "Suspended", "SuspendPlanned")
     for event in k.events(namespace, "pretrain"):
         if event.reason in ("Resumed", "Suspended") and event.involved_object.kind == "CarbonAwareJob":
             # decisions made on a trace say so (the Job controller's own "Suspended" is about the Job)

@@ -113,7 +113,7 @@ def test_jobs_are_placed_where_the_planner_says_and_cleaned_up(
         assert condition["reason"] == "NotEnoughGPUs"
         assert local.status(namespace, "huge")["phase"] == "Pending"
         assert local.job(namespace, "huge") is None and far.job(namespace, "huge") is None
-        assert "NotEnoughGPUs" in local.event_reasons(namespace, "huge")
+        local.wait_for_events(namespace, "huge", "NotEnoughGPUs")
 
         # Deleting the CarbonAwareJob deletes its remote Job (the finalizer's work).
         local.custom.delete_namespaced_custom_object(

@@ -161,9 +161,7 @@ def test_a_jobset_template_is_created_suspended_resumed_in_its_window_and_suspen
     custom.patch_namespaced_custom_object_status(*JOBSET[:2], namespace, JOBSET[2], "sweep", {"status": stopped})
     status = wait_until(lambda: (s := k.status(namespace, "sweep")).get("phase") == "Suspended" and s, "Suspended")
     assert status["progress"]["workSeconds"] > 3600, status["progress"]  # two GPUs' pods ran about 2 h
-    reasons = k.event_reasons(namespace, "sweep")
-    for reason in ("JobCreated", "Planned", "Resumed", "SuspendPlanned", "Suspended"):
-        assert reason in reasons, reasons
+    k.wait_for_events(namespace, "sweep", "JobCreated", "Planned", "Resumed", "SuspendPlanned", "Suspended")
     created_event = next(e for e in k.events(namespace, "sweep") if e.reason == "JobCreated")
     assert created_event.message.startswith("Created JobSet sweep (suspended)"), created_event.message
     # The same job replayed through the simulator's closed loop (the same core, trace, forecast model, tick and
@@ -306,7 +304,7 @@ def test_a_workload_ref_to_a_users_job_runs_in_its_window_and_is_charged_its_own
     )
     debug_kwh = exporter.energy_mj(namespace, "theirs-debug") / 3.6e9
     assert debug_kwh > 2 * unseen_kwh, "the plain pod drew energy (charged to nobody)"
-    assert "Receipt" in k.event_reasons(namespace, "drive-theirs")
+    k.wait_for_events(namespace, "drive-theirs", "Receipt")
     # The user's Job is theirs: deleting the CarbonAwareJob leaves it.
     k.custom.delete_namespaced_custom_object("carbonshift.io", "v1alpha1", namespace, "carbonawarejobs", "drive-theirs")
     time.sleep(2)

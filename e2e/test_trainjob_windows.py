@@ -204,9 +204,7 @@ def test_an_adopted_trainjob_runs_in_its_windows_is_suspended_between_them_and_c
     conditions = read(api, team, "trainjobs", "finetune")["status"]["conditions"]
     assert any(c["type"] == "Complete" and c["status"] == "True" for c in conditions), conditions
     assert len(seen) == 2 * NODES and first_run < seen, seen
-    reasons = k.event_reasons(team, "finetune")
-    for reason in ("Planned", "Resumed", "SuspendPlanned", "Suspended", "Receipt"):
-        assert reason in reasons, reasons
+    k.wait_for_events(team, "finetune", "Planned", "Resumed", "SuspendPlanned", "Suspended", "Receipt")
     # Its receipt: its own pods of both runs, as the DCGM stand-in counted them; nobody else's.
     assert status["energySource"] == "dcgm"
     charged = {p["name"] for p in status["energy"]["pods"]}
