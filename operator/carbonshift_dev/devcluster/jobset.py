@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +32,7 @@ import yaml
 
 from carbonshift.adapters.tls import new_bundle
 from carbonshift_dev.devcluster import controllers
-from carbonshift_dev.devcluster.binaries import (
-    INSTALL_COMMAND,
-    MissingBinaryError,
-)
-from carbonshift_dev.devcluster.controllers import pinned_dir
+from carbonshift_dev.devcluster.controllers import RunningManager, pinned_dir, release_version
 from carbonshift_dev.devcluster.processes import ManagedProcess, free_loopback_port
 from carbonshift_dev.devcluster.workload_crds import crd_path
 
@@ -68,14 +63,7 @@ class JobSetInstall:
     version: str
 
 
-@dataclass(frozen=True)
-class JobSet:
-    """A running JobSet controller manager of a dev cluster."""
-
-    process: ManagedProcess
-    webhook_port: int
-    health_port: int
-    install: JobSetInstall
+JobSet = RunningManager[JobSetInstall]  # a running JobSet controller manager of a dev cluster
 
 
 def jobset_dir() -> Path:
@@ -88,11 +76,8 @@ def find_jobset(directory: Path | None = None) -> JobSetInstall:
     present = (webhook / "manifests.yaml").is_file() and all(
         (webhook / "patches" / p).is_file() for p in PATCHES.values()
     )
-    if not (binary.is_file() and os.access(binary, os.X_OK)) or not present:
-        raise MissingBinaryError(f"JobSet not found in {where}: install it with `{INSTALL_COMMAND} jobset`")
-    return JobSetInstall(
-        binary=binary, webhook_dir=webhook, crd=crd_path("JobSet"), version=where.name[len("jobset-") :]
-    )
+    version = release_version(where, binary, present, "JobSet", "jobset")
+    return JobSetInstall(binary=binary, webhook_dir=webhook, crd=crd_path("JobSet"), version=version)
 
 
 def _apply(client: httpx.Client, path: str, obj: dict[str, Any]) -> None:

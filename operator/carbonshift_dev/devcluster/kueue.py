@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -36,10 +35,9 @@ import yaml
 
 from carbonshift_dev.devcluster import controllers
 from carbonshift_dev.devcluster.binaries import (
-    INSTALL_COMMAND,
     MissingBinaryError,
 )
-from carbonshift_dev.devcluster.controllers import pinned_dir
+from carbonshift_dev.devcluster.controllers import RunningManager, pinned_dir, release_version
 from carbonshift_dev.devcluster.processes import ManagedProcess, free_loopback_port
 
 KUEUE_DIR_ENV = "CARBONSHIFT_KUEUE_DIR"
@@ -69,14 +67,7 @@ class KueueInstall:
     version: str
 
 
-@dataclass(frozen=True)
-class Kueue:
-    """A running Kueue manager of a dev cluster."""
-
-    process: ManagedProcess
-    webhook_port: int
-    health_port: int
-    install: KueueInstall
+Kueue = RunningManager[KueueInstall]  # a running Kueue manager of a dev cluster
 
 
 def kueue_dir() -> Path:
@@ -87,9 +78,7 @@ def find_kueue(directory: Path | None = None) -> KueueInstall:
     where = directory or kueue_dir()
     binary, crds = where / "kueue", where / "crd"
     present = (where / "webhook" / "manifests.yaml").is_file() and any(crds.glob("*.yaml"))
-    if not (binary.is_file() and os.access(binary, os.X_OK)) or not present:
-        raise MissingBinaryError(f"Kueue not found in {where}: install it with `{INSTALL_COMMAND} kueue`")
-    version = where.name.removeprefix("kueue-")
+    version = release_version(where, binary, present, "Kueue", "kueue")
     return KueueInstall(binary=binary, crd_dir=crds, version=version)
 
 

@@ -43,11 +43,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from carbonshift_dev.devcluster import controllers
-from carbonshift_dev.devcluster.binaries import (
-    INSTALL_COMMAND,
-    MissingBinaryError,
-)
-from carbonshift_dev.devcluster.controllers import pinned_dir
+from carbonshift_dev.devcluster.controllers import RunningManager, pinned_dir, release_version
 from carbonshift_dev.devcluster.jobset import FIELD_MANAGER, wait_established
 from carbonshift_dev.devcluster.processes import ManagedProcess, free_loopback_port
 from carbonshift_dev.devcluster.workload_crds import crd_path
@@ -81,14 +77,7 @@ class TrainerInstall:
     version: str
 
 
-@dataclass(frozen=True)
-class Trainer:
-    """A running Kubeflow Trainer controller manager of a dev cluster."""
-
-    process: ManagedProcess
-    webhook_port: int
-    health_port: int
-    install: TrainerInstall
+Trainer = RunningManager[TrainerInstall]  # a running Kubeflow Trainer controller manager of a dev cluster
 
 
 def trainer_dir() -> Path:
@@ -98,9 +87,8 @@ def trainer_dir() -> Path:
 def find_trainer(directory: Path | None = None) -> TrainerInstall:
     where = directory or trainer_dir()
     binary, webhook = where / "trainer-controller-manager", where / "webhook"
-    if not (binary.is_file() and os.access(binary, os.X_OK)) or not (webhook / "manifests.yaml").is_file():
-        raise MissingBinaryError(f"Kubeflow Trainer not found in {where}: install it with `{INSTALL_COMMAND} trainer`")
-    return TrainerInstall(binary=binary, webhook_dir=webhook, version=where.name[len("trainer-") :])
+    version = release_version(where, binary, (webhook / "manifests.yaml").is_file(), "Kubeflow Trainer", "trainer")
+    return TrainerInstall(binary=binary, webhook_dir=webhook, version=version)
 
 
 def manager_namespace() -> str:
