@@ -8,12 +8,15 @@
 - `OperatorProcess`: `carbonshift run` in a subprocess, with an accelerated clock whose anchor is fixed, so a
   SIGKILLed and restarted operator continues the same planning time.
 - `write_trace`: a grid trace CSV in the bundled shape, for scenarios with a known low-carbon window.
+- `measured_energy`: the DCGM stand-in on every node (8 GPUs each), the binder that gives pods their GPUs in it, and
+  a real Prometheus scraping it every second: what a test of measured energy and receipts runs beside the operator.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +24,9 @@ from typing import Any, Literal, TypeVar
 
 from kubernetes import client
 
+from carbonshift_dev.devcluster import PrometheusServer
+from carbonshift_dev.devcluster.dcgm import DcgmStandIn
+from carbonshift_dev.devcluster.gpu_binder import GpuBinder
 from carbonshift_dev.devcluster.helm_release import HelmRelease
 from carbonshift_dev.devcluster.operator_process import (
     OPERATOR_NAMESPACE,
@@ -70,6 +76,25 @@ def wait_until(check: Callable[[], T | None], what: str, timeout: float = 60.0, 
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+@contextlib.contextmanager
+def measured_energy(api: client.ApiClient) -> Iterator[tuple[DcgmStandIn, PrometheusServer, GpuBinder]]:
+    """The DCGM stand-in (started 25 s into the H100 trace: training at about 683 W), the GPU binder and a real
+    Prometheus, stopped on the way out whatever happened."""
+    nodes = {n.metadata.name: 8 for n in client.CoreV1Api(api).list_node().items}
+    exporter = DcgmStandIn(nodes, start_offset_seconds=25.0).start()
+    binder = GpuBinder(api, exporter, nodes)
+    binder.start()
+    try:
+        prometheus = PrometheusServer.start([exporter.target])
+        try:
+            yield exporter, prometheus, binder
+        finally:
+            prometheus.stop()
+    finally:
+        binder.halt.set()
+        exporter.stop()
 
 
 def caj_manifest(
@@ -195,6 +220,7 @@ __all__ = [
     "caj_manifest",
     "ensure_namespace",
     "free_port",
+    "measured_energy",
     "operator_kubeconfig",
     "wait_until",
     "write_trace",

@@ -28,7 +28,7 @@ from carbonshift_dev.devcluster import DevCluster, PrometheusServer
 from carbonshift_dev.devcluster.dcgm import DcgmStandIn
 from carbonshift_dev.devcluster.gpu_binder import GpuBinder
 from carbonshift_dev.devcluster.operator_process import OperatorProcess, install_rbac, service_account_kubeconfig
-from e2e.harness import Cluster, free_port, wait_until, write_trace
+from e2e.harness import Cluster, free_port, measured_energy, wait_until, write_trace
 from e2e.test_adoption import (  # noqa: F401 - the module's cluster, api and team fixtures
     api,
     caj,
@@ -93,16 +93,9 @@ def stop_operator(api: client.ApiClient, proc: OperatorProcess) -> None:
 
 @pytest.fixture
 def measured(api: client.ApiClient) -> Iterator[tuple[DcgmStandIn, PrometheusServer, GpuBinder]]:
-    nodes = {n.metadata.name: 8 for n in client.CoreV1Api(api).list_node().items}
-    exporter = DcgmStandIn(nodes, start_offset_seconds=25.0).start()  # training at about 683 W
-    binder = GpuBinder(api, exporter, nodes)
-    binder.start()
-    prometheus = PrometheusServer.start([exporter.target])
-    yield exporter, prometheus, binder
-    binder.halt.set()
-    prometheus.stop()
-    exporter.stop()
-    assert not binder.errors, binder.errors
+    with measured_energy(api) as stack:
+        yield stack
+    assert not stack[2].errors, stack[2].errors
 
 
 def test_an_adopted_job_runs_in_its_window_to_succeeded_and_is_charged_its_own_pods_only(

@@ -30,12 +30,17 @@ from carbonshift.domain.planning.model import Cluster as PlanCluster
 from carbonshift.domain.series import IntensitySeries
 from carbonshift.handlers import translate
 from carbonshift.simulate.closed_loop import LoopSettings, run_job
-from carbonshift_dev.devcluster import PrometheusServer
-from carbonshift_dev.devcluster.dcgm import DcgmStandIn
-from carbonshift_dev.devcluster.gpu_binder import GpuBinder
 from carbonshift_dev.devcluster.testing import install_crds, load_crd_documents
 from carbonshift_dev.devcluster.workload_crds import crd_path
-from e2e.harness import Cluster, OperatorInstall, OperatorProcess, caj_manifest, wait_until, write_trace
+from e2e.harness import (
+    Cluster,
+    OperatorInstall,
+    OperatorProcess,
+    caj_manifest,
+    measured_energy,
+    wait_until,
+    write_trace,
+)
 
 SPEED = 600.0  # planning seconds per wall second: an hour in 6 s
 SLOT = timedelta(minutes=15)
@@ -225,11 +230,8 @@ def test_a_workload_ref_to_a_users_job_runs_in_its_window_and_is_charged_its_own
     tmp_path: Path,
 ) -> None:
     k = Cluster(api_client)
-    nodes = {n.metadata.name: 8 for n in k.core.list_node().items}
-    exporter = DcgmStandIn(nodes, start_offset_seconds=25.0).start()  # training at ~683 W
-    binder = GpuBinder(api_client, exporter, nodes)
-    binder.start()
-    prometheus = PrometheusServer.start([exporter.target])
+    energy = contextlib.ExitStack()  # closed in the finally below
+    exporter, prometheus, binder = energy.enter_context(measured_energy(api_client))
     epoch = datetime.now(UTC).replace(microsecond=0)
     start = epoch - timedelta(hours=1)
     # Clean in [15m, 45m) after the epoch; 60x: the window opens 15 s after the start.
@@ -285,10 +287,8 @@ def test_a_workload_ref_to_a_users_job_runs_in_its_window_and_is_charged_its_own
             lambda: (s := k.status(namespace, "drive-theirs")).get("receiptPosted") and s, "the receipt", timeout=120
         )
     finally:
-        binder.halt.set()
         proc.stop()
-        prometheus.stop()
-        exporter.stop()
+        energy.close()
     assert status["phase"] == "Succeeded", status
     pods = sorted(p.metadata.name for p in job_pods())
     assert pods and all(re.fullmatch(r"theirs-[a-z0-9]{5}", p) for p in pods), pods
