@@ -75,7 +75,8 @@ INTERVAL_SECONDS = float(os.environ.get("CARBONSHIFT_BUDGET_INTERVAL_SECONDS", "
 WRITE_ATTEMPTS = 8  # conflicting writes of one budget before a pass gives up (and the reconcile retries)
 FINISHED = ("Succeeded", "Failed")
 # Until kopf has listed every CarbonAwareJob, a job missing from the mirror may merely be unseen yet: its ledger
-# entries (and reservation) are kept as they are. Deletions and relabels are recorded as they happen anyway.
+# entries (and reservation) are kept as they are (`mirror_complete`). Deletions and relabels are recorded as they
+# happen anyway.
 SETTLE_SECONDS = float(os.environ.get("CARBONSHIFT_BUDGET_SETTLE_SECONDS", "30"))
 STARTED = time.monotonic()
 
@@ -552,6 +553,29 @@ def selected_records(spec: BudgetSpec, selector: LabelSelector) -> list[JobRecor
     ]
 
 
+async def mirror_complete(key: tuple[str, str]) -> bool:
+    """Whether the ledger's active jobs that the mirror does not hold are really gone, so `sync` may end their
+    reservations. Not before SETTLE_SECONDS after the start; and not while one of them still exists in the API
+    with the same UID (the mirror has not seen it yet: kopf lists the jobs after it starts, which took longer than
+    the settle time on a loaded machine, and ending an admitted job's reservation then let one more job in than the
+    budget held). Each absent entry is looked up once: a job found gone is inactive after this pass's sync."""
+    if time.monotonic() - STARTED <= SETTLE_SECONDS:
+        return False
+    seen = {info.uid for info in MIRROR.jobs.values()}
+    ledger = ledger_from_wire((await _current(key)).get("status"))
+    for name, uid in sorted({(e.job, e.uid) for e in ledger.entries if e.active and e.uid not in seen}):
+        try:
+            body = await _api(_custom().get_namespaced_custom_object, GROUP, VERSION, key[0], CAJ_PLURAL, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                continue
+            raise
+        if (body.get("metadata") or {}).get("uid") == uid:
+            log.debug("EnergyBudget %s/%s: job %s not seen yet; its reservation is kept", *key, name)
+            return False
+    return True
+
+
 @kopf.timer(GROUP, VERSION, PLURAL, interval=INTERVAL_SECONDS, initial_delay=0.5)
 async def refresh_budget(body: kopf.Body, name: str | None, namespace: str | None, **_: Any) -> None:
     key = (namespace or "", name or "")
@@ -562,11 +586,12 @@ async def refresh_budget(body: kopf.Body, name: str | None, namespace: str | Non
     spec, selector = entry
     at = now()
     records = selected_records(spec, selector)
+    complete = await mirror_complete(key)
     outcome: dict[str, Any] = {}
 
     def change(current: dict[str, Any]) -> dict[str, Any] | None:
         old = dict(current.get("status") or {})
-        ledger = sync(spec, ledger_from_wire(old), records, at, complete=time.monotonic() - STARTED > SETTLE_SECONDS)
+        ledger = sync(spec, ledger_from_wire(old), records, at, complete=complete)
         state = evaluate(spec, [JobUsage(spec.namespace, "ledger", {}, tuple(used_chunks(ledger)))], at)
         fields = status_fields(spec, state, ledger)
         conditions = [Condition.model_validate(c) for c in old.get("conditions") or []]
