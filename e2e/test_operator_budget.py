@@ -194,7 +194,13 @@ def test_a_burst_is_admitted_up_to_the_budget_and_its_usage_survives_deletes_rel
         while time.monotonic() < end:
             drive()
             time.sleep(0.3)
-        assert len(ran) == 5, f"jobs that ran: {sorted(ran)}"
+        if len(ran) != 5:  # a rare flake (6 once in many runs, not yet explained): say everything that decides it
+            ledger = budget_status(k, namespace, "burst-cap")
+            jobs = {
+                n: {f: k.status(namespace, n).get(f) for f in ("phase", "runSeconds", "energyKWh", "suspensions")}
+                for n in sorted(ran)
+            }
+            raise AssertionError(f"jobs that ran: {sorted(ran)}; their status {jobs}; the budget {ledger}")
 
         def synced() -> dict[str, Any] | None:
             s = budget_status(k, namespace, "burst-cap")
