@@ -6,9 +6,11 @@ Each pass (`reconcile`):
    spec.template or named by spec.workloadRef; read only through the workload interface, adapters/workloads) in the
    cluster it is placed in, the GPUs it holds at once (`gpu_demand()`), the candidate clusters (largest node, free
    GPUs, the other jobs' GPU reservations) and fresh forecasts (cached by the providers);
-2. call the decision core (`domain.core.reconcile`): node fit, progress, the committed plan, DeadlineAtRisk, and
-   create / resume / announce / suspend; then the rules around it: EnergyBudget admission and holds (their ledgers
-   are written before a resume), and the Kueue guard (a Kueue-managed Job is never resumed or suspended here);
+2. call the decision core (`domain.core.reconcile`): node fit, progress, the committed plan, DeadlineAtRisk, the
+   EnergyBudgets' admission or hold (on the ledgers of the budgets that select the job, read under their locks; the
+   admission the core makes is written into them before anything is acted on, and decided again on a conflicting
+   write), and create / resume / announce / suspend; then the Kueue guard (a Kueue-managed Job is never resumed or
+   suspended here);
 3. act on the workload in the order that keeps accounting safe if the operator dies between two steps (placement before
    creation, status before a resume or a suspension: a crash may only under-count work, which makes the deadline
    safer, never later);
@@ -54,12 +56,13 @@ from carbonshift.domain.accounting import (
     wall_to_utc,
     work_from_annotations,
 )
+from carbonshift.domain.budgets import BudgetFacts, BudgetSpec, BudgetVerdict, Ledger
 from carbonshift.domain.core import AtRisk, CoreSettings, CoreStatus, Outcome, Snapshot, pods_rate
 from carbonshift.domain.core import observe as core_observe
 from carbonshift.domain.core import reconcile as core_reconcile
 from carbonshift.domain.kueue import kueue_managed
 from carbonshift.domain.lifecycle import Decision, Observed, Phase
-from carbonshift.domain.planning.model import Cluster, Plan, RunWindow
+from carbonshift.domain.planning.model import Cluster, Plan
 from carbonshift.domain.planning.model import Reason as PlanReason
 from carbonshift.domain.planning.signals import one_signal
 from carbonshift.domain.series import IntensitySeries
@@ -72,7 +75,7 @@ from carbonshift.handlers.energy import (
     receipt_message,
     update_energy,
 )
-from carbonshift.handlers.energybudget import budget_admission
+from carbonshift.handlers.energybudget import decide_and_record, job_cap, job_usage, selecting
 from carbonshift.handlers.state import LOCAL, OperatorState, current
 
 log = logging.getLogger(__name__)
@@ -368,11 +371,27 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         largest_node_gpus={e.name: e.largest_node_gpus for e in entries},
     )
 
-    # 2. The decision core: progress, the (committed) plan, and what to do.
+    labels = dict(caj.metadata.labels)
+    uid = str(tick.meta.get("uid") or "")
+    # The job's usage so far as this pass reports it (a running chunk's energy ends at this pass), its cap, PUEs.
+    reported = {**tick.status, "plan": {"computedAt": translate.iso(tick.now)}}
+    usage = job_usage(tick.namespace, tick.name, labels, reported)
+    facts = BudgetFacts(uid, (), job_cap(caj), usage.chunks, {e.name: e.pue for e in state.entries()},
+                        state.settings.pue)  # fmt: skip
+
+    # 2. The decision core: progress, the (committed) plan, the budgets' verdict, and what to do. The budgets that
+    # select the job are read (under their locks) and the admission the core makes is recorded in them first.
     settings = core_settings(state)
-    with metrics.PLANNER_SECONDS.time():
-        available = {e.name: (e.free_gpus or 0) + e.carbonshift_gpus for e in entries}
-        outcome = reconcile_around_others(state, key, snapshot, available, settings)
+    available = {e.name: (e.free_gpus or 0) + e.carbonshift_gpus for e in entries}
+
+    def decide(budgets: list[tuple[BudgetSpec, Ledger]]) -> Outcome:
+        with metrics.PLANNER_SECONDS.time():
+            seen = dataclasses.replace(snapshot, budget=dataclasses.replace(facts, budgets=tuple(budgets)))
+            return reconcile_around_others(state, key, seen, available, settings)
+
+    outcome = await decide_and_record(
+        selecting(tick.namespace, labels), uid, decide, lambda o: o.budget.admission if o.budget else None
+    )
     if outcome.at_risk == AtRisk.NO_NODE_FITS:  # the core's node fit: no allowed cluster has a node large enough
         tick.condition(ConditionType.DEADLINE_AT_RISK, True, Reason.NOT_ENOUGH_GPUS, outcome.why, event="Warning")
         tick.status["phase"] = Phase.PENDING
@@ -384,29 +403,20 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     if plan is not None:
         report_plan(tick, plan, provider, signal, degraded, forecasts, pods_waiting=running and not working,
                     at_risk=outcome.at_risk, note=choice.note)  # fmt: skip
+    if outcome.budget is not None:
+        report_budget(tick, outcome.budget)
     decision = Decision(
         outcome.resume, outcome.suspend, outcome.announce_suspend_at, outcome.phase, outcome.transition_at, outcome.why
     )
     new = outcome.status
-    if plan is not None:
-        # An overrunning job's remaining time is a guess (the core plans as long again as it has overrun): budgets
-        # admit it one minimum chunk at a time rather than hold it for ever on a guess larger than their limit.
-        budgeted = plan
-        if outcome.at_risk == AtRisk.OVERRUN and plan.windows:
-            w = plan.windows[0]
-            end = min(w.end, max(w.start, tick.now) + settings.overrun_floor)
-            budgeted = dataclasses.replace(plan, windows=(RunWindow(w.start, end, w.mean_g_per_kwh),))
-        decision = await apply_budget(tick, decision, budgeted, caj, running, forecasts, needs.gpus)
-    budget_held = outcome.resume and not decision.resume
+    budget_held = outcome.budget_held
     if job is not None and kueue_managed(job.get("metadata") or {}) and (decision.resume or decision.suspend):
         # Never both: Kueue owns this Job's suspend field (docs/kueue.md); the carbon-window check times it.
         tick.event("Normal", "KueueManaged", f"not {'resuming' if decision.resume else 'suspending'}: Kueue admits it")
         decision = dataclasses.replace(decision, resume=False, suspend=False, annotate_suspend_at=None)
-    if outcome.resume and not decision.resume:  # held (budget, Kueue): no chunk began
+    if outcome.resume and not decision.resume:  # held by Kueue: no chunk began
         new = dataclasses.replace(new, progress=observed_progress, phase=decision.phase, suspend_at=None,
                                   announced_at=None)  # fmt: skip
-    if decision.suspend and not outcome.suspend:  # suspended by a budget, unannounced
-        new = dataclasses.replace(new, phase=Phase.SUSPENDED, suspend_at=None, announced_at=None)
     if decision.annotate_suspend_at is None and outcome.announce_suspend_at is not None:
         new = dataclasses.replace(new, suspend_at=None, announced_at=None)
     store_core_status(tick, new, finished=finished, suspended=decision.suspend)
@@ -558,41 +568,20 @@ def store_core_status(tick: Tick, new: CoreStatus, *, finished: bool, suspended:
     tick.status.setdefault("suspensions", 0)
 
 
-async def apply_budget(
-    tick: Tick,
-    decision: Decision,
-    plan: Plan,
-    caj: CarbonAwareJob,
-    running: bool,
-    forecasts: dict[str, Any],
-    gpus: int,
-) -> Decision:
-    """EnergyBudgets and the job's cap admit a (re)start or hold it; an interruptible job may be suspended; never
-    silently. An admission is recorded in the budgets' status before the Job is resumed."""
-    if decision.phase in (Phase.SUCCEEDED, Phase.FAILED):
-        return decision
-    series = forecasts.get(plan.zone) if plan.zone else None
-    g_now = series.at(tick.now) if series is not None else None
-    pue = zone_and_pue(tick.state, plan.cluster)[1] if plan.cluster else tick.state.settings.pue
-    hold = await budget_admission(
-        tick, caj, plan, resuming=decision.resume, running=running, g_per_kwh=g_now, pue=pue, gpus=gpus
-    )
-    if hold is None:
+def report_budget(tick: Tick, verdict: BudgetVerdict) -> None:
+    """The budgets' verdict, never silent: the limits an admission went over that hold no job (an Event each), the
+    BudgetHeld condition, and DeadlineAtRisk when the hold outlasts the latest safe start."""
+    for note in verdict.notes:
+        tick.event("Warning", Reason.BUDGET_EXHAUSTED, f"admitted over a limit that does not hold jobs: {note}")
+    if verdict.hold is None:
         tick.condition(ConditionType.BUDGET_HELD, False, Reason.WITHIN_BUDGET, "no EnergyBudget holds this job")
-        return decision
-    until = translate.iso(hold.until) if hold.until else "the grid is below the budget's intensity limit"
-    message = f"held by EnergyBudget {hold.budget}: {hold.reason}; until {until}"
-    tick.condition(ConditionType.BUDGET_HELD, True, Reason.BUDGET_EXHAUSTED, message, event="Warning")
-    if hold.until is None or hold.until > plan.latest_safe_start:
-        # The budget wins over the deadline, and says so.
+        return
+    tick.condition(ConditionType.BUDGET_HELD, True, Reason.BUDGET_EXHAUSTED, verdict.message, event="Warning")
+    if verdict.deadline_at_risk:  # the budget wins over the deadline, and says so
         tick.condition(
             ConditionType.DEADLINE_AT_RISK, True, Reason.BUDGET_EXHAUSTED,
-            f"the deadline cannot be kept while {message}", event="Warning",
+            f"the deadline cannot be kept while {verdict.message}", event="Warning",
         )  # fmt: skip
-    if running and not (hold.suspend_running and caj.spec.interruptible):
-        return decision  # a running job that cannot be suspended finishes
-    phase = Phase.SUSPENDED if running or decision.phase is Phase.SUSPENDED else Phase.WAITING
-    return Decision(False, running, None, phase, hold.until, message)
 
 
 async def act(tick: Tick, decision: Decision, observed: Observed, client: WorkloadClient, workload: Workload) -> None:
