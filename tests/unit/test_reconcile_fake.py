@@ -440,21 +440,23 @@ async def test_a_change_of_a_referenced_workload_wakes_the_carbonawarejob_that_d
 
 
 def test_a_deferral_that_saves_nothing_is_not_kept_as_a_commitment() -> None:
-    """Deferred only because others held the GPUs (planned emissions not below running at once): re-planned each
-    pass, so the job starts once the GPUs are free; a deferral that saves carbon stays committed."""
+    """Deferred only because others held the GPUs (planned emissions not below running at once): the handler reads
+    the gain the status's plan reported into the core's commitment, and the core's rule drops it (re-planned each
+    pass, so the job starts once the GPUs are free); a deferral that saves carbon stays committed."""
     from carbonshift.api.carbonawarejob import CarbonAwareJobStatus
-    from carbonshift.domain.core import Commitment, CoreStatus
-    from carbonshift.domain.planning.model import RunWindow
+    from carbonshift.domain.core import deferred_for_capacity_only
 
-    later = Commitment((RunWindow(T0 + timedelta(hours=1), T0 + timedelta(hours=3), 300.0),), LOCAL, ZONE, T0)
-    core = CoreStatus(commitment=later)
+    def status(planned: float | None, at_once: float | None) -> CarbonAwareJobStatus:
+        later = {"start": "2026-03-02T01:00:00Z", "end": "2026-03-02T03:00:00Z", "gPerKWh": 300.0}
+        commitment = {"windows": [later], "cluster": LOCAL, "zone": ZONE, "madeAt": "2026-03-02T00:00:00Z"}
+        plan = {"plannedEmissionsGrams": planned, "runNowEmissionsGrams": at_once}
+        return CarbonAwareJobStatus.model_validate({"plan": plan, "commitment": commitment})
 
-    def status(planned: float, at_once: float) -> CarbonAwareJobStatus:
-        return CarbonAwareJobStatus.model_validate(
-            {"plan": {"plannedEmissionsGrams": planned, "runNowEmissionsGrams": at_once}}
-        )
-
-    assert handler.deferred_for_capacity_only(status(100.0, 100.0), core, T0)
-    assert not handler.deferred_for_capacity_only(status(60.0, 100.0), core, T0)
-    assert not handler.deferred_for_capacity_only(status(100.0, 100.0), core, T0 + timedelta(hours=1))  # running
-    assert not handler.deferred_for_capacity_only(status(100.0, 100.0), CoreStatus(), T0)
+    core = handler.core_status(status(100.0, 100.0), T0)
+    assert core.commitment is not None
+    assert (core.commitment.planned_grams, core.commitment.run_now_grams) == (100.0, 100.0)
+    assert deferred_for_capacity_only(core.commitment, T0)
+    assert not deferred_for_capacity_only(handler.core_status(status(60.0, 100.0), T0).commitment, T0)
+    assert not deferred_for_capacity_only(core.commitment, T0 + timedelta(hours=1))  # running
+    assert not deferred_for_capacity_only(handler.core_status(status(None, None), T0).commitment, T0)  # not known
+    assert handler.core_status(None, T0).commitment is None

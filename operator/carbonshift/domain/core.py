@@ -118,6 +118,11 @@ class Commitment:
     # The forecasts the plan was made on (in memory only; a restarted operator re-plans once): a later forecast
     # that says the same for every slot they share changes nothing, and the plan is not recomputed.
     forecasts: Mapping[str, IntensitySeries | None] = field(default_factory=dict, compare=False)
+    # The forecast gain the plan last reported on this commitment promised: its emissions, and running at once's
+    # (the status's plan.plannedEmissionsGrams / runNowEmissionsGrams; NaN: not known). See
+    # `deferred_for_capacity_only`.
+    planned_grams: float = field(default=math.nan, compare=False)
+    run_now_grams: float = field(default=math.nan, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,6 +458,17 @@ def _committed_plan(commitment: Commitment, template: Plan, now: datetime) -> Pl
     return replace(template, windows=windows, cluster=commitment.cluster or template.cluster, zone=commitment.zone)
 
 
+def deferred_for_capacity_only(commitment: Commitment | None, now: datetime) -> bool:
+    """Whether the committed plan defers the job without saving anything (the forecast emissions its last plan
+    reported are not below running at once): then only the GPUs other work held made it wait, and it is not kept
+    as a commitment (the core re-plans, and the job starts as soon as the GPUs are free). Kept, such a plan held a
+    job an hour past the moment its cluster emptied, for no carbon gain (e2e/test_operator_budget.py, after a
+    burst). A gain not known (NaN) keeps the commitment."""
+    if commitment is None or not commitment.windows or commitment.windows[0].start <= now:
+        return False
+    return commitment.planned_grams >= commitment.run_now_grams
+
+
 # -- the pass -------------------------------------------------------------------------------------------------
 
 
@@ -473,6 +489,8 @@ def reconcile(snapshot: Snapshot, settings: CoreSettings = CoreSettings()) -> Ou
     """One reconcile pass: progress, plan (committed), and the action, as described in the module doc."""
     needs, observed, now = snapshot.job, snapshot.observed, snapshot.now
     status = snapshot.status
+    if deferred_for_capacity_only(status.commitment, now):
+        status = replace(status, commitment=None)
     if not observed.exists:  # node fit decides where a workload may be created; one that exists is where it is
         fitting, unfit = node_fit(snapshot)
         if unfit is not None:
@@ -539,6 +557,8 @@ def reconcile(snapshot: Snapshot, settings: CoreSettings = CoreSettings()) -> Ou
         plan = _committed_plan(commitment, template, now)
     else:
         plan, commitment, replanned = _replan(snapshot, job, commitment, key, running, progress, settings, overhead)
+        if commitment is not None:  # the gain this plan reports (a commitment kept unplanned keeps the last one)
+            commitment = replace(commitment, planned_grams=plan.planned_grams, run_now_grams=plan.baseline_grams)
     if plan.reason in (Reason.INFEASIBLE_DEADLINE, Reason.DEADLINE_PASSED) and at_risk is None:
         at_risk = AtRisk.INFEASIBLE if plan.reason is Reason.INFEASIBLE_DEADLINE else AtRisk.DEADLINE_PASSED
     if plan.reason is Reason.NO_CAPACITY and at_risk is None:

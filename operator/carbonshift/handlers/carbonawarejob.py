@@ -306,9 +306,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     key = (tick.namespace, tick.name)
     watching_since = state.watching.setdefault(key, tick.now)
     needs = translate.job_needs(tick.name, spec, deadline, gpus=max(demand.total, 1))
-    before = translate.core_status(caj.status or CarbonAwareJobStatus(), tick.now)
-    if deferred_for_capacity_only(caj.status, before, tick.now):
-        before = dataclasses.replace(before, commitment=None)
+    before = core_status(caj.status, tick.now)
     finished = observed.complete or observed.failed
     running = observed.exists and not observed.suspended and not finished
     working = running and observed.ready_pods > 0
@@ -495,17 +493,20 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     return outcome.next_wake or tick.now + state.settings.tick
 
 
-def deferred_for_capacity_only(status: CarbonAwareJobStatus | None, core: CoreStatus, now: datetime) -> bool:
-    """Whether the committed plan defers the job without saving anything (its forecast emissions are not below
-    running at once): then only the GPUs other work held made it wait, and it is not kept as a commitment (the
-    core re-plans, and the job starts as soon as the GPUs are free). Kept, such a plan held a job an hour past the
-    moment its cluster emptied, for no carbon gain (e2e/test_operator_budget.py, after a burst)."""
+def core_status(status: CarbonAwareJobStatus | None, now: datetime) -> CoreStatus:
+    """The core's status from the CarbonAwareJob's, its commitment with the gain the last plan reported (the
+    core's `deferred_for_capacity_only` reads it)."""
+    core = translate.core_status(status or CarbonAwareJobStatus(), now)
     plan = status.plan if status is not None else None
-    commitment = core.commitment
-    if plan is None or commitment is None or not commitment.windows or commitment.windows[0].start <= now:
-        return False
+    if core.commitment is None or plan is None:
+        return core
     planned, at_once = plan.planned_emissions_grams, plan.run_now_emissions_grams
-    return planned is not None and at_once is not None and planned >= at_once
+    commitment = dataclasses.replace(
+        core.commitment,
+        planned_grams=math.nan if planned is None else planned,
+        run_now_grams=math.nan if at_once is None else at_once,
+    )
+    return dataclasses.replace(core, commitment=commitment)
 
 
 def core_settings(state: OperatorState) -> CoreSettings:
