@@ -460,3 +460,80 @@ def test_a_deferral_that_saves_nothing_is_not_kept_as_a_commitment() -> None:
     assert not deferred_for_capacity_only(core.commitment, T0 + timedelta(hours=1))  # running
     assert not deferred_for_capacity_only(handler.core_status(status(None, None), T0).commitment, T0)  # not known
     assert handler.core_status(None, T0).commitment is None
+
+
+def budget_cluster(
+    cluster: tuple[OperatorState, FakeKube, list[tuple[str, str, str]]], monkeypatch: pytest.MonkeyPatch, kwh: float
+) -> None:
+    """A Daily Suspend EnergyBudget of `kwh` selecting the job (team=a), known to the budget handlers' mirror; its
+    status writes land in the fake cluster's record of writes, in order with the Job's."""
+    from carbonshift.handlers import energybudget as eb
+
+    _, kube, _ = cluster
+    monkeypatch.setattr(eb, "MIRROR", eb.Mirror({}, {}))
+    spec = {"period": "Daily", "limits": {"energyKWh": kwh}, "action": "Suspend",
+            "selector": {"matchLabels": {"team": "a"}}}  # fmt: skip
+    key = ("team", "cap")
+    eb.MIRROR.budgets[key] = eb.budget_spec("team", "cap", spec)
+    eb.MIRROR.bodies[key] = {"metadata": {"namespace": "team", "name": "cap", "resourceVersion": "1"},
+                             "spec": spec, "status": {}}  # fmt: skip
+
+    async def write(key: tuple[str, str], body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        kube.writes.append((kube.clock.now(), "budget", copy.deepcopy(status)))
+        new = copy.deepcopy(body)
+        new["status"] = {**(new.get("status") or {}), **status}
+        new["metadata"]["resourceVersion"] = str(int(new["metadata"]["resourceVersion"]) + 1)
+        eb.MIRROR.bodies[key] = new
+        return new
+
+    monkeypatch.setattr(eb, "_write", write)
+    kube.caj["metadata"]["labels"] = {"team": "a"}
+
+
+async def test_an_admission_is_recorded_in_the_budget_before_the_job_is_resumed(
+    cluster: tuple[OperatorState, FakeKube, list[tuple[str, str, str]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The core admits the resume (its 3 h x 2 GPUs x 683 W fit 10 kWh); the handler writes the job's reservation
+    into the budget's ledger, then resumes the Job (a crash between leaves a reservation, never a Job running
+    unaccounted)."""
+    state, kube, _ = cluster
+    budget_cluster(cluster, monkeypatch, 10.0)
+    t = T0 + timedelta(seconds=7)
+    while t < T0 + timedelta(hours=3) and not any(k == "resume" for _, k, _ in kube.writes):
+        await run_pass(state, kube, t)
+        t += timedelta(minutes=5)
+    kinds = [k for _, k, _ in kube.writes]
+    assert "resume" in kinds, kinds
+    assert "budget" in kinds and kinds.index("budget") < kinds.index("resume"), kinds
+    ledger = next(v for _, k, v in kube.writes if k == "budget")["ledger"]
+    mine = [e for e in ledger if e["uid"] == "caj-uid"]
+    assert mine and sum(e["reservedKWh"] for e in mine) == pytest.approx(3 * 2 * 0.683, rel=0.01), ledger
+    held = next(c for c in kube.caj["status"]["conditions"] if c["type"] == "BudgetHeld")
+    assert (held["status"], held["reason"]) == ("False", "WithinBudget")
+
+
+async def test_a_start_the_budget_cannot_hold_is_held_waiting_and_the_deadline_said_at_risk(
+    cluster: tuple[OperatorState, FakeKube, list[tuple[str, str, str]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1 kWh left today, 4.1 kWh asked: held at admission until the period ends (midnight), after the latest safe
+    start (deadline 12:00): Waiting, BudgetHeld and DeadlineAtRisk BudgetExhausted, never resumed, no chunk begun,
+    and no GPUs reserved for the others' plans."""
+    state, kube, events = cluster
+    budget_cluster(cluster, monkeypatch, 1.0)
+    t = T0 + timedelta(seconds=7)
+    while t < T0 + timedelta(hours=3):
+        await run_pass(state, kube, t)
+        t += timedelta(minutes=5)
+    assert not any(k == "resume" for _, k, _ in kube.writes), kube.writes
+    status = kube.caj["status"]
+    conditions = {c["type"]: c for c in status["conditions"]}
+    held = conditions["BudgetHeld"]
+    assert (held["status"], held["reason"]) == ("True", "BudgetExhausted") and "team/cap" in held["message"]
+    at_risk = conditions["DeadlineAtRisk"]
+    assert (at_risk["status"], at_risk["reason"]) == ("True", "BudgetExhausted"), at_risk
+    assert status["phase"] == "Waiting" and status["nextTransitionTime"] == "2026-03-03T00:00:00Z"
+    assert status["progress"].get("chunkStartedAt") is None
+    # Said once each (BudgetHeld, DeadlineAtRisk), not on every pass.
+    assert [e[1] for e in events].count("BudgetExhausted") == 2, "\n".join(str(e) for e in events)
+    assert state.reservations.free_by_slot(("x", "y"), LOCAL, 16, T0 + timedelta(hours=3), timedelta(minutes=5),
+                                           12) == (16,) * 12  # fmt: skip

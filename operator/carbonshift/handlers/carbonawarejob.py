@@ -400,7 +400,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     observed_progress = core_observe(before.progress, observed, tick.now, needs, settings, watching_since)
     if plan is not None:
         report_plan(tick, plan, provider, signal, degraded, forecasts, pods_waiting=running and not working,
-                    at_risk=outcome.at_risk, note=choice.note)  # fmt: skip
+                    at_risk=outcome.at_risk, note=choice.note, budget=outcome.budget)  # fmt: skip
     if outcome.budget is not None:
         report_budget(tick, outcome.budget)
     decision = Decision(
@@ -570,19 +570,14 @@ def store_core_status(tick: Tick, new: CoreStatus, *, finished: bool, suspended:
 
 
 def report_budget(tick: Tick, verdict: BudgetVerdict) -> None:
-    """The budgets' verdict, never silent: the limits an admission went over that hold no job (an Event each), the
-    BudgetHeld condition, and DeadlineAtRisk when the hold outlasts the latest safe start."""
+    """The budgets' verdict, never silent: the limits an admission went over that hold no job (an Event each) and
+    the BudgetHeld condition (DeadlineAtRisk, when the hold outlasts the latest safe start, is said with the plan)."""
     for note in verdict.notes:
         tick.event("Warning", Reason.BUDGET_EXHAUSTED, f"admitted over a limit that does not hold jobs: {note}")
     if verdict.hold is None:
         tick.condition(ConditionType.BUDGET_HELD, False, Reason.WITHIN_BUDGET, "no EnergyBudget holds this job")
         return
     tick.condition(ConditionType.BUDGET_HELD, True, Reason.BUDGET_EXHAUSTED, verdict.message, event="Warning")
-    if verdict.deadline_at_risk:  # the budget wins over the deadline, and says so
-        tick.condition(
-            ConditionType.DEADLINE_AT_RISK, True, Reason.BUDGET_EXHAUSTED,
-            f"the deadline cannot be kept while {verdict.message}", event="Warning",
-        )  # fmt: skip
 
 
 async def act(tick: Tick, decision: Decision, observed: Observed, client: WorkloadClient, workload: Workload) -> None:
@@ -766,10 +761,12 @@ def report_plan(
     pods_waiting: bool = False,
     at_risk: str | None = None,
     note: str | None = None,
+    budget: BudgetVerdict | None = None,
 ) -> None:
     """`pods_waiting`: the Job is resumed but none of its pods runs yet, so no run time accrues. `at_risk`: the
     decision core's DeadlineAtRisk reason (an overrun is one the plan alone does not show). `note`: said with the
-    plan (zones left out of the ranking for their signal)."""
+    plan (zones left out of the ranking for their signal). `budget`: the budgets' verdict (a hold that outlasts the
+    latest safe start wins over the plan's say on the deadline)."""
     series = forecasts.get(plan.zone) if plan.zone else None
     now_g = series.at(tick.now) if series is not None else None
     old_start = ((tick.old_status.get("plan") or {}).get("windows") or [{}])[0].get("start")
@@ -785,7 +782,12 @@ def report_plan(
     if plan.windows and (old_start is None or (deferred and moved)):
         tick.event("Normal", "Planned", summary)
     at_risk = CORE_AT_RISK.get(at_risk or "") or AT_RISK.get(plan.reason)
-    if at_risk == Reason.OVERRUN:
+    if budget is not None and budget.deadline_at_risk:  # the budget wins over the deadline, and says so
+        tick.condition(
+            ConditionType.DEADLINE_AT_RISK, True, Reason.BUDGET_EXHAUSTED,
+            f"the deadline cannot be kept while {budget.message}", event="Warning",
+        )  # fmt: skip
+    elif at_risk == Reason.OVERRUN:
         message = (
             "the Job has done its whole spec.duration of work but has not completed (the duration was "
             f"underestimated): it keeps running and keeps its GPUs; {summary}"
