@@ -537,3 +537,20 @@ async def test_a_start_the_budget_cannot_hold_is_held_waiting_and_the_deadline_s
     assert [e[1] for e in events].count("BudgetExhausted") == 2, "\n".join(str(e) for e in events)
     assert state.reservations.free_by_slot(("x", "y"), LOCAL, 16, T0 + timedelta(hours=3), timedelta(minutes=5),
                                            12) == (16,) * 12  # fmt: skip
+
+
+async def test_the_chunk_a_resume_begins_is_in_status_before_the_job_is_resumed(
+    cluster: tuple[OperatorState, FakeKube, list[tuple[str, str, str]]],
+) -> None:
+    """Crash-safe order: the core's typed status (the chunk's start, which pays the overhead) is written, in its
+    wire form, by the flush before the resume; the pass's last flush writes no other core fields."""
+    state, kube, _ = cluster
+    t = T0 + timedelta(seconds=7)
+    while not any(k == "resume" for _, k, _ in kube.writes):
+        await run_pass(state, kube, t)
+        t += timedelta(minutes=5)
+    at, index = next((w, i) for i, (w, k, _) in enumerate(kube.writes) if k == "resume")
+    before = [v for w, k, v in kube.writes[:index] if k == "status"][-1]
+    assert before["phase"] == "Running" and parse_time(before["progress"]["chunkStartedAt"]) == at, before
+    after = [v for w, k, v in kube.writes[index:] if k == "status"]
+    assert after and all(v["progress"] == before["progress"] for v in after), after

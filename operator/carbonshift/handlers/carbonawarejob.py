@@ -194,7 +194,12 @@ class Tick:
         self.name: str = self.meta["name"]
         self.generation = int(self.meta.get("generation", 0))
         self.old_status: dict[str, Any] = dict(body.get("status") or {})
+        # The fields not typed yet, as on the wire (handlers/energy.py and validation.py read and write them by key).
         self.status: dict[str, Any] = dict(self.old_status)
+        # The decision core's status, typed (None until this pass has decided): its wire form (progress, commitment,
+        # suspendAt, suspendAnnouncedAt) is written once, in flush.
+        self.core: CoreStatus | None = None
+        self._core_written: CoreStatus | None = None
         self.conditions = [Condition.model_validate(c) for c in self.old_status.get("conditions") or []]
         self.now = state.clock.now()
         self.events: list[tuple[str, str, str]] = []
@@ -212,6 +217,13 @@ class Tick:
         self.events.append((kind, reason, message))
 
     async def flush(self) -> None:
+        if self.core is not None and self.core is not self._core_written:
+            for field_name, value in translate.core_status_wire(self.core).items():
+                if value is None:
+                    self.status.pop(field_name, None)
+                else:
+                    self.status[field_name] = value
+            self._core_written = self.core
         self.status["conditions"] = [c.model_dump(mode="json", by_alias=True) for c in self.conditions]
         self.status["observedGeneration"] = self.generation
         # What we send must be what the CRD accepts: a typo here fails in tests, not in the API server.
@@ -548,13 +560,9 @@ def reconcile_around_others(
 
 
 def store_core_status(tick: Tick, new: CoreStatus, *, finished: bool, suspended: bool) -> None:
-    """The core's status into the CarbonAwareJob's, and the run-time fields written before the core
+    """The core's status (typed, written by flush), and the run-time fields written before the core
     (`runSeconds`: run time of the closed stretches, `runningSince` while pods run, `suspensions`)."""
-    for field_name, value in translate.core_status_wire(new).items():
-        if value is None:
-            tick.status.pop(field_name, None)
-        else:
-            tick.status[field_name] = value
+    tick.core = new
     progress = new.progress
     since = parse_time(tick.old_status.get("runningSince"))
     pods_run = progress.rate > 0 and not finished and not suspended
