@@ -440,21 +440,117 @@ async def test_a_change_of_a_referenced_workload_wakes_the_carbonawarejob_that_d
 
 
 def test_a_deferral_that_saves_nothing_is_not_kept_as_a_commitment() -> None:
-    """Deferred only because others held the GPUs (planned emissions not below running at once): re-planned each
-    pass, so the job starts once the GPUs are free; a deferral that saves carbon stays committed."""
+    """Deferred only because others held the GPUs (planned emissions not below running at once): the handler reads
+    the gain the status's plan reported into the core's commitment, and the core's rule drops it (re-planned each
+    pass, so the job starts once the GPUs are free); a deferral that saves carbon stays committed."""
     from carbonshift.api.carbonawarejob import CarbonAwareJobStatus
-    from carbonshift.domain.core import Commitment, CoreStatus
-    from carbonshift.domain.planning.model import RunWindow
+    from carbonshift.domain.core import deferred_for_capacity_only
 
-    later = Commitment((RunWindow(T0 + timedelta(hours=1), T0 + timedelta(hours=3), 300.0),), LOCAL, ZONE, T0)
-    core = CoreStatus(commitment=later)
+    def status(planned: float | None, at_once: float | None) -> CarbonAwareJobStatus:
+        later = {"start": "2026-03-02T01:00:00Z", "end": "2026-03-02T03:00:00Z", "gPerKWh": 300.0}
+        commitment = {"windows": [later], "cluster": LOCAL, "zone": ZONE, "madeAt": "2026-03-02T00:00:00Z"}
+        plan = {"plannedEmissionsGrams": planned, "runNowEmissionsGrams": at_once}
+        return CarbonAwareJobStatus.model_validate({"plan": plan, "commitment": commitment})
 
-    def status(planned: float, at_once: float) -> CarbonAwareJobStatus:
-        return CarbonAwareJobStatus.model_validate(
-            {"plan": {"plannedEmissionsGrams": planned, "runNowEmissionsGrams": at_once}}
-        )
+    core = handler.core_status(status(100.0, 100.0), T0)
+    assert core.commitment is not None
+    assert (core.commitment.planned_grams, core.commitment.run_now_grams) == (100.0, 100.0)
+    assert deferred_for_capacity_only(core.commitment, T0)
+    assert not deferred_for_capacity_only(handler.core_status(status(60.0, 100.0), T0).commitment, T0)
+    assert not deferred_for_capacity_only(core.commitment, T0 + timedelta(hours=1))  # running
+    assert not deferred_for_capacity_only(handler.core_status(status(None, None), T0).commitment, T0)  # not known
+    assert handler.core_status(None, T0).commitment is None
 
-    assert handler.deferred_for_capacity_only(status(100.0, 100.0), core, T0)
-    assert not handler.deferred_for_capacity_only(status(60.0, 100.0), core, T0)
-    assert not handler.deferred_for_capacity_only(status(100.0, 100.0), core, T0 + timedelta(hours=1))  # running
-    assert not handler.deferred_for_capacity_only(status(100.0, 100.0), CoreStatus(), T0)
+
+def budget_cluster(
+    cluster: tuple[OperatorState, FakeKube, list[tuple[str, str, str]]], monkeypatch: pytest.MonkeyPatch, kwh: float
+) -> None:
+    """A Daily Suspend EnergyBudget of `kwh` selecting the job (team=a), known to the budget handlers' mirror; its
+    status writes land in the fake cluster's record of writes, in order with the Job's."""
+    from carbonshift.handlers import energybudget as eb
+
+    _, kube, _ = cluster
+    monkeypatch.setattr(eb, "MIRROR", eb.Mirror({}, {}))
+    spec = {"period": "Daily", "limits": {"energyKWh": kwh}, "action": "Suspend",
+            "selector": {"matchLabels": {"team": "a"}}}  # fmt: skip
+    key = ("team", "cap")
+    eb.MIRROR.budgets[key] = eb.budget_spec("team", "cap", spec)
+    eb.MIRROR.bodies[key] = {"metadata": {"namespace": "team", "name": "cap", "resourceVersion": "1"},
+                             "spec": spec, "status": {}}  # fmt: skip
+
+    async def write(key: tuple[str, str], body: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+        kube.writes.append((kube.clock.now(), "budget", copy.deepcopy(status)))
+        new = copy.deepcopy(body)
+        new["status"] = {**(new.get("status") or {}), **status}
+        new["metadata"]["resourceVersion"] = str(int(new["metadata"]["resourceVersion"]) + 1)
+        eb.MIRROR.bodies[key] = new
+        return new
+
+    monkeypatch.setattr(eb, "_write", write)
+    kube.caj["metadata"]["labels"] = {"team": "a"}
+
+
+async def test_an_admission_is_recorded_in_the_budget_before_the_job_is_resumed(
+    cluster: tuple[OperatorState, FakeKube, list[tuple[str, str, str]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The core admits the resume (its 3 h x 2 GPUs x 683 W fit 10 kWh); the handler writes the job's reservation
+    into the budget's ledger, then resumes the Job (a crash between leaves a reservation, never a Job running
+    unaccounted)."""
+    state, kube, _ = cluster
+    budget_cluster(cluster, monkeypatch, 10.0)
+    t = T0 + timedelta(seconds=7)
+    while t < T0 + timedelta(hours=3) and not any(k == "resume" for _, k, _ in kube.writes):
+        await run_pass(state, kube, t)
+        t += timedelta(minutes=5)
+    kinds = [k for _, k, _ in kube.writes]
+    assert "resume" in kinds, kinds
+    assert "budget" in kinds and kinds.index("budget") < kinds.index("resume"), kinds
+    ledger = next(v for _, k, v in kube.writes if k == "budget")["ledger"]
+    mine = [e for e in ledger if e["uid"] == "caj-uid"]
+    assert mine and sum(e["reservedKWh"] for e in mine) == pytest.approx(3 * 2 * 0.683, rel=0.01), ledger
+    held = next(c for c in kube.caj["status"]["conditions"] if c["type"] == "BudgetHeld")
+    assert (held["status"], held["reason"]) == ("False", "WithinBudget")
+
+
+async def test_a_start_the_budget_cannot_hold_is_held_waiting_and_the_deadline_said_at_risk(
+    cluster: tuple[OperatorState, FakeKube, list[tuple[str, str, str]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1 kWh left today, 4.1 kWh asked: held at admission until the period ends (midnight), after the latest safe
+    start (deadline 12:00): Waiting, BudgetHeld and DeadlineAtRisk BudgetExhausted, never resumed, no chunk begun,
+    and no GPUs reserved for the others' plans."""
+    state, kube, events = cluster
+    budget_cluster(cluster, monkeypatch, 1.0)
+    t = T0 + timedelta(seconds=7)
+    while t < T0 + timedelta(hours=3):
+        await run_pass(state, kube, t)
+        t += timedelta(minutes=5)
+    assert not any(k == "resume" for _, k, _ in kube.writes), kube.writes
+    status = kube.caj["status"]
+    conditions = {c["type"]: c for c in status["conditions"]}
+    held = conditions["BudgetHeld"]
+    assert (held["status"], held["reason"]) == ("True", "BudgetExhausted") and "team/cap" in held["message"]
+    at_risk = conditions["DeadlineAtRisk"]
+    assert (at_risk["status"], at_risk["reason"]) == ("True", "BudgetExhausted"), at_risk
+    assert status["phase"] == "Waiting" and status["nextTransitionTime"] == "2026-03-03T00:00:00Z"
+    assert status["progress"].get("chunkStartedAt") is None
+    # Said once each (BudgetHeld, DeadlineAtRisk), not on every pass.
+    assert [e[1] for e in events].count("BudgetExhausted") == 2, "\n".join(str(e) for e in events)
+    assert state.reservations.free_by_slot(("x", "y"), LOCAL, 16, T0 + timedelta(hours=3), timedelta(minutes=5),
+                                           12) == (16,) * 12  # fmt: skip
+
+
+async def test_the_chunk_a_resume_begins_is_in_status_before_the_job_is_resumed(
+    cluster: tuple[OperatorState, FakeKube, list[tuple[str, str, str]]],
+) -> None:
+    """Crash-safe order: the core's typed status (the chunk's start, which pays the overhead) is written, in its
+    wire form, by the flush before the resume; the pass's last flush writes no other core fields."""
+    state, kube, _ = cluster
+    t = T0 + timedelta(seconds=7)
+    while not any(k == "resume" for _, k, _ in kube.writes):
+        await run_pass(state, kube, t)
+        t += timedelta(minutes=5)
+    at, index = next((w, i) for i, (w, k, _) in enumerate(kube.writes) if k == "resume")
+    before = [v for w, k, v in kube.writes[:index] if k == "status"][-1]
+    assert before["phase"] == "Running" and parse_time(before["progress"]["chunkStartedAt"]) == at, before
+    after = [v for w, k, v in kube.writes[index:] if k == "status"]
+    assert after and all(v["progress"] == before["progress"] for v in after), after

@@ -16,12 +16,17 @@ restarted operator computes the same numbers), `now` is passed in.
 - Admission (`admit`, below): before a job starts or resumes, its projected use must fit what is left of every
   budget that selects it, counting what the other jobs used and were admitted for (the ledger in the budget's
   status, keyed by job UID), and its own cap.
+- The verdict of one reconcile pass (`verdict`, at the end): from the budget facts the decision core's snapshot
+  carries (`BudgetFacts`: the selecting budgets' specs and ledgers as read, the job's cap and usage so far), the
+  admission of a (re)start or the hold of a budget already exceeded, and what it implies (DeadlineAtRisk when the
+  hold outlasts the latest safe start). domain/core.py applies it to the pass's decision.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -631,3 +636,86 @@ def _cap_hold(cap: Cap, verdict: str, g_per_kwh: float | None, job: str, *, runn
 def _longest(holds: list[Hold]) -> Hold:
     # The one that holds longest (None = until something changes: the intensity, or the cap: ranked last).
     return max(holds, key=lambda h: h.until or datetime.max.replace(tzinfo=UTC))
+
+
+# -- The verdict of a reconcile pass ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetFacts:
+    """What the budget rule reads in a reconcile pass (part of the decision core's snapshot): the EnergyBudgets that
+    select the job, each with its ledger as last read; the job's own cap, UID and usage so far; each cluster's PUE
+    (the projection's emissions; `default_pue` for a cluster not listed, or no cluster yet)."""
+
+    uid: str = ""
+    budgets: tuple[tuple[BudgetSpec, Ledger], ...] = ()
+    cap: Cap | None = None
+    used: tuple[UsageChunk, ...] = ()
+    pue_by_cluster: Mapping[str, float] = field(default_factory=dict)
+    default_pue: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetVerdict:
+    """The budgets' say in one pass: the hold (None: none holds the job), and what it implies.
+
+    `admission`: a (re)start was asked: the ledgers to record before the Job is resumed (admitted: the job's
+    reservation; held: its reservation released). `notes`: limits that do not hold jobs (Notify, a Defer budget
+    while the grid is clean) the admission went over. `deadline_at_risk`: the hold outlasts the latest safe start
+    (the budget wins over the deadline, and says so). `message`: the hold, as the BudgetHeld condition says it."""
+
+    hold: Hold | None = None
+    admission: Admission | None = None
+    notes: tuple[str, ...] = ()
+    deadline_at_risk: bool = False
+    message: str = ""
+
+
+def verdict(
+    facts: BudgetFacts,
+    *,
+    job: str,
+    windows: list[tuple[datetime, datetime, float]],
+    gpus: int,
+    watts: float,
+    pue: float,
+    g_per_kwh: float | None,
+    interruptible: bool,
+    resuming: bool,
+    running: bool,
+    latest_safe_start: datetime,
+    now: datetime,
+) -> BudgetVerdict:
+    """The budgets' verdict on a pass that plans `windows` (start, end, forecast g/kWh) for the job `job`.
+
+    Resuming: the admission rule (`admit`) on the budgets as read and the cap. Otherwise: the hold of a budget
+    already exceeded (`hold_for`), and of the job's own cap while it runs (projected ahead). The hold that lasts
+    longest wins."""
+    if not facts.budgets and facts.cap is None:
+        return BudgetVerdict(None, Admission(True, None, {}) if resuming else None)
+    ahead = project(windows, gpus, watts, pue, now)
+    answer: Admission | None = None
+    if resuming:
+        answer = admit(Candidate(facts.uid, job, facts.used, ahead), list(facts.budgets), facts.cap, now,
+                       g_per_kwh=g_per_kwh)  # fmt: skip
+        hold = answer.hold
+    else:
+        holds = []
+        for spec, ledger in facts.budgets:
+            state = evaluate(spec, [JobUsage(spec.namespace, "ledger", {}, tuple(used_chunks(ledger)))], now)
+            held = hold_for(spec, state, g_per_kwh=g_per_kwh, interruptible=interruptible, running=running)
+            if held is not None:
+                holds.append(held)
+        if facts.cap is not None and running:
+            held, _ = cap_hold(facts.cap, list(facts.used), ahead, g_per_kwh, f"CarbonAwareJob {job}", running=True,
+                               interruptible=interruptible)  # fmt: skip
+            if held is not None:
+                holds.append(held)
+        hold = _longest(holds) if holds else None
+    notes = answer.notes if answer is not None else ()
+    if hold is None:
+        return BudgetVerdict(None, answer, notes)
+    until = _text(hold.until) if hold.until else "the grid is below the budget's intensity limit"
+    message = f"held by EnergyBudget {hold.budget}: {hold.reason}; until {until}"
+    at_risk = hold.until is None or hold.until > latest_safe_start
+    return BudgetVerdict(hold, answer, notes, at_risk, message)

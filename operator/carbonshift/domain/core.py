@@ -27,6 +27,10 @@ Rules it keeps (docs/design/operator.md, "The decision core"):
 - A job whose work reached spec.duration but whose Job has not completed is overrunning: DeadlineAtRisk with its
   own reason (`Overrun`), it keeps running (and its GPUs reserved), and it is re-planned on an estimate of the time
   left from the overrun seen so far.
+- EnergyBudgets and the job's cap (`Snapshot.budget`, domain/budgets.py) admit a (re)start or hold it: a held job is
+  not resumed (Waiting, or Suspended if it ran before), a running interruptible job is suspended when its budget
+  says so (unannounced: the budget is used up now), a running non-interruptible one finishes; a hold that outlasts
+  the latest safe start puts the deadline at risk. The verdict (`Outcome.budget`) carries the ledgers to record.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from carbonshift.domain.budgets import BudgetFacts, BudgetVerdict
+from carbonshift.domain.budgets import verdict as budget_verdict
 from carbonshift.domain.lifecycle import Observed, Phase
 from carbonshift.domain.planning.model import Cluster, Job, Plan, Policy, Reason, RunWindow
 from carbonshift.domain.planning.single import plan_job
@@ -112,6 +118,11 @@ class Commitment:
     # The forecasts the plan was made on (in memory only; a restarted operator re-plans once): a later forecast
     # that says the same for every slot they share changes nothing, and the plan is not recomputed.
     forecasts: Mapping[str, IntensitySeries | None] = field(default_factory=dict, compare=False)
+    # The forecast gain the plan last reported on this commitment promised: its emissions, and running at once's
+    # (the status's plan.plannedEmissionsGrams / runNowEmissionsGrams; NaN: not known). See
+    # `deferred_for_capacity_only`.
+    planned_grams: float = field(default=math.nan, compare=False)
+    run_now_grams: float = field(default=math.nan, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +170,8 @@ class Snapshot:
     # (by cluster name; a cluster not named, or None, is not known and fits).
     pod_gpus: int = 0
     largest_node_gpus: Mapping[str, int | None] = field(default_factory=dict)
+    # The EnergyBudgets that select the job and its cap (None: no budget rule, e.g. the simulator).
+    budget: BudgetFacts | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +188,8 @@ class Outcome:
     replanned: bool = False
     create: bool = False  # create the Job (suspended) before acting: it does not exist yet
     transition_at: datetime | None = None  # the next planned change (window start, announcement, suspension)
+    budget: BudgetVerdict | None = None  # the budgets' verdict (with Snapshot.budget and a plan)
+    budget_held: bool = False  # a resume the plan wanted, held by a budget (the job does not use its GPUs)
 
 
 # -- progress -------------------------------------------------------------------------------------------------
@@ -443,6 +458,17 @@ def _committed_plan(commitment: Commitment, template: Plan, now: datetime) -> Pl
     return replace(template, windows=windows, cluster=commitment.cluster or template.cluster, zone=commitment.zone)
 
 
+def deferred_for_capacity_only(commitment: Commitment | None, now: datetime) -> bool:
+    """Whether the committed plan defers the job without saving anything (the forecast emissions its last plan
+    reported are not below running at once): then only the GPUs other work held made it wait, and it is not kept
+    as a commitment (the core re-plans, and the job starts as soon as the GPUs are free). Kept, such a plan held a
+    job an hour past the moment its cluster emptied, for no carbon gain (e2e/test_operator_budget.py, after a
+    burst). A gain not known (NaN) keeps the commitment."""
+    if commitment is None or not commitment.windows or commitment.windows[0].start <= now:
+        return False
+    return commitment.planned_grams >= commitment.run_now_grams
+
+
 # -- the pass -------------------------------------------------------------------------------------------------
 
 
@@ -463,6 +489,8 @@ def reconcile(snapshot: Snapshot, settings: CoreSettings = CoreSettings()) -> Ou
     """One reconcile pass: progress, plan (committed), and the action, as described in the module doc."""
     needs, observed, now = snapshot.job, snapshot.observed, snapshot.now
     status = snapshot.status
+    if deferred_for_capacity_only(status.commitment, now):
+        status = replace(status, commitment=None)
     if not observed.exists:  # node fit decides where a workload may be created; one that exists is where it is
         fitting, unfit = node_fit(snapshot)
         if unfit is not None:
@@ -529,6 +557,8 @@ def reconcile(snapshot: Snapshot, settings: CoreSettings = CoreSettings()) -> Ou
         plan = _committed_plan(commitment, template, now)
     else:
         plan, commitment, replanned = _replan(snapshot, job, commitment, key, running, progress, settings, overhead)
+        if commitment is not None:  # the gain this plan reports (a commitment kept unplanned keeps the last one)
+            commitment = replace(commitment, planned_grams=plan.planned_grams, run_now_grams=plan.baseline_grams)
     if plan.reason in (Reason.INFEASIBLE_DEADLINE, Reason.DEADLINE_PASSED) and at_risk is None:
         at_risk = AtRisk.INFEASIBLE if plan.reason is Reason.INFEASIBLE_DEADLINE else AtRisk.DEADLINE_PASSED
     if plan.reason is Reason.NO_CAPACITY and at_risk is None:
@@ -540,7 +570,57 @@ def reconcile(snapshot: Snapshot, settings: CoreSettings = CoreSettings()) -> Ou
     if create:  # the Job is created suspended in this pass; the decision is taken for it
         snapshot = replace(snapshot, observed=Observed(exists=True, suspended=True))
     outcome = _act(snapshot, status, plan, job, running, at_risk, replanned, settings)
+    if snapshot.budget is not None:
+        outcome = _budgeted(outcome, snapshot, snapshot.budget, progress, running, settings)
     return replace(outcome, create=create) if create else outcome
+
+
+def _budgeted(
+    outcome: Outcome,
+    snapshot: Snapshot,
+    facts: BudgetFacts,
+    progress: Progress,
+    running: bool,
+    settings: CoreSettings,
+) -> Outcome:
+    """The pass's decision under the budgets' verdict: a held (re)start is not made (Waiting, or Suspended if it
+    ran before; no chunk began: `progress` is the progress observed before the resume); a running job the hold
+    may suspend (interruptible, and the budget suspends running jobs) is suspended at once; any other running job
+    finishes. An overrunning job's remaining time is a guess (planned as long again as it has overrun): it is
+    admitted one `overrun_floor` at a time rather than held for ever on a guess larger than the budget."""
+    plan, needs, now = outcome.plan, snapshot.job, snapshot.now
+    if plan is None or outcome.phase in (Phase.SUCCEEDED, Phase.FAILED):
+        return outcome
+    windows = plan.windows
+    if outcome.at_risk == AtRisk.OVERRUN and windows:
+        w = windows[0]
+        windows = (RunWindow(w.start, min(w.end, max(w.start, now) + settings.overrun_floor), w.mean_g_per_kwh),)
+    series = snapshot.forecasts.get(plan.zone) if plan.zone else None
+    pue = facts.pue_by_cluster.get(plan.cluster, facts.default_pue) if plan.cluster else facts.default_pue
+    said = budget_verdict(
+        facts,
+        job=needs.name,
+        windows=[(w.start, w.end, w.mean_g_per_kwh) for w in windows],
+        gpus=needs.gpus,
+        watts=needs.watts_per_gpu,
+        pue=pue,
+        g_per_kwh=series.at(now) if series is not None else None,
+        interruptible=needs.interruptible,
+        resuming=outcome.resume,
+        running=running,
+        latest_safe_start=plan.latest_safe_start,
+        now=now,
+    )
+    hold = said.hold
+    if hold is None or (running and not (hold.suspend_running and needs.interruptible)):
+        return replace(outcome, budget=said)  # not held; or running, and it finishes
+    phase = Phase.SUSPENDED if running or outcome.phase is Phase.SUSPENDED else Phase.WAITING
+    status = outcome.status
+    if outcome.resume:  # no chunk began
+        status = replace(status, progress=progress)
+    status = replace(status, phase=phase, suspend_at=None, announced_at=None)
+    return replace(outcome, resume=False, suspend=running, announce_suspend_at=None, phase=phase, status=status,
+                   transition_at=hold.until, why=said.message, budget=said, budget_held=outcome.resume)  # fmt: skip
 
 
 def _change_too_small(commitment: Commitment, snapshot: Snapshot, job: Job, settings: CoreSettings) -> bool:

@@ -6,9 +6,11 @@ Each pass (`reconcile`):
    spec.template or named by spec.workloadRef; read only through the workload interface, adapters/workloads) in the
    cluster it is placed in, the GPUs it holds at once (`gpu_demand()`), the candidate clusters (largest node, free
    GPUs, the other jobs' GPU reservations) and fresh forecasts (cached by the providers);
-2. call the decision core (`domain.core.reconcile`): node fit, progress, the committed plan, DeadlineAtRisk, and
-   create / resume / announce / suspend; then the rules around it: EnergyBudget admission and holds (their ledgers
-   are written before a resume), and the Kueue guard (a Kueue-managed Job is never resumed or suspended here);
+2. call the decision core (`domain.core.reconcile`): node fit, progress, the committed plan, DeadlineAtRisk, the
+   EnergyBudgets' admission or hold (on the ledgers of the budgets that select the job, read under their locks; the
+   admission the core makes is written into them before anything is acted on, and decided again on a conflicting
+   write), and create / resume / announce / suspend; then the Kueue guard (a Kueue-managed Job is never resumed or
+   suspended here);
 3. act on the workload in the order that keeps accounting safe if the operator dies between two steps (placement before
    creation, status before a resume or a suspension: a crash may only under-count work, which makes the deadline
    safer, never later);
@@ -54,12 +56,13 @@ from carbonshift.domain.accounting import (
     wall_to_utc,
     work_from_annotations,
 )
+from carbonshift.domain.budgets import BudgetFacts, BudgetSpec, BudgetVerdict, Ledger
 from carbonshift.domain.core import AtRisk, CoreSettings, CoreStatus, Outcome, Snapshot, pods_rate
 from carbonshift.domain.core import observe as core_observe
 from carbonshift.domain.core import reconcile as core_reconcile
 from carbonshift.domain.kueue import kueue_managed
 from carbonshift.domain.lifecycle import Decision, Observed, Phase
-from carbonshift.domain.planning.model import Cluster, Plan, RunWindow
+from carbonshift.domain.planning.model import Cluster, Plan
 from carbonshift.domain.planning.model import Reason as PlanReason
 from carbonshift.domain.planning.signals import one_signal
 from carbonshift.domain.series import IntensitySeries
@@ -72,7 +75,7 @@ from carbonshift.handlers.energy import (
     receipt_message,
     update_energy,
 )
-from carbonshift.handlers.energybudget import budget_admission
+from carbonshift.handlers.energybudget import decide_and_record, job_cap, job_usage, selecting
 from carbonshift.handlers.state import LOCAL, OperatorState, current
 
 log = logging.getLogger(__name__)
@@ -191,7 +194,12 @@ class Tick:
         self.name: str = self.meta["name"]
         self.generation = int(self.meta.get("generation", 0))
         self.old_status: dict[str, Any] = dict(body.get("status") or {})
+        # The fields not typed yet, as on the wire (handlers/energy.py and validation.py read and write them by key).
         self.status: dict[str, Any] = dict(self.old_status)
+        # The decision core's status, typed (None until this pass has decided): its wire form (progress, commitment,
+        # suspendAt, suspendAnnouncedAt) is written once, in flush.
+        self.core: CoreStatus | None = None
+        self._core_written: CoreStatus | None = None
         self.conditions = [Condition.model_validate(c) for c in self.old_status.get("conditions") or []]
         self.now = state.clock.now()
         self.events: list[tuple[str, str, str]] = []
@@ -209,6 +217,13 @@ class Tick:
         self.events.append((kind, reason, message))
 
     async def flush(self) -> None:
+        if self.core is not None and self.core is not self._core_written:
+            for field_name, value in translate.core_status_wire(self.core).items():
+                if value is None:
+                    self.status.pop(field_name, None)
+                else:
+                    self.status[field_name] = value
+            self._core_written = self.core
         self.status["conditions"] = [c.model_dump(mode="json", by_alias=True) for c in self.conditions]
         self.status["observedGeneration"] = self.generation
         # What we send must be what the CRD accepts: a typo here fails in tests, not in the API server.
@@ -303,9 +318,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     key = (tick.namespace, tick.name)
     watching_since = state.watching.setdefault(key, tick.now)
     needs = translate.job_needs(tick.name, spec, deadline, gpus=max(demand.total, 1))
-    before = translate.core_status(caj.status or CarbonAwareJobStatus(), tick.now)
-    if deferred_for_capacity_only(caj.status, before, tick.now):
-        before = dataclasses.replace(before, commitment=None)
+    before = core_status(caj.status, tick.now)
     finished = observed.complete or observed.failed
     running = observed.exists and not observed.suspended and not finished
     working = running and observed.ready_pods > 0
@@ -368,11 +381,27 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         largest_node_gpus={e.name: e.largest_node_gpus for e in entries},
     )
 
-    # 2. The decision core: progress, the (committed) plan, and what to do.
+    labels = dict(caj.metadata.labels)
+    uid = str(tick.meta.get("uid") or "")
+    # The job's usage so far as this pass reports it (a running chunk's energy ends at this pass), its cap, PUEs.
+    reported = {**tick.status, "plan": {"computedAt": translate.iso(tick.now)}}
+    usage = job_usage(tick.namespace, tick.name, labels, reported)
+    facts = BudgetFacts(uid, (), job_cap(caj), usage.chunks, {e.name: e.pue for e in state.entries()},
+                        state.settings.pue)  # fmt: skip
+
+    # 2. The decision core: progress, the (committed) plan, the budgets' verdict, and what to do. The budgets that
+    # select the job are read (under their locks) and the admission the core makes is recorded in them first.
     settings = core_settings(state)
-    with metrics.PLANNER_SECONDS.time():
-        available = {e.name: (e.free_gpus or 0) + e.carbonshift_gpus for e in entries}
-        outcome = reconcile_around_others(state, key, snapshot, available, settings)
+    available = {e.name: (e.free_gpus or 0) + e.carbonshift_gpus for e in entries}
+
+    def decide(budgets: list[tuple[BudgetSpec, Ledger]]) -> Outcome:
+        with metrics.PLANNER_SECONDS.time():
+            seen = dataclasses.replace(snapshot, budget=dataclasses.replace(facts, budgets=tuple(budgets)))
+            return reconcile_around_others(state, key, seen, available, settings)
+
+    outcome = await decide_and_record(
+        selecting(tick.namespace, labels), uid, decide, lambda o: o.budget.admission if o.budget else None
+    )
     if outcome.at_risk == AtRisk.NO_NODE_FITS:  # the core's node fit: no allowed cluster has a node large enough
         tick.condition(ConditionType.DEADLINE_AT_RISK, True, Reason.NOT_ENOUGH_GPUS, outcome.why, event="Warning")
         tick.status["phase"] = Phase.PENDING
@@ -383,30 +412,21 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     observed_progress = core_observe(before.progress, observed, tick.now, needs, settings, watching_since)
     if plan is not None:
         report_plan(tick, plan, provider, signal, degraded, forecasts, pods_waiting=running and not working,
-                    at_risk=outcome.at_risk, note=choice.note)  # fmt: skip
+                    at_risk=outcome.at_risk, note=choice.note, budget=outcome.budget)  # fmt: skip
+    if outcome.budget is not None:
+        report_budget(tick, outcome.budget)
     decision = Decision(
         outcome.resume, outcome.suspend, outcome.announce_suspend_at, outcome.phase, outcome.transition_at, outcome.why
     )
     new = outcome.status
-    if plan is not None:
-        # An overrunning job's remaining time is a guess (the core plans as long again as it has overrun): budgets
-        # admit it one minimum chunk at a time rather than hold it for ever on a guess larger than their limit.
-        budgeted = plan
-        if outcome.at_risk == AtRisk.OVERRUN and plan.windows:
-            w = plan.windows[0]
-            end = min(w.end, max(w.start, tick.now) + settings.overrun_floor)
-            budgeted = dataclasses.replace(plan, windows=(RunWindow(w.start, end, w.mean_g_per_kwh),))
-        decision = await apply_budget(tick, decision, budgeted, caj, running, forecasts, needs.gpus)
-    budget_held = outcome.resume and not decision.resume
+    budget_held = outcome.budget_held
     if job is not None and kueue_managed(job.get("metadata") or {}) and (decision.resume or decision.suspend):
         # Never both: Kueue owns this Job's suspend field (docs/kueue.md); the carbon-window check times it.
         tick.event("Normal", "KueueManaged", f"not {'resuming' if decision.resume else 'suspending'}: Kueue admits it")
         decision = dataclasses.replace(decision, resume=False, suspend=False, annotate_suspend_at=None)
-    if outcome.resume and not decision.resume:  # held (budget, Kueue): no chunk began
+    if outcome.resume and not decision.resume:  # held by Kueue: no chunk began
         new = dataclasses.replace(new, progress=observed_progress, phase=decision.phase, suspend_at=None,
                                   announced_at=None)  # fmt: skip
-    if decision.suspend and not outcome.suspend:  # suspended by a budget, unannounced
-        new = dataclasses.replace(new, phase=Phase.SUSPENDED, suspend_at=None, announced_at=None)
     if decision.annotate_suspend_at is None and outcome.announce_suspend_at is not None:
         new = dataclasses.replace(new, suspend_at=None, announced_at=None)
     store_core_status(tick, new, finished=finished, suspended=decision.suspend)
@@ -485,17 +505,20 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     return outcome.next_wake or tick.now + state.settings.tick
 
 
-def deferred_for_capacity_only(status: CarbonAwareJobStatus | None, core: CoreStatus, now: datetime) -> bool:
-    """Whether the committed plan defers the job without saving anything (its forecast emissions are not below
-    running at once): then only the GPUs other work held made it wait, and it is not kept as a commitment (the
-    core re-plans, and the job starts as soon as the GPUs are free). Kept, such a plan held a job an hour past the
-    moment its cluster emptied, for no carbon gain (e2e/test_operator_budget.py, after a burst)."""
+def core_status(status: CarbonAwareJobStatus | None, now: datetime) -> CoreStatus:
+    """The core's status from the CarbonAwareJob's, its commitment with the gain the last plan reported (the
+    core's `deferred_for_capacity_only` reads it)."""
+    core = translate.core_status(status or CarbonAwareJobStatus(), now)
     plan = status.plan if status is not None else None
-    commitment = core.commitment
-    if plan is None or commitment is None or not commitment.windows or commitment.windows[0].start <= now:
-        return False
+    if core.commitment is None or plan is None:
+        return core
     planned, at_once = plan.planned_emissions_grams, plan.run_now_emissions_grams
-    return planned is not None and at_once is not None and planned >= at_once
+    commitment = dataclasses.replace(
+        core.commitment,
+        planned_grams=math.nan if planned is None else planned,
+        run_now_grams=math.nan if at_once is None else at_once,
+    )
+    return dataclasses.replace(core, commitment=commitment)
 
 
 def core_settings(state: OperatorState) -> CoreSettings:
@@ -537,13 +560,9 @@ def reconcile_around_others(
 
 
 def store_core_status(tick: Tick, new: CoreStatus, *, finished: bool, suspended: bool) -> None:
-    """The core's status into the CarbonAwareJob's, and the run-time fields written before the core
+    """The core's status (typed, written by flush), and the run-time fields written before the core
     (`runSeconds`: run time of the closed stretches, `runningSince` while pods run, `suspensions`)."""
-    for field_name, value in translate.core_status_wire(new).items():
-        if value is None:
-            tick.status.pop(field_name, None)
-        else:
-            tick.status[field_name] = value
+    tick.core = new
     progress = new.progress
     since = parse_time(tick.old_status.get("runningSince"))
     pods_run = progress.rate > 0 and not finished and not suspended
@@ -558,41 +577,15 @@ def store_core_status(tick: Tick, new: CoreStatus, *, finished: bool, suspended:
     tick.status.setdefault("suspensions", 0)
 
 
-async def apply_budget(
-    tick: Tick,
-    decision: Decision,
-    plan: Plan,
-    caj: CarbonAwareJob,
-    running: bool,
-    forecasts: dict[str, Any],
-    gpus: int,
-) -> Decision:
-    """EnergyBudgets and the job's cap admit a (re)start or hold it; an interruptible job may be suspended; never
-    silently. An admission is recorded in the budgets' status before the Job is resumed."""
-    if decision.phase in (Phase.SUCCEEDED, Phase.FAILED):
-        return decision
-    series = forecasts.get(plan.zone) if plan.zone else None
-    g_now = series.at(tick.now) if series is not None else None
-    pue = zone_and_pue(tick.state, plan.cluster)[1] if plan.cluster else tick.state.settings.pue
-    hold = await budget_admission(
-        tick, caj, plan, resuming=decision.resume, running=running, g_per_kwh=g_now, pue=pue, gpus=gpus
-    )
-    if hold is None:
+def report_budget(tick: Tick, verdict: BudgetVerdict) -> None:
+    """The budgets' verdict, never silent: the limits an admission went over that hold no job (an Event each) and
+    the BudgetHeld condition (DeadlineAtRisk, when the hold outlasts the latest safe start, is said with the plan)."""
+    for note in verdict.notes:
+        tick.event("Warning", Reason.BUDGET_EXHAUSTED, f"admitted over a limit that does not hold jobs: {note}")
+    if verdict.hold is None:
         tick.condition(ConditionType.BUDGET_HELD, False, Reason.WITHIN_BUDGET, "no EnergyBudget holds this job")
-        return decision
-    until = translate.iso(hold.until) if hold.until else "the grid is below the budget's intensity limit"
-    message = f"held by EnergyBudget {hold.budget}: {hold.reason}; until {until}"
-    tick.condition(ConditionType.BUDGET_HELD, True, Reason.BUDGET_EXHAUSTED, message, event="Warning")
-    if hold.until is None or hold.until > plan.latest_safe_start:
-        # The budget wins over the deadline, and says so.
-        tick.condition(
-            ConditionType.DEADLINE_AT_RISK, True, Reason.BUDGET_EXHAUSTED,
-            f"the deadline cannot be kept while {message}", event="Warning",
-        )  # fmt: skip
-    if running and not (hold.suspend_running and caj.spec.interruptible):
-        return decision  # a running job that cannot be suspended finishes
-    phase = Phase.SUSPENDED if running or decision.phase is Phase.SUSPENDED else Phase.WAITING
-    return Decision(False, running, None, phase, hold.until, message)
+        return
+    tick.condition(ConditionType.BUDGET_HELD, True, Reason.BUDGET_EXHAUSTED, verdict.message, event="Warning")
 
 
 async def act(tick: Tick, decision: Decision, observed: Observed, client: WorkloadClient, workload: Workload) -> None:
@@ -776,10 +769,12 @@ def report_plan(
     pods_waiting: bool = False,
     at_risk: str | None = None,
     note: str | None = None,
+    budget: BudgetVerdict | None = None,
 ) -> None:
     """`pods_waiting`: the Job is resumed but none of its pods runs yet, so no run time accrues. `at_risk`: the
     decision core's DeadlineAtRisk reason (an overrun is one the plan alone does not show). `note`: said with the
-    plan (zones left out of the ranking for their signal)."""
+    plan (zones left out of the ranking for their signal). `budget`: the budgets' verdict (a hold that outlasts the
+    latest safe start wins over the plan's say on the deadline)."""
     series = forecasts.get(plan.zone) if plan.zone else None
     now_g = series.at(tick.now) if series is not None else None
     old_start = ((tick.old_status.get("plan") or {}).get("windows") or [{}])[0].get("start")
@@ -795,7 +790,12 @@ def report_plan(
     if plan.windows and (old_start is None or (deferred and moved)):
         tick.event("Normal", "Planned", summary)
     at_risk = CORE_AT_RISK.get(at_risk or "") or AT_RISK.get(plan.reason)
-    if at_risk == Reason.OVERRUN:
+    if budget is not None and budget.deadline_at_risk:  # the budget wins over the deadline, and says so
+        tick.condition(
+            ConditionType.DEADLINE_AT_RISK, True, Reason.BUDGET_EXHAUSTED,
+            f"the deadline cannot be kept while {budget.message}", event="Warning",
+        )  # fmt: skip
+    elif at_risk == Reason.OVERRUN:
         message = (
             "the Job has done its whole spec.duration of work but has not completed (the duration was "
             f"underestimated): it keeps running and keeps its GPUs; {summary}"

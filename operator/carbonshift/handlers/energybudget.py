@@ -1,5 +1,4 @@
-"""kopf handlers of EnergyBudget, and `budget_admission()`, which the CarbonAwareJob reconcile asks before it runs a
-job.
+"""kopf handlers of EnergyBudget, and the budget I/O of the CarbonAwareJob reconcile (`decide_and_record`).
 
 Importing this module registers the handlers (`carbonshift run` imports it):
 - every EnergyBudget and every CarbonAwareJob event refreshes an in-memory mirror of their specs, labels and usage
@@ -13,10 +12,10 @@ Importing this module registers the handlers (`carbonshift run` imports it):
   decide again), serialised per budget within one operator by a lock, so that two passes, or two operators, never
   both take the last slice of a budget.
 
-`budget_admission(tick, caj, plan, ...)` is the hook of the reconcile: before a resume it runs the pure admission
-rule (`domain.budgets.admit`) on the budgets that select the job and writes the job's reservation into each of them
-before the Job is resumed (or releases it when the job is held); otherwise it reports the holds of budgets already
-exceeded and of the job's own cap. Times are planning times (the operator's clock when one is installed).
+`decide_and_record(budgets, uid, decide, ...)` is the hook of the reconcile: it reads the ledgers of the budgets that
+select the job, runs the decision core on them (which admits a (re)start or holds the job: `domain.budgets.verdict`)
+and writes the admission into each of them before the Job is resumed (or releases the job's reservation when it is
+held), deciding again on a conflicting write. Times are planning times (the operator's clock when one is installed).
 """
 
 from __future__ import annotations
@@ -29,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, TypeVar
 
 import kopf
 from kubernetes import client, config
@@ -37,12 +36,12 @@ from kubernetes.client.exceptions import ApiException
 
 from carbonshift import metrics
 from carbonshift.api.base import GROUP, VERSION, LabelSelector
-from carbonshift.api.carbonawarejob import DEFAULT_WATTS_PER_GPU, CarbonAwareJob
 from carbonshift.api.carbonawarejob import PLURAL as CAJ_PLURAL
+from carbonshift.api.carbonawarejob import CarbonAwareJob
 from carbonshift.api.conditions import Condition, ConditionType, Reason, set_condition
 from carbonshift.api.durations import parse_duration
 from carbonshift.api.energybudget import CALENDAR_PERIODS, PLURAL, EnergyBudgetSpec, EnergyBudgetStatus
-from carbonshift.api.jobs import gpus_requested, parse_time
+from carbonshift.api.jobs import parse_time
 from carbonshift.domain.accounting import account_from_wire
 from carbonshift.domain.budgets import (
     Admission,
@@ -50,7 +49,6 @@ from carbonshift.domain.budgets import (
     BudgetState,
     Candidate,
     Cap,
-    Hold,
     JobRecord,
     JobUsage,
     Ledger,
@@ -58,16 +56,12 @@ from carbonshift.domain.budgets import (
     PastBucket,
     UsageChunk,
     admit,
-    cap_hold,
     evaluate,
-    hold_for,
-    project,
     release,
     reserved,
     sync,
     used_chunks,
 )
-from carbonshift.domain.planning.model import Plan
 from carbonshift.handlers import state as operator_state
 
 log = logging.getLogger(__name__)
@@ -318,16 +312,6 @@ async def update_budget(
 
 
 # -- admission: the hook of the CarbonAwareJob reconcile ----------------------------------------------------------
-class TickLike(Protocol):
-    namespace: str
-    name: str
-    meta: dict[str, Any]
-    status: dict[str, Any]
-    now: datetime
-
-    def event(self, kind: str, reason: str, message: str) -> None: ...
-
-
 def selecting(namespace: str, labels: dict[str, str]) -> list[tuple[tuple[str, str], BudgetSpec]]:
     return [
         (key, spec)
@@ -343,74 +327,23 @@ def job_cap(caj: CarbonAwareJob) -> Cap | None:
     return Cap(cap.energy_kwh, cap.emissions_kg, str(cap.action), cap.defer_below_intensity)
 
 
-def projection(
-    caj: CarbonAwareJob, plan: Plan, pue: float, at: datetime, gpus: int | None = None
-) -> tuple[UsageChunk, ...]:
-    """The job's planned windows from `at` on: every GPU its pods ask for (`gpus`: the workload's demand, whatever
-    its kind; else the Job template's) x wattsPerGPU x the window, priced on the window's forecast intensity x PUE."""
-    watts = caj.spec.power.watts_per_gpu if caj.spec.power else DEFAULT_WATTS_PER_GPU
-    windows = [(w.start, w.end, w.mean_g_per_kwh) for w in plan.windows]
-    if gpus is None:
-        gpus = gpus_requested(caj.spec.template.model_dump()) if caj.spec.template is not None else 1
-    return project(windows, gpus, watts, pue, at)
+T = TypeVar("T")
 
 
-async def budget_admission(
-    tick: TickLike,
-    caj: CarbonAwareJob,
-    plan: Plan,
-    *,
-    resuming: bool,
-    running: bool,
-    g_per_kwh: float | None,
-    pue: float,
-    gpus: int | None = None,
-) -> Hold | None:
-    """Before a (re)start: admit the job (its reservation written into every budget that selects it) or hold it
-    (its reservations released). Otherwise: the hold of a budget already exceeded, or of the job's own cap."""
-    ns, name, at = tick.namespace, tick.name, tick.now
-    labels = dict(caj.metadata.labels)
-    uid = str(tick.meta.get("uid") or "")
-    used = job_usage(ns, name, labels, tick.status).chunks
-    ahead = projection(caj, plan, pue, at, gpus)
-    cap = job_cap(caj)
-    budgets = selecting(ns, labels)
-    if not resuming:
-        holds = []
-        for _key, spec in budgets:
-            ledger = ledger_from_wire((MIRROR.bodies.get(_key) or {}).get("status"))
-            usage = used_chunks(ledger)
-            state = evaluate(spec, [JobUsage(ns, "ledger", {}, tuple(usage))], at)
-            hold = hold_for(spec, state, g_per_kwh=g_per_kwh, interruptible=caj.spec.interruptible, running=running)
-            if hold is not None:
-                holds.append(hold)
-        if cap is not None and running:
-            hold, _ = cap_hold(cap, list(used), ahead, g_per_kwh, f"CarbonAwareJob {name}", running=True,
-                               interruptible=caj.spec.interruptible)  # fmt: skip
-            if hold is not None:
-                holds.append(hold)
-        return max(holds, key=lambda h: h.until or datetime.max.replace(tzinfo=UTC)) if holds else None
-
-    answer = await admit_and_record(budgets, Candidate(uid, name, used, ahead), cap, at, g_per_kwh=g_per_kwh)
-    for note in answer.notes:
-        tick.event("Warning", Reason.BUDGET_EXHAUSTED, f"admitted over a limit that does not hold jobs: {note}")
-    return answer.hold
-
-
-async def admit_and_record(
+async def decide_and_record(
     budgets: list[tuple[tuple[str, str], BudgetSpec]],
-    job: Candidate,
-    cap: Cap | None,
-    at: datetime,
-    *,
-    g_per_kwh: float | None,
-) -> Admission:
-    """The admission rule on the budgets as they are in the API, its outcome written into each of them (admitted:
-    the job's reservation; held: its reservation released) with their resourceVersion: when another pass or another
-    operator wrote one of them in between, everything is read and decided again."""
+    uid: str,
+    decide: Callable[[list[tuple[BudgetSpec, Ledger]]], T],
+    admission_of: Callable[[T], Admission | None],
+) -> T:
+    """Read the budgets' ledgers, `decide` on them (a pure function: the decision core, or `admit`), and write the
+    admission it makes (`admission_of`: None when it asks none) into each budget (admitted: the job's reservation;
+    held: its reservation released) with their resourceVersion, before the caller acts on the decision: when
+    another pass or another operator wrote one of them in between, everything is read and decided again. The
+    budgets' locks are held throughout, taken in the order of their keys (two passes never wait on each other's)."""
     keys = [key for key, _ in budgets]
     locks = [_lock(key) for key in keys]
-    for lock in locks:  # in the order of the keys: two passes never wait on each other's locks
+    for lock in locks:
         await lock.acquire()
     try:
         for _ in range(WRITE_ATTEMPTS):
@@ -423,13 +356,31 @@ async def admit_and_record(
                         raise
             present = [(key, spec) for key, spec in budgets if key in bodies]
             ledgers = {key: ledger_from_wire(bodies[key].get("status")) for key, _ in present}
-            answer = admit(job, [(spec, ledgers[key]) for key, spec in present], cap, at, g_per_kwh=g_per_kwh)
-            if await _record(present, bodies, ledgers, answer, job.uid):
-                return answer
-        raise BudgetConflictError(f"admission of {job.name}: {WRITE_ATTEMPTS} conflicting writes in a row")
+            result = decide([(spec, ledgers[key]) for key, spec in present])
+            answer = admission_of(result)
+            if answer is None or await _record(present, bodies, ledgers, answer, uid):
+                return result
+        raise BudgetConflictError(f"admission of {uid}: {WRITE_ATTEMPTS} conflicting writes in a row")
     finally:
         for lock in reversed(locks):
             lock.release()
+
+
+async def admit_and_record(
+    budgets: list[tuple[tuple[str, str], BudgetSpec]],
+    job: Candidate,
+    cap: Cap | None,
+    at: datetime,
+    *,
+    g_per_kwh: float | None,
+) -> Admission:
+    """The admission rule alone (`domain.budgets.admit`) on the budgets as they are in the API, recorded as
+    `decide_and_record` does."""
+
+    def decide(pairs: list[tuple[BudgetSpec, Ledger]]) -> Admission:
+        return admit(job, pairs, cap, at, g_per_kwh=g_per_kwh)
+
+    return await decide_and_record(budgets, job.uid, decide, lambda answer: answer)
 
 
 async def _record(
