@@ -601,6 +601,7 @@ def _replan(
     chunk_error = max(snapshot.slot_error_g_per_kwh, 0.0) * settings.chunk_factor
     planned = _with_cycle_penalty(job, snapshot, chunk_error)
     fresh = _aligned_plan(planned, clusters, snapshot.forecasts, now, settings.margin)
+    declined = False  # do no harm replaced a deferring plan by running now
     if (
         settings.do_no_harm
         and job.policy is Policy.OPTIMAL
@@ -614,12 +615,18 @@ def _replan(
         if not worth:
             at_once = _aligned_plan(_run_now(job), clusters, snapshot.forecasts, now, settings.margin)
             if at_once.reason is not Reason.NO_CAPACITY:  # (running now may not fit: others hold the GPUs)
-                fresh = at_once
+                fresh, declined = at_once, True
     remaining = job.remaining.total_seconds()
     if commitment is None or not settings.commit:
         return fresh, _commitment_from(fresh, now, key, remaining, snapshot.forecasts), True
     holds = _shortfall(commitment, needs, progress, running, now, overhead.total_seconds()) <= 1.0
-    if not holds or fresh.reason not in (Reason.OPTIMAL, Reason.THRESHOLD):
+    # Running now because do no harm declined the fresh deferral is an alternative like any other: it replaces a
+    # committed plan that still holds only when it beats it by the threshold below. The gate asks whether to
+    # leave running now for a deferral; once a deferral is committed, a fresh forecast whose own best deferral
+    # gains less than its error says nothing reliable against the committed one either (and abandoning it for
+    # running now at a later pass starts the job at a moment that was never chosen, neither now at arrival nor
+    # the planned start).
+    if not holds or (fresh.reason not in (Reason.OPTIMAL, Reason.THRESHOLD) and not declined):
         return fresh, _commitment_from(fresh, now, key, remaining, snapshot.forecasts), True
     cluster = next((c for c in clusters if c.name == commitment.cluster), None)
     forecast = snapshot.forecasts.get(commitment.zone or "") if commitment.zone else None
