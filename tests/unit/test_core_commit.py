@@ -9,6 +9,7 @@ nobody had chosen, neither at arrival nor at the planned start (docs/design/oper
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -77,3 +78,62 @@ def test_a_committed_start_is_given_up_for_running_now_when_that_beats_it_by_the
     # 1.5 x 10): running now replaces the commitment.
     passes = drive([(START, 50.0), (START + 2 * HOUR, 130.0)])
     assert [now for now, out in passes if out.resume] == [START + 2 * HOUR]
+
+
+def test_do_no_harm_weighs_a_block_s_later_start_by_the_hours_it_moves() -> None:
+    # A 20 h job that cannot be interrupted; the first 2 h are dirty (160 against 100), the hours after 22:00
+    # dearer (120): the best plan starts at 02:00. Over the whole run that gains 6 g/kWh, within 1.5x the
+    # forecast's error for a 20 h run (10): the gate used to run it at once. But the start moves only 2 h of
+    # the run, and those gain 60 g/kWh, beyond 1.5x the error for 2 h runs (30): it waits.
+    values = np.full(48, 100.0)
+    values[:2] = 160.0
+    values[22:] = 120.0
+    actual = IntensitySeries(zone="Z", start=START, resolution=HOUR, values=values)
+    forecast = OracleForecast().forecast(actual, START, 31 * HOUR)
+    job = JobNeeds("m", 20 * HOUR, START + 30 * HOUR, interruptible=False)
+    asked: list[timedelta] = []
+
+    def error_for(length: timedelta) -> float:
+        asked.append(length)
+        return 30.0 if length <= 3 * HOUR else 10.0
+
+    def first_start(error_by_length: bool, interruptible: bool = False) -> datetime:
+        snapshot = Snapshot(
+            replace(job, interruptible=interruptible), CoreStatus(), Observed(exists=True), START, (CLUSTER,),
+            {"Z": forecast}, forecast_error_g_per_kwh=10.0,
+            forecast_error_for=error_for if error_by_length else None,
+        )  # fmt: skip
+        out = reconcile(snapshot)
+        assert out.plan is not None
+        return out.plan.windows[0].start
+
+    assert first_start(error_by_length=True) == START + 2 * HOUR
+    assert asked == [2 * HOUR]  # the error for runs as long as the moved hours
+    assert first_start(error_by_length=False) == START  # the whole run's error alone: within it, run now
+    # An interruptible job keeps the whole run's rule (its plan may move many pieces of the run).
+    assert first_start(error_by_length=True, interruptible=True) == START
+    # With a moved gain within the moved hours' error, it runs now: the rule still gates.
+    values_flat = values.copy()
+    values_flat[:2] = 115.0  # moving 2 h gains 15 g/kWh moved: within 1.5 x 30
+    flat = OracleForecast().forecast(
+        IntensitySeries(zone="Z", start=START, resolution=HOUR, values=values_flat), START, 31 * HOUR
+    )
+    out = reconcile(
+        Snapshot(job, CoreStatus(), Observed(exists=True), START, (CLUSTER,), {"Z": flat},
+                 forecast_error_g_per_kwh=10.0, forecast_error_for=error_for)
+    )  # fmt: skip
+    assert out.plan is not None and out.plan.windows[0].start == START
+
+
+def test_a_deferral_by_more_than_the_run_is_gated_on_the_whole_run_s_error() -> None:
+    # A 2 h job whose clean window is 6 h away moves all of its run: the rule is the whole run's, unchanged.
+    values = np.full(48, 100.0)
+    values[6:8] = 88.0  # gains 12 g/kWh: within 1.5 x 10
+    actual = IntensitySeries(zone="Z", start=START, resolution=HOUR, values=values)
+    forecast = OracleForecast().forecast(actual, START, 21 * HOUR)
+    job = JobNeeds("w", 2 * HOUR, START + 20 * HOUR, interruptible=False)
+    out = reconcile(
+        Snapshot(job, CoreStatus(), Observed(exists=True), START, (CLUSTER,), {"Z": forecast},
+                 forecast_error_g_per_kwh=10.0, forecast_error_for=lambda length: 1.0)
+    )  # fmt: skip
+    assert out.plan is not None and out.plan.windows[0].start == START
