@@ -19,7 +19,11 @@ Rules it keeps (docs/design/operator.md, "The decision core"):
 - Do no harm: a plan that defers or suspends is taken only when its forecast gain per kWh over running now exceeds
   the forecast's expected error and, when the forecast's recent skill is measured (`Snapshot.forecast_skill`: the
   share of its promised gains that came true in a backtest of its own recent forecasts, counted low), only from a
-  forecast that has shown skill; otherwise the job runs now (a poor forecast degrades to running at once).
+  forecast that has shown skill; otherwise the job runs now (a poor forecast degrades to running at once). A later
+  start of a job that cannot be interrupted bets only on the hours it moves: with the forecast's error by run
+  length (`Snapshot.forecast_error_for`, a model that declares its error) their gain per kWh moved is weighed
+  against the error for runs that long. Once such a job has committed to a later start, running now (a fresh
+  deferral that do no harm declined) replaces the commitment only when it beats it by the commitment threshold.
 - Each extra chunk must gain more than the forecast's error for the difference it bets on
   (`slot_error_g_per_kwh`), over a minimum chunk's energy, on top of its overhead.
 - Every suspension is announced at least `grace` ahead (the suspend-at annotation), and every chunk runs at least
