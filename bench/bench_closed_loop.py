@@ -347,6 +347,10 @@ def summarise(rows: list[Row]) -> list[tuple[str, str, bool]]:
     worst_persist = min(((min(r.int_saved, r.nonint_saved), r) for r in persist), key=lambda c: c[0])
     misses = sum(r.misses for r in real)
     unmeetable = max((r.unmeetable for r in real), default=0)
+    # Fresher forecasts should not do worse: the closed loop against the open loop, non-interruptible, per trace.
+    opens = {(r.trace, r.overhead_s): r.nonint_ratio for r in opened}
+    behind = sorted((r.nonint_ratio - opens[(r.trace, r.overhead_s)], r.trace) for r in real if r.nonint_opt > 0)
+    short = [(d, t) for d, t in behind if d < 0]
     print("\nwhere the gap to the optimum comes from (means over traces and both overheads):")
     for label, group in (("closed oracle", oracle), ("closed realistic", real), ("open realistic", opened),
                          ("closed persistence", persist)):  # fmt: skip
@@ -379,6 +383,9 @@ def summarise(rows: list[Row]) -> list[tuple[str, str, bool]]:
          f" {statistics.mean(c for c, _ in cycle):.2f}x", worst_cycle[0] <= 1.5),
         ("20 min overhead (minRunDuration 30 min): 0 misses", f"{sum(r.misses for r in heavy)}",
          sum(r.misses for r in heavy) == 0),
+        ("non-interruptible: closed loop >= open loop on every trace", f"worst {behind[0][0]:+.3f} of the optimum"
+         f" ({behind[0][1]}); behind on {len({t for _, t in short})} of {len({t for _, t in behind})} traces",
+         not short),
     ]  # fmt: skip
 
 

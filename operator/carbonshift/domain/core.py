@@ -19,7 +19,11 @@ Rules it keeps (docs/design/operator.md, "The decision core"):
 - Do no harm: a plan that defers or suspends is taken only when its forecast gain per kWh over running now exceeds
   the forecast's expected error and, when the forecast's recent skill is measured (`Snapshot.forecast_skill`: the
   share of its promised gains that came true in a backtest of its own recent forecasts, counted low), only from a
-  forecast that has shown skill; otherwise the job runs now (a poor forecast degrades to running at once).
+  forecast that has shown skill; otherwise the job runs now (a poor forecast degrades to running at once). A later
+  start of a job that cannot be interrupted bets only on the hours it moves: with the forecast's error by run
+  length (`Snapshot.forecast_error_for`, a model that declares its error) their gain per kWh moved is weighed
+  against the error for runs that long. Once such a job has committed to a later start, running now (a fresh
+  deferral that do no harm declined) replaces the commitment only when it beats it by the commitment threshold.
 - Each extra chunk must gain more than the forecast's error for the difference it bets on
   (`slot_error_g_per_kwh`), over a minimum chunk's energy, on top of its overhead.
 - Every suspension is announced at least `grace` ahead (the suspend-at annotation), and every chunk runs at least
@@ -36,7 +40,7 @@ Rules it keeps (docs/design/operator.md, "The decision core"):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -147,6 +151,8 @@ class CoreSettings:
     harm_factor: float = 1.5  # defer only for a forecast gain above this many times the forecast's expected error
     chunk_factor: float = 1.5  # an extra chunk must gain this many times the error of the difference it bets on
     min_skill: float = 0.0  # with a measured skill (Snapshot.forecast_skill): defer only above this
+    # Do no harm for a block that cannot be interrupted: the gain per kWh moved against the error for the moved length.
+    harm_on_moved: bool = True
     commit: bool = True
     overrun_floor: timedelta = timedelta(minutes=10)
     extend_limit: timedelta = timedelta(minutes=15)  # a committed plan short by up to this is extended at its end
@@ -163,6 +169,9 @@ class Snapshot:
     forecast_error_g_per_kwh: float = 0.0  # the forecast's expected absolute error (0 = trusted)
     watching_since: datetime | None = None  # since when this operator process has watched the job without a break
     slot_error_g_per_kwh: float = 0.0  # the forecast's expected absolute error for one slot (for extra chunks)
+    # The forecast's expected absolute error (g/kWh) averaged over a run of the given length, for do no harm to
+    # weigh the part of the run a deferral moves (None: `forecast_error_g_per_kwh` for the whole run).
+    forecast_error_for: Callable[[timedelta], float] | None = field(default=None, compare=False)
     # The share of its promised gains the forecast has lately delivered, counted low (a backtest of its own recent
     # forecasts against the actuals, e.g. carbonshift.simulate.closed_loop.SkillEstimate); None = not measured.
     forecast_skill: float | None = None
@@ -434,6 +443,20 @@ def _plan_gain_per_kwh(plan: Plan, job: Job) -> float:
     return (plan.baseline_grams - plan.planned_grams) / energy
 
 
+def _run_seconds(job: Job) -> float:
+    return job.remaining.total_seconds()
+
+
+def _moved_seconds(plan: Plan, now: datetime, job: Job) -> float:
+    """Run time the plan puts outside the block that running now would take ([now, now + remaining])."""
+    block_end = now + job.remaining
+    moved = 0.0
+    for w in plan.windows:
+        inside = (min(w.end, block_end) - max(w.start, now)).total_seconds()
+        moved += (w.end - w.start).total_seconds() - max(inside, 0.0)
+    return moved
+
+
 def _defers(plan: Plan, now: datetime, running: bool) -> bool:
     """Whether the plan does anything but run continuously from now."""
     if not plan.windows:
@@ -681,25 +704,48 @@ def _replan(
     chunk_error = max(snapshot.slot_error_g_per_kwh, 0.0) * settings.chunk_factor
     planned = _with_cycle_penalty(job, snapshot, chunk_error)
     fresh = _aligned_plan(planned, clusters, snapshot.forecasts, now, settings.margin)
+    declined = False  # do no harm replaced a deferring plan by running now
     if (
         settings.do_no_harm
         and job.policy is Policy.OPTIMAL
         and fresh.reason is Reason.OPTIMAL
         and _defers(fresh, now, running)
     ):
-        gain = _plan_gain_per_kwh(fresh, job)
+        gain, threshold = _plan_gain_per_kwh(fresh, job), error
         skill = snapshot.forecast_skill
+        moved = _moved_seconds(fresh, now, job)
+        if (
+            settings.harm_on_moved
+            and not job.interruptible
+            and snapshot.forecast_error_for is not None
+            and skill is None
+            and 0 < moved < _run_seconds(job)
+        ):
+            # A later start of one block bets only on the hours it moves (the rest of the run is the same either
+            # way): their forecast difference per kWh moved, against the forecast's error for runs of that length.
+            # Only for a forecast whose error is modelled (its skill is not measured): persistence's gains, scored
+            # this way, did not come true often enough (docs/simulator.md).
+            gain *= _run_seconds(job) / moved
+            threshold = max(snapshot.forecast_error_for(timedelta(seconds=moved)), 0.0) * settings.harm_factor
         # A gain above the forecast's expected error, from a forecast that has lately shown skill (when measured).
-        worth = gain > error and (skill is None or skill > settings.min_skill)
+        worth = gain > threshold and (skill is None or skill > settings.min_skill)
         if not worth:
             at_once = _aligned_plan(_run_now(job), clusters, snapshot.forecasts, now, settings.margin)
             if at_once.reason is not Reason.NO_CAPACITY:  # (running now may not fit: others hold the GPUs)
-                fresh = at_once
+                fresh, declined = at_once, True
     remaining = job.remaining.total_seconds()
     if commitment is None or not settings.commit:
         return fresh, _commitment_from(fresh, now, key, remaining, snapshot.forecasts), True
     holds = _shortfall(commitment, needs, progress, running, now, overhead.total_seconds()) <= 1.0
-    if not holds or fresh.reason not in (Reason.OPTIMAL, Reason.THRESHOLD):
+    # A job that cannot be interrupted and waits for a committed start: running now because do no harm declined
+    # the fresh deferral is an alternative like any other, and replaces the commitment only when it beats it by
+    # the threshold below. The gate asks whether to leave running now for a deferral; once a deferral is committed,
+    # a fresh forecast whose best deferral gains less than its error says nothing reliable against the committed
+    # start either, and starting now, for good, would pick a moment nobody chose (neither at arrival nor the
+    # planned start). An interruptible job may run now and still be suspended later: there the declined plan
+    # stands (keeping the committed suspensions would buy cycles the fresh forecast no longer supports).
+    comparable = fresh.reason in (Reason.OPTIMAL, Reason.THRESHOLD) or (declined and not job.interruptible)
+    if not holds or not comparable:
         return fresh, _commitment_from(fresh, now, key, remaining, snapshot.forecasts), True
     cluster = next((c for c in clusters if c.name == commitment.cluster), None)
     forecast = snapshot.forecasts.get(commitment.zone or "") if commitment.zone else None

@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 
 import numpy as np
 
@@ -419,6 +420,7 @@ def run_job(
             clusters=(cluster,),
             forecasts={cluster.zone: forecast},
             forecast_error_g_per_kwh=error.at(t, needs.duration) if error is not None else 0.0,
+            forecast_error_for=partial(error.at, t) if error is not None else None,
             watching_since=arrival,
             slot_error_g_per_kwh=_slot_error(model, actual, error, t, needs.deadline, step),
             forecast_skill=shown,
