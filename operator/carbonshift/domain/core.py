@@ -758,6 +758,11 @@ def _replan(
     if math.isfinite(gain) and gain > needed:
         return fresh, _commitment_from(fresh, now, key, remaining, snapshot.forecasts), True
     kept = replace(commitment, forecast_key=key, forecasts=dict(snapshot.forecasts))
+    if declined and math.isfinite(committed_grams):
+        # The plan followed is the committed one: it reports the committed windows' emissions on this forecast,
+        # not running now's (with those, planned = run now, and the next pass took the kept start for a deferral
+        # that saves nothing, `deferred_for_capacity_only`, and dropped it).
+        fresh = replace(fresh, planned_grams=committed_grams, reason=Reason.OPTIMAL)
     return _committed_plan(kept, fresh, now), kept, False
 
 
