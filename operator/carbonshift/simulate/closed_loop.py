@@ -87,6 +87,7 @@ class ErrorEstimate:
         self.step = actual.resolution_seconds
         self.width = int(WEEK.total_seconds() // self.step)
         self.oracle = model.is_oracle
+        self._at: dict[tuple[int, timedelta], float] = {}
         if self.oracle:
             self.diff: FloatArray = np.zeros(len(actual))
             return
@@ -102,6 +103,16 @@ class ErrorEstimate:
             return 0.0
         n = self.diff.shape[0]
         index = min(max(math.floor((moment - self.start).total_seconds() / self.step), 0), n)
+        # The estimate depends on `moment` only through its slot: kept per (slot, length), shared by every pass
+        # of every job in that slot.
+        key = (index, length)
+        cached = self._at.get(key)
+        if cached is None:
+            cached = self._at[key] = self._estimate(index, length)
+        return cached
+
+    def _estimate(self, index: int, length: timedelta) -> float:
+        n = self.diff.shape[0]
         lo = max(index - self.width, self.first)
         if index - lo < self.width // 2:  # less than half a week of history: use the first week there is
             lo, index = self.first, min(self.first + self.width, n)
@@ -224,12 +235,22 @@ def _slot_error(
     difference = getattr(params, "difference_sigma", None)
     if callable(difference) and not model.is_oracle:
         lead = max(deadline - t, timedelta(0)) / 2
-        return float(difference(lead, lead + DIFFERENCE_APART)) * _mean_of(actual)
+        key = (params, lead)  # (the parameters are a frozen dataclass: equal ones give equal sigmas)
+        try:
+            sigma = _DIFFERENCES.get(key)
+        except TypeError:  # (parameters that cannot be hashed: not kept)
+            return float(difference(lead, lead + DIFFERENCE_APART)) * _mean_of(actual)
+        if sigma is None:
+            if len(_DIFFERENCES) >= 1 << 16:
+                _DIFFERENCES.clear()
+            sigma = _DIFFERENCES[key] = float(difference(lead, lead + DIFFERENCE_APART))
+        return sigma * _mean_of(actual)
     return error.at(t, step)
 
 
 DIFFERENCE_APART = timedelta(hours=6)
 _MEANS: dict[int, tuple[IntensitySeries, float]] = {}
+_DIFFERENCES: dict[tuple[object, timedelta], float] = {}
 
 
 def _mean_of(actual: IntensitySeries) -> float:
