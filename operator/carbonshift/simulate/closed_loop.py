@@ -87,7 +87,7 @@ class ErrorEstimate:
         self.step = actual.resolution_seconds
         self.width = int(WEEK.total_seconds() // self.step)
         self.oracle = model.is_oracle
-        self._at: dict[tuple[int, timedelta], float] = {}
+        self._at: dict[tuple[int, int], float] = {}
         if self.oracle:
             self.diff: FloatArray = np.zeros(len(actual))
             return
@@ -103,11 +103,13 @@ class ErrorEstimate:
             return 0.0
         n = self.diff.shape[0]
         index = min(max(math.floor((moment - self.start).total_seconds() / self.step), 0), n)
-        # The estimate depends on `moment` only through its slot: kept per (slot, length), shared by every pass
-        # of every job in that slot.
-        key = (index, length)
+        # The estimate depends on `moment` only through its slot and on `length` only through its slots: kept per
+        # (slot, slots), shared by the passes of every job in that slot whose run time rounds to as many slots.
+        key = (index, round(length.total_seconds() / self.step))
         cached = self._at.get(key)
         if cached is None:
+            if len(self._at) >= 1 << 18:
+                self._at.clear()
             cached = self._at[key] = self._estimate(index, length)
         return cached
 
