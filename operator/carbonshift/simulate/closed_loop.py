@@ -12,8 +12,9 @@ Speed: forecasts of every bundled model change only when the issue time enters a
 core's decision does not change between ticks when neither its inputs nor a planned transition do. With
 `skip_quiet_ticks` (the default) the loop therefore jumps from a decision to the first tick of the next forecast
 slot, the next wake the core asked for, or the next change of the workload (pods starting, the job completing),
-whichever comes first; `tests/simulate/test_closed_loop.py` checks that this gives the same outcome as calling
-the core at every tick.
+whichever comes first; `tests/unit/test_core.py` checks that this gives the same outcome as calling the core at
+every tick. The engine also sets `CoreSettings.skip_kept_replans` (re-plans proved to keep the commitment are not
+computed; `Settings.fast`), which `tests/simulate/test_closed_loop_skips.py` checks against the plain path.
 """
 
 from __future__ import annotations
