@@ -13,8 +13,9 @@ margin, 5 min ticks, 30 s pod start delay, 2 min grace, one table:
   actual future), misses, cycles, and the optimum's figures;
 - the 20 min overhead mix (minRunDuration 30 min), interruptible, closed loop, realistic: misses;
 - where the gap comes from: oracle closed loop (the loop's own loss) against realistic (the forecast's);
-- a whole year of scenario II (3,387 jobs, DE) in the closed loop on --workers processes (2), and the same run's
-  old path (the plain search) against the new one on the sample, one process each;
+- a whole year of scenario II (3,387 jobs, DE) in the closed loop on --workers processes (2), wall and CPU seconds,
+  and in the same run the new path (re-plans proved to keep the commitment skipped) against the plain path on the
+  sample, one process each, CPU seconds, with a check that both give the same outcomes;
 - the issue's targets beside the results, PASS or FAIL.
 
 Targets (issue 13): 0 misses; interruptible >= 0.92 of optimum on average and >= 0.75 at worst; non-interruptible
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import resource
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -41,7 +43,6 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
-import carbonshift.domain.planning.search as search_module
 from carbonshift.data import bundled_zones, load_bundled_trace, zone_of
 from carbonshift.domain.forecasting import ForecastModel, ForecastSpecError, parse_forecast_model
 from carbonshift.domain.series import IntensitySeries
@@ -390,37 +391,50 @@ def summarise(rows: list[Row]) -> list[tuple[str, str, bool]]:
 
 
 def year_timing(zone: str, forecast: str, workers: int, every: int) -> tuple[str, str, bool]:
-    """A whole year of scenario II in the closed loop (interruptible, with its optimum), on `workers` processes;
-    beside it the same run's old path (the plain search, one process) on a sample of the year, scaled."""
+    """A whole year of scenario II in the closed loop (interruptible, with its optimum), on `workers` processes, wall
+    and CPU seconds (parent and workers); beside it, in the same run, 1 job in `every` of the year on one process
+    by the new path (Settings.fast: re-plans proved to keep the commitment skipped) and by the plain path it must
+    match bit for bit (every re-plan computed), CPU seconds each, scaled to the year."""
     actual = load_bundled_trace(zone)
     jobs = scenario_ii(year=actual.start.year)
+    policies = ["run-now", "optimal-interruptible"]
     chosen = replace(settings(60.0, "closed"), workers=workers)
+    load = os.getloadavg()[0]
     started, cpu = time.perf_counter(), time.process_time()
-    report = simulate(actual, jobs, ["run-now", "optimal-interruptible"], [model(forecast)], settings=chosen)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    report = simulate(actual, jobs, policies, [model(forecast)], settings=chosen)
     took = time.perf_counter() - started
+    parent = time.process_time() - cpu
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    worker_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
     year = by(report.results, "optimal-interruptible")
     sample = jobs[::every]
-    timings = {}
+    timings, results = {}, {}
     for fast in (True, False):
-        search_module.FAST = fast
-        try:
-            begin = time.perf_counter()
-            simulate(actual, sample, ["run-now", "optimal-interruptible"], [model(forecast)],
-                     settings=settings(60.0, "closed"))  # fmt: skip
-            timings[fast] = time.perf_counter() - begin
-        finally:
-            search_module.FAST = True
+        begin = time.process_time()
+        outcome = by(
+            simulate(
+                actual, sample, policies, [model(forecast)], settings=replace(settings(60.0, "closed"), fast=fast)
+            ).results,
+            "optimal-interruptible",
+        )
+        timings[fast] = time.process_time() - begin
+        results[fast] = [(o.job, o.windows, o.grams, o.cycles, o.finish) for o in outcome.outcomes]
+    same = "identical" if results[True] == results[False] else "DIFFERENT (a skip changed a decision)"
     scale = len(jobs) / len(sample)
+    load = max(load, os.getloadavg()[0])
     print(
         f"\none year of scenario II in the closed loop ({zone}, {len(jobs)} jobs, interruptible, 60 s overhead, with"
-        f" its optimum): {took:.1f} s wall on {workers} processes (parent CPU {time.process_time() - cpu:.1f} s);"
-        f" saved {year.saved_pct_vs_run_now:.2f} % of optimum {year.optimum_saved_pct:.2f} %, misses"
-        f" {year.deadline_misses}. Same run, 1 job in {every} on one process: {timings[True]:.1f} s now,"
-        f" {timings[False]:.1f} s on the old path (plain search) -> one process for the year ~"
-        f"{timings[True] * scale:.0f} s now, ~{timings[False] * scale:.0f} s before"
+        f" its optimum): {took:.1f} s wall on {workers} processes, CPU {worker_cpu:.1f} s in the workers +"
+        f" {parent:.1f} s in the parent (load {load:.1f} on {os.cpu_count()} cores); saved"
+        f" {year.saved_pct_vs_run_now:.2f} % of optimum {year.optimum_saved_pct:.2f} %, misses {year.deadline_misses},"
+        f" cycles {year.cycles}. Same run, 1 job in {every} on one process: {timings[True]:.1f} s CPU by the new path,"
+        f" {timings[False]:.1f} s by the plain path ({same}) -> the year's closed loop ~{timings[True] * scale:.0f}"
+        f" s CPU now, ~{timings[False] * scale:.0f} s before"
     )
     return ("a year of scenario II in the closed loop < 60 s on 2 cores", f"{took:.0f} s on {workers} processes"
-            f" ({zone}; shared machine, load {os.getloadavg()[0]:.1f})", took < 60)  # fmt: skip
+            f" ({zone}; {worker_cpu + parent:.0f} s CPU; shared machine, load {load:.1f})",
+            took < 60 and results[True] == results[False])  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ from carbonshift.domain.budgets import BudgetFacts, BudgetVerdict
 from carbonshift.domain.budgets import verdict as budget_verdict
 from carbonshift.domain.lifecycle import Observed, Phase
 from carbonshift.domain.planning.model import Cluster, Job, Plan, Policy, Reason, RunWindow
-from carbonshift.domain.planning.single import plan_job
+from carbonshift.domain.planning.single import optimal_bounds, plan_job
 from carbonshift.domain.series import IntensitySeries
 
 EPS_SECONDS = 1e-6
@@ -156,6 +156,9 @@ class CoreSettings:
     commit: bool = True
     overrun_floor: timedelta = timedelta(minutes=10)
     extend_limit: timedelta = timedelta(minutes=15)  # a committed plan short by up to this is extended at its end
+    # Speed (the simulator): a re-plan whose outcome bounds show the commitment is kept is not computed; the same
+    # decisions and status, but the plan returned then carries no forecast figures (planned/baseline grams NaN).
+    skip_kept_replans: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -703,6 +706,10 @@ def _replan(
     error = max(snapshot.forecast_error_g_per_kwh, 0.0) * settings.harm_factor
     chunk_error = max(snapshot.slot_error_g_per_kwh, 0.0) * settings.chunk_factor
     planned = _with_cycle_penalty(job, snapshot, chunk_error)
+    if settings.skip_kept_replans and commitment is not None and settings.commit:
+        surely = _surely_kept(snapshot, job, planned, commitment, key, running, progress, settings, overhead, error)
+        if surely is not None:
+            return surely
     fresh = _aligned_plan(planned, clusters, snapshot.forecasts, now, settings.margin)
     declined = False  # do no harm replaced a deferring plan by running now
     if (
@@ -764,6 +771,65 @@ def _replan(
         # that saves nothing, `deferred_for_capacity_only`, and dropped it).
         fresh = replace(fresh, planned_grams=committed_grams, reason=Reason.OPTIMAL)
     return _committed_plan(kept, fresh, now), kept, False
+
+
+def _surely_kept(
+    snapshot: Snapshot,
+    job: Job,
+    planned: Job,
+    commitment: Commitment,
+    key: tuple[object, ...],
+    running: bool,
+    progress: Progress,
+    settings: CoreSettings,
+    overhead: timedelta,
+    error: float,
+) -> tuple[Plan, Commitment, bool] | None:
+    """`_replan`'s answer when bounds on the fresh plan (planning.single.optimal_bounds) prove that it keeps the
+    commitment: the fresh plan is Optimal, do no harm keeps it (its gain over running now, at worst the cheapest
+    single block's, exceeds the error) and it cannot beat the committed windows by the threshold (it costs at
+    least the cheapest slots holding the work). None when that is not proved (then the plan is made)."""
+    now, needs = snapshot.now, snapshot.job
+    clusters = tuple(snapshot.clusters)
+    if len(clusters) != 1 or math.isnan(snapshot.status.first_baseline_grams) or job.remaining <= timedelta(0):
+        return None
+    skill = snapshot.forecast_skill
+    if settings.do_no_harm and not (skill is None or skill > settings.min_skill):
+        return None
+    cluster = clusters[0]
+    series = snapshot.forecasts.get(cluster.zone)
+    if series is None or len(series) == 0 or job.deadline - settings.margin <= now:
+        return None
+    step = series.resolution
+    aligned = series.start + step * math.floor((now - series.start) / step)
+    elapsed = now - aligned
+    if aligned < series.start or elapsed < timedelta(0):
+        return None
+    # `_aligned_plan`: from `now` on a slot boundary, else from the slot's start with the part gone added.
+    target = planned if elapsed == timedelta(0) else replace(planned, remaining=planned.remaining + elapsed)
+    bounds = optimal_bounds(target, cluster, series, aligned, settings.margin)
+    if bounds is None:
+        return None
+    if settings.do_no_harm:
+        energy = _energy_kwh(job)
+        if not (energy > 0 and math.isfinite(bounds.baseline_grams) and math.isfinite(bounds.upper_grams)):
+            return None
+        if not (bounds.baseline_grams - bounds.upper_grams) / energy > error:
+            return None
+    if _shortfall(commitment, needs, progress, running, now, overhead.total_seconds()) > 1.0:
+        return None
+    pue = cluster.pue if cluster.name == commitment.cluster else 1.0
+    forecast = snapshot.forecasts.get(commitment.zone or "") if commitment.zone else None
+    committed_grams = windows_grams(_clipped(commitment.windows, now), forecast, job.power_kw, pue)
+    needed = max(settings.commit_gain * committed_grams, error * _energy_kwh(job))
+    if not (math.isfinite(committed_grams) and committed_grams - bounds.lower_grams <= needed):
+        return None
+    kept = replace(commitment, forecast_key=key, forecasts=dict(snapshot.forecasts))
+    template = Plan(
+        job=needs.name, cluster=cluster.name, zone=cluster.zone, windows=(), planned_grams=math.nan,
+        baseline_grams=math.nan, latest_safe_start=_latest_safe_start(job, settings.margin), reason=Reason.OPTIMAL,
+    )  # fmt: skip
+    return _committed_plan(kept, template, now), kept, False
 
 
 def _aligned_plan(

@@ -12,8 +12,9 @@ Speed: forecasts of every bundled model change only when the issue time enters a
 core's decision does not change between ticks when neither its inputs nor a planned transition do. With
 `skip_quiet_ticks` (the default) the loop therefore jumps from a decision to the first tick of the next forecast
 slot, the next wake the core asked for, or the next change of the workload (pods starting, the job completing),
-whichever comes first; `tests/simulate/test_closed_loop.py` checks that this gives the same outcome as calling
-the core at every tick.
+whichever comes first; `tests/unit/test_core.py` checks that this gives the same outcome as calling the core at
+every tick. The engine also sets `CoreSettings.skip_kept_replans` (re-plans proved to keep the commitment are not
+computed; `Settings.fast`), which `tests/simulate/test_closed_loop_skips.py` checks against the plain path.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class ErrorEstimate:
         self.step = actual.resolution_seconds
         self.width = int(WEEK.total_seconds() // self.step)
         self.oracle = model.is_oracle
+        self._at: dict[tuple[int, int], float] = {}
         if self.oracle:
             self.diff: FloatArray = np.zeros(len(actual))
             return
@@ -103,6 +105,18 @@ class ErrorEstimate:
             return 0.0
         n = self.diff.shape[0]
         index = min(max(math.floor((moment - self.start).total_seconds() / self.step), 0), n)
+        # The estimate depends on `moment` only through its slot and on `length` only through its slots: kept per
+        # (slot, slots), shared by the passes of every job in that slot whose run time rounds to as many slots.
+        key = (index, round(length.total_seconds() / self.step))
+        cached = self._at.get(key)
+        if cached is None:
+            if len(self._at) >= 1 << 18:
+                self._at.clear()
+            cached = self._at[key] = self._estimate(index, length)
+        return cached
+
+    def _estimate(self, index: int, length: timedelta) -> float:
+        n = self.diff.shape[0]
         lo = max(index - self.width, self.first)
         if index - lo < self.width // 2:  # less than half a week of history: use the first week there is
             lo, index = self.first, min(self.first + self.width, n)
@@ -225,12 +239,22 @@ def _slot_error(
     difference = getattr(params, "difference_sigma", None)
     if callable(difference) and not model.is_oracle:
         lead = max(deadline - t, timedelta(0)) / 2
-        return float(difference(lead, lead + DIFFERENCE_APART)) * _mean_of(actual)
+        key = (params, lead)  # (the parameters are a frozen dataclass: equal ones give equal sigmas)
+        try:
+            sigma = _DIFFERENCES.get(key)
+        except TypeError:  # (parameters that cannot be hashed: not kept)
+            return float(difference(lead, lead + DIFFERENCE_APART)) * _mean_of(actual)
+        if sigma is None:
+            if len(_DIFFERENCES) >= 1 << 16:
+                _DIFFERENCES.clear()
+            sigma = _DIFFERENCES[key] = float(difference(lead, lead + DIFFERENCE_APART))
+        return sigma * _mean_of(actual)
     return error.at(t, step)
 
 
 DIFFERENCE_APART = timedelta(hours=6)
 _MEANS: dict[int, tuple[IntensitySeries, float]] = {}
+_DIFFERENCES: dict[tuple[object, timedelta], float] = {}
 
 
 def _mean_of(actual: IntensitySeries) -> float:

@@ -79,6 +79,9 @@ class Settings:
     min_skill: float = 0.0
     legacy: bool = False  # closed loop with the decisions from before the core (to measure what it fixed)
     workers: int = 1  # closed loop: processes the jobs are split across (each job's loop is independent)
+    # Closed loop speed-ups that change no decision (False: the plain path, kept as the reference the tests compare
+    # against): re-plans proved to keep the commitment are not computed (CoreSettings.skip_kept_replans).
+    fast: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,6 +394,7 @@ def _run_closed(
         min_skill=settings.min_skill,
         max_unobserved=max(actual.resolution, settings.tick) + settings.tick,
         start_allowance=settings.start_delay,
+        skip_kept_replans=settings.fast,
     )
     loop = LoopSettings(tick=settings.tick, start_delay=settings.start_delay)
     error = ErrorEstimate(model, actual) if settings.do_no_harm else None

@@ -527,3 +527,71 @@ def _span_cost(per_slot: FloatArray, begin: float, end: float) -> float:
         total += (stop - position) * float(per_slot[index])
         position = stop
     return total
+
+
+@dataclass(frozen=True, slots=True)
+class OptimalBounds:
+    """What is known, without the search, of the plan `plan_job` makes for an Optimal interruptible job on one
+    cluster from a forecast-slot boundary (see `optimal_bounds`)."""
+
+    baseline_grams: float  # exactly the plan's baseline_grams
+    lower_grams: float  # the plan's planned_grams is at least this
+    upper_grams: float  # ... and at most this (the cheapest single block's)
+
+
+def optimal_bounds(
+    job: Job, cluster: Cluster, forecast: IntensitySeries | None, now: datetime, margin: timedelta
+) -> OptimalBounds | None:
+    """Bounds on `plan_job(job, [cluster], {cluster.zone: forecast}, now, margin)` when its reason is surely Optimal
+    (an Optimal interruptible job before its latest safe start, a forecast, a block that fits) and `now` is on a
+    forecast slot boundary (so the plan is `_plan_on`'s); None otherwise. For a speed-up that skips a re-plan whose
+    outcome these bounds decide (carbonshift.domain.core, `CoreSettings.skip_kept_replans`).
+
+    The lower bound: every plan runs at least the work (and, for a suspended job that has run, one overhead) in
+    slots of the horizon, each slot at most once, and pays its resumes on top (all costs are checked to be >= 0;
+    at least one resume for that suspended job), so it costs at least the cheapest slots holding that time (the
+    last one in part) and the cheapest resume, less rounding. The upper bound: the search keeps the cheapest single
+    block unless a chunked plan (or its overhead-shifted variant) is cheaper."""
+    if job.policy is not Policy.OPTIMAL or not job.interruptible or job.remaining <= timedelta(0):
+        return None
+    if cluster.free_gpus is not None or cluster.free_gpus_by_slot is not None or forecast is None:
+        return None
+    if len(forecast) == 0 or (now - forecast.start) % forecast.resolution != timedelta(0):
+        return None
+    # (The steps of `_plan_on` up to the search, for the case where its reason stays None.)
+    lss = latest_safe_start(job, margin)
+    continuing = job.running or not job.started
+    need_now = job.remaining + (timedelta(0) if continuing else job.overhead)
+    if job.deadline <= now or now + need_now > job.deadline or now >= lss:
+        return None
+    grid = planning_grid(forecast, now, max(job.deadline - margin, now + need_now))
+    if grid is None:
+        return None
+    horizon = grid.slots_between(job.deadline - margin)
+    costs = _costs(job, cluster, grid, horizon)
+    usable = costs.grams_per_slot[:horizon]
+    if usable.shape[0] == 0 or not (np.isfinite(usable).all() and float(usable.min()) >= 0.0):
+        return None
+    if not (np.isfinite(costs.resume_grams).all() and float(costs.resume_grams.min()) >= 0.0):
+        return None
+    res = grid.resolution.total_seconds()
+    work = job.remaining.total_seconds() / res
+    overhead = job.overhead.total_seconds() / res
+    baseline = _contiguous(costs, 0, work + (0.0 if continuing else overhead), paying=0 if continuing else 1)
+    block = _best_block(job, usable, work, overhead, costs.resume_grams)
+    if block is None:
+        return None
+    upper = _windows(job, costs, block, work, overhead)[1]
+    # A suspended job that has run pays the overhead (time and energy) at its first chunk at least.
+    pays = job.started and not job.running
+    units = work + overhead if pays else work
+    full = math.floor(units)
+    if full >= usable.shape[0] + (1 if units == full else 0):
+        return None
+    ordered = np.sort(usable)
+    lower = float(np.sum(ordered[:full])) + (units - full) * (float(ordered[full]) if units > full else 0.0)
+    if pays:
+        lower += float(costs.resume_grams[:horizon].min())
+    # Rounding: the windows drop a part of a slot under EPS per chunk; sums in another order differ by ~1e-16.
+    lower -= 1e-9 * max(1.0, abs(lower)) + 2.0 * EPS * usable.shape[0] * float(ordered[-1])
+    return OptimalBounds(baseline_grams=baseline, lower_grams=lower, upper_grams=upper)
