@@ -10,7 +10,7 @@ import pytest
 
 from carbonshift.data import parse_bundled_trace
 from carbonshift.domain.forecast_error import GB_2023
-from carbonshift.domain.forecast_trust import PRIOR, ForecastTrust, TrustSource, combined, trust_for
+from carbonshift.domain.forecast_trust import PRIOR, ForecastRecord, ForecastTrust, TrustSource, combined, trust_for
 from carbonshift.domain.forecasting import OracleForecast, PersistenceForecast, RealisticForecast
 from carbonshift.domain.series import IntensitySeries
 from carbonshift.simulate.closed_loop import ErrorEstimate, _slot_error
@@ -108,3 +108,34 @@ def test_a_job_that_may_run_in_several_zones_is_gated_on_the_largest_error() -> 
     assert both.slot_error_g_per_kwh == pytest.approx(dirty.slot_error(6 * HOUR))
     assert both.forecast_error_for is not None and both.forecast_error_for(HOUR) == pytest.approx(dirty.run_error(HOUR))
     assert combined([oracle], now, HOUR, now + HOUR).forecast_error_for is None
+
+
+def test_a_week_of_recorded_forecasts_replaces_the_prior_with_their_measured_error(gb: IntensitySeries) -> None:
+    """The operator's record of a provider's day-ahead forecasts (here persistence on GB 2023, fed as the
+    handler does: the first forecast of each day, and the histories it reads) gives, after a week, the error the
+    simulator's ErrorEstimate measures for that model; before, the prior."""
+    model = PersistenceForecast()
+    record = ForecastRecord()
+    start = gb.start + timedelta(days=40)
+    trusts = []
+    for day in range(10):
+        for minutes in (5, 12 * 60 + 5):  # two passes a day: the day's first forecast is the one recorded
+            now = start + timedelta(days=day, minutes=minutes)
+            forecast = model.forecast(gb, now, timedelta(days=2))
+            history = gb.window(now - timedelta(days=2), now + HOUR)
+            record.add_forecast(forecast, now)
+            record.add_actuals(history, now)
+            trusts.append((now, trust_for(forecast, now, history=history, record=record)))
+    sources = [t.source for _, t in trusts]
+    assert sources[0] is TrustSource.PRIOR and sources[-1] is TrustSource.MEASURED
+    first = next(i for i, s in enumerate(sources) if s is TrustSource.MEASURED)
+    assert first == 2 * 7 and set(sources[first:]) == {TrustSource.MEASURED}  # from the 8th day: a week (95 %)
+    now, trust = trusts[-1]
+    measured = ErrorEstimate(model, gb)
+    for hours in (1, 8, 24):
+        assert trust.run_error(timedelta(hours=hours)) == pytest.approx(measured.at(now, timedelta(hours=hours)))
+    inputs = trust.inputs(now, 3 * HOUR, now + 12 * HOUR)
+    assert inputs.slot_error_g_per_kwh == pytest.approx(measured.at(now, gb.resolution))
+    # Bounded: the actuals of `keep` (8 days), the forecasts of those and of the rest of today.
+    slots = int(timedelta(days=8) / gb.resolution)
+    assert len(record._actual) <= slots + 1 and len(record._forecast) <= slots + int(timedelta(days=1) / gb.resolution)

@@ -16,7 +16,7 @@ from carbonshift.adapters.intensity import ZoneForecast
 from carbonshift.adapters.kube import Kube
 from carbonshift.adapters.workloads.client import WorkloadClient
 from carbonshift.domain import forecast_trust
-from carbonshift.domain.forecast_trust import TrustSource
+from carbonshift.domain.forecast_trust import ForecastRecord, TrustSource
 from carbonshift.domain.series import IntensitySeries
 from carbonshift.handlers import carbonawarejob as handler
 from carbonshift.handlers.state import LOCAL, OperatorState, Settings
@@ -120,3 +120,31 @@ async def test_the_trust_is_computed_once_per_zone_and_forecast_slot_not_per_job
     state.clock.at[0] = T0 + HOUR + timedelta(seconds=7)  # type: ignore[attr-defined]
     await handler.reconcile(state, copy.deepcopy(kube.caj))
     assert made == [TrustSource.PRIOR, TrustSource.PRIOR]
+
+
+def recorded_week(error: float) -> ForecastRecord:
+    """A week (and a day) of day-ahead forecasts of a zone at 300 g/kWh, off by +-`error` hour by hour."""
+    record = ForecastRecord()
+    begin = T0 - timedelta(days=8)
+    hours = 8 * 24
+    actual = IntensitySeries(ZONE, begin, HOUR, np.full(hours, 300.0))
+    said = IntensitySeries(ZONE, begin, HOUR, 300.0 + error * np.where(np.arange(hours) % 2 == 0, 1.0, -1.0))
+    for day in range(8):
+        record.add_forecast(said, begin + timedelta(days=day, minutes=5))
+    record.add_actuals(actual, T0)
+    return record
+
+
+@pytest.mark.parametrize(("error", "runs_now"), [(0.0, False), (60.0, True)])
+async def test_a_week_of_recorded_forecasts_sets_the_gate_by_their_measured_error(
+    monkeypatch: pytest.MonkeyPatch, error: float, runs_now: bool
+) -> None:
+    # The same 15 g/kWh gain the prior declines: a zone whose forecasts were right all week defers for it; one whose
+    # forecasts were 60 g/kWh off hour by hour (20 g/kWh over 3 h runs, 30 with the factor 1.5) runs at once.
+    state, kube = operator(monkeypatch, Source(dip=285.0), interruptible=True)
+    state.forecast_records[ZONE] = recorded_week(error)
+    writes = await first_pass(state, kube)
+    assert writes == (["create", "resume"] if runs_now else ["create"]), kube.writes
+    trust = state.trust[ZONE][1]
+    assert trust.source is TrustSource.MEASURED
+    assert trust.run_error(3 * HOUR) == pytest.approx(error / 3)

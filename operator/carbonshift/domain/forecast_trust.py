@@ -12,8 +12,11 @@ made the forecast), so that both run the same gate:
 * ``prior`` - any other forecast (Electricity Maps, WattTime, Carbon Aware SDK, the GB API, persistence, recorded
   files): its error is not known, so the operator assumes the NESO GB 2023 fit (`GB_2023`, the realistic model's
   default) relative to the zone's recent mean intensity. A deferral must then gain more than a forecast as good
-  as NESO's national forecast could be wrong by before the operator acts on it; a worse forecast is not
-  detected (a recorded-forecast score would measure it; not built yet, docs/design/operator.md).
+  as NESO's national forecast could be wrong by before the operator acts on it.
+* ``measured`` - once the operator has kept a week of a zone's day-ahead forecasts (`ForecastRecord`: the forecast
+  it was given first each UTC day, for that day, as the simulator's `ErrorEstimate` views a model that issues no
+  view) and the actuals of those days, their measured error replaces the prior: the same mean absolute error of a
+  run's mean forecast error that `ErrorEstimate` measures, over the week before `now`.
 
 The numbers are the simulator's (carbonshift.simulate.closed_loop), in closed form from the parameters:
 
@@ -39,7 +42,7 @@ from enum import StrEnum
 import numpy as np
 
 from carbonshift.domain.forecast_error import GB_2023, ErrorParams
-from carbonshift.domain.series import IntensitySeries
+from carbonshift.domain.series import FloatArray, IntensitySeries
 
 WEEK = timedelta(days=7)
 DIFFERENCE_APART = timedelta(hours=6)  # the simulator's `closed_loop.DIFFERENCE_APART`
@@ -51,6 +54,7 @@ class TrustSource(StrEnum):
     ORACLE = "oracle"  # the actuals: error 0
     DECLARED = "declared"  # the forecast model declares its error (realistic)
     PRIOR = "prior"  # unknown error: the NESO fit x the zone's recent mean
+    MEASURED = "measured"  # the zone's recorded day-ahead forecasts of the past week, scored on the actuals
     NONE = "none"  # no forecast, or no intensity to scale an error by: nothing to gate (the core runs at once)
 
 
@@ -72,6 +76,8 @@ class ForecastTrust:
     params: ErrorParams
     mean_g_per_kwh: float
     step: timedelta = timedelta(minutes=30)
+    # MEASURED: forecast minus actual (g/kWh) per slot of the week before, NaN where either is missing.
+    errors: tuple[float, ...] = ()
 
     @property
     def trusted(self) -> bool:
@@ -83,6 +89,8 @@ class ForecastTrust:
         if self.trusted:
             return 0.0
         step_s = max(self.step.total_seconds(), 1.0)
+        if self.source is TrustSource.MEASURED:
+            return _measured_run_error(np.array(self.errors, dtype=np.float64), round(length.total_seconds() / step_s))
         n = max(1, min(round(length.total_seconds() / step_s), round(WEEK.total_seconds() / step_s)))
         c = self.params.phi_over(self.step)
         # sum over i, j < n of c^|i-j| (n when c = 0)
@@ -94,6 +102,8 @@ class ForecastTrust:
         """Expected error std (g/kWh) of the difference between two slots `DIFFERENCE_APART` apart from `lead` on."""
         if self.trusted:
             return 0.0
+        if self.source is TrustSource.MEASURED:  # the simulator's `_slot_error` for a model without declared error
+            return self.run_error(self.step)
         lead = max(lead, timedelta(0))
         return self.params.difference_sigma(lead, lead + DIFFERENCE_APART) * self.mean_g_per_kwh
 
@@ -134,13 +144,15 @@ def trust_for(
     history: IntensitySeries | None = None,
     declared: ErrorParams | None = None,
     declared_mean: float | None = None,
+    record: ForecastRecord | None = None,
 ) -> ForecastTrust:
     """How far to trust `forecast` (issued at `now`).
 
     `declared`/`declared_mean`: the error parameters of the model that made the forecast and the mean intensity
     its errors are relative to (a realistic trace replay: the trace's mean), when it declares them. Otherwise the
     prior: the NESO fit x the mean of `history` over the week before `now` (the zone's measured intensity), or,
-    without history, the forecast's own mean."""
+    without history, the forecast's own mean. `record`: the zone's recorded forecasts; once they cover a week
+    their measured error replaces the prior."""
     if forecast is None or len(forecast) == 0:
         return ForecastTrust(TrustSource.NONE, PRIOR, 0.0)
     step = forecast.resolution
@@ -148,6 +160,10 @@ def trust_for(
         return ForecastTrust(TrustSource.ORACLE, PRIOR, 0.0, step)
     if declared is not None and declared_mean is not None and math.isfinite(declared_mean) and declared_mean > 0:
         return ForecastTrust(TrustSource.DECLARED, declared, float(declared_mean), step)
+    if record is not None:
+        errors = record.errors(now, forecast)
+        if errors is not None:
+            return ForecastTrust(TrustSource.MEASURED, PRIOR, 0.0, step, tuple(float(e) for e in errors))
     mean = recent_mean(history, now)
     if mean is None:
         values = np.asarray(forecast.values, dtype=np.float64)
@@ -172,3 +188,77 @@ def combined(trusts: list[ForecastTrust], now: datetime, duration: timedelta, de
         forecast_error_for=lambda length: max(e(length) for e in errors),
         slot_error_g_per_kwh=max(i.slot_error_g_per_kwh for i in inputs),
     )
+
+
+def _measured_run_error(diff: FloatArray, span: int) -> float:
+    """`ErrorEstimate.at` on recorded errors: the mean absolute value of the mean error over runs of `span` slots."""
+    n = diff.shape[0]
+    span = max(1, min(span, n))
+    cumulative = np.concatenate(([0.0], np.cumsum(np.nan_to_num(diff, nan=0.0))))
+    counts = np.concatenate(([0], np.cumsum(~np.isnan(diff))))
+    sums = cumulative[span:] - cumulative[:-span]
+    have = counts[span:] - counts[:-span]
+    valid = have > 0
+    if not valid.any():
+        return 0.0
+    return float(np.mean(np.abs(sums[valid] / have[valid])))
+
+
+class ForecastRecord:
+    """A zone's day-ahead forecasts as the operator was given them, and the actuals, for `keep` (bounded memory:
+    one value per slot and kind). The forecast recorded for a UTC day is the first one the operator saw that day,
+    for the rest of that day (as the simulator's `ErrorEstimate` views a model that issues no whole view: its
+    forecasts issued at each midnight for the day ahead); actuals come from the histories the operator reads."""
+
+    def __init__(self, keep: timedelta = WEEK + timedelta(days=1), need: float = 0.95) -> None:
+        self.keep = keep
+        self.need = need  # the share of a week's slots that must be scored before the measured error is used
+        self._forecast: dict[datetime, float] = {}
+        self._actual: dict[datetime, float] = {}
+        self._days: set[datetime] = set()
+
+    def add_forecast(self, forecast: IntensitySeries, now: datetime) -> None:
+        day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        if day in self._days or len(forecast) == 0:
+            return
+        self._days.add(day)
+        first = max(forecast.index_of(now), 0)
+        last = min(forecast.index_of(day + timedelta(days=1) - timedelta(microseconds=1)) + 1, len(forecast))
+        for i in range(first, last):
+            value = float(forecast.values[i])
+            if math.isfinite(value):
+                self._forecast.setdefault(forecast.slot_start(i), value)
+        self._prune(now)
+
+    def add_actuals(self, history: IntensitySeries | None, now: datetime) -> None:
+        if history is None or len(history) == 0:
+            return
+        first = max(history.index_of(now - self.keep), 0)
+        last = min(history.index_of(now), len(history))  # slots that ended by `now`
+        for i in range(first, last):
+            value = float(history.values[i])
+            if math.isfinite(value):
+                self._actual[history.slot_start(i)] = value
+        self._prune(now)
+
+    def _prune(self, now: datetime) -> None:
+        oldest = now - self.keep
+        for store in (self._forecast, self._actual):
+            for stale in [t for t in store if t < oldest]:
+                del store[stale]
+        self._days = {d for d in self._days if d >= oldest - timedelta(days=1)}
+
+    def errors(self, now: datetime, grid: IntensitySeries) -> FloatArray | None:
+        """Forecast minus actual on `grid`'s slots (a forecast issued at `now`) over the week before `now` (NaN
+        where not both known), or None while fewer than `need` of that week's slots are scored."""
+        step = grid.resolution
+        slots = int(WEEK / step)
+        if slots < 1:
+            return None
+        current = grid.slot_start(grid.index_of(now))  # the slot holding `now` (not ended)
+        forecast, actual = self._forecast, self._actual
+        starts = [current - step * (slots - k) for k in range(slots)]
+        diff = np.array([forecast[t] - actual[t] if t in forecast and t in actual else math.nan for t in starts])
+        if np.count_nonzero(~np.isnan(diff)) < self.need * slots:
+            return None
+        return diff

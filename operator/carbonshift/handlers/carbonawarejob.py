@@ -61,7 +61,7 @@ from carbonshift.domain.core import AtRisk, CoreSettings, CoreStatus, Outcome, S
 from carbonshift.domain.core import observe as core_observe
 from carbonshift.domain.core import reconcile as core_reconcile
 from carbonshift.domain.forecast_error import ErrorParams
-from carbonshift.domain.forecast_trust import ForecastTrust, combined, trust_for
+from carbonshift.domain.forecast_trust import ForecastRecord, ForecastTrust, combined, trust_for
 from carbonshift.domain.kueue import kueue_managed
 from carbonshift.domain.lifecycle import Decision, Observed, Phase
 from carbonshift.domain.planning.model import Cluster, Plan
@@ -659,7 +659,8 @@ async def zone_trust(
     provider: str | None,
 ) -> ForecastTrust:
     """How far to trust a zone's forecast (domain/forecast_trust.py): the oracle 0, a trace replayed with a model
-    that declares its error (realistic) that error, any other forecast the NESO fit x the zone's recent mean.
+    that declares its error (realistic) that error, any other forecast the NESO fit x the zone's recent mean until
+    a week of its recorded day-ahead forecasts is scored, then their measured error.
     Computed once per zone, answering provider and forecast slot, and kept on the state for every job."""
     labels = forecast.labels if forecast is not None else {}
     key = (provider, forecast.start if forecast is not None else None, labels.get("oracle"))
@@ -676,10 +677,16 @@ async def zone_trust(
             if isinstance(params, ErrorParams):  # the model's errors are relative to the trace's mean
                 declared, declared_mean = params, source.series.mean()
             break
-    history = None
+    history = record = None
     if forecast is not None and declared is None and labels.get("oracle") != "true":
         history = await zone_history(state, tick, submitted, zone)
-    trust = trust_for(forecast, tick.now, history=history, declared=declared, declared_mean=declared_mean)
+        # The forecasts it was given and the actuals, kept a week: then their measured error replaces the prior.
+        record = state.forecast_records.setdefault(zone, ForecastRecord())
+        record.add_forecast(forecast, tick.now)
+        record.add_actuals(history, tick.now)
+    trust = trust_for(
+        forecast, tick.now, history=history, declared=declared, declared_mean=declared_mean, record=record
+    )
     state.trust[zone] = (key, trust)
     return trust
 
