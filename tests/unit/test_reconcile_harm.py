@@ -12,11 +12,14 @@ import kopf
 import numpy as np
 import pytest
 
-from carbonshift.adapters.intensity import ZoneForecast
+from carbonshift.adapters.carbon.trace import TraceProvider
+from carbonshift.adapters.intensity import ZoneForecast, ZoneForecasts
 from carbonshift.adapters.kube import Kube
 from carbonshift.adapters.workloads.client import WorkloadClient
 from carbonshift.domain import forecast_trust
+from carbonshift.domain.forecast_error import GB_2023
 from carbonshift.domain.forecast_trust import ForecastRecord, TrustSource
+from carbonshift.domain.forecasting import parse_forecast_model
 from carbonshift.domain.series import IntensitySeries
 from carbonshift.handlers import carbonawarejob as handler
 from carbonshift.handlers.state import LOCAL, OperatorState, Settings
@@ -148,3 +151,24 @@ async def test_a_week_of_recorded_forecasts_sets_the_gate_by_their_measured_erro
     trust = state.trust[ZONE][1]
     assert trust.source is TrustSource.MEASURED
     assert trust.run_error(3 * HOUR) == pytest.approx(error / 3)
+
+
+@pytest.mark.parametrize("spec", ["realistic:2", "oracle", "persistence"])
+async def test_a_replayed_trace_is_trusted_as_its_forecast_model_declares(
+    monkeypatch: pytest.MonkeyPatch, spec: str
+) -> None:
+    """Through the real provider chain (ZoneForecasts over a TraceProvider): a realistic replay gets its model's
+    declared error (relative to the trace's mean), the oracle none, persistence the prior."""
+    model = parse_forecast_model(spec)
+    values = 300.0 + 100.0 * np.sin(np.arange(24 * 10) * 2 * np.pi / 24)
+    trace = TraceProvider(IntensitySeries(ZONE, T0 - timedelta(days=5), HOUR, values), forecast_model=model)
+    state, kube = operator(monkeypatch, Source(dip=285.0), interruptible=True)
+    state.forecasts = ZoneForecasts([], lambda zone: trace)
+    await first_pass(state, kube)
+    trust = state.trust[ZONE][1]
+    expected = {"realistic:2": TrustSource.DECLARED, "oracle": TrustSource.ORACLE}.get(spec, TrustSource.PRIOR)
+    assert trust.source is expected
+    if expected is TrustSource.DECLARED:
+        assert trust.params == GB_2023.scaled(2.0) and trust.mean_g_per_kwh == pytest.approx(float(values.mean()))
+    if expected is TrustSource.PRIOR:  # the measured mean of the history read (whole days of the sine: 300)
+        assert trust.mean_g_per_kwh == pytest.approx(300.0, rel=0.01)
