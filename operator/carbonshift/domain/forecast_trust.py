@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -77,7 +77,7 @@ class ForecastTrust:
     mean_g_per_kwh: float
     step: timedelta = timedelta(minutes=30)
     # MEASURED: forecast minus actual (g/kWh) per slot of the week before, NaN where either is missing.
-    errors: tuple[float, ...] = ()
+    errors: FloatArray | None = field(default=None, compare=False)
 
     @property
     def trusted(self) -> bool:
@@ -89,8 +89,8 @@ class ForecastTrust:
         if self.trusted:
             return 0.0
         step_s = max(self.step.total_seconds(), 1.0)
-        if self.source is TrustSource.MEASURED:
-            return _measured_run_error(np.array(self.errors, dtype=np.float64), round(length.total_seconds() / step_s))
+        if self.source is TrustSource.MEASURED and self.errors is not None:
+            return _measured_run_error(self.errors, round(length.total_seconds() / step_s))
         n = max(1, min(round(length.total_seconds() / step_s), round(WEEK.total_seconds() / step_s)))
         c = self.params.phi_over(self.step)
         # sum over i, j < n of c^|i-j| (n when c = 0)
@@ -163,7 +163,8 @@ def trust_for(
     if record is not None:
         errors = record.errors(now, forecast)
         if errors is not None:
-            return ForecastTrust(TrustSource.MEASURED, PRIOR, 0.0, step, tuple(float(e) for e in errors))
+            errors.flags.writeable = False
+            return ForecastTrust(TrustSource.MEASURED, PRIOR, 0.0, step, errors)
     mean = recent_mean(history, now)
     if mean is None:
         values = np.asarray(forecast.values, dtype=np.float64)
