@@ -37,7 +37,7 @@ import kopf
 from pydantic import ValidationError
 
 from carbonshift import metrics
-from carbonshift.adapters.carbon.trace import replay_note
+from carbonshift.adapters.carbon.trace import TraceProvider, replay_note
 from carbonshift.adapters.kube import Kube, KubeUnavailableError, namespace_terminating
 from carbonshift.adapters.workloads import KINDS, Owner, Workload, WorkloadError, kind_for
 from carbonshift.adapters.workloads.client import WorkloadClient
@@ -60,6 +60,8 @@ from carbonshift.domain.budgets import BudgetFacts, BudgetSpec, BudgetVerdict, L
 from carbonshift.domain.core import AtRisk, CoreSettings, CoreStatus, Outcome, Snapshot, pods_rate
 from carbonshift.domain.core import observe as core_observe
 from carbonshift.domain.core import reconcile as core_reconcile
+from carbonshift.domain.forecast_error import ErrorParams
+from carbonshift.domain.forecast_trust import ForecastRecord, ForecastTrust, combined, trust_for
 from carbonshift.domain.kueue import kueue_managed
 from carbonshift.domain.lifecycle import Decision, Observed, Phase
 from carbonshift.domain.planning.model import Cluster, Plan
@@ -349,12 +351,14 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     days = max(3, math.ceil((deadline - tick.now) / timedelta(days=1)) + 1)
     horizon = timedelta(days=days)
     forecasts: dict[str, IntensitySeries | None] = {}
+    answered: dict[str, str | None] = {}  # who answered each zone's forecast (for its error: forecast_trust)
     degraded: list[str] = []
     provider: str | None = None
     signal: str | None = None
     for zone in sorted({c.zone for c in candidates}) if not finished else ():
         answer = await state.forecasts.forecast(zone, tick.now, horizon)
         forecasts[zone] = answer.series
+        answered[zone] = answer.provider
         if answer.degraded:
             degraded.append(f"{zone}: {answer.message}")
             metrics.PROVIDER_FALLBACKS.labels(zone, answer.provider or "none").inc()
@@ -369,6 +373,10 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     if choice.excluded and any(c.zone not in choice.excluded for c in candidates):
         candidates = [c for c in candidates if c.zone not in choice.excluded]
         signal = str(choice.signal)
+    # Do no harm: the forecasts' expected error, per zone once per forecast slot (shared by every job).
+    zones = sorted({c.zone for c in candidates} & forecasts.keys())
+    trusts = [await zone_trust(state, tick, submitted, z, forecasts[z], answered.get(z)) for z in zones]
+    harm = combined(trusts, tick.now, needs.duration, needs.deadline)
     snapshot = Snapshot(
         job=needs,
         status=before,
@@ -376,6 +384,9 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         now=tick.now,
         clusters=tuple(candidates),
         forecasts=forecasts,
+        forecast_error_g_per_kwh=harm.forecast_error_g_per_kwh,
+        forecast_error_for=harm.forecast_error_for,
+        slot_error_g_per_kwh=harm.slot_error_g_per_kwh,
         watching_since=watching_since,
         pod_gpus=per_pod,
         largest_node_gpus={e.name: e.largest_node_gpus for e in entries},
@@ -637,6 +648,47 @@ async def zone_history(state: OperatorState, tick: Tick, submitted: datetime, zo
         begin = min(submitted, tick.now - timedelta(days=2)).replace(hour=0, minute=0, second=0, microsecond=0)
         tick.histories[zone] = await state.forecasts.history(zone, begin, tick.now + timedelta(hours=1), tick.now)
     return tick.histories[zone]
+
+
+async def zone_trust(
+    state: OperatorState,
+    tick: Tick,
+    submitted: datetime,
+    zone: str,
+    forecast: IntensitySeries | None,
+    provider: str | None,
+) -> ForecastTrust:
+    """How far to trust a zone's forecast (domain/forecast_trust.py): the oracle 0, a trace replayed with a model
+    that declares its error (realistic) that error, any other forecast the NESO fit x the zone's recent mean until
+    a week of its recorded day-ahead forecasts is scored, then their measured error.
+    Computed once per zone, answering provider and forecast slot, and kept on the state for every job."""
+    labels = forecast.labels if forecast is not None else {}
+    key = (provider, forecast.start if forecast is not None else None, labels.get("oracle"))
+    cached = state.trust.get(zone)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    declared: ErrorParams | None = None
+    declared_mean: float | None = None
+    chain = getattr(state.forecasts, "chains", {}).get(zone)
+    for link in chain.links if chain is not None else ():
+        source = link.provider
+        if isinstance(source, TraceProvider) and source.name == provider:
+            params = getattr(source.model, "params", None)
+            if isinstance(params, ErrorParams):  # the model's errors are relative to the trace's mean
+                declared, declared_mean = params, source.series.mean()
+            break
+    history = record = None
+    if forecast is not None and declared is None and labels.get("oracle") != "true":
+        history = await zone_history(state, tick, submitted, zone)
+        # The forecasts it was given and the actuals, kept a week: then their measured error replaces the prior.
+        record = state.forecast_records.setdefault(zone, ForecastRecord())
+        record.add_forecast(forecast, tick.now)
+        record.add_actuals(history, tick.now)
+    trust = trust_for(
+        forecast, tick.now, history=history, declared=declared, declared_mean=declared_mean, record=record
+    )
+    state.trust[zone] = (key, trust)
+    return trust
 
 
 async def pricing_context(

@@ -25,6 +25,7 @@ from carbonshift.adapters.intensity import ZoneForecast
 from carbonshift.adapters.kube import Kube
 from carbonshift.adapters.prometheus import EnergyMeter
 from carbonshift.adapters.workloads.client import WorkloadClient
+from carbonshift.domain.forecast_trust import ForecastRecord, ForecastTrust
 from carbonshift.domain.planning.reservations import Reservations
 from carbonshift.domain.series import IntensitySeries
 
@@ -123,6 +124,9 @@ class OperatorState:
     _workloads: dict[str, WorkloadClient] = field(default_factory=dict, repr=False)
     # Which CarbonAwareJob drives a referenced workload: (namespace, kind, name) -> its name (for the workload watch).
     referenced: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    # Each zone's forecast trust (do no harm's error), with the (provider, forecast start, oracle) it was made for.
+    trust: dict[str, tuple[tuple[object, ...], ForecastTrust]] = field(default_factory=dict)
+    forecast_records: dict[str, ForecastRecord] = field(default_factory=dict)  # each zone's forecasts, to score
 
     @property
     def reconciling(self) -> asyncio.Semaphore:

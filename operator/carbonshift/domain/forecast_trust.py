@@ -1,0 +1,265 @@
+"""How far the operator trusts a zone's forecast: the error inputs of the decision core's do no harm gate.
+
+The core (carbonshift.domain.core) defers or suspends a job only for a forecast gain above the forecast's
+expected error (`Snapshot.forecast_error_g_per_kwh`, `forecast_error_for`, `slot_error_g_per_kwh`). The closed-loop
+simulator fills them from the model it replays; this module gives the operator the same kind of inputs from what
+it has at `now` (the forecast it was served, the zone's measured history, and, for a trace replay, the model that
+made the forecast), so that both run the same gate:
+
+* ``oracle`` - a forecast labelled oracle (a trace replayed with `--forecast oracle`): the actuals, error 0.
+* ``declared`` - a forecast from a model that declares its error (``realistic``: `ErrorParams`, sigmas as fractions
+  of the trace's mean intensity): that model's own error, computed as the simulator sees it.
+* ``prior`` - any other forecast (Electricity Maps, WattTime, Carbon Aware SDK, the GB API, persistence, recorded
+  files): its error is not known, so the operator assumes the NESO GB 2023 fit (`GB_2023`, the realistic model's
+  default) relative to the zone's recent mean intensity. A deferral must then gain more than a forecast as good
+  as NESO's national forecast could be wrong by before the operator acts on it.
+* ``measured`` - once the operator has kept a week of a zone's day-ahead forecasts (`ForecastRecord`: the forecast
+  it was given first each UTC day, for that day, as the simulator's `ErrorEstimate` views a model that issues no
+  view) and the actuals of those days, their measured error replaces the prior: the same mean absolute error of a
+  run's mean forecast error that `ErrorEstimate` measures, over the week before `now`.
+
+The numbers are the simulator's (carbonshift.simulate.closed_loop), in closed form from the parameters:
+
+* run error (`run_error`): what `ErrorEstimate` measures on a realistic forecast, the mean absolute error of the
+  forecast averaged over a run of `length` (capped at a week, as there). The forecast error at lead 0 is AR(1)
+  with std `sigma0` and correlation `phi` per 30 minutes, so the run mean's std is sigma0 x sqrt(S / n^2), with
+  S = sum over the n x n slot pairs of c^|i-j| (c the correlation of neighbouring slots), and its mean absolute
+  value sqrt(2/pi) times that;
+* slot error (`slot_error`): what `_slot_error` takes for an extra chunk, the std of the difference between two
+  slots 6 h apart at the middle of the job's window (`ErrorParams.difference_sigma`), which grows with lead time.
+
+Pure: no I/O, no clock (`now` is passed in).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+import numpy as np
+
+from carbonshift.domain.forecast_error import GB_2023, ErrorParams
+from carbonshift.domain.series import FloatArray, IntensitySeries
+
+WEEK = timedelta(days=7)
+DIFFERENCE_APART = timedelta(hours=6)  # the simulator's `closed_loop.DIFFERENCE_APART`
+PRIOR = GB_2023  # the NESO GB 2023 fit: the error assumed for a forecast that declares none
+_ABS_OF_NORMAL = math.sqrt(2.0 / math.pi)  # E|X| / std for a normal X
+
+
+class TrustSource(StrEnum):
+    ORACLE = "oracle"  # the actuals: error 0
+    DECLARED = "declared"  # the forecast model declares its error (realistic)
+    PRIOR = "prior"  # unknown error: the NESO fit x the zone's recent mean
+    MEASURED = "measured"  # the zone's recorded day-ahead forecasts of the past week, scored on the actuals
+    NONE = "none"  # no forecast, or no intensity to scale an error by: nothing to gate (the core runs at once)
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInputs:
+    """The do no harm inputs of one job's `Snapshot` (see carbonshift.domain.core.Snapshot)."""
+
+    forecast_error_g_per_kwh: float
+    forecast_error_for: Callable[[timedelta], float] | None
+    slot_error_g_per_kwh: float
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastTrust:
+    """A zone's forecast error model at one moment: `params` (fractions of the mean) x `mean_g_per_kwh`, on the
+    forecast's slot length `step`."""
+
+    source: TrustSource
+    params: ErrorParams
+    mean_g_per_kwh: float
+    step: timedelta = timedelta(minutes=30)
+    # MEASURED: forecast minus actual (g/kWh) per slot of the week before, NaN where either is missing.
+    errors: FloatArray | None = field(default=None, compare=False)
+
+    @property
+    def trusted(self) -> bool:
+        """Whether the gate sees no error at all (the oracle, or nothing to scale by)."""
+        return self.source in (TrustSource.ORACLE, TrustSource.NONE)
+
+    def run_error(self, length: timedelta) -> float:
+        """Expected absolute error (g/kWh) of the forecast averaged over a run of `length`."""
+        if self.trusted:
+            return 0.0
+        step_s = max(self.step.total_seconds(), 1.0)
+        if self.source is TrustSource.MEASURED and self.errors is not None:
+            return _measured_run_error(self.errors, round(length.total_seconds() / step_s))
+        n = max(1, min(round(length.total_seconds() / step_s), round(WEEK.total_seconds() / step_s)))
+        c = self.params.phi_over(self.step)
+        # sum over i, j < n of c^|i-j| (n when c = 0)
+        pairs = n * (1.0 + c) / (1.0 - c) - 2.0 * c * (1.0 - c**n) / (1.0 - c) ** 2
+        std = self.params.sigma0 * math.sqrt(max(pairs, 0.0)) / n
+        return _ABS_OF_NORMAL * std * self.mean_g_per_kwh
+
+    def slot_error(self, lead: timedelta) -> float:
+        """Expected error std (g/kWh) of the difference between two slots `DIFFERENCE_APART` apart from `lead` on."""
+        if self.trusted:
+            return 0.0
+        if self.source is TrustSource.MEASURED:  # the simulator's `_slot_error` for a model without declared error
+            return self.run_error(self.step)
+        lead = max(lead, timedelta(0))
+        return self.params.difference_sigma(lead, lead + DIFFERENCE_APART) * self.mean_g_per_kwh
+
+    def inputs(self, now: datetime, duration: timedelta, deadline: datetime) -> ErrorInputs:
+        """The Snapshot fields for a job of `duration` due by `deadline`, as the simulator fills them."""
+        if self.trusted:
+            return ErrorInputs(0.0, None, 0.0)
+        return ErrorInputs(
+            forecast_error_g_per_kwh=self.run_error(duration),
+            forecast_error_for=self.run_error,
+            slot_error_g_per_kwh=self.slot_error(max(deadline - now, timedelta(0)) / 2),
+        )
+
+
+def is_oracle(forecast: IntensitySeries) -> bool:
+    """Whether the series is labelled as the actuals (a trace replayed with the oracle model)."""
+    return str(forecast.labels.get("oracle", "")).lower() == "true"
+
+
+def recent_mean(history: IntensitySeries | None, now: datetime, span: timedelta = WEEK) -> float | None:
+    """The mean measured intensity over the `span` before `now` (None: no finite, positive value)."""
+    if history is None or len(history) == 0:
+        return None
+    lo = max(history.index_of(now - span), 0)
+    hi = min(max(history.index_of(now) + 1, 0), len(history))
+    window = np.asarray(history.values[lo:hi], dtype=np.float64)
+    window = window[np.isfinite(window)]
+    if window.size == 0:
+        return None
+    mean = float(window.mean())
+    return mean if mean > 0 else None
+
+
+def trust_for(
+    forecast: IntensitySeries | None,
+    now: datetime,
+    *,
+    history: IntensitySeries | None = None,
+    declared: ErrorParams | None = None,
+    declared_mean: float | None = None,
+    record: ForecastRecord | None = None,
+) -> ForecastTrust:
+    """How far to trust `forecast` (issued at `now`).
+
+    `declared`/`declared_mean`: the error parameters of the model that made the forecast and the mean intensity
+    its errors are relative to (a realistic trace replay: the trace's mean), when it declares them. Otherwise the
+    prior: the NESO fit x the mean of `history` over the week before `now` (the zone's measured intensity), or,
+    without history, the forecast's own mean. `record`: the zone's recorded forecasts; once they cover a week
+    their measured error replaces the prior."""
+    if forecast is None or len(forecast) == 0:
+        return ForecastTrust(TrustSource.NONE, PRIOR, 0.0)
+    step = forecast.resolution
+    if is_oracle(forecast):
+        return ForecastTrust(TrustSource.ORACLE, PRIOR, 0.0, step)
+    if declared is not None and declared_mean is not None and math.isfinite(declared_mean) and declared_mean > 0:
+        return ForecastTrust(TrustSource.DECLARED, declared, float(declared_mean), step)
+    if record is not None:
+        errors = record.errors(now, forecast)
+        if errors is not None:
+            errors.flags.writeable = False
+            return ForecastTrust(TrustSource.MEASURED, PRIOR, 0.0, step, errors)
+    mean = recent_mean(history, now)
+    if mean is None:
+        values = np.asarray(forecast.values, dtype=np.float64)
+        values = values[np.isfinite(values)]
+        mean = float(values.mean()) if values.size else None
+    if mean is None or not mean > 0:
+        return ForecastTrust(TrustSource.NONE, PRIOR, 0.0, step)
+    return ForecastTrust(TrustSource.PRIOR, PRIOR, mean, step)
+
+
+def combined(trusts: list[ForecastTrust], now: datetime, duration: timedelta, deadline: datetime) -> ErrorInputs:
+    """One job's inputs when it may run in several zones: the largest error of each kind (the gate is then right
+    whichever zone the plan picks)."""
+    inputs = [t.inputs(now, duration, deadline) for t in trusts if not t.trusted]
+    if not inputs:
+        return ErrorInputs(0.0, None, 0.0)
+    if len(inputs) == 1:
+        return inputs[0]
+    errors = [t.run_error for t in trusts if not t.trusted]
+    return ErrorInputs(
+        forecast_error_g_per_kwh=max(i.forecast_error_g_per_kwh for i in inputs),
+        forecast_error_for=lambda length: max(e(length) for e in errors),
+        slot_error_g_per_kwh=max(i.slot_error_g_per_kwh for i in inputs),
+    )
+
+
+def _measured_run_error(diff: FloatArray, span: int) -> float:
+    """`ErrorEstimate.at` on recorded errors: the mean absolute value of the mean error over runs of `span` slots."""
+    n = diff.shape[0]
+    span = max(1, min(span, n))
+    cumulative = np.concatenate(([0.0], np.cumsum(np.nan_to_num(diff, nan=0.0))))
+    counts = np.concatenate(([0], np.cumsum(~np.isnan(diff))))
+    sums = cumulative[span:] - cumulative[:-span]
+    have = counts[span:] - counts[:-span]
+    valid = have > 0
+    if not valid.any():
+        return 0.0
+    return float(np.mean(np.abs(sums[valid] / have[valid])))
+
+
+class ForecastRecord:
+    """A zone's day-ahead forecasts as the operator was given them, and the actuals, for `keep` (bounded memory:
+    one value per slot and kind). The forecast recorded for a UTC day is the first one the operator saw that day,
+    for the rest of that day (as the simulator's `ErrorEstimate` views a model that issues no whole view: its
+    forecasts issued at each midnight for the day ahead); actuals come from the histories the operator reads."""
+
+    def __init__(self, keep: timedelta = WEEK + timedelta(days=1), need: float = 0.95) -> None:
+        self.keep = keep
+        self.need = need  # the share of a week's slots that must be scored before the measured error is used
+        self._forecast: dict[datetime, float] = {}
+        self._actual: dict[datetime, float] = {}
+        self._days: set[datetime] = set()
+
+    def add_forecast(self, forecast: IntensitySeries, now: datetime) -> None:
+        day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        if day in self._days or len(forecast) == 0:
+            return
+        self._days.add(day)
+        first = max(forecast.index_of(now), 0)
+        last = min(forecast.index_of(day + timedelta(days=1) - timedelta(microseconds=1)) + 1, len(forecast))
+        for i in range(first, last):
+            value = float(forecast.values[i])
+            if math.isfinite(value):
+                self._forecast.setdefault(forecast.slot_start(i), value)
+        self._prune(now)
+
+    def add_actuals(self, history: IntensitySeries | None, now: datetime) -> None:
+        if history is None or len(history) == 0:
+            return
+        first = max(history.index_of(now - self.keep), 0)
+        last = min(history.index_of(now), len(history))  # slots that ended by `now`
+        for i in range(first, last):
+            value = float(history.values[i])
+            if math.isfinite(value):
+                self._actual[history.slot_start(i)] = value
+        self._prune(now)
+
+    def _prune(self, now: datetime) -> None:
+        oldest = now - self.keep
+        for store in (self._forecast, self._actual):
+            for stale in [t for t in store if t < oldest]:
+                del store[stale]
+        self._days = {d for d in self._days if d >= oldest - timedelta(days=1)}
+
+    def errors(self, now: datetime, grid: IntensitySeries) -> FloatArray | None:
+        """Forecast minus actual on `grid`'s slots (a forecast issued at `now`) over the week before `now` (NaN
+        where not both known), or None while fewer than `need` of that week's slots are scored."""
+        step = grid.resolution
+        slots = int(WEEK / step)
+        if slots < 1:
+            return None
+        current = grid.slot_start(grid.index_of(now))  # the slot holding `now` (not ended)
+        forecast, actual = self._forecast, self._actual
+        starts = [current - step * (slots - k) for k in range(slots)]
+        diff = np.array([forecast[t] - actual[t] if t in forecast and t in actual else math.nan for t in starts])
+        if np.count_nonzero(~np.isnan(diff)) < self.need * slots:
+            return None
+        return diff
