@@ -444,7 +444,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
 
     # 3. Act, in crash-safe order (docs/design/operator.md): placement before the Job; a resumed chunk's start in
     # status before the Job runs (a crash between makes the next pass count that chunk's overhead: under-counts);
-    # a suspension in status before the Job stops.
+    # a suspension in status before the Job stops; an announced suspension (suspendAt) in status before the annotation.
     if outcome.create and workload is None and target.created and plan is not None and plan.cluster is not None:
         client = state.workloads_for(cluster_name or plan.cluster)
         try:
@@ -622,6 +622,9 @@ async def act(tick: Tick, decision: Decision, observed: Observed, client: Worklo
     # and comparing them raw re-annotated on every pass, each patch waking the next pass.
     announced = translate.iso(observed.suspend_at_annotation)
     if decision.annotate_suspend_at and announced != translate.iso(decision.annotate_suspend_at):
+        # The status that announces it (suspendAt, suspendAnnouncedAt) first, then the workload: whoever reads the
+        # annotation finds it in status too (e2e saw the pod annotated and status without suspendAt in between).
+        await tick.flush()
         await client.announce(workload, translate.iso(decision.annotate_suspend_at))
         tick.event(
             "Normal", "SuspendPlanned", f"Checkpoint now: suspending at {translate.iso(decision.annotate_suspend_at)}"
