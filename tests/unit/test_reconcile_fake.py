@@ -458,3 +458,24 @@ def test_a_deferral_that_saves_nothing_is_not_kept_as_a_commitment() -> None:
     assert not handler.deferred_for_capacity_only(status(60.0, 100.0), core, T0)
     assert not handler.deferred_for_capacity_only(status(100.0, 100.0), core, T0 + timedelta(hours=1))  # running
     assert not handler.deferred_for_capacity_only(status(100.0, 100.0), CoreStatus(), T0)
+
+
+async def test_a_resume_pass_writes_the_status_once_and_before_the_job_runs(
+    cluster: tuple[OperatorState, FakeKube, list[tuple[str, str, str]]],
+) -> None:
+    """Each status patch comes back to kopf as a watch event (the operator's main CPU cost at scale): the pass that
+    resumes writes the status once, before the Job runs (crash-safe order), with what it reports already in it."""
+    state, kube, _ = cluster
+    t = T0 + timedelta(seconds=7)
+    while not any(k == "resume" for _, k, _ in kube.writes):
+        before = len(kube.writes)
+        await run_pass(state, kube, t)
+        t += timedelta(minutes=5)
+    in_pass = [(k, v) for _, k, v in kube.writes[before:]]
+    assert [k for k, _ in in_pass] == ["status", "resume"], in_pass
+    written = in_pass[0][1]
+    assert written["phase"] == "Running"
+    assert written["progress"]["chunkStartedAt"]
+    running = next(c for c in written["conditions"] if c["type"] == "Running")
+    assert running["status"] == "True"
+    assert parse_time(written["nextTransitionTime"]) == T0 + timedelta(hours=4) - timedelta(minutes=15)

@@ -441,6 +441,8 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     if workload is None:
         decision = dataclasses.replace(decision, resume=False, suspend=False, annotate_suspend_at=None)
     else:
+        if decision.resume or decision.suspend:  # reported in the status written before the transition: one patch
+            report_decision(tick, decision, plan, observed)  # (each patch is a watch event for kopf), not two
         await act(tick, decision, observed, state.workloads_for(cluster_name), workload)
 
     # 4. Report: energy, conditions, Events, receipts, metrics, reservations.
