@@ -14,7 +14,8 @@ Options (environment):
 - `BENCH_OPERATOR_BASELINE=/path/to/checkout`: also run the same benchmark with the operator of another checkout
   (its `.venv/bin/python` and its `crds/`), each size on its own fresh cluster, alternating baseline and this
   checkout `BENCH_OPERATOR_REPEATS` times (default 1), and print both in one table with the operator's CPU seconds.
-- `BENCH_OPERATOR_PROFILE=DIR`: record the operator with py-spy (`--gil`, collapsed stacks) into DIR, one file a run.
+- `BENCH_OPERATOR_PROFILE=DIR`: record the operator with py-spy (`--gil`, collapsed stacks) into DIR, one file a run,
+  from `BENCH_OPERATOR_PROFILE_FROM` on (`planning`, the default, or `resuming`: once the windows open).
 """
 
 from __future__ import annotations
@@ -161,12 +162,7 @@ def bench(n: int, workdir: Path, checkout: Path = REPO, label: str = "") -> dict
         while not proc.serving():
             time.sleep(0.1)
         assert proc.proc is not None
-        profiler = None
-        if profile_dir := os.environ.get("BENCH_OPERATOR_PROFILE"):
-            out = Path(profile_dir) / f"operator-{label or 'run'}-{n}-{int(time.time())}.txt"
-            spy = REPO / ".venv" / "bin" / "py-spy"
-            command = [str(spy), "record", "--gil", "--rate", "50", "--format", "raw", "--output", str(out)]
-            profiler = subprocess.Popen([*command, "--pid", str(proc.proc.pid)], stdout=subprocess.DEVNULL)
+        profiler = profile(proc, label, n, "planning")
         calls0 = api_requests(api)
         t0 = time.perf_counter()
         manifests = [caj_manifest(f"job-{i}", duration="1h", max_delay="96h") for i in range(n)]
@@ -204,6 +200,8 @@ def bench(n: int, workdir: Path, checkout: Path = REPO, label: str = "") -> dict
         wait = proc.wall_until(opens_at)
         time.sleep(wait)
         calls2 = api_requests(api)
+        if profiler is None:
+            profiler = profile(proc, label, n, "resuming")
         t1 = time.perf_counter()
         running = resumed = 0
         resumed_s = 0.0
@@ -241,6 +239,18 @@ def bench(n: int, workdir: Path, checkout: Path = REPO, label: str = "") -> dict
             "rss_mib": rss_peak,
             "idle_cpu_cores": idle_cpu,
         }
+
+
+def profile(proc: OperatorProcess, label: str, n: int, phase: str) -> subprocess.Popen[bytes] | None:
+    """py-spy recording the operator from this phase on (BENCH_OPERATOR_PROFILE_FROM: planning or resuming)."""
+    profile_dir = os.environ.get("BENCH_OPERATOR_PROFILE")
+    if not profile_dir or os.environ.get("BENCH_OPERATOR_PROFILE_FROM", "planning") != phase:
+        return None
+    assert proc.proc is not None
+    out = Path(profile_dir) / f"operator-{label or 'run'}-{n}-{phase}-{int(time.time())}.txt"
+    spy = REPO / ".venv" / "bin" / "py-spy"
+    command = [str(spy), "record", "--gil", "--rate", "50", "--format", "raw", "--output", str(out)]
+    return subprocess.Popen([*command, "--pid", str(proc.proc.pid)], stdout=subprocess.DEVNULL)
 
 
 def stop(proc: OperatorProcess, profiler: subprocess.Popen[bytes] | None) -> None:
