@@ -26,6 +26,9 @@ class CountingKube:
         await asyncio.sleep(0.01)  # a real read takes time; others arrive meanwhile
         return Capacity(16, 4, 8, {("team", "job"): 4})
 
+    async def patch_caj_status(self, namespace: str, name: str, patch: dict[str, Any]) -> str:
+        return "1"  # the status an announcement writes before the annotation (its resourceVersion)
+
 
 class NoForecasts:
     async def forecast(self, zone: str, now: datetime, horizon: Any) -> Any:

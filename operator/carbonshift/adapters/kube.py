@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -41,6 +42,21 @@ class Capacity:
     used: int
     largest_node: int
     by_job: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+# The API server writes an object's keys in order (apiVersion, kind, metadata, spec, status; in metadata,
+# resourceVersion after annotations, whose values are strings where a quote is escaped): the first match is the
+# object's own.
+_RESOURCE_VERSION = re.compile(rb'"resourceVersion":"([^"]*)"')
+
+
+def resource_version(body: bytes) -> str:
+    """metadata.resourceVersion of an object as the API server sent it (JSON), without parsing all of it."""
+    found = _RESOURCE_VERSION.search(body, body.find(b'"metadata":'))
+    if found is not None:
+        return found.group(1).decode()
+    parsed = json.loads(body or b"{}")
+    return str(((parsed if isinstance(parsed, dict) else {}).get("metadata") or {}).get("resourceVersion", ""))
 
 
 class KubeUnavailableError(RuntimeError):
@@ -221,6 +237,12 @@ class Kube:
         cost more CPU than the request (py-spy), for Jobs as for pod lists. The body is read in the worker thread:
         read lazily on the event loop, one page of a busy API server's pod list stalled every job."""
 
+        body: dict[str, Any] = json.loads(await self._bytes(what, fn, *args, **kwargs))
+        return body
+
+    async def _bytes(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:
+        """A call's response body, unparsed (read in the worker thread)."""
+
         def fetch() -> bytes:
             response = fn(*args, _preload_content=False, **kwargs)
             try:
@@ -228,23 +250,18 @@ class Kube:
             finally:
                 response.release_conn()  # back to the pool now, not when collected
 
-        body: dict[str, Any] = json.loads(await self._call(what, fetch))
-        return body
+        return await self._call(what, fetch)
 
     # -- CarbonAwareJob status (management cluster only) ------------------------------------------------------
     async def patch_caj_status(self, namespace: str, name: str, status: dict[str, Any]) -> str:
-        """Merge-patch the status; returns the object's new resourceVersion."""
-        patched: Any = await self._call(
-            "patch status",
-            self.custom.patch_namespaced_custom_object_status,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-            name,
-            {"status": status},
-        )
-        return str(((patched if isinstance(patched, dict) else {}).get("metadata") or {}).get("resourceVersion", ""))
+        """Merge-patch the status; returns the object's new resourceVersion.
+
+        Only the resourceVersion is read from the answer (the whole object): parsing all of it, on every status
+        patch, was 4% of the operator's CPU at the 1,000-job benchmark (py-spy)."""
+
+        fn = self.custom.patch_namespaced_custom_object_status
+        answer = await self._bytes("patch status", fn, GROUP, VERSION, namespace, PLURAL, name, {"status": status})
+        return resource_version(answer)
 
     # -- admission checks (handlers/validation.py) ----------------------------------------------------------
     async def may(

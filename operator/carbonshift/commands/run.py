@@ -38,7 +38,7 @@ from carbonshift.adapters.kube import Kube
 from carbonshift.api.durations import parse_duration
 from carbonshift.domain.forecasting import ForecastSpecError, parse_forecast_model
 from carbonshift.handlers.energy import DEFAULT_SCRAPE_SECONDS, SCRAPE_INTERVAL_ENV, build_meter
-from carbonshift.handlers.state import OperatorState, Settings, install
+from carbonshift.handlers.state import LeanDiffBaseStorage, OperatorState, Settings, install
 from carbonshift.metrics import RECONCILE_SECONDS as REGISTRY_RECONCILE
 from carbonshift.metrics import REGISTRY
 
@@ -235,7 +235,7 @@ def build_state(args: argparse.Namespace) -> OperatorState:
 def configure_kopf(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Progress and diff-base in annotations: the status belongs to carbonshift's schema alone.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="carbonshift.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = LeanDiffBaseStorage(  # kopf's, without its deep copy of every body
         prefix="carbonshift.io", key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING  # our own events explain decisions; kopf's would be noise

@@ -14,8 +14,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol, cast
 
+import kopf
 import yaml
 from kubernetes import client, config
 
@@ -209,6 +210,30 @@ def kubeconfig_from_secret(local: Kube, namespace: str, secret: str, key: str) -
     if data is None:
         raise LookupError(f"Secret {namespace}/{secret} has no key {key!r}")
     return base64.b64decode(data).decode()
+
+
+class LeanDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's diff-base in annotations, built without deep-copying what it throws away.
+
+    kopf builds an object's "essence" (spec, labels, annotations) on every watch event of every object it watches, to
+    see whether the spec changed: its own `build` deep-copies the whole body first, status and managedFields
+    included, then deletes all but the essence. py-spy on the 1,000-job benchmark: 11% of the operator's CPU in that
+    deep copy, growing with the status (the decision core's progress and commitment). This builds the same essence
+    from a body without the status and with only the metadata the essence reads (labels, annotations, and the owner
+    references kopf's key convention looks at). Fields asked for explicitly from the status or the metadata
+    (`extra_fields` of a handler's `field=`) take kopf's own path."""
+
+    KEPT_METADATA = ("labels", "annotations", "ownerReferences")
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        fields = list(extra_fields or ())
+        heads = {(f.split(".", 1)[0] if isinstance(f, str) else (f[0] if f else "")) for f in fields}
+        if heads & {"status", "metadata"}:
+            return super().build(body=body, extra_fields=fields)
+        meta = body.get("metadata") or {}
+        lean: dict[str, Any] = {k: v for k, v in body.items() if k not in ("status", "metadata")}
+        lean["metadata"] = {k: meta[k] for k in self.KEPT_METADATA if k in meta}
+        return super().build(body=kopf.Body(cast(kopf.RawBody, lean)), extra_fields=fields)
 
 
 _state: OperatorState | None = None
