@@ -76,6 +76,11 @@ async def test_a_forecast_gain_within_the_priors_error_runs_the_job_at_once(
     source = Source(dip=285.0)
     state, kube = operator(monkeypatch, source, interruptible)
     assert await first_pass(state, kube) == ["create", "resume"], kube.writes
+    # The user reads why an Optimal job runs now: not "RunningImmediatePolicy" (it asked for Optimal).
+    conditions = {c["type"]: c for c in kube.caj["status"]["conditions"]}
+    assert conditions["Running"]["status"] == "True"
+    assert conditions["Running"]["reason"] == "RunningForecastWithinError", conditions["Running"]
+    assert "within the forecast's expected error" in conditions["Planned"]["message"], conditions["Planned"]
     trust = state.trust[ZONE][1]
     assert trust.source is TrustSource.PRIOR and trust.mean_g_per_kwh == pytest.approx(300.0)
     assert 1.5 * trust.run_error(3 * HOUR) > 15.0

@@ -43,6 +43,7 @@ class Reason(StrEnum):
     RUNNING_IN_PLANNED_WINDOW = "RunningInPlannedWindow"
     RUNNING_AT_LATEST_SAFE_START = "RunningAtLatestSafeStart"
     RUNNING_IMMEDIATE_POLICY = "RunningImmediatePolicy"
+    RUNNING_FORECAST_WITHIN_ERROR = "RunningForecastWithinError"
     BELOW_THRESHOLD = "BelowThreshold"
     SUSPENDED_BETWEEN_WINDOWS = "SuspendedBetweenWindows"
     NO_SLACK = "NoSlack"

@@ -739,7 +739,8 @@ def _replan(
         if not worth:
             at_once = _aligned_plan(_run_now(job), clusters, snapshot.forecasts, now, settings.margin)
             if at_once.reason is not Reason.NO_CAPACITY:  # (running now may not fit: others hold the GPUs)
-                fresh, declined = at_once, True
+                # Labelled as such: the job asked for Optimal, and the user should read why it runs now.
+                fresh, declined = replace(at_once, reason=Reason.WITHIN_ERROR), True
     remaining = job.remaining.total_seconds()
     if commitment is None or not settings.commit:
         return fresh, _commitment_from(fresh, now, key, remaining, snapshot.forecasts), True

@@ -157,7 +157,11 @@ def decide_check(plan: Plan, now: datetime, *, admitted: bool, interruptible: bo
         return CheckDecision(CheckState.READY, None, None, "Running", "running to completion (not interruptible)")
     if plan.reason is Reason.DONE:
         return CheckDecision(CheckState.READY, None, None, "Running", "no run time left by the estimate; finishing")
-    if in_window or at_lss or plan.reason in (Reason.IMMEDIATE, Reason.DEADLINE_PASSED, Reason.INFEASIBLE_DEADLINE):
+    if (
+        in_window
+        or at_lss
+        or plan.reason in (Reason.IMMEDIATE, Reason.WITHIN_ERROR, Reason.DEADLINE_PASSED, Reason.INFEASIBLE_DEADLINE)
+    ):
         end = _current_window_end(plan, now)
         if plan.reason in (Reason.LATEST_SAFE_START, Reason.DEADLINE_PASSED, Reason.INFEASIBLE_DEADLINE) or (
             at_lss and not in_window

@@ -82,6 +82,11 @@ def plan_summary(plan: Plan, now_g_per_kwh: float | None, now: datetime) -> str:
         return f"No carbon-intensity data; running at the latest safe start {iso(plan.latest_safe_start)}"
     if not plan.windows:
         return "Nothing left to run"
+    if plan.reason is Reason.WITHIN_ERROR:
+        return (
+            "Running now: the best deferral's forecast gain is within the forecast's expected error "
+            f"(do no harm; cluster {plan.cluster})"
+        )
     first = plan.windows[0]
     saved = plan.baseline_grams - plan.planned_grams
     now_text = f"{now_g_per_kwh:.0f}" if now_g_per_kwh is not None and math.isfinite(now_g_per_kwh) else "unknown"
