@@ -14,9 +14,10 @@ def test_default_forecast_is_realistic_and_labelled(capsys: pytest.CaptureFixtur
     out, err = capsys.readouterr()
     assert code == 0, err
     report = json.loads(out)
-    assert report["forecast"] == "realistic (NESO GB 2023 fit)" and report["forecast_is_oracle"] is False
+    label = "realistic (NESO GB 2023 fit, scaled to the zone's climatology)"
+    assert report["forecast"] == label and report["forecast_is_oracle"] is False
     optimal = next(r for r in report["results"] if r["policy"] == "optimal")
-    assert optimal["forecast"] == "realistic (NESO GB 2023 fit)" and optimal["deadline_misses"] == 0
+    assert optimal["forecast"] == label and optimal["deadline_misses"] == 0
 
 
 def test_help_names_the_default_and_the_papers_model(capsys: pytest.CaptureFixture[str]) -> None:

@@ -48,7 +48,7 @@ def test_ar1_has_unit_variance_and_the_asked_correlation() -> None:
 def test_short_lead_fit_recovers_sigma0_and_phi_from_synthetic_forecasts(step: timedelta) -> None:
     known = ErrorParams(sigma0=0.07, sigma_inf=0.3, tau=timedelta(hours=30), phi=0.6)
     actual = constant(300.0, 60_000, step)
-    model = RealisticForecast(known, seed=11)
+    model = RealisticForecast(known, seed=11, per_zone=False)
     view = model.noisy_view(actual)  # lead-0 forecasts of every slot
     forecast = IntensitySeries(zone="XX", start=START, resolution=step, values=view, kind=Kind.FORECAST)
     fit = fit_short_lead(forecast, actual)
@@ -64,7 +64,7 @@ def test_lead_profile_fit_recovers_known_parameters_from_synthetic_forecasts() -
     actual = constant(500.0, 24 * 365, HOUR)
     leads, errors = [], []
     for seed in range(4):
-        model = RealisticForecast(known, seed=seed)
+        model = RealisticForecast(known, seed=seed, per_zone=False)
         for slot in range(0, len(actual) - 96, 5):
             forecast = model.forecast(actual, actual.slot_start(slot), timedelta(hours=96))
             errors.append(forecast.values / 500.0 - 1.0)

@@ -34,9 +34,10 @@ def test_a_realistic_forecast_gets_its_declared_error_which_is_what_the_simulato
     model = RealisticForecast(seed=0, scale=2.0)
     issued = gb.start + timedelta(days=60)
     trust = trust_for(
-        model.forecast(gb, issued, timedelta(days=2)), issued, declared=model.params, declared_mean=gb.mean()
+        model.forecast(gb, issued, timedelta(days=2)), issued, declared=model.params_for(gb), declared_mean=gb.mean()
     )
-    assert trust.source is TrustSource.DECLARED and trust.params == GB_2023.scaled(2.0)
+    assert trust.source is TrustSource.DECLARED and trust.params == model.params_for(gb)
+    assert trust.params.sigma0 == pytest.approx(GB_2023.scaled(2.0).sigma0, rel=1e-3)  # GB is the fitted zone
     # The run error is the expectation of the simulator's ErrorEstimate (the week before, runs of `length`):
     # averaged over a year of weekly decisions they agree within 5 %, and it falls as runs average errors out.
     measured = ErrorEstimate(model, gb)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from carbonshift.data import load_bundled_forecast_vs_actual, load_bundled_trace, load_forecast_model
-from carbonshift.domain.forecast_error import GB_2023
+from carbonshift.domain.forecast_error import GB_2023, climatological_sigma
 from carbonshift.domain.forecasting import (
     ForecastError,
     ForecastModel,
@@ -232,7 +232,7 @@ def test_realistic_is_the_documented_gb_fit_and_says_what_it_is() -> None:
     model = parse_forecast_model("realistic", seed=2)
     assert isinstance(model, RealisticForecast)
     assert model.params == GB_2023 and not model.is_oracle
-    assert model.name == "realistic (NESO GB 2023 fit) seed=2"
+    assert model.name == "realistic (NESO GB 2023 fit, scaled to the zone's climatology) seed=2"
     assert model.exact_view_horizon == timedelta(0)
     assert "realistic" in load_forecast_model("realistic").name
 
@@ -240,7 +240,10 @@ def test_realistic_is_the_documented_gb_fit_and_says_what_it_is() -> None:
 def test_realistic_error_grows_with_lead_time_as_fitted() -> None:
     actual = flat_year()
     errors = np.vstack(
-        [relative_errors(RealisticForecast(seed=seed), actual, range(0, len(actual) - LEADS, 7)) for seed in range(3)]
+        [
+            relative_errors(RealisticForecast(seed=seed, per_zone=False), actual, range(0, len(actual) - LEADS, 7))
+            for seed in range(3)
+        ]
     )
     empirical = np.sqrt(np.mean(errors**2, axis=0))
     expected = np.array([GB_2023.sigma(k * HALF) for k in range(LEADS)])
@@ -252,7 +255,7 @@ def test_realistic_error_grows_with_lead_time_as_fitted() -> None:
 
 def test_consecutive_issues_differ_by_a_small_update_not_a_fresh_draw() -> None:
     actual = flat_year(days=120)
-    model = RealisticForecast(seed=0)
+    model = RealisticForecast(seed=0, per_zone=False)
     first, later = [], []
     for slot in range(0, len(actual) - LEADS - 1, 5):
         now = model.forecast(actual, actual.slot_start(slot), LEADS * HALF).values
@@ -269,7 +272,7 @@ def test_consecutive_issues_differ_by_a_small_update_not_a_fresh_draw() -> None:
 def test_errors_for_one_slot_shrink_as_it_approaches_and_are_renewed() -> None:
     """Issued afresh: the error of a slot forecast 48 h ahead is mostly gone at lead 0."""
     actual = flat_year(days=200)
-    model = RealisticForecast(seed=1)
+    model = RealisticForecast(seed=1, per_zone=False)
     far, near = [], []
     for target in range(LEADS, len(actual), 11):
         far.append(model.forecast(actual, actual.slot_start(target - LEADS + 1), LEADS * HALF).values[-1])
@@ -283,15 +286,17 @@ def test_errors_for_one_slot_shrink_as_it_approaches_and_are_renewed() -> None:
 def test_same_slot_issue_times_share_one_forecast_and_are_deterministic_per_seed() -> None:
     actual = flat_year(days=30)
     issue = actual.slot_start(500) + timedelta(minutes=5)
-    a = RealisticForecast(seed=4)
-    b = RealisticForecast(seed=4)
+    a = RealisticForecast(seed=4, per_zone=False)
+    b = RealisticForecast(seed=4, per_zone=False)
     for minute in (0, 5, 25):  # a different call history before the compared call
         a.forecast(actual, actual.slot_start(500) + timedelta(minutes=minute), timedelta(hours=6))
     mine = a.forecast(actual, issue, timedelta(hours=6)).values
     np.testing.assert_array_equal(mine, b.forecast(actual, issue, timedelta(hours=6)).values)
     at_slot_start = a.forecast(actual, actual.slot_start(500), timedelta(hours=6)).values
     np.testing.assert_array_equal(mine[:12], at_slot_start)  # from :05 the 6 h reach one slot further
-    assert not np.array_equal(mine, RealisticForecast(seed=5).forecast(actual, issue, timedelta(hours=6)).values)
+    assert not np.array_equal(
+        mine, RealisticForecast(seed=5, per_zone=False).forecast(actual, issue, timedelta(hours=6)).values
+    )
     shorter = a.forecast(actual, issue, timedelta(hours=2)).values
     np.testing.assert_array_equal(shorter, mine[:5])  # the horizon cuts the same forecast
     longer = a.forecast(actual, issue, timedelta(hours=12)).values  # asked after shorter ones: grows
@@ -303,7 +308,7 @@ def test_same_slot_issue_times_share_one_forecast_and_are_deterministic_per_seed
 
 def test_realistic_view_is_the_lead_zero_forecast() -> None:
     actual = flat_year(days=10)
-    model = RealisticForecast(seed=0)
+    model = RealisticForecast(seed=0, per_zone=False)
     view = model.noisy_view(actual)
     for slot in (0, 17, 300):
         assert model.forecast(actual, actual.slot_start(slot), HALF).values[0] == view[slot]
@@ -326,8 +331,8 @@ def test_realistic_forecasts_are_never_negative_and_keep_gaps() -> None:
 def test_realistic_scale_multiplies_the_error_and_zero_is_the_actuals_unflagged() -> None:
     actual = flat_year(days=60)
     issues = range(0, len(actual) - LEADS, 13)
-    base = relative_errors(parse_forecast_model("realistic", seed=0), actual, issues)
-    double = relative_errors(parse_forecast_model("realistic:2", seed=0), actual, issues)
+    base = relative_errors(RealisticForecast(seed=0, per_zone=False), actual, issues)
+    double = relative_errors(RealisticForecast(seed=0, scale=2.0, per_zone=False), actual, issues)
     unclipped = 2 * base > -0.75  # the lowest slot is 0.8 x the mean: below that the forecast is clipped at 0
     assert np.mean(unclipped) > 0.95
     np.testing.assert_allclose(double[unclipped], 2 * base[unclipped], atol=1e-12)
@@ -337,14 +342,16 @@ def test_realistic_scale_multiplies_the_error_and_zero_is_the_actuals_unflagged(
 
 
 def test_expected_error_is_the_fitted_curve_and_difference_error_matches_the_draws() -> None:
-    model = RealisticForecast()
+    model = RealisticForecast(per_zone=False)
     assert model.expected_error(timedelta(0)) == pytest.approx(GB_2023.sigma0)
     sigmas = [model.expected_error(timedelta(hours=h)) for h in (0, 1, 6, 24, 48, 480)]
     assert sigmas == sorted(sigmas) and sigmas[-1] < GB_2023.sigma_inf
     assert sigmas[3] == pytest.approx(0.208, abs=0.002) and sigmas[4] == pytest.approx(0.263, abs=0.002)
     actual = flat_year()
     assert model.expected_error_g_per_kwh(actual, timedelta(hours=24)) == pytest.approx(sigmas[3] * actual.mean())
-    errors = np.vstack([relative_errors(RealisticForecast(seed=s), actual, range(0, 17000, 9)) for s in range(2)])
+    errors = np.vstack(
+        [relative_errors(RealisticForecast(seed=s, per_zone=False), actual, range(0, 17000, 9)) for s in range(2)]
+    )
     for a, b in [(4, 6), (10, 40), (20, 90)]:
         empirical = float(np.std(errors[:, b] - errors[:, a]))
         assert empirical == pytest.approx(GB_2023.difference_sigma(a * HALF, b * HALF), rel=0.15), (a, b)
@@ -357,4 +364,33 @@ def test_expected_error_of_any_model_is_declared_or_none() -> None:
     assert expected_error(parse_forecast_model("realistic:2"), timedelta(0)) == pytest.approx(2 * GB_2023.sigma0)
     assert expected_error(parse_forecast_model("oracle"), timedelta(hours=5)) == 0.0
     assert expected_error(parse_forecast_model("persistence"), timedelta(hours=5)) is None
-    assert RealisticForecast(GB_2023.scaled(0.5)).name.startswith("realistic (custom fit)")
+    assert RealisticForecast(GB_2023.scaled(0.5)).name.startswith("realistic (custom fit,")
+
+
+def test_realistic_keeps_the_fits_skill_against_each_zones_climatology() -> None:
+    """Per zone, every sigma scales with the trace's climatological spread: on GB 2023 (the fitted zone) the fit
+    itself, on PJM 2022 (a grid 6 times steadier around its daily shape) errors 6 times smaller, so that no
+    zone's forecast is worse than its time-of-day average; a flat daily shape has nothing left to get wrong."""
+    gb, pjm = load_bundled_trace("GB_2023"), load_bundled_trace("PJM_2022")
+    model = parse_forecast_model("realistic", seed=3)
+    assert isinstance(model, RealisticForecast)
+    assert model.params_for(gb).sigma_inf == pytest.approx(GB_2023.sigma_inf, rel=1e-3)
+    ratio = climatological_sigma(pjm) / GB_2023.sigma_inf
+    assert 0.1 < ratio < 0.25
+    assert model.params_for(pjm) == GB_2023.scaled(ratio)
+    assert model.params_for(pjm).sigma(timedelta(hours=480)) < climatological_sigma(pjm)  # better than climatology
+    # the draws follow: PJM's forecast errors (relative to its mean) are `ratio` times those of the unscaled fit
+    issues = range(0, len(pjm) - 48, 37)
+    mine = np.vstack([model.forecast(pjm, pjm.slot_start(i), timedelta(hours=24)).values for i in issues])
+    fit = RealisticForecast(seed=3, per_zone=False)
+    theirs = np.vstack([fit.forecast(pjm, pjm.slot_start(i), timedelta(hours=24)).values for i in issues])
+    truth = np.vstack([pjm.values[i : i + 24] for i in issues])
+    assert float(np.nanstd(mine - truth)) == pytest.approx(ratio * float(np.nanstd(theirs - truth)), rel=0.05)
+    expected = model.expected_error_g_per_kwh(pjm, timedelta(hours=12))
+    assert expected == pytest.approx(GB_2023.scaled(ratio).sigma(timedelta(hours=12)) * pjm.mean())
+    # a daily shape that repeats exactly: the time of day tells all, the forecast is exact
+    steady = flat_year(days=60)
+    assert np.allclose(model.forecast(steady, START, timedelta(hours=24)).values, steady.values[:48])
+    # shorter than four weeks: too few days to measure a spread, the fit as it is
+    short = flat_year(days=10)
+    assert model.params_for(short) == GB_2023

@@ -46,7 +46,14 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from carbonshift.domain.forecast_error import GB_2023, ErrorField, ErrorParams, draw_field
+from carbonshift.domain.forecast_error import (
+    GB_2023,
+    CalibrationError,
+    ErrorField,
+    ErrorParams,
+    climatological_sigma,
+    draw_field,
+)
 from carbonshift.domain.series import (
     FloatArray,
     IntensitySeries,
@@ -274,6 +281,9 @@ class RecordedForecast(_ViewModel):
         return view
 
 
+CLIMATOLOGY_SPAN = timedelta(days=28)  # the shortest trace whose climatological spread scales the realistic model
+
+
 class RealisticForecast(_ViewModel):
     """Errors that grow with lead time and move a little at each new issue (see forecast_error).
 
@@ -284,15 +294,47 @@ class RealisticForecast(_ViewModel):
 
     _ISSUE_CACHE_SIZE = 4096
 
-    def __init__(self, params: ErrorParams = GB_2023, seed: int = 0, *, scale: float = 1.0) -> None:
+    def __init__(
+        self, params: ErrorParams = GB_2023, seed: int = 0, *, scale: float = 1.0, per_zone: bool = True
+    ) -> None:
         fit = "NESO GB 2023 fit" if params == GB_2023 else "custom fit"
+        if per_zone:
+            fit += ", scaled to the zone's climatology"
         label = f"realistic ({fit})" if scale == 1.0 else f"realistic:{scale:g} ({fit} x{scale:g})"
+        self.fit_sigma_inf = params.sigma_inf  # the climatological error of the zone the fit was made on
         params = params.scaled(scale) if scale != 1.0 else params
         super().__init__(f"{label} seed={seed}", is_oracle=False)
         self.params = params
         self.seed = seed
+        self.per_zone = per_zone
         self._fields: dict[int, tuple[IntensitySeries, ErrorField, float]] = {}
         self._issues: dict[tuple[int, int], tuple[int, FloatArray]] = {}
+        self._zone_params: dict[int, tuple[IntensitySeries, ErrorParams]] = {}
+
+    def params_for(self, actual: IntensitySeries) -> ErrorParams:
+        """The error parameters for this trace (fractions of its mean intensity).
+
+        Per zone (the default), the fit keeps its skill against climatology: every sigma is multiplied by the
+        trace's climatological error (`climatological_sigma`, the spread of the actuals around their month x
+        time-of-day means) over the fitted zone's. On GB 2023 that is 1; on PJM 2022, whose intensity moves
+        6 times less around its daily shape than GB's, 0.16. Without it, a forecast for PJM would err 6 times
+        more than the time-of-day average at long leads: no provider would publish one. `per_zone=False` keeps
+        the GB fractions for every zone (the model before this scaling), as does a trace shorter than
+        `CLIMATOLOGY_SPAN` (too few days per month and time of day to measure a spread)."""
+        if not self.per_zone or self.fit_sigma_inf <= 0 or len(actual) * actual.resolution < CLIMATOLOGY_SPAN:
+            return self.params
+        entry = self._zone_params.get(id(actual))
+        if entry is not None and entry[0] is actual:
+            return entry[1]
+        try:
+            spread = climatological_sigma(actual)
+        except CalibrationError:
+            return self.params
+        params = self.params.scaled(spread / self.fit_sigma_inf) if math.isfinite(spread) else self.params
+        if len(self._zone_params) >= _VIEW_CACHE_SIZE:
+            self._zone_params.pop(next(iter(self._zone_params)))
+        self._zone_params[id(actual)] = (actual, params)
+        return params
 
     @property
     def exact_view_horizon(self) -> timedelta | None:
@@ -309,8 +351,8 @@ class RealisticForecast(_ViewModel):
         return self.params.sigma(lead)
 
     def expected_error_g_per_kwh(self, actual: IntensitySeries, lead: timedelta) -> float:
-        """`expected_error(lead)` in gCO2e/kWh for this trace (x its mean intensity)."""
-        return self.expected_error(lead) * actual.mean()
+        """The expected error std at `lead` in gCO2e/kWh for this trace (its `params_for` x its mean intensity)."""
+        return self.params_for(actual).sigma(lead) * actual.mean()
 
     def _field(self, actual: IntensitySeries) -> tuple[ErrorField, float]:
         entry = self._fields.get(id(actual))
@@ -319,7 +361,7 @@ class RealisticForecast(_ViewModel):
         mean = actual.mean() if len(actual) else 0.0
         if len(actual) and not math.isfinite(mean):
             raise ForecastError(f"trace for zone {actual.zone} has no values to take a mean of")
-        error_field = draw_field(self.params, len(actual), actual.resolution, self.seed)
+        error_field = draw_field(self.params_for(actual), len(actual), actual.resolution, self.seed)
         if len(self._fields) >= _VIEW_CACHE_SIZE:
             stale = next(iter(self._fields))
             self._fields.pop(stale)

@@ -679,7 +679,8 @@ async def zone_trust(
     for link in chain.links if chain is not None else ():
         source = link.provider
         if isinstance(source, TraceProvider) and source.name == provider:
-            params = getattr(source.model, "params", None)
+            params_for = getattr(source.model, "params_for", None)
+            params = params_for(source.series) if callable(params_for) else getattr(source.model, "params", None)
             if isinstance(params, ErrorParams):  # the model's errors are relative to the trace's mean
                 declared, declared_mean = params, source.series.mean()
             break

@@ -235,7 +235,8 @@ def _slot_error(
     middle of the job's window, x the trace's mean; otherwise the measured one-slot error."""
     if error is None:
         return 0.0
-    params = getattr(model, "params", None)
+    params_for = getattr(model, "params_for", None)
+    params = params_for(actual) if callable(params_for) else getattr(model, "params", None)
     difference = getattr(params, "difference_sigma", None)
     if callable(difference) and not model.is_oracle:
         lead = max(deadline - t, timedelta(0)) / 2
