@@ -16,8 +16,10 @@ Models (spec strings for `parse_forecast_model`):
   neighbouring slots and is issued afresh at every issue slot, consistent with the previous issue (the
   forecast issued one slot later differs by a small update, not a fresh draw): see
   `carbonshift.domain.forecast_error` for the model and its calibration on NESO's GB 2023 forecasts
-  (error std 9.4% of the mean intensity at lead 0, 21% at 24 h, 26% at 48 h). ``realistic:K`` scales
-  every error by K (``realistic:2`` is twice as bad). `expected_error(lead)` says how large the error is.
+  (error std 9.4% of the mean intensity at lead 0, 21% at 24 h, 26% at 48 h), carried to other zones by
+  keeping its skill against the zone's climatology (`RealisticForecast.params_for`: every sigma x the
+  trace's climatological spread over GB 2023's). ``realistic:K`` scales every error by K (``realistic:2``
+  is twice as bad). `expected_error(lead)` says how large the error is on GB.
 * ``persistence`` - each slot is forecast as the value of the same slot one day earlier; for slots more
   than one day ahead it steps back whole days until it reaches a slot that ended before the issue slot.
   It never reads the slot containing the issue time or anything after it.
