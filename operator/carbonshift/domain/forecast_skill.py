@@ -20,7 +20,7 @@ Pure: no I/O, no clock.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import timedelta
 
 import numpy as np
@@ -80,27 +80,35 @@ def skill_of(samples: Iterable[Sample | None], z: float = Z) -> tuple[float, flo
     return result
 
 
+def scored(
+    issues: Iterable[tuple[ArrayLike, ArrayLike]], length: int, window: int, interruptible: bool
+) -> list[Sample]:
+    """The samples of `issues` that can be scored, in order: pairs of (the forecast issued, the actuals that
+    followed), each on the forecast's slots from the issue time's slot and at least `window` long (longer ones are
+    cut to it; shorter ones are left out)."""
+    out = []
+    for forecast, actual in issues:
+        f = np.asarray(forecast, dtype=np.float64)[:window]
+        a = np.asarray(actual, dtype=np.float64)[:window]
+        if f.shape[0] == window and a.shape[0] == window:
+            one = sample(f, a, length, interruptible)
+            if one is not None:
+                out.append(one)
+    return out
+
+
 def backtest(
-    issues: Sequence[tuple[ArrayLike, ArrayLike]],
+    issues: Iterable[tuple[ArrayLike, ArrayLike]],
     length: timedelta,
     window: timedelta,
     step: timedelta,
     interruptible: bool,
     z: float = Z,
 ) -> tuple[float, float]:
-    """(skill, spread) for a job of `length` due `window` after the issue, from `issues`: pairs of (the forecast
-    issued, the actuals that followed), each on slots of `step` from the issue time's slot, at least as long as
-    the rounded window (longer ones are cut; shorter ones are not scored). (1.0, 0.0) when the rounded length
+    """(skill, spread) for a job of `length` due `window` after each issue, from `issues` on slots of `step` (see
+    `scored`): the simulator's `SkillEstimate.at` for issues it made itself. (1.0, 0.0) when the rounded length
     fills the window: there is nothing to choose, no forecast is acted on."""
     n_len, n_win = shape_slots(length, window, step)
     if n_len >= n_win:
         return 1.0, 0.0
-    return skill_of((_cut(f, a, n_len, n_win, interruptible) for f, a in issues), z)
-
-
-def _cut(forecast: ArrayLike, actual: ArrayLike, length: int, window: int, interruptible: bool) -> Sample | None:
-    f = np.asarray(forecast, dtype=np.float64)[:window]
-    a = np.asarray(actual, dtype=np.float64)[:window]
-    if f.shape[0] != window or a.shape[0] != window:
-        return None
-    return sample(f, a, length, interruptible)
+    return skill_of(scored(issues, n_len, n_win, interruptible), z)

@@ -252,7 +252,7 @@ class ForecastRecord:
         self._days: set[datetime] = set()
         # issue boundary -> (start of the slot it was seen in, slot length, the values from there on)
         self._issued: dict[datetime, tuple[datetime, timedelta, FloatArray]] = {}
-        self._skills: dict[tuple[datetime, int, int, bool, float], float | None] = {}
+        self._skills: dict[tuple[datetime, datetime, int, int, bool, float], float | None] = {}  # cleared on new data
 
     def add_forecast(self, forecast: IntensitySeries, now: datetime) -> None:
         self._add_issue(forecast, now)
@@ -324,32 +324,31 @@ class ForecastRecord:
     def skill(
         self, now: datetime, length: timedelta, window: timedelta, interruptible: bool, z: float = forecast_skill.Z
     ) -> float | None:
-        """The forecasts' shown skill at `now` for a job of `length` due in `window` (`forecast_skill.backtest`,
-        as the simulator's `SkillEstimate.at`): over the week's issues (one per 6-hour boundary, the latest whose
-        rounded window ended by `now`, so all causal), the decision each recorded forecast would have made, scored
-        on the recorded actuals. None while fewer than `forecast_skill.MIN_SAMPLES` issues can be scored (the core
-        then has no skill gate); 1.0 when the rounded length fills the window (nothing to choose)."""
+        """The forecasts' shown skill at `now` for a job of `length` due in `window`, computed as the simulator's
+        `SkillEstimate.at` (domain/forecast_skill.py): over the week's issues (one per 6-hour boundary, the latest
+        whose rounded window ended by `now`, so all causal), the decision each recorded forecast would have made,
+        scored on the recorded actuals. None while fewer than `forecast_skill.MIN_SAMPLES` issues can be scored
+        (the core then has no skill gate); 1.0 when the rounded length fills the window (nothing to choose)."""
         if not self._issued:
             return None
-        step = self._issued[max(self._issued)][1]  # the latest forecasts' slot length (issues on another are left)
+        origin, step, _ = self._issued[max(self._issued)]  # the latest forecasts' grid (issues on another are left)
         n_len, n_win = forecast_skill.shape_slots(length, window, step)
         if n_len >= n_win:
             return 1.0
         last = _issue_boundary(now - step * n_win)
-        key = (last, n_len, n_win, interruptible, z)
+        # (which issues' windows have ended changes only at their slot boundaries: kept per slot of `now`)
+        key = (origin + step * math.floor((now - origin) / step), last, n_len, n_win, interruptible, z)
         if key in self._skills:
             return self._skills[key]
         count = int(forecast_skill.HISTORY / forecast_skill.STRIDE)
-        samples: list[forecast_skill.Sample] = []
+        issues: list[tuple[FloatArray, list[float]]] = []
         for k in range(count - 1, -1, -1):  # oldest first, as the simulator sums them
             issued = self._issued.get(last - forecast_skill.STRIDE * k)
             if issued is None or issued[1] != step or issued[0] + step * n_win > now or issued[2].shape[0] < n_win:
                 continue  # (none at that boundary, on another grid, its window not over, or shorter than it)
             start, _, values = issued
-            actual = [self._actual.get(start + step * i, math.nan) for i in range(n_win)]
-            scored = forecast_skill.sample(values[:n_win], actual, n_len, interruptible)
-            if scored is not None:
-                samples.append(scored)
+            issues.append((values, [self._actual.get(start + step * i, math.nan) for i in range(n_win)]))
+        samples = forecast_skill.scored(issues, n_len, n_win, interruptible)
         result = forecast_skill.skill_of(samples, z)[0] if len(samples) >= forecast_skill.MIN_SAMPLES else None
         if len(self._skills) >= 1 << 12:
             self._skills.clear()
