@@ -18,6 +18,10 @@ made the forecast), so that both run the same gate:
   view) and the actuals of those days, their measured error replaces the prior: the same mean absolute error of a
   run's mean forecast error that `ErrorEstimate` measures, over the week before `now`.
 
+For prior and measured trust the record also gives the core's skill gate (`Snapshot.forecast_skill`, via
+`shown_skill`): it keeps the whole forecast first seen at or after each 6-hour issue boundary and backtests them as
+the simulator's `SkillEstimate` does (carbonshift.domain.forecast_skill).
+
 The numbers are the simulator's (carbonshift.simulate.closed_loop), in closed form from the parameters:
 
 * run error (`run_error`): what `ErrorEstimate` measures on a realistic forecast, the mean absolute error of the
