@@ -306,7 +306,7 @@ class ForecastRecord:
         oldest_actual = now - max(self.keep, self.issues_kept)
         for stale in [t for t in self._actual if t < oldest_actual]:
             del self._actual[stale]
-        for stale in [b for b in self._issued if b < now - self.issues_kept]:
+        for stale in [b for b in self._issued if b <= now - self.issues_kept]:  # (41 at most)
             del self._issued[stale]
         self._days = {d for d in self._days if d >= oldest - timedelta(days=1)}
 
