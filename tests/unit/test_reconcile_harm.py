@@ -131,12 +131,14 @@ async def test_the_trust_is_computed_once_per_zone_and_forecast_slot_not_per_job
 
 
 def recorded_week(error: float) -> ForecastRecord:
-    """A week (and a day) of day-ahead forecasts of a zone at 300 g/kWh, off by +-`error` hour by hour."""
+    """A week (and a day) of day-ahead forecasts of a zone around 300 g/kWh with a daily shape (so that choosing by
+    them pays off: they show skill), off by +-`error` hour by hour."""
     record = ForecastRecord()
     begin = T0 - timedelta(days=8)
     hours = 8 * 24
-    actual = IntensitySeries(ZONE, begin, HOUR, np.full(hours, 300.0))
-    said = IntensitySeries(ZONE, begin, HOUR, 300.0 + error * np.where(np.arange(hours) % 2 == 0, 1.0, -1.0))
+    actual = IntensitySeries(ZONE, begin, HOUR, 300.0 + 100.0 * np.sin(np.arange(hours) * 2 * np.pi / 24))
+    off = error * np.where(np.arange(hours) % 2 == 0, 1.0, -1.0)
+    said = IntensitySeries(ZONE, begin, HOUR, actual.values + off)
     for day in range(8):
         record.add_forecast(said, begin + timedelta(days=day, minutes=5))
     record.add_actuals(actual, T0)

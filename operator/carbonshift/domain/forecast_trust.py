@@ -18,6 +18,10 @@ made the forecast), so that both run the same gate:
   view) and the actuals of those days, their measured error replaces the prior: the same mean absolute error of a
   run's mean forecast error that `ErrorEstimate` measures, over the week before `now`.
 
+For prior and measured trust the record also gives the core's skill gate (`Snapshot.forecast_skill`, via
+`shown_skill`): it keeps the whole forecast first seen at or after each 6-hour issue boundary and backtests them as
+the simulator's `SkillEstimate` does (carbonshift.domain.forecast_skill).
+
 The numbers are the simulator's (carbonshift.simulate.closed_loop), in closed form from the parameters:
 
 * run error (`run_error`): what `ErrorEstimate` measures on a realistic forecast, the mean absolute error of the
@@ -34,13 +38,14 @@ Pure: no I/O, no clock (`now` is passed in).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 import numpy as np
 
+from carbonshift.domain import forecast_skill
 from carbonshift.domain.forecast_error import GB_2023, ErrorParams
 from carbonshift.domain.series import FloatArray, IntensitySeries
 
@@ -191,6 +196,28 @@ def combined(trusts: list[ForecastTrust], now: datetime, duration: timedelta, de
     )
 
 
+def shown_skill(
+    trusts: Mapping[str, ForecastTrust],
+    records: Mapping[str, ForecastRecord],
+    now: datetime,
+    length: timedelta,
+    window: timedelta,
+    interruptible: bool,
+) -> float | None:
+    """`Snapshot.forecast_skill` for a job of `length` due in `window` that may run in the zones of `trusts`, as
+    the simulator sets it: measured only where the forecast declares no error (trust prior or measured; the
+    oracle and a realistic replay are not skill-gated), the least skill any such zone's record shows (the gate is
+    then right whichever zone the plan picks). None while no zone's record has enough issues scored."""
+    skills = []
+    for zone, trust in trusts.items():
+        record = records.get(zone)
+        if record is not None and trust.source in (TrustSource.PRIOR, TrustSource.MEASURED):
+            skill = record.skill(now, length, window, interruptible)
+            if skill is not None:
+                skills.append(skill)
+    return min(skills, default=None)
+
+
 def _measured_run_error(diff: FloatArray, span: int) -> float:
     """`ErrorEstimate.at` on recorded errors: the mean absolute value of the mean error over runs of `span` slots."""
     n = diff.shape[0]
@@ -206,19 +233,33 @@ def _measured_run_error(diff: FloatArray, span: int) -> float:
 
 
 class ForecastRecord:
-    """A zone's day-ahead forecasts as the operator was given them, and the actuals, for `keep` (bounded memory:
-    one value per slot and kind). The forecast recorded for a UTC day is the first one the operator saw that day,
-    for the rest of that day (as the simulator's `ErrorEstimate` views a model that issues no whole view: its
-    forecasts issued at each midnight for the day ahead); actuals come from the histories the operator reads."""
+    """A zone's forecasts as the operator was given them, and the actuals, with bounded memory.
 
-    def __init__(self, keep: timedelta = WEEK + timedelta(days=1), need: float = 0.95) -> None:
+    * Day-ahead (for the measured error, `errors`): the forecast recorded for a UTC day is the first one the
+      operator saw that day, for the rest of that day (as the simulator's `ErrorEstimate` views a model that issues
+      no whole view: its forecasts issued at each midnight for the day ahead); one value per slot, kept `keep`.
+    * Issued (for the shown skill, `skill`): at each 6-hour issue boundary (`forecast_skill.STRIDE`, on the UTC
+      clock), the first forecast seen at or after it, from the slot holding the moment it was seen, up to
+      `horizon` of values: the forecasts the simulator's `SkillEstimate` backtests. Kept for a week, a horizon and
+      a stride (the oldest issue a week's backtest of the longest window reads): at most 41 issues of 72 h.
+    * Actuals come from the histories the operator reads; kept as long as either needs them."""
+
+    def __init__(
+        self, keep: timedelta = WEEK + timedelta(days=1), need: float = 0.95, horizon: timedelta = timedelta(hours=72)
+    ) -> None:
         self.keep = keep
         self.need = need  # the share of a week's slots that must be scored before the measured error is used
+        self.horizon = horizon  # the most of each issued forecast kept (and the longest window it can score)
+        self.issues_kept = forecast_skill.HISTORY + horizon + forecast_skill.STRIDE
         self._forecast: dict[datetime, float] = {}
         self._actual: dict[datetime, float] = {}
         self._days: set[datetime] = set()
+        # issue boundary -> (start of the slot it was seen in, slot length, the values from there on)
+        self._issued: dict[datetime, tuple[datetime, timedelta, FloatArray]] = {}
+        self._skills: dict[tuple[datetime, datetime, int, int, bool, float], float | None] = {}  # cleared on new data
 
     def add_forecast(self, forecast: IntensitySeries, now: datetime) -> None:
+        self._add_issue(forecast, now)
         day = now.replace(hour=0, minute=0, second=0, microsecond=0)
         if day in self._days or len(forecast) == 0:
             return
@@ -231,22 +272,42 @@ class ForecastRecord:
                 self._forecast.setdefault(forecast.slot_start(i), value)
         self._prune(now)
 
+    def _add_issue(self, forecast: IntensitySeries, now: datetime) -> None:
+        boundary = _issue_boundary(now)
+        if boundary in self._issued or len(forecast) == 0:
+            return
+        first = forecast.index_of(now)
+        if not 0 <= first < len(forecast):  # (the forecast does not cover the moment it was seen)
+            return
+        step = forecast.resolution
+        count = max(int(self.horizon / step), 1)
+        values = np.array(forecast.values[first : first + count], dtype=np.float64)
+        values.flags.writeable = False
+        self._issued[boundary] = (forecast.slot_start(first), step, values)
+        self._skills.clear()
+        self._prune(now)
+
     def add_actuals(self, history: IntensitySeries | None, now: datetime) -> None:
         if history is None or len(history) == 0:
             return
-        first = max(history.index_of(now - self.keep), 0)
+        first = max(history.index_of(now - max(self.keep, self.issues_kept)), 0)
         last = min(history.index_of(now), len(history))  # slots that ended by `now`
         for i in range(first, last):
             value = float(history.values[i])
             if math.isfinite(value):
                 self._actual[history.slot_start(i)] = value
+        self._skills.clear()
         self._prune(now)
 
     def _prune(self, now: datetime) -> None:
         oldest = now - self.keep
-        for store in (self._forecast, self._actual):
-            for stale in [t for t in store if t < oldest]:
-                del store[stale]
+        for stale in [t for t in self._forecast if t < oldest]:
+            del self._forecast[stale]
+        oldest_actual = now - max(self.keep, self.issues_kept)
+        for stale in [t for t in self._actual if t < oldest_actual]:
+            del self._actual[stale]
+        for stale in [b for b in self._issued if b <= now - self.issues_kept]:  # (41 at most)
+            del self._issued[stale]
         self._days = {d for d in self._days if d >= oldest - timedelta(days=1)}
 
     def errors(self, now: datetime, grid: IntensitySeries) -> FloatArray | None:
@@ -263,3 +324,44 @@ class ForecastRecord:
         if np.count_nonzero(~np.isnan(diff)) < self.need * slots:
             return None
         return diff
+
+    def skill(
+        self, now: datetime, length: timedelta, window: timedelta, interruptible: bool, z: float = forecast_skill.Z
+    ) -> float | None:
+        """The forecasts' shown skill at `now` for a job of `length` due in `window`, computed as the simulator's
+        `SkillEstimate.at` (domain/forecast_skill.py): over the week's issues (one per 6-hour boundary, the latest
+        whose rounded window ended by `now`, so all causal), the decision each recorded forecast would have made,
+        scored on the recorded actuals. None while fewer than `forecast_skill.MIN_SAMPLES` issues can be scored
+        (the core then has no skill gate); 1.0 when the rounded length fills the window (nothing to choose)."""
+        if not self._issued:
+            return None
+        origin, step, _ = self._issued[max(self._issued)]  # the latest forecasts' grid (issues on another are left)
+        n_len, n_win = forecast_skill.shape_slots(length, window, step)
+        if n_len >= n_win:
+            return 1.0
+        last = _issue_boundary(now - step * n_win)
+        # (which issues' windows have ended changes only at their slot boundaries: kept per slot of `now`)
+        key = (origin + step * math.floor((now - origin) / step), last, n_len, n_win, interruptible, z)
+        if key in self._skills:
+            return self._skills[key]
+        count = int(forecast_skill.HISTORY / forecast_skill.STRIDE)
+        issues: list[tuple[FloatArray, list[float]]] = []
+        for k in range(count - 1, -1, -1):  # oldest first, as the simulator sums them
+            issued = self._issued.get(last - forecast_skill.STRIDE * k)
+            if issued is None or issued[1] != step or issued[0] + step * n_win > now or issued[2].shape[0] < n_win:
+                continue  # (none at that boundary, on another grid, its window not over, or shorter than it)
+            start, _, values = issued
+            issues.append((values, [self._actual.get(start + step * i, math.nan) for i in range(n_win)]))
+        samples = forecast_skill.scored(issues, n_len, n_win, interruptible)
+        result = forecast_skill.skill_of(samples, z)[0] if len(samples) >= forecast_skill.MIN_SAMPLES else None
+        if len(self._skills) >= 1 << 12:
+            self._skills.clear()
+        self._skills[key] = result
+        return result
+
+
+def _issue_boundary(moment: datetime) -> datetime:
+    """The 6-hour issue boundary (UTC clock: 00, 06, 12, 18 h) at or before `moment`."""
+    stride = forecast_skill.STRIDE
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    return day + stride * math.floor((moment - day) / stride)

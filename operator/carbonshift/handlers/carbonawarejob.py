@@ -61,7 +61,14 @@ from carbonshift.domain.core import AtRisk, CoreSettings, CoreStatus, Outcome, S
 from carbonshift.domain.core import observe as core_observe
 from carbonshift.domain.core import reconcile as core_reconcile
 from carbonshift.domain.forecast_error import ErrorParams
-from carbonshift.domain.forecast_trust import ForecastRecord, ForecastTrust, combined, trust_for
+from carbonshift.domain.forecast_trust import (
+    ForecastRecord,
+    ForecastTrust,
+    TrustSource,
+    combined,
+    shown_skill,
+    trust_for,
+)
 from carbonshift.domain.kueue import kueue_managed
 from carbonshift.domain.lifecycle import Decision, Observed, Phase
 from carbonshift.domain.planning.model import Cluster, Plan
@@ -378,6 +385,10 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     zones = sorted({c.zone for c in candidates} & forecasts.keys())
     trusts = [await zone_trust(state, tick, submitted, z, forecasts[z], answered.get(z)) for z in zones]
     harm = combined(trusts, tick.now, needs.duration, needs.deadline)
+    # ... and, for a forecast that declares no error, the skill its recorded forecasts showed for this job's shape.
+    window = needs.deadline - state.settings.margin - tick.now
+    skill = shown_skill(dict(zip(zones, trusts, strict=True)), state.forecast_records, tick.now, needs.duration,
+                        window, needs.interruptible)  # fmt: skip
     snapshot = Snapshot(
         job=needs,
         status=before,
@@ -388,6 +399,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         forecast_error_g_per_kwh=harm.forecast_error_g_per_kwh,
         forecast_error_for=harm.forecast_error_for,
         slot_error_g_per_kwh=harm.slot_error_g_per_kwh,
+        forecast_skill=skill,
         watching_since=watching_since,
         pod_gpus=per_pod,
         largest_node_gpus={e.name: e.largest_node_gpus for e in entries},
@@ -666,12 +678,20 @@ async def zone_trust(
 ) -> ForecastTrust:
     """How far to trust a zone's forecast (domain/forecast_trust.py): the oracle 0, a trace replayed with a model
     that declares its error (realistic) that error, any other forecast the NESO fit x the zone's recent mean until
-    a week of its recorded day-ahead forecasts is scored, then their measured error.
+    a week of its recorded day-ahead forecasts is scored, then their measured error. The zone's `ForecastRecord` is
+    fed on every pass (its issues for the shown skill, `shown_skill`; the actuals with each new trust).
     Computed once per zone, answering provider and forecast slot, and kept on the state for every job."""
     labels = forecast.labels if forecast is not None else {}
     key = (provider, forecast.start if forecast is not None else None, labels.get("oracle"))
     cached = state.trust.get(zone)
     if cached is not None and cached[0] == key:
+        record = state.forecast_records.get(zone)
+        if (
+            record is not None
+            and forecast is not None
+            and cached[1].source not in (TrustSource.ORACLE, TrustSource.DECLARED)
+        ):
+            record.add_forecast(forecast, tick.now)  # (a new 6-hour issue may begin within a forecast slot)
         return cached[1]
     declared: ErrorParams | None = None
     declared_mean: float | None = None

@@ -27,6 +27,7 @@ from functools import partial
 
 import numpy as np
 
+from carbonshift.domain import forecast_skill
 from carbonshift.domain.core import CoreSettings, CoreStatus, JobNeeds, Outcome, Snapshot, reconcile
 from carbonshift.domain.forecasting import ForecastModel
 from carbonshift.domain.lifecycle import Accounting, Observed, Phase, decide, remaining
@@ -141,7 +142,8 @@ class SkillEstimate:
     start of one block; interruptible: the cheapest slots), and records the forecast gain g_k over running at
     once (g/kWh) and the gain r_k the actuals then gave. The skill is the slope of realized on promised gain
     (sum r g / sum g^2) less `z` standard errors: the expected share of a promised gain that comes true, counted
-    low. A forecast with no shown skill (or no history yet) gives 0 or less, and the core then runs at once."""
+    low. A forecast with no shown skill (or no history yet) gives 0 or less, and the core then runs at once.
+    The math is carbonshift.domain.forecast_skill's, shared with the operator's `ForecastRecord.skill`."""
 
     def __init__(
         self,
@@ -162,9 +164,6 @@ class SkillEstimate:
         self._samples: dict[tuple[int, int, int, bool], tuple[float, float] | None] = {}
         self._skills: dict[tuple[int, int, int, bool], tuple[float, float]] = {}
 
-    def _slots(self, span: timedelta) -> int:
-        return max(int(span / self.step), 0)
-
     def _sample(self, issue: int, length: int, window: int, interruptible: bool) -> tuple[float, float] | None:
         key = (issue, length, window, interruptible)
         if key in self._samples:
@@ -175,21 +174,9 @@ class SkillEstimate:
         out: tuple[float, float] | None = None
         if first >= 0 and first + window <= len(actual) and 0 < length < window:
             issued = self.model.forecast(actual, at, self.step * window)
-            f = np.asarray(issued.values[:window], dtype=np.float64)
-            a = np.asarray(actual.values[first : first + window], dtype=np.float64)
-            if f.shape[0] == window and not (np.isnan(f).any() or np.isnan(a).any()):
-                if interruptible:
-                    chosen = np.argsort(f, kind="stable")[:length]
-                    g = float(f[:length].sum() - f[chosen].sum()) / length
-                    r = float(a[:length].sum() - a[chosen].sum()) / length
-                else:
-                    fc = np.concatenate(([0.0], np.cumsum(f)))
-                    ac = np.concatenate(([0.0], np.cumsum(a)))
-                    sums = fc[length:] - fc[:-length]
-                    best = int(np.argmin(sums))
-                    g = float(sums[0] - sums[best]) / length
-                    r = float((ac[length] - ac[0]) - (ac[best + length] - ac[best])) / length
-                out = (g, r)
+            out = forecast_skill.sample(
+                issued.values[:window], actual.values[first : first + window], length, interruptible
+            )
         self._samples[key] = out
         return out
 
@@ -198,9 +185,7 @@ class SkillEstimate:
         gains, and the spread (g/kWh) of the realized gain around skill x promised."""
         if self.oracle:
             return 1.0, 0.0
-        hour = max(int(timedelta(hours=1) / self.step), 1)
-        n_len = max(round(self._slots(length) / hour), 1) * hour  # shapes rounded to whole hours (shared)
-        n_win = max(round(self._slots(window) / hour), 1) * hour
+        n_len, n_win = forecast_skill.shape_slots(length, window, self.step)  # shapes rounded to whole hours
         if n_len >= n_win:
             return 1.0, 0.0  # nothing to choose: no forecast is acted on
         last = math.floor((moment - self.step * n_win - self.actual.start) / self.stride)
@@ -209,15 +194,7 @@ class SkillEstimate:
             return self._skills[key]
         count = int(self.history / self.stride)
         pairs = [self._sample(k, n_len, n_win, interruptible) for k in range(max(last - count + 1, 0), last + 1)]
-        found = np.array([p for p in pairs if p is not None], dtype=np.float64).reshape(-1, 2)
-        result = (0.0, math.inf)
-        if found.shape[0] >= 4:
-            g, r = found[:, 0], found[:, 1]
-            energy = float(np.sum(g * g))
-            if energy > 0:
-                slope = float(np.sum(r * g)) / energy
-                spread = float(np.sum((r - slope * g) ** 2)) / max(found.shape[0] - 1, 1)
-                result = (slope - self.z * math.sqrt(spread / energy), math.sqrt(spread))
+        result = forecast_skill.skill_of(pairs, self.z)
         self._skills[key] = result
         return result
 
