@@ -44,6 +44,7 @@ class Reason(StrEnum):
     RUNNING_AT_LATEST_SAFE_START = "RunningAtLatestSafeStart"
     RUNNING_IMMEDIATE_POLICY = "RunningImmediatePolicy"
     RUNNING_FORECAST_WITHIN_ERROR = "RunningForecastWithinError"
+    RUNNING_FORECAST_WITHOUT_SKILL = "RunningForecastWithoutSkill"
     BELOW_THRESHOLD = "BelowThreshold"
     SUSPENDED_BETWEEN_WINDOWS = "SuspendedBetweenWindows"
     NO_SLACK = "NoSlack"

@@ -735,12 +735,14 @@ def _replan(
             gain *= _run_seconds(job) / moved
             threshold = max(snapshot.forecast_error_for(timedelta(seconds=moved)), 0.0) * settings.harm_factor
         # A gain above the forecast's expected error, from a forecast that has lately shown skill (when measured).
-        worth = gain > threshold and (skill is None or skill > settings.min_skill)
-        if not worth:
+        skilled = skill is None or skill > settings.min_skill
+        if not (gain > threshold and skilled):
             at_once = _aligned_plan(_run_now(job), clusters, snapshot.forecasts, now, settings.margin)
             if at_once.reason is not Reason.NO_CAPACITY:  # (running now may not fit: others hold the GPUs)
-                # Labelled as such: the job asked for Optimal, and the user should read why it runs now.
-                fresh, declined = replace(at_once, reason=Reason.WITHIN_ERROR), True
+                # Labelled as such: the job asked for Optimal, and the user should read why it runs now (a gain
+                # within the error, or one from a forecast whose recent gains did not come true).
+                why = Reason.WITHIN_ERROR if gain <= threshold else Reason.WITHOUT_SKILL
+                fresh, declined = replace(at_once, reason=why), True
     remaining = job.remaining.total_seconds()
     if commitment is None or not settings.commit:
         return fresh, _commitment_from(fresh, now, key, remaining, snapshot.forecasts), True

@@ -160,7 +160,14 @@ def decide_check(plan: Plan, now: datetime, *, admitted: bool, interruptible: bo
     if (
         in_window
         or at_lss
-        or plan.reason in (Reason.IMMEDIATE, Reason.WITHIN_ERROR, Reason.DEADLINE_PASSED, Reason.INFEASIBLE_DEADLINE)
+        or plan.reason
+        in (
+            Reason.IMMEDIATE,
+            Reason.WITHIN_ERROR,
+            Reason.WITHOUT_SKILL,
+            Reason.DEADLINE_PASSED,
+            Reason.INFEASIBLE_DEADLINE,
+        )
     ):
         end = _current_window_end(plan, now)
         if plan.reason in (Reason.LATEST_SAFE_START, Reason.DEADLINE_PASSED, Reason.INFEASIBLE_DEADLINE) or (

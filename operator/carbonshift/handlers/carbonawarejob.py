@@ -916,6 +916,7 @@ def report_decision(tick: Tick, decision: Decision, plan: Plan | None, observed:
         reason = {
             PlanReason.IMMEDIATE: Reason.RUNNING_IMMEDIATE_POLICY,
             PlanReason.WITHIN_ERROR: Reason.RUNNING_FORECAST_WITHIN_ERROR,
+            PlanReason.WITHOUT_SKILL: Reason.RUNNING_FORECAST_WITHOUT_SKILL,
             PlanReason.LATEST_SAFE_START: Reason.RUNNING_AT_LATEST_SAFE_START,
             PlanReason.NO_DATA: Reason.RUNNING_AT_LATEST_SAFE_START,
         }.get(plan.reason if plan is not None else PlanReason.OPTIMAL, Reason.RUNNING_IN_PLANNED_WINDOW)

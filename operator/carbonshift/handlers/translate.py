@@ -87,6 +87,11 @@ def plan_summary(plan: Plan, now_g_per_kwh: float | None, now: datetime) -> str:
             "Running now: the best deferral's forecast gain is within the forecast's expected error "
             f"(do no harm; cluster {plan.cluster})"
         )
+    if plan.reason is Reason.WITHOUT_SKILL:
+        return (
+            "Running now: this zone's recent forecasts, backtested for a job of this length and window, "
+            f"did not deliver the gains they promised (do no harm; cluster {plan.cluster})"
+        )
     first = plan.windows[0]
     saved = plan.baseline_grams - plan.planned_grams
     now_text = f"{now_g_per_kwh:.0f}" if now_g_per_kwh is not None and math.isfinite(now_g_per_kwh) else "unknown"

@@ -34,6 +34,7 @@ class Reason(StrEnum):
     THRESHOLD = "Threshold"  # runs while the forecast is at or below the job's max intensity
     IMMEDIATE = "Immediate"  # the job asked to run now
     WITHIN_ERROR = "WithinForecastError"  # do no harm: the best deferral's forecast gain is within the forecast's error
+    WITHOUT_SKILL = "ForecastWithoutSkill"  # do no harm: the forecast's recent gains did not come true (no shown skill)
     LATEST_SAFE_START = "LatestSafeStart"  # no slack left: must run now to meet the deadline
     NO_DATA = "NoData"  # no forecast at all: runs at its latest safe start
     INFEASIBLE_DEADLINE = "InfeasibleDeadline"  # cannot finish by the deadline even starting now
