@@ -285,6 +285,28 @@ class Kube:
         status = answer.get("status") or {}
         return bool(status.get("allowed")) and not status.get("denied"), str(status.get("reason") or "")
 
+    # -- the operator's own ConfigMaps (handlers/forecast_store.py) ------------------------------------------------
+    async def read_config_map(self, namespace: str, name: str) -> dict[str, str] | None:
+        """The ConfigMap's data, or None when there is none."""
+        try:
+            found = await self._raw("read configmap", self.core.read_namespaced_config_map, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return {str(k): str(v) for k, v in (found.get("data") or {}).items()}
+
+    async def write_config_map(self, namespace: str, name: str, data: dict[str, str], labels: dict[str, str]) -> None:
+        """Replace the ConfigMap's data (created when absent). Last writer wins: one operator leader writes it."""
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "data": data,
+                "metadata": {"name": name, "namespace": namespace, "labels": labels}}  # fmt: skip
+        try:
+            await self._call("replace configmap", self.core.replace_namespaced_config_map, name, namespace, body)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            await self._call("create configmap", self.core.create_namespaced_config_map, namespace, body)
+
     async def namespace_labels(self, namespace: str) -> dict[str, str]:
         found = await self._raw("read namespace", self.core.read_namespace, namespace)
         return dict((found.get("metadata") or {}).get("labels") or {})

@@ -5,7 +5,8 @@ the workloads it drives (Jobs, JobSets, TrainJobs, PyTorchJobs, RayJobs), pods (
 and nodes (to count free GPUs), for its admission webhook SubjectAccessReviews and its
 ValidatingWebhookConfiguration, and Kueue's Workloads, AdmissionChecks and ClusterQueues for the carbon-window
 AdmissionCheck. Secrets are read only in the operator's own namespace (provider keys, kubeconfigs of remote
-ComputeClusters) and written only there (the webhook's TLS certificate), through a namespaced Role.
+ComputeClusters) and written only there (the webhook's TLS certificate), through a namespaced Role, which also
+keeps the ConfigMaps of the forecasts recorded per zone (read back after a restart).
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ CLUSTER_RULES: list[dict[str, Any]] = [
 NAMESPACE_RULES: list[dict[str, Any]] = [
     # create/update: the webhook's TLS Secret, which the operator provisions and rotates (handlers/admission.py).
     {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "create", "update"]},
+    # Each zone's recorded forecasts, kept across restarts (handlers/forecast_store.py): one ConfigMap per zone.
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "update"]},
 ]
 
 

@@ -38,6 +38,7 @@ from carbonshift.adapters.kube import Kube
 from carbonshift.api.durations import parse_duration
 from carbonshift.domain.forecasting import ForecastSpecError, parse_forecast_model
 from carbonshift.handlers.energy import DEFAULT_SCRAPE_SECONDS, SCRAPE_INTERVAL_ENV, build_meter
+from carbonshift.handlers.forecast_store import ForecastStore
 from carbonshift.handlers.state import LeanDiffBaseStorage, OperatorState, Settings, install
 from carbonshift.metrics import RECONCILE_SECONDS as REGISTRY_RECONCILE
 from carbonshift.metrics import REGISTRY
@@ -176,7 +177,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     webhook.add_argument(
         "--operator-namespace",
         default=env("POD_NAMESPACE", "carbonshift-system"),
-        help="the operator's namespace, where ComputeCluster kubeconfig Secrets must be",
+        help="the operator's namespace, where ComputeCluster kubeconfig Secrets must be and where each zone's recorded "
+        "forecasts are kept (ConfigMaps carbonshift-forecasts-*)",
     )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
 
@@ -229,7 +231,11 @@ def build_state(args: argparse.Namespace) -> OperatorState:
     forecasts = ZoneForecasts(providers, None if args.no_trace_fallback else trace_for)
     scrape = parse_duration(args.dcgm_scrape_interval).total_seconds()
     meter = build_meter(args.prometheus_url, scrape_seconds=scrape) if args.prometheus_url else None
-    return OperatorState(settings, clock, Kube("local", _api_client(args.kubeconfig)), forecasts, meter)
+    local = Kube("local", _api_client(args.kubeconfig))
+    state = OperatorState(settings, clock, local, forecasts, meter)
+    if args.operator_namespace:  # each zone's recorded forecasts, kept across restarts (handlers/forecast_store.py)
+        state.forecast_store = ForecastStore(local, args.operator_namespace)
+    return state
 
 
 def configure_kopf(settings: kopf.OperatorSettings, **_: Any) -> None:

@@ -40,8 +40,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 
@@ -257,6 +258,9 @@ class ForecastRecord:
         # issue boundary -> (start of the slot it was seen in, slot length, the values from there on)
         self._issued: dict[datetime, tuple[datetime, timedelta, FloatArray]] = {}
         self._skills: dict[tuple[datetime, datetime, int, int, bool, float], float | None] = {}  # cleared on new data
+        # Bumped when a forecast is recorded (a new issue or day-ahead forecast: a few times a day), so that a
+        # caller keeping the record across restarts writes it only then (`to_wire`).
+        self.revision = 0
 
     def add_forecast(self, forecast: IntensitySeries, now: datetime) -> None:
         self._add_issue(forecast, now)
@@ -270,6 +274,7 @@ class ForecastRecord:
             value = float(forecast.values[i])
             if math.isfinite(value):
                 self._forecast.setdefault(forecast.slot_start(i), value)
+        self.revision += 1
         self._prune(now)
 
     def _add_issue(self, forecast: IntensitySeries, now: datetime) -> None:
@@ -285,6 +290,7 @@ class ForecastRecord:
         values.flags.writeable = False
         self._issued[boundary] = (forecast.slot_start(first), step, values)
         self._skills.clear()
+        self.revision += 1
         self._prune(now)
 
     def add_actuals(self, history: IntensitySeries | None, now: datetime) -> None:
@@ -358,6 +364,81 @@ class ForecastRecord:
             self._skills.clear()
         self._skills[key] = result
         return result
+
+    # -- kept across restarts ---------------------------------------------------------------------------------
+    def to_wire(self) -> dict[str, Any]:
+        """The record as JSON-ready data (what the operator keeps in a ConfigMap, handlers/forecast_store.py):
+        times as Unix seconds, intensities rounded to 0.001 g/kWh (finer than any provider publishes). At most a
+        week and a few days of values per kind, 41 issued forecasts of 72 h: about 100 KiB of JSON on 30-minute
+        slots."""
+        return {
+            "version": WIRE_VERSION,
+            "days": sorted(_epoch(d) for d in self._days),
+            "dayAhead": _pairs(self._forecast),
+            "actuals": _pairs(self._actual),
+            "issued": [
+                {"at": _epoch(b), "start": _epoch(start), "step": step.total_seconds(), "values": _rounded(values)}
+                for b, (start, step, values) in sorted(self._issued.items())
+            ],
+        }
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any], now: datetime) -> ForecastRecord:
+        """A record from `to_wire` data, pruned as of `now`. Raises ValueError on data it cannot read (another
+        version, missing or malformed fields): the caller then starts afresh rather than trusting part of it."""
+        found = data.get("version") if isinstance(data, dict) else type(data).__name__
+        if found != WIRE_VERSION:
+            raise ValueError(f"forecast record: expected version {WIRE_VERSION}, got {found!r}")
+        record = cls()
+        try:
+            record._days = {_from_epoch(t) for t in data["days"]}
+            record._forecast = _unpairs(data["dayAhead"])
+            record._actual = _unpairs(data["actuals"])
+            for item in data["issued"]:
+                step = timedelta(seconds=float(item["step"]))
+                if step <= timedelta(0):
+                    raise ValueError(f"forecast record: issue step {step}")
+                values = np.array([math.nan if v is None else float(v) for v in item["values"]], dtype=np.float64)
+                values.flags.writeable = False
+                record._issued[_from_epoch(item["at"])] = (_from_epoch(item["start"]), step, values)
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"forecast record: malformed ({exc!r})") from None
+        record._prune(now)
+        return record
+
+
+WIRE_VERSION = 1
+
+
+def _epoch(moment: datetime) -> int:
+    return round(moment.timestamp())
+
+
+def _from_epoch(value: object) -> datetime:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise ValueError(f"forecast record: {value!r} is not a Unix time")
+    return datetime.fromtimestamp(value, UTC)
+
+
+def _rounded(values: FloatArray) -> list[float | None]:
+    return [round(float(v), 3) if math.isfinite(v) else None for v in values.tolist()]
+
+
+def _pairs(values: dict[datetime, float]) -> dict[str, list[Any]]:
+    times = sorted(values)
+    return {"t": [_epoch(t) for t in times], "v": [round(values[t], 3) for t in times]}
+
+
+def _unpairs(data: dict[str, list[Any]]) -> dict[datetime, float]:
+    times, values = data["t"], data["v"]
+    if len(times) != len(values):
+        raise ValueError("forecast record: times and values differ in length")
+    out = {}
+    for t, v in zip(times, values, strict=True):
+        value = float(v)
+        if math.isfinite(value):
+            out[_from_epoch(t)] = value
+    return out
 
 
 def _issue_boundary(moment: datetime) -> datetime:

@@ -692,6 +692,8 @@ async def zone_trust(
             and cached[1].source not in (TrustSource.ORACLE, TrustSource.DECLARED)
         ):
             record.add_forecast(forecast, tick.now)  # (a new 6-hour issue may begin within a forecast slot)
+            if state.forecast_store is not None:
+                await state.forecast_store.save(zone, record)
         return cached[1]
     declared: ErrorParams | None = None
     declared_mean: float | None = None
@@ -708,9 +710,16 @@ async def zone_trust(
     if forecast is not None and declared is None and labels.get("oracle") != "true":
         history = await zone_history(state, tick, submitted, zone)
         # The forecasts it was given and the actuals, kept a week: then their measured error replaces the prior.
-        record = state.forecast_records.setdefault(zone, ForecastRecord())
+        store = state.forecast_store
+        record = (
+            await store.record(state.forecast_records, zone, tick.now)
+            if store is not None
+            else state.forecast_records.setdefault(zone, ForecastRecord())
+        )
         record.add_forecast(forecast, tick.now)
         record.add_actuals(history, tick.now)
+        if store is not None:  # (kept across restarts when it recorded a forecast: a few times a day)
+            await store.save(zone, record)
     trust = trust_for(
         forecast, tick.now, history=history, declared=declared, declared_mean=declared_mean, record=record
     )

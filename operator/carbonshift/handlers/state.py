@@ -29,6 +29,7 @@ from carbonshift.adapters.workloads.client import WorkloadClient
 from carbonshift.domain.forecast_trust import ForecastRecord, ForecastTrust
 from carbonshift.domain.planning.reservations import Reservations
 from carbonshift.domain.series import IntensitySeries
+from carbonshift.handlers.forecast_store import ForecastStore
 
 LOCAL = "local"
 
@@ -128,6 +129,8 @@ class OperatorState:
     # Each zone's forecast trust (do no harm's error), with the (provider, forecast start, oracle) it was made for.
     trust: dict[str, tuple[tuple[object, ...], ForecastTrust]] = field(default_factory=dict)
     forecast_records: dict[str, ForecastRecord] = field(default_factory=dict)  # each zone's forecasts, to score
+    # Where the records are kept across restarts (handlers/forecast_store.py); None: in memory only.
+    forecast_store: ForecastStore | None = None
 
     @property
     def reconciling(self) -> asyncio.Semaphore:
