@@ -226,7 +226,7 @@ async def _demo(args: argparse.Namespace) -> int:
         # plans, Events and receipts say "replayed trace of YEAR").
         extra_args = ["--zone", "DE", "--demo-traces", "--forecast", "gaussian:0.05", "--tick", "15m"]
         extra_args += ["--margin", "30m"]
-        operator = OperatorProcess(config, work, speed=args.speed, epoch=epoch, extra=extra_args)
+        operator = OperatorProcess(config, work, speed=args.speed, epoch=epoch, extra=extra_args, keep_forecasts=True)
         # One Prometheus scrapes the GPUs (DCGM) and the operator's own metrics, as the chart's ServiceMonitor would.
         targets = [e.target for e in exporters] + [f"127.0.0.1:{operator.metrics_port}"]
         prometheus = stack.enter_context(PrometheusServer.start(targets))

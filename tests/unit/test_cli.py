@@ -52,3 +52,28 @@ def test_tables_printed_off_a_terminal_are_not_cut_to_80_columns() -> None:
     with console.capture() as captured:
         console.print(table)
     assert "eval-tokens-7" in captured.get() and "…" not in captured.get()
+
+
+def test_run_keeps_recorded_forecasts_in_its_namespace_unless_told_not_to(tmp_path: Path) -> None:
+    import argparse
+
+    import yaml
+
+    from carbonshift.commands import run
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "k", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+    }))  # fmt: skip
+
+    def state(*flags: str) -> run.OperatorState:
+        parser = argparse.ArgumentParser()
+        run.add_arguments(parser)
+        return run.build_state(parser.parse_args(["--kubeconfig", str(kubeconfig), "--demo-traces", *flags]))
+
+    kept = state("--operator-namespace", "platform-carbon").forecast_store
+    assert kept is not None and kept.namespace == "platform-carbon"
+    assert state("--no-keep-forecasts").forecast_store is None

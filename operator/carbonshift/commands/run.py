@@ -180,6 +180,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the operator's namespace, where ComputeCluster kubeconfig Secrets must be and where each zone's recorded "
         "forecasts are kept (ConfigMaps carbonshift-forecasts-*)",
     )
+    parser.add_argument(
+        "--keep-forecasts",
+        action=argparse.BooleanOptionalAction,
+        default=env("CARBONSHIFT_KEEP_FORECASTS", "true") not in ("0", "false"),
+        help="keep each zone's recorded forecasts (do no harm's measured error and shown skill) across restarts, in "
+        "ConfigMaps of --operator-namespace (default: on)",
+    )
     parser.add_argument("--verbose", action="store_true", help="debug logging")
 
 
@@ -233,7 +240,7 @@ def build_state(args: argparse.Namespace) -> OperatorState:
     meter = build_meter(args.prometheus_url, scrape_seconds=scrape) if args.prometheus_url else None
     local = Kube("local", _api_client(args.kubeconfig))
     state = OperatorState(settings, clock, local, forecasts, meter)
-    if args.operator_namespace:  # each zone's recorded forecasts, kept across restarts (handlers/forecast_store.py)
+    if args.keep_forecasts and args.operator_namespace:  # each zone's recorded forecasts, kept across restarts
         state.forecast_store = ForecastStore(local, args.operator_namespace)
     return state
 

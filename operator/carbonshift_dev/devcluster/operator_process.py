@@ -130,14 +130,23 @@ class OperatorProcess:
     """`carbonshift run` as a subprocess. Planning time = epoch + (wall - anchor) * speed, across restarts."""
 
     def __init__(
-        self, kubeconfig: Path, workdir: Path, *, speed: float, epoch: datetime, extra: Sequence[str] = ()
+        self,
+        kubeconfig: Path,
+        workdir: Path,
+        *,
+        speed: float,
+        epoch: datetime,
+        extra: Sequence[str] = (),
+        keep_forecasts: bool = False,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.workdir = workdir
         self.speed = speed
         self.epoch = epoch
         self.anchor = time.time()
-        self.extra = list(extra)
+        # Off unless asked: tests share the operator's namespace, and one test's recorded forecasts (another trace,
+        # another clock) read back by the next would change its decisions (handlers/forecast_store.py).
+        self.extra = list(extra) + ([] if keep_forecasts else ["--no-keep-forecasts"])
         self.proc: subprocess.Popen[bytes] | None = None
         self.log: IO[bytes] | None = None
         self.metrics_port = free_port()
