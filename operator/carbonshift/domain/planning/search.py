@@ -213,12 +213,17 @@ class ChunkedSearch:
         c, rc = costs, self.rc
         # (Written into preallocated rows with out=, each sum in the same order as (prev + c) + rc x pay: the
         # same floats as the plain expressions; rc x 1.0 is rc exactly, so the multiply is skipped when paying.)
+        # Resume costs of zero (no overhead energy: most fleets) add nothing: x + 0.0 is x for every value here
+        # (all >= 0, or inf), so the add is skipped, one numpy call in six per layer.
+        resumes = bool(np.any(rc))
         stay = np.empty(n) if m == 1 else None
         for j in range(1, top + 1):
             prev, cur = layers[j - 1], layers[j]
             start = cur[1, 1:]
             np.add(prev[0, :n], c, out=start)
-            if j == 1 and first_start_free:
+            if not resumes:
+                pass
+            elif j == 1 and first_start_free:
                 start += rc * 0.0
             else:
                 start += rc
