@@ -1045,6 +1045,7 @@ async def delete_job(body: kopf.Body, name: str, namespace: str | None, **_: Any
     """Deleting the CarbonAwareJob deletes the workload it created, in whichever cluster it was placed (the
     finalizer's job); a referenced workload (spec.workloadRef) is its user's and stays."""
     state = current()
+    # Read by key, not parsed (JobStatus): a status it could not read must never keep the finalizer from ending.
     cluster = (body.get("status") or {}).get("cluster")
     template = (body.get("spec") or {}).get("template")
     if cluster and template is not None:

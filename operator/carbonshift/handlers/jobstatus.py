@@ -168,12 +168,12 @@ class JobStatus:
                 self.conditions = [Condition.model_validate(c) for c in value or []]
                 continue
             attr = _BY_WIRE.get(key)
-            if attr is None or value is None:
+            if attr is None:
                 if value is not None:
                     self.other[key] = value
                 continue
             try:
-                setattr(self, attr, _FIELDS[attr][1](value))
+                setattr(self, attr, None if value is None else _FIELDS[attr][1](value))
             except (TypeError, ValueError):  # pydantic's ValidationError is a ValueError
                 self.other[key] = value
 
