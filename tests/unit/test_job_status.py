@@ -195,3 +195,21 @@ def test_fields_it_cannot_read_are_kept_as_they_were() -> None:
     assert status.to_wire() == wire
     status.run_seconds = 12.5
     assert status.to_wire()["runSeconds"] == 12.5
+
+
+def test_the_wire_form_follows_every_assignment_and_a_snapshot_keeps_its_own() -> None:
+    wire = json.loads(REAL_STATUSES.read_text())[0]
+    status = JobStatus.from_wire(wire)
+    first = status.to_wire()
+    assert status.to_wire() is first  # unchanged: dumped once
+    old = status.snapshot()
+    status.phase = Phase.SUSPENDED
+    status.merge_wire({"energyKWh": 2.5, "jobName": None})
+    status.conditions = status.conditions[:1]
+    now = status.to_wire()
+    assert now["phase"] == "Suspended" and now["energyKWh"] == 2.5 and "jobName" not in now
+    assert len(now["conditions"]) == 1
+    assert old.to_wire() == wire and old.phase is Phase(wire["phase"])
+    assert status.to_wire(leave_out=("conditions", "plan")) == {
+        k: v for k, v in now.items() if k not in ("conditions", "plan")
+    }

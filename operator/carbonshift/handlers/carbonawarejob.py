@@ -417,7 +417,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     labels = dict(caj.metadata.labels)
     uid = str(tick.meta.get("uid") or "")
     # The job's usage so far as this pass reports it (a running chunk's energy ends at this pass), its cap, PUEs.
-    reported = {**tick.st.to_wire(), "plan": {"computedAt": translate.iso(tick.now)}}
+    reported = {**tick.st.to_wire(leave_out=("conditions", "plan")), "plan": {"computedAt": translate.iso(tick.now)}}
     usage = job_usage(tick.namespace, tick.name, labels, reported)
     facts = BudgetFacts(uid, (), job_cap(caj), usage.chunks, {e.name: e.pue for e in state.entries()},
                         state.settings.pue)  # fmt: skip

@@ -23,9 +23,8 @@ receipt, the EnergyBudgets and `carbonshift receipt` read the same form. The dec
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -118,9 +117,11 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any], Callable[[Any], Any]]] = {
     "observed_generation": ("observedGeneration", _integer, _same),
 }
 _BY_WIRE = {wire: attr for attr, (wire, _, _) in _FIELDS.items()}
+_CACHED = frozenset({"plan", "display"})
+_DEFAULTS: dict[str, Any] = dict.fromkeys(_FIELDS) | {"_wire": None}
 
 
-@dataclasses.dataclass(slots=True)
+@dataclasses.dataclass
 class JobStatus:
     """The fields of CarbonAwareJobStatus (api/carbonawarejob.py), typed as the handler uses them."""
 
@@ -153,19 +154,32 @@ class JobStatus:
     observed_generation: int | None = None
     # Fields this version does not know or cannot read, kept as they were (a newer operator's, a hand edit).
     other: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # A pass dumps its status more than once (the flushes, the receipt and its metrics): the last wire form stands
+    # until the next assignment, and the plan's and display's dumps while the same objects stand. Values are
+    # replaced by the steps, never mutated in place, and a wire form is read, never changed.
+    _wire: dict[str, Any] | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
+    _dumped: dict[str, tuple[Any, Any]] = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.__dict__[name] = value
+        if name != "_wire":
+            self.__dict__["_wire"] = None
 
     @classmethod
     def from_wire(cls, wire: Mapping[str, Any] | None) -> JobStatus:
-        status = cls()
+        status = cls.__new__(cls)  # once per pass: the defaults set directly, not through __setattr__
+        status.__dict__.update(_DEFAULTS)
+        status.__dict__.update(conditions=[], other={}, _dumped={})
         status.merge_wire(wire or {})
         return status
 
     def merge_wire(self, fields: Mapping[str, Any]) -> None:
         """Set the fields given in their wire form (the status read, or the summary fields domain/accounting
         computes for the measured energy: energyKWh, energySource, emissionsGrams, ..., energy)."""
+        values = self.__dict__
         for key, value in fields.items():
             if key == "conditions":  # as before the typed status: unreadable conditions fail the pass
-                self.conditions = [Condition.model_validate(c) for c in value or []]
+                values["conditions"] = [Condition.model_validate(c) for c in value or []]
                 continue
             attr = _BY_WIRE.get(key)
             if attr is None:
@@ -173,23 +187,42 @@ class JobStatus:
                     self.other[key] = value
                 continue
             try:
-                setattr(self, attr, None if value is None else _FIELDS[attr][1](value))
+                values[attr] = None if value is None else _FIELDS[attr][1](value)
             except (TypeError, ValueError):  # pydantic's ValidationError is a ValueError
                 self.other[key] = value
+        self._wire = None
 
-    def to_wire(self) -> dict[str, Any]:
-        """The status as stored: what `from_wire` read, with this pass's changes (unset fields left out)."""
-        wire = dict(self.other)
+    def to_wire(self, *, leave_out: Collection[str] = ()) -> dict[str, Any]:
+        """The status as stored: what `from_wire` read, with this pass's changes (unset fields left out).
+        `leave_out`: wire fields not wanted (a partial form, for a reader of a few fields)."""
+        if self._wire is not None and not leave_out:
+            return self._wire
+        wire = {k: v for k, v in self.other.items() if k not in leave_out}
         for attr, (key, _, dump) in _FIELDS.items():
             value = getattr(self, attr)
-            if value is not None:
-                wire[key] = dump(value)
+            if value is not None and key not in leave_out:
+                wire[key] = self._dump(key, value, dump) if key in _CACHED else dump(value)
+        if leave_out:
+            if "conditions" not in leave_out:
+                wire["conditions"] = [c.model_dump(mode="json", by_alias=True) for c in self.conditions]
+            return wire
         wire["conditions"] = [c.model_dump(mode="json", by_alias=True) for c in self.conditions]  # always written
+        self._wire = wire
+        return wire
+
+    def _dump(self, key: str, value: Any, dump: Callable[[Any], Any]) -> Any:
+        cached = self._dumped.get(key)
+        if cached is not None and cached[0] is value:
+            return cached[1]
+        wire = dump(value)
+        self._dumped[key] = (value, wire)
         return wire
 
     def snapshot(self) -> JobStatus:
         """A copy that later assignments do not change (nested values are replaced by the steps, never mutated)."""
-        return copy.copy(self)
+        copied = object.__new__(JobStatus)
+        copied.__dict__.update(self.__dict__, _dumped=dict(self._dumped))
+        return copied
 
 
 def patch_value(key: str, status: JobStatus, value: Any) -> Any:
