@@ -195,6 +195,8 @@ def test_fields_it_cannot_read_are_kept_as_they_were() -> None:
     assert status.to_wire() == wire
     status.run_seconds = 12.5
     assert status.to_wire()["runSeconds"] == 12.5
+    status.merge_wire({"runSeconds": 3})  # read again, and readable now: typed, the unreadable value gone
+    assert status.run_seconds == 3.0 and "runSeconds" not in status.other
 
 
 def test_the_wire_form_follows_every_assignment_and_a_snapshot_keeps_its_own() -> None:

@@ -190,6 +190,8 @@ class JobStatus:
                 values[attr] = None if value is None else _FIELDS[attr][1](value)
             except (TypeError, ValueError):  # pydantic's ValidationError is a ValueError
                 self.other[key] = value
+            else:
+                self.other.pop(key, None)
         self._wire = None
 
     def to_wire(self, *, leave_out: Collection[str] = ()) -> dict[str, Any]:
@@ -202,12 +204,10 @@ class JobStatus:
             value = getattr(self, attr)
             if value is not None and key not in leave_out:
                 wire[key] = self._dump(key, value, dump) if key in _CACHED else dump(value)
-        if leave_out:
-            if "conditions" not in leave_out:
-                wire["conditions"] = [c.model_dump(mode="json", by_alias=True) for c in self.conditions]
-            return wire
-        wire["conditions"] = [c.model_dump(mode="json", by_alias=True) for c in self.conditions]  # always written
-        self._wire = wire
+        if "conditions" not in leave_out:  # always written
+            wire["conditions"] = [c.model_dump(mode="json", by_alias=True) for c in self.conditions]
+        if not leave_out:
+            self._wire = wire
         return wire
 
     def _dump(self, key: str, value: Any, dump: Callable[[Any], Any]) -> Any:
