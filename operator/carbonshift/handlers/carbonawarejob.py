@@ -42,7 +42,14 @@ from carbonshift.adapters.kube import Kube, KubeUnavailableError, namespace_term
 from carbonshift.adapters.workloads import KINDS, Owner, Workload, WorkloadError, kind_for
 from carbonshift.adapters.workloads.client import WorkloadClient
 from carbonshift.api.base import GROUP, VERSION
-from carbonshift.api.carbonawarejob import PLURAL, CarbonAwareJob, CarbonAwareJobStatus
+from carbonshift.api.carbonawarejob import (
+    PLURAL,
+    CarbonAwareJob,
+    CarbonAwareJobStatus,
+    Display,
+    EnergySource,
+    PlanStatus,
+)
 from carbonshift.api.conditions import Condition, ConditionType, Reason, set_condition
 from carbonshift.api.jobs import LABEL_CAJ, LABEL_MANAGED, owned_by, parse_time
 from carbonshift.domain.accounting import (
@@ -85,6 +92,7 @@ from carbonshift.handlers.energy import (
     update_energy,
 )
 from carbonshift.handlers.energybudget import decide_and_record, job_cap, job_usage, selecting
+from carbonshift.handlers.jobstatus import JobStatus, patch_value, second
 from carbonshift.handlers.state import LOCAL, OperatorState, current
 
 log = logging.getLogger(__name__)
@@ -187,7 +195,7 @@ async def report_workload_problem(tick: Tick, exc: WorkloadError | str, reason: 
     spec changes, never in a loop."""
     reason = reason or (exc.reason if isinstance(exc, WorkloadError) else Reason.INVALID_WORKLOAD)
     tick.condition(ConditionType.WORKLOAD_UNAVAILABLE, True, reason, str(exc), event="Warning")
-    tick.status["phase"] = str(tick.status.get("phase") or Phase.PENDING)
+    tick.st.phase = tick.st.phase or Phase.PENDING
     await tick.flush()
     return tick.now + WORKLOAD_RECHECK
 
@@ -202,17 +210,26 @@ class Tick:
         self.namespace: str = self.meta["namespace"]
         self.name: str = self.meta["name"]
         self.generation = int(self.meta.get("generation", 0))
-        self.old_status: dict[str, Any] = dict(body.get("status") or {})
-        # The fields not typed yet, as on the wire (handlers/energy.py and validation.py read and write them by key).
-        self.status: dict[str, Any] = dict(self.old_status)
+        # The status as read (its wire form, what the patch is computed against) and typed, parsed once: `st` is
+        # what the steps read and assign, `old` what was last written (flush is the one place that writes).
+        self.old_wire: dict[str, Any] = dict(body.get("status") or {})
+        self.st = JobStatus.from_wire(self.old_wire)
+        self.old = self.st.snapshot()
         # The decision core's status, typed (None until this pass has decided): its wire form (progress, commitment,
         # suspendAt, suspendAnnouncedAt) is written once, in flush.
         self.core: CoreStatus | None = None
         self._core_written: CoreStatus | None = None
-        self.conditions = [Condition.model_validate(c) for c in self.old_status.get("conditions") or []]
         self.now = state.clock.now()
         self.events: list[tuple[str, str, str]] = []
         self.histories: dict[str, IntensitySeries | None] = {}  # zones' measured intensity, read once per tick
+
+    @property
+    def conditions(self) -> list[Condition]:
+        return self.st.conditions
+
+    @conditions.setter
+    def conditions(self, conditions: list[Condition]) -> None:
+        self.st.conditions = conditions
 
     # -- reporting -------------------------------------------------------------------------------------------
     def condition(self, type_: str, status: bool, reason: str, message: str, *, event: str | None = None) -> None:
@@ -226,24 +243,27 @@ class Tick:
         self.events.append((kind, reason, message))
 
     async def flush(self) -> None:
+        """The one place the typed status becomes the wire form: patched with the fields that changed (None for the
+        ones removed), then the Events."""
+        st = self.st
         if self.core is not None and self.core is not self._core_written:
-            for field_name, value in translate.core_status_wire(self.core).items():
-                if value is None:
-                    self.status.pop(field_name, None)
-                else:
-                    self.status[field_name] = value
+            core = translate.core_status_wire(self.core)
+            st.progress, st.commitment = core["progress"], core["commitment"]
+            st.suspend_at, st.suspend_announced_at = core["suspendAt"], core["suspendAnnouncedAt"]
             self._core_written = self.core
-        self.status["conditions"] = [c.model_dump(mode="json", by_alias=True) for c in self.conditions]
-        self.status["observedGeneration"] = self.generation
-        if self.status != self.old_status:
-            patch = {k: v for k, v in self.status.items() if self.old_status.get(k) != v}
+        st.observed_generation = self.generation
+        wire = st.to_wire()
+        if wire != self.old_wire:
+            patch = {k: v for k, v in wire.items() if self.old_wire.get(k) != v}
             # What we send must be what the CRD accepts: a typo here fails in tests, not in the API server. Only what
             # is sent is checked (the fields are independent): all of it on every pass cost 5% of the CPU (py-spy).
-            CarbonAwareJobStatus.model_validate({k: v for k, v in patch.items() if v is not None})
-            patch.update({k: None for k in self.old_status if k not in self.status})
+            CarbonAwareJobStatus.model_validate(patch)
+            patch = {k: patch_value(k, st, v) for k, v in patch.items()}
+            patch.update({k: None for k in self.old_wire if k not in wire})
             version = await self.state.local.patch_caj_status(self.namespace, self.name, patch)
             self.state.written[(self.namespace, self.name)] = version
-            self.old_status = dict(self.status)
+            self.old_wire = wire
+            self.old = st.snapshot()
         for kind, reason, message in self.events:
             kopf.event(cast(kopf.Body, self.body), type=kind, reason=reason, message=message)
         self.events.clear()
@@ -251,15 +271,16 @@ class Tick:
     # -- the steps -------------------------------------------------------------------------------------------
     def store_energy_estimate(self, estimate: Estimate) -> None:
         """The priced estimate stands until measured DCGM energy replaces it."""
-        self.status["estimate"] = estimate_to_wire(estimate)
-        if self.status.get("energySource") == "dcgm":
+        st = self.st
+        st.estimate = estimate_to_wire(estimate)
+        if st.energy_source is EnergySource.DCGM:
             return
-        self.status["energyKWh"] = round(estimate.kwh, 6)
-        self.status["energySource"] = "estimate"
+        st.energy_kwh = round(estimate.kwh, 6)
+        st.energy_source = EnergySource.ESTIMATE
         if estimate.kwh > estimate.unpriced_kwh:
-            self.status["emissionsGrams"] = round(estimate.emissions_grams, 3)
-            self.status["baselineEmissionsGrams"] = round(estimate.home_baseline_grams, 3)
-            self.status["avoidedEmissionsGrams"] = round(estimate.avoided_grams, 3)
+            st.emissions_grams = round(estimate.emissions_grams, 3)
+            st.baseline_emissions_grams = round(estimate.home_baseline_grams, 3)
+            st.avoided_emissions_grams = round(estimate.avoided_grams, 3)
 
 
 async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | None:
@@ -269,21 +290,21 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         caj = CarbonAwareJob.model_validate(body)
     except ValidationError as exc:
         tick.condition(ConditionType.INVALID_SPEC, True, "InvalidSpec", str(exc).splitlines()[0], event="Warning")
-        tick.status["phase"] = Phase.PENDING
+        tick.st.phase = Phase.PENDING
         await tick.flush()
         return tick.now + validation.WAIT_FOR_SPEC_CHANGE  # reported once; a corrected spec goes on
-    awaiting_actuals = awaiting(tick.status)
-    if translate.terminal(tick.status.get("phase")) and tick.status.get("receiptPosted") and not awaiting_actuals:
+    awaiting_actuals = awaiting(tick.st)
+    if translate.terminal(tick.st.phase) and tick.st.receipt_posted and not awaiting_actuals:
         return None
     if await validation.first_pass(state, tick):  # InvalidSpec, once; then it waits for its spec to change
         return tick.now + validation.WAIT_FOR_SPEC_CHANGE
     spec = caj.spec
     # maxDelay counts from creation, not from when the operator first saw the job (it may have been down).
     created = parse_time(tick.meta.get("creationTimestamp"))
-    submitted = parse_time(tick.status.get("submittedAt")) or (state.clock.from_wall(created) if created else tick.now)
-    tick.status["submittedAt"] = translate.iso(submitted)
+    submitted = tick.st.submitted_at or (state.clock.from_wall(created) if created else tick.now)
+    tick.st.submitted_at = second(submitted)
     deadline = translate.effective_deadline(spec, submitted)
-    tick.status["deadline"] = translate.iso(deadline)
+    tick.st.deadline = second(deadline)
 
     # 1. Read the snapshot: the workload as observed, the core's status so far, candidate clusters, forecasts.
     try:
@@ -294,13 +315,13 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         state.referenced[(tick.namespace, target.kind.info.kind, target.name)] = tick.name
     # Placement: once a cluster is recorded it is kept (the workload may have run there). A referenced workload is
     # where its user created it: in this cluster.
-    cluster_name: str | None = tick.status.get("cluster") or (None if target.created else LOCAL)
+    cluster_name: str | None = tick.st.cluster or (None if target.created else LOCAL)
     client = state.workloads_for(cluster_name) if cluster_name else None
     try:
         workload = await client.get(target.kind.info, tick.namespace, target.name) if client else None
     except WorkloadError as exc:
         return await report_workload_problem(tick, exc)
-    if workload is None and not target.created and not translate.terminal(tick.status.get("phase")):
+    if workload is None and not target.created and not translate.terminal(tick.st.phase):
         message = f"{target.label} does not exist in namespace {tick.namespace}; carbonshift never creates it"
         return await report_workload_problem(tick, message, Reason.WORKLOAD_NOT_FOUND)
     if any(c.type == ConditionType.WORKLOAD_UNAVAILABLE and c.status == "True" for c in tick.conditions):
@@ -313,7 +334,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
             "CarbonAwareJob",
             event="Warning",
         )  # fmt: skip
-        tick.status["phase"] = Phase.FAILED
+        tick.st.phase = Phase.FAILED
         await tick.flush()
         return None
     try:
@@ -321,10 +342,10 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     except WorkloadError as exc:
         return await report_workload_problem(tick, exc)
     observed = observe(workload, state.clock.from_wall)
-    if job is None and translate.terminal(tick.status.get("phase")):
+    if job is None and translate.terminal(tick.st.phase):
         # Finished, and its Job since deleted (a TTL): it stays finished; nothing is created again.
-        observed = Observed(exists=True, suspended=False, complete=tick.status.get("phase") == Phase.SUCCEEDED,
-                            failed=tick.status.get("phase") == Phase.FAILED)  # fmt: skip
+        observed = Observed(exists=True, suspended=False, complete=tick.st.phase is Phase.SUCCEEDED,
+                            failed=tick.st.phase is Phase.FAILED)  # fmt: skip
     key = (tick.namespace, tick.name)
     watching_since = state.watching.setdefault(key, tick.now)
     needs = translate.job_needs(tick.name, spec, deadline, gpus=max(demand.total, 1))
@@ -352,7 +373,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
             ConditionType.DEADLINE_AT_RISK, True, Reason.UNKNOWN_CLUSTER,
             f"none of the clusters {allowed} exists", event="Warning",
         )  # fmt: skip
-        tick.status["phase"] = Phase.PENDING
+        tick.st.phase = Phase.PENDING
         await tick.flush()
         return tick.now + state.settings.tick
     # One horizon for every job (whole days, at least 3), so cached provider answers serve them all.
@@ -408,7 +429,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     labels = dict(caj.metadata.labels)
     uid = str(tick.meta.get("uid") or "")
     # The job's usage so far as this pass reports it (a running chunk's energy ends at this pass), its cap, PUEs.
-    reported = {**tick.status, "plan": {"computedAt": translate.iso(tick.now)}}
+    reported = {**tick.st.to_wire(leave_out=("conditions", "plan")), "plan": {"computedAt": translate.iso(tick.now)}}
     usage = job_usage(tick.namespace, tick.name, labels, reported)
     facts = BudgetFacts(uid, (), job_cap(caj), usage.chunks, {e.name: e.pue for e in state.entries()},
                         state.settings.pue)  # fmt: skip
@@ -428,7 +449,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     )
     if outcome.at_risk == AtRisk.NO_NODE_FITS:  # the core's node fit: no allowed cluster has a node large enough
         tick.condition(ConditionType.DEADLINE_AT_RISK, True, Reason.NOT_ENOUGH_GPUS, outcome.why, event="Warning")
-        tick.status["phase"] = Phase.PENDING
+        tick.st.phase = Phase.PENDING
         await tick.flush()
         return outcome.next_wake or tick.now + state.settings.tick
     plan = outcome.plan
@@ -466,7 +487,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
             return await report_workload_problem(tick, exc)
         if not cluster_name:
             cluster_name = plan.cluster
-            tick.status["cluster"] = cluster_name
+            tick.st.cluster = cluster_name
             await tick.flush()  # record the placement before creating anything there
         try:
             workload = await client.create(manifest)
@@ -478,9 +499,9 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
             "Normal", "JobCreated", f"Created {target.label} (suspended) in cluster {cluster_name}"
         )  # fmt: skip
         observed = observe(workload, state.clock.from_wall)
-    if cluster_name and not tick.status.get("cluster"):
-        tick.status["cluster"] = cluster_name
-    tick.status["jobName"] = target.name if workload is not None else None
+    if cluster_name and not tick.st.cluster:
+        tick.st.cluster = cluster_name
+    tick.st.job_name = target.name if workload is not None else None
     if workload is None:
         decision = dataclasses.replace(decision, resume=False, suspend=False, annotate_suspend_at=None)
     else:
@@ -496,20 +517,20 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     share = share or pods_rate(observed) or before.progress.rate
     gpus = max(round(needs.gpus * share), 1) if share > 0 else needs.gpus
     wall = credit * needs.gpus / gpus
-    priced = estimate_from_wire(tick.status.get("estimate")).run_seconds
+    priced = estimate_from_wire(tick.st.estimate).run_seconds
     await estimate_energy(state, tick, caj, priced + wall, gpus, needs.watts_per_gpu, submitted, cluster_name)
     report_decision(tick, decision, plan, observed)
     finished = decision.phase in (Phase.SUCCEEDED, Phase.FAILED)
     if state.meter is not None and cluster_name is not None:
         await measure_energy(state, tick, caj, decision, submitted, cluster_name, workload, needs.gpus)
-    elif finished and not tick.status.get("receiptPosted"):
+    elif finished and not tick.st.receipt_posted:
         pue = zone_and_pue(state, cluster_name)[1] if cluster_name else None
-        message = receipt_message(tick.namespace, tick.name, tick.status, pue)
+        message = receipt_message(tick.namespace, tick.name, tick.st.to_wire(), pue)
         tick.event("Normal", "Receipt", f"{message} [no DCGM metrics configured: estimated from run time]")
-        tick.status["receiptPosted"] = True
-    elif finished and awaiting(tick.old_status) and not awaiting(tick.status):
+        tick.st.receipt_posted = True
+    elif finished and awaiting(tick.old) and not awaiting(tick.st):
         pue = zone_and_pue(state, cluster_name)[1] if cluster_name else None
-        tick.event("Normal", "ReceiptRevised", receipt_message(tick.namespace, tick.name, tick.status, pue))
+        tick.event("Normal", "ReceiptRevised", receipt_message(tick.namespace, tick.name, tick.st.to_wire(), pue))
     await tick.flush()
     export_job_metrics(state, tick)
     if finished or budget_held:
@@ -522,10 +543,10 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         state.reservations.put(key, place, at_once, windows)
     if finished:
         # Done once the receipt is out and no energy awaits actual intensity (re-priced, or declared unpriced).
-        if tick.status.get("receiptPosted") and not awaiting(tick.status):
+        if tick.st.receipt_posted and not awaiting(tick.st):
             state.watching.pop(key, None)
             return None
-        return tick.now + (state.settings.tick if awaiting(tick.status) else state.settings.tick / 5)
+        return tick.now + (state.settings.tick if awaiting(tick.st) else state.settings.tick / 5)
     if decision.resume or decision.suspend:
         return decision.next_transition or tick.now + state.settings.tick
     return outcome.next_wake or tick.now + state.settings.tick
@@ -590,17 +611,19 @@ def store_core_status(tick: Tick, new: CoreStatus, *, finished: bool, suspended:
     (`runSeconds`: run time of the closed stretches, `runningSince` while pods run, `suspensions`)."""
     tick.core = new
     progress = new.progress
-    since = parse_time(tick.old_status.get("runningSince"))
+    st = tick.st
+    since = tick.old.running_since
     pods_run = progress.rate > 0 and not finished and not suspended
     if pods_run and since is None:
-        tick.status["runningSince"] = translate.iso(tick.now)
-        tick.status["runSeconds"] = round(progress.run_seconds, 3)
+        st.running_since = second(tick.now)
+        st.run_seconds = round(progress.run_seconds, 3)
     elif not pods_run:
-        tick.status["runSeconds"] = round(progress.run_seconds, 3)
-        tick.status.pop("runningSince", None)
+        st.run_seconds = round(progress.run_seconds, 3)
+        st.running_since = None
         if since is not None and not finished:
-            tick.status["suspensions"] = int(tick.status.get("suspensions") or 0) + 1
-    tick.status.setdefault("suspensions", 0)
+            st.suspensions = (st.suspensions or 0) + 1
+    if st.suspensions is None:
+        st.suspensions = 0
 
 
 def report_budget(tick: Tick, verdict: BudgetVerdict) -> None:
@@ -618,20 +641,20 @@ async def act(tick: Tick, decision: Decision, observed: Observed, client: Worklo
     """Resume, suspend or announce, through the workload's own adapter (its kind's suspend field), each after the
     status that accounts for it."""
     if decision.resume:
-        tick.status["phase"] = str(Phase.RUNNING)
+        tick.st.phase = Phase.RUNNING
         await tick.flush()  # the chunk's start (it pays the overhead) first, then the Job: a crash between under-counts
         workload = await client.resume(workload)  # run time accrues from when its pods are seen running
         metrics.TRANSITIONS.labels("resume").inc()
         until = translate.iso(decision.next_transition)
-        tick.event("Normal", "Resumed", f"Resumed: {decision.why} (until {until}){replayed_suffix(tick.status)}")
+        tick.event("Normal", "Resumed", f"Resumed: {decision.why} (until {until}){replayed_suffix(tick.st.plan)}")
     elif decision.suspend:
-        tick.status["phase"] = str(Phase.SUSPENDED)
+        tick.st.phase = Phase.SUSPENDED
         await tick.flush()  # status first, then the Job: a crash between under-counts
         workload = await client.suspend(workload)
         metrics.TRANSITIONS.labels("suspend").inc()
         workload = await client.announce(workload, None)
         next_window = translate.iso(decision.next_transition)
-        suffix = replayed_suffix(tick.status)
+        suffix = replayed_suffix(tick.st.plan)
         tick.event("Normal", "Suspended", f"Suspended: {decision.why}; next window {next_window}{suffix}")
     # Compared as written (to the second): the plan's end carries the clock's microseconds, the annotation does not,
     # and comparing them raw re-annotated on every pass, each patch waking the next pass.
@@ -751,7 +774,7 @@ async def estimate_energy(
 ) -> None:
     """Run time x GPUs x wattsPerGPU, priced on the actual intensity as it accrues: what the receipt shows where
     DCGM measured nothing (no Prometheus configured, or no samples of the job's GPUs)."""
-    estimate = estimate_from_wire(tick.status.get("estimate"))
+    estimate = estimate_from_wire(tick.st.estimate)
     if (run_seconds > estimate.run_seconds or estimate.pending) and cluster_name is not None:
         actual, pue, context = await pricing_context(state, tick, caj, submitted, cluster_name)
         context.pop("traces_allowed", None)
@@ -777,9 +800,8 @@ async def measure_energy(
     revised receipt once energy that was unpriced at the end has been priced (or declared to stay unpriced)."""
     assert state.meter is not None
     actual, pue, context = await pricing_context(state, tick, caj, submitted, cluster_name)
-    body = {**tick.body, "status": tick.status}
     pods: list[PodRef] = []
-    if workload is not None and (decision.phase is Phase.RUNNING or tick.status.get("runSeconds")):
+    if workload is not None and (decision.phase is Phase.RUNNING or tick.st.run_seconds):
         # Only the workload's own pods are charged: a Job's by the CarbonAwareJob's UID label and the Job's owner
         # chain (a referenced Job's pods carry no label of ours: its owner chain alone); other kinds' by the labels
         # their controller puts on all their pods (`pod_selector`, e.g. a JobSet's name through its Jobs).
@@ -788,7 +810,8 @@ async def measure_energy(
             pods = [PodRef(tick.namespace, name, uid or None) for name, uid in listed]
     update = await update_energy(
         state.meter,
-        body,
+        tick.body,
+        status=tick.st,
         running=decision.phase is Phase.RUNNING,
         now=tick.now,
         intensity=actual,
@@ -798,20 +821,17 @@ async def measure_energy(
         gpus=gpus,
         **context,
     )
-    tick.status.update(update.status)
+    tick.st.merge_wire(update.status)  # the account's summary fields and the account, as domain/accounting writes them
     type_, true, reason, message = update.condition
     tick.condition(type_, true, reason, message, event="Warning")
     work = work_from_annotations(tick.meta.get("annotations"))
     finished = decision.phase in (Phase.SUCCEEDED, Phase.FAILED)
-    if finished and update.settled and not tick.status.get("receiptPosted"):
-        tick.event("Normal", "Receipt", receipt_message(tick.namespace, tick.name, tick.status, pue, work))
-        tick.status["receiptPosted"] = True
-    elif (
-        tick.status.get("receiptPosted")
-        and (tick.old_status.get("energy") or {}).get("pending")
-        and (not update.awaiting_actuals)
-    ):
-        tick.event("Normal", "ReceiptRevised", receipt_message(tick.namespace, tick.name, tick.status, pue, work))
+    if finished and update.settled and not tick.st.receipt_posted:
+        tick.event("Normal", "Receipt", receipt_message(tick.namespace, tick.name, tick.st.to_wire(), pue, work))
+        tick.st.receipt_posted = True
+    elif tick.st.receipt_posted and (tick.old.energy or {}).get("pending") and not update.awaiting_actuals:
+        revised = receipt_message(tick.namespace, tick.name, tick.st.to_wire(), pue, work)
+        tick.event("Normal", "ReceiptRevised", revised)
 
 
 async def workload_pods(kube: Kube, tick: Tick, workload: Workload) -> list[tuple[str, str]]:
@@ -825,24 +845,27 @@ async def workload_pods(kube: Kube, tick: Tick, workload: Workload) -> list[tupl
 
 
 def export_job_metrics(state: OperatorState, tick: Tick) -> None:
-    ns, name, status = tick.namespace, tick.name, tick.status
-    state.phases.set(ns, name, str(status.get("phase") or "Pending"))
-    if status.get("energyKWh") is not None:
-        metrics.JOB_ENERGY.labels(ns, name, status.get("energySource") or "estimate").set(status["energyKWh"])
-    for gauge, key in ((metrics.JOB_EMISSIONS, "emissionsGrams"), (metrics.JOB_AVOIDED, "avoidedEmissionsGrams")):
-        if status.get(key) is not None:
-            gauge.labels(ns, name).set(status[key])
-    export_receipt_metrics(ns, name, status, tick.meta.get("annotations"))
-    nxt = parse_time(status.get("nextTransitionTime"))
+    ns, name, st = tick.namespace, tick.name, tick.st
+    state.phases.set(ns, name, str(st.phase or Phase.PENDING))
+    if st.energy_kwh is not None:
+        metrics.JOB_ENERGY.labels(ns, name, str(st.energy_source or EnergySource.ESTIMATE)).set(st.energy_kwh)
+    for gauge, value in (
+        (metrics.JOB_EMISSIONS, st.emissions_grams),
+        (metrics.JOB_AVOIDED, st.avoided_emissions_grams),
+    ):
+        if value is not None:
+            gauge.labels(ns, name).set(value)
+    export_receipt_metrics(ns, name, st, tick.meta.get("annotations"))
+    nxt = st.next_transition_time
     metrics.JOB_PLANNED_START.labels(ns, name).set(nxt.timestamp() if nxt else 0)
     at_risk = any(c.type == ConditionType.DEADLINE_AT_RISK and c.status == "True" for c in tick.conditions)
     metrics.DEADLINE_AT_RISK.labels(ns, name).set(1 if at_risk else 0)
 
 
-def replayed_suffix(status: dict[str, Any]) -> str:
+def replayed_suffix(plan: PlanStatus | None) -> str:
     """' [on a replayed trace of YEAR, not today's grid]' when the plan was made on one: never pass a recorded grid
     off as today's (in the Planned, Resumed and Suspended Events and the Planned condition)."""
-    replayed = replay_note((status.get("plan") or {}).get("provider"))
+    replayed = replay_note(plan.provider if plan is not None else None)
     return f" [on a {replayed}, not today's grid]" if replayed else ""
 
 
@@ -865,17 +888,17 @@ def report_plan(
     latest safe start wins over the plan's say on the deadline)."""
     series = forecasts.get(plan.zone) if plan.zone else None
     now_g = series.at(tick.now) if series is not None else None
-    old_start = ((tick.old_status.get("plan") or {}).get("windows") or [{}])[0].get("start")
-    tick.status["plan"] = translate.plan_status(plan, provider, signal, tick.now)
-    summary = translate.plan_summary(plan, now_g, tick.now) + replayed_suffix({"plan": {"provider": provider}})
+    old_plan = tick.old.plan
+    previous = old_plan.windows[0].start if old_plan is not None and old_plan.windows else None
+    tick.st.plan = PlanStatus.model_validate(translate.plan_status(plan, provider, signal, tick.now))
+    summary = translate.plan_summary(plan, now_g, tick.now) + replayed_suffix(tick.st.plan)
     if note:
         summary = f"{summary}; {note}"
     planned_reason = Reason.PLAN_COMPUTED
     tick.condition(ConditionType.PLANNED, plan.reason is not PlanReason.NO_CAPACITY, planned_reason, summary)
     deferred = plan.start is not None and plan.start > tick.now
-    previous = parse_time(old_start) if isinstance(old_start, str) else None
     moved = previous is None or plan.start is None or abs(plan.start - previous) >= PLAN_EVENT_MIN_SHIFT
-    if plan.windows and (old_start is None or (deferred and moved)):
+    if plan.windows and (previous is None or (deferred and moved)):
         tick.event("Normal", "Planned", summary)
     at_risk = CORE_AT_RISK.get(at_risk or "") or AT_RISK.get(plan.reason)
     if budget is not None and budget.deadline_at_risk:  # the budget wins over the deadline, and says so
@@ -916,10 +939,8 @@ def report_plan(
 
 def report_decision(tick: Tick, decision: Decision, plan: Plan | None, observed: Observed) -> None:
     phase = decision.phase
-    tick.status["phase"] = str(phase)
-    tick.status["nextTransitionTime"] = translate.iso(decision.next_transition)
-    if tick.status["nextTransitionTime"] is None:
-        del tick.status["nextTransitionTime"]
+    tick.st.phase = phase
+    tick.st.next_transition_time = second(decision.next_transition) if decision.next_transition else None
     running = phase is Phase.RUNNING
     if running:
         reason = {
@@ -945,10 +966,10 @@ def report_decision(tick: Tick, decision: Decision, plan: Plan | None, observed:
     if phase is Phase.FAILED:
         message = f"{observed.failure_reason}: {observed.failure_message}" if observed.failure_reason else "failed"
         tick.condition(ConditionType.FAILED, True, Reason.JOB_FAILED, message, event="Warning")
-    emitted, baseline = tick.status.get("emissionsGrams"), tick.status.get("baselineEmissionsGrams")
+    emitted, baseline = tick.st.emissions_grams, tick.st.baseline_emissions_grams
     if emitted is not None and baseline:  # the receipt so far, once measured
         saved = 100 * (baseline - emitted) / baseline
-        tick.status["display"] = {"co2e": translate.kg(emitted), "saved": f"{saved:.0f}%"}
+        tick.st.display = Display(co2e=translate.kg(emitted), saved=f"{saved:.0f}%")
     elif (
         plan is not None
         and math.isfinite(plan.planned_grams)
@@ -956,7 +977,7 @@ def report_decision(tick: Tick, decision: Decision, plan: Plan | None, observed:
         and plan.baseline_grams > 0
     ):
         saved = 100 * (plan.baseline_grams - plan.planned_grams) / plan.baseline_grams
-        tick.status["display"] = {"co2e": f"~{translate.kg(plan.planned_grams)}", "saved": f"~{saved:.0f}%"}
+        tick.st.display = Display(co2e=f"~{translate.kg(plan.planned_grams)}", saved=f"~{saved:.0f}%")
 
 
 # -- kopf wiring --------------------------------------------------------------------------------------------------
@@ -1054,6 +1075,7 @@ async def delete_job(body: kopf.Body, name: str, namespace: str | None, **_: Any
     """Deleting the CarbonAwareJob deletes the workload it created, in whichever cluster it was placed (the
     finalizer's job); a referenced workload (spec.workloadRef) is its user's and stays."""
     state = current()
+    # Read by key, not parsed (JobStatus): a status it could not read must never keep the finalizer from ending.
     cluster = (body.get("status") or {}).get("cluster")
     template = (body.get("spec") or {}).get("template")
     if cluster and template is not None:

@@ -4,7 +4,8 @@ How to call it, once per tick, after the tick has acted on the Job (so `running`
 
     meter = build_meter("http://prometheus:9090")          # once per operator (or meter_from_env(os.environ))
     update = await update_energy(
-        meter, body,                    # the CarbonAwareJob as read this tick (metadata, spec, status)
+        meter, body,                    # the CarbonAwareJob as read this tick (metadata, spec)
+        status=tick.st,                 # its status this tick, typed (handlers/jobstatus.py; default: body's)
         running=running,                # True while the Job is resumed and not finished, after this tick's action
         now=tick.now,                   # planning time (state.clock.now())
         intensity=series,               # IntensitySeries of the job's zone covering [status.submittedAt, now], or None
@@ -12,12 +13,12 @@ How to call it, once per tick, after the tick has acted on the Job (so `running`
         to_planning=state.clock.from_wall,  # wall datetime -> planning datetime (identity without a fast clock)
         pods=[PodRef("ml", "train-x2k4q", uid)],  # the workload's pods listed now (Job selector, owner chain)
     )
-    tick.status.update(update.status)   # energyKWh, energySource, emissionsGrams, baselineEmissionsGrams,
+    tick.st.merge_wire(update.status)   # energyKWh, energySource, emissionsGrams, baselineEmissionsGrams,
                                         # avoidedEmissionsGrams and energy (the account with the watermarks)
     type_, true, reason, message = update.condition
     tick.condition(type_, true, reason, message, event="Warning")     # MetricsDegraded
     if finished and update.settled: tick.event("Normal", "Receipt", receipt_message(tick.namespace, tick.name,
-                                                                                   tick.status, pue))
+                                                                                   tick.st.to_wire(), pue))
 
 `update.settled` is True once a finished or suspended job's GPUs have all been seen unassigned, i.e. the energy
 drawn until its pods went away has been read; call again on later ticks until then (one more scrape interval).
@@ -41,10 +42,10 @@ from typing import Any
 from carbonshift import metrics
 from carbonshift.adapters.carbon.trace import replay_note
 from carbonshift.adapters.prometheus import EnergyMeter, MetricsUnavailableError, PrometheusEnergyReader
-from carbonshift.api.carbonawarejob import DEFAULT_WATTS_PER_GPU, CarbonAwareJob
+from carbonshift.api.carbonawarejob import DEFAULT_WATTS_PER_GPU, CarbonAwareJob, EnergySource
 from carbonshift.api.conditions import ConditionType, Reason
 from carbonshift.api.durations import parse_duration
-from carbonshift.api.jobs import gpus_requested, parse_time
+from carbonshift.api.jobs import gpus_requested
 from carbonshift.domain.accounting import (
     DEFAULT_UNPRICED_WAIT,
     PodRef,
@@ -64,6 +65,7 @@ from carbonshift.domain.accounting import (
     work_from_annotations,
 )
 from carbonshift.domain.series import IntensitySeries
+from carbonshift.handlers.jobstatus import JobStatus
 from carbonshift.handlers.state import ClusterEntry, OperatorState
 
 log = logging.getLogger(__name__)
@@ -80,7 +82,7 @@ EVENT_MESSAGE_LIMIT = 1000  # Kubernetes Event messages are capped at 1 KiB
 
 @dataclass(frozen=True, slots=True)
 class EnergyUpdate:
-    status: dict[str, Any]  # CarbonAwareJob status fields to merge
+    status: dict[str, Any]  # status fields to merge, in domain/accounting's wire form (JobStatus.merge_wire)
     condition: tuple[str, bool, str, str]  # (type, status, reason, message) for MetricsDegraded
     settled: bool  # no GPU of the job is still held as far as the metrics show
     degraded: bool
@@ -133,30 +135,32 @@ async def update_energy(
     unpriced_wait: timedelta = DEFAULT_UNPRICED_WAIT,
     embodied_grams_per_gpu_second: float = 0.0,
     gpus: int | None = None,
+    status: JobStatus | None = None,
 ) -> EnergyUpdate:
     """Read this tick's DCGM samples (shared read), fold the job's share into its account, price it, and re-price
     what earlier ticks could not (the provider had not published the actuals yet).
 
     `home*`: the job's home cluster, for the spatial counterfactual (None: it runs at home). `traces_allowed`:
     whether a recorded trace may price the receipt (the operator was started with traces explicitly). `gpus`: what the
-    workload holds at once."""
+    workload holds at once. `status`: the job's status as this tick has it (default: the body's, parsed)."""
     meta = body["metadata"]
     namespace, name = str(meta["namespace"]), str(meta["name"])
     spec = body.get("spec") or {}
-    status = body.get("status") or {}
+    if status is None:
+        status = JobStatus.from_wire(body.get("status"))
     watts = float((spec.get("power") or {}).get("wattsPerGPU") or DEFAULT_WATTS_PER_GPU)
     if gpus is None:  # the workload's demand, whatever its kind (the handler passes it); else the Job template's
         gpus = gpus_requested(spec.get("template") or {})
     settings = Settings(watts_per_gpu=watts, max_gap_seconds=max_gap_seconds(meter.scrape_seconds))
-    account = account_from_wire(status.get("energy"))
+    account = account_from_wire(status.energy)
     wall_now = time.time()
     if running:
         account = replace(account, settle_after=None)
     elif account.running or account.settle_after is None:  # just stopped (or never seen running): wait for scrapes
         account = replace(account, settle_after=wall_now + SCRAPES_TO_SETTLE * meter.scrape_seconds)
-    started = parse_time(status.get("runningSince")) if running and not account.running else None
+    started = status.running_since if running and not account.running else None
     account = open_chunk(account, running, started or now)
-    submitted = parse_time(status.get("submittedAt")) or now
+    submitted = status.submitted_at or now
     pricing = Pricing(
         pue, intensity, submitted, lambda t: to_planning(wall_to_utc(t)),
         home=home, home_pue=home_pue, home_cluster=home_cluster, traces_allowed=traces_allowed,
@@ -210,12 +214,12 @@ async def update_energy(
     return EnergyUpdate(fields, condition, settled, degraded=False, awaiting_actuals=bool(account.pending))
 
 
-def awaiting(status: Mapping[str, Any]) -> bool:
+def awaiting(status: JobStatus) -> bool:
     """Whether the receipt's energy still waits for actual intensity (measured account, or the estimate standing
-    as the receipt)."""
-    if (status.get("energy") or {}).get("pending"):
+    as the receipt). The accounts are in domain/accounting's wire form: their `pending` list is all it reads."""
+    if (status.energy or {}).get("pending"):
         return True
-    return status.get("energySource") != "dcgm" and bool((status.get("estimate") or {}).get("pending"))
+    return status.energy_source is not EnergySource.DCGM and bool((status.estimate or {}).get("pending"))
 
 
 def home_entry(state: OperatorState, caj: CarbonAwareJob) -> ClusterEntry | None:
@@ -249,13 +253,11 @@ async def pricing_options(
     return options
 
 
-def export_receipt_metrics(
-    namespace: str, name: str, status: Mapping[str, Any], annotations: Mapping[str, str] | None
-) -> None:
+def export_receipt_metrics(namespace: str, name: str, status: JobStatus, annotations: Mapping[str, str] | None) -> None:
     """The receipt's counterfactual parts, unpriced energy, embodied share and SCI as gauges."""
-    if status.get("energyKWh") is None:
+    if status.energy_kwh is None:
         return
-    receipt = receipt_from_status(namespace, name, status, work=work_from_annotations(annotations))
+    receipt = receipt_from_status(namespace, name, status.to_wire(), work=work_from_annotations(annotations))
     metrics.JOB_AVOIDED_PART.labels(namespace, name, "temporal").set(receipt.temporal_avoided_grams)
     metrics.JOB_AVOIDED_PART.labels(namespace, name, "spatial").set(receipt.spatial_avoided_grams)
     metrics.JOB_UNPRICED.labels(namespace, name).set(receipt.unpriced_kwh)
@@ -267,7 +269,9 @@ def export_receipt_metrics(
 def receipt_message(
     namespace: str, name: str, status: Mapping[str, Any], pue: float | None = None, work: Work | None = None
 ) -> str:
-    """The receipt text for the completion Event (capped at the Event message limit)."""
+    """The receipt text for the completion Event (capped at the Event message limit). `status`: in its wire form,
+    which the receipt reads (domain/accounting `receipt_from_status`, as `carbonshift receipt` and Kueue's
+    accounting do)."""
     text = format_receipt(receipt_from_status(namespace, name, status, pue, work))
     if replayed := replay_note((status.get("plan") or {}).get("provider")):
         text = f"[planned on a {replayed}, not today's grid] {text}"

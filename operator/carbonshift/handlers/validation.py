@@ -35,6 +35,7 @@ from carbonshift.api.jobs import build_job, parse_time
 from carbonshift.domain.lifecycle import Phase
 from carbonshift.domain.validation import ClusterFacts, JobFacts, gpu_problems, job_problems, placement_problems
 from carbonshift.handlers import translate
+from carbonshift.handlers.jobstatus import JobStatus
 from carbonshift.handlers.state import ClusterEntry, OperatorState
 
 REASON_INVALID = Reason.INVALID_SPEC
@@ -216,7 +217,7 @@ class TickLike(Protocol):
 
     body: dict[str, Any]
     meta: dict[str, Any]
-    status: dict[str, Any]
+    st: JobStatus
     conditions: list[Condition]
     generation: int
 
@@ -229,7 +230,7 @@ async def first_pass(state: OperatorState, tick: TickLike) -> bool:
     """The webhook's checks (less the author's rights), once per generation of a job not yet placed; the outcome is
     the InvalidSpec condition (False: SpecValid). Returns True when the job is invalid: reported once (the condition,
     a Warning Event, phase Pending), and the caller stops until the spec changes."""
-    if tick.status.get("cluster") or tick.status.get("jobName"):
+    if tick.st.cluster or tick.st.job_name:
         return False  # placed: checked before its Job was created
     flagged = next((c for c in tick.conditions if c.type == ConditionType.INVALID_SPEC), None)
     if flagged is not None and flagged.observed_generation == tick.generation:
@@ -240,7 +241,7 @@ async def first_pass(state: OperatorState, tick: TickLike) -> bool:
     if problems:
         reason = str(problems[0][0])
         tick.condition(ConditionType.INVALID_SPEC, True, reason, "; ".join(m for _, m in problems), event="Warning")
-        tick.status["phase"] = str(Phase.PENDING)
+        tick.st.phase = Phase.PENDING
         await tick.flush()
         return True
     # Recorded with the generation, so a job waiting for capacity is not checked again on every pass.
