@@ -51,6 +51,9 @@ class CheckoutOperator(OperatorProcess):
     def __init__(self, python: Path, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.python = python
+        # A flag this harness adds that an older checkout's `carbonshift run` does not know (it would exit at once).
+        usage = subprocess.run([str(python), "-m", "carbonshift.cli", "run", "--help"], capture_output=True, text=True)
+        self.extra = [flag for flag in self.extra if flag != "--no-keep-forecasts" or flag in usage.stdout]
 
     def start(self) -> None:
         saved = sys.executable
@@ -160,6 +163,10 @@ def bench(n: int, workdir: Path, checkout: Path = REPO, label: str = "") -> dict
         proc = CheckoutOperator(python, cluster.kubeconfig, workdir, speed=speed, epoch=epoch, extra=extra)
         proc.start()
         while not proc.serving():
+            assert proc.proc is not None
+            if proc.proc.poll() is not None:  # it exited: say why rather than wait for ever
+                log = sorted(workdir.glob("operator-*.log"))
+                raise RuntimeError(f"{label} operator exited: {log[-1].read_text()[-2000:] if log else ''}")
             time.sleep(0.1)
         assert proc.proc is not None
         profiler = profile(proc, label, n, "planning")
