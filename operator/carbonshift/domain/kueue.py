@@ -147,6 +147,13 @@ def _iso(moment: datetime) -> str:
     return moment.replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
+# Plans that run the job now whatever the windows say: asked to, declined by do no harm (a gain within the forecast's
+# error, or from a forecast without shown skill), or out of time.
+_RUNS_NOW = frozenset(
+    {Reason.IMMEDIATE, Reason.WITHIN_ERROR, Reason.WITHOUT_SKILL, Reason.DEADLINE_PASSED, Reason.INFEASIBLE_DEADLINE}
+)
+
+
 def decide_check(plan: Plan, now: datetime, *, admitted: bool, interruptible: bool) -> CheckDecision:
     """The check's state for this tick. `admitted`: the workload is admitted (its Job may be running).
 
@@ -157,18 +164,7 @@ def decide_check(plan: Plan, now: datetime, *, admitted: bool, interruptible: bo
         return CheckDecision(CheckState.READY, None, None, "Running", "running to completion (not interruptible)")
     if plan.reason is Reason.DONE:
         return CheckDecision(CheckState.READY, None, None, "Running", "no run time left by the estimate; finishing")
-    if (
-        in_window
-        or at_lss
-        or plan.reason
-        in (
-            Reason.IMMEDIATE,
-            Reason.WITHIN_ERROR,
-            Reason.WITHOUT_SKILL,
-            Reason.DEADLINE_PASSED,
-            Reason.INFEASIBLE_DEADLINE,
-        )
-    ):
+    if in_window or at_lss or plan.reason in _RUNS_NOW:
         end = _current_window_end(plan, now)
         if plan.reason in (Reason.LATEST_SAFE_START, Reason.DEADLINE_PASSED, Reason.INFEASIBLE_DEADLINE) or (
             at_lss and not in_window

@@ -77,12 +77,9 @@ def _object(value: Any) -> dict[str, Any]:
     return value
 
 
-def _plan_wire(plan: PlanStatus) -> dict[str, Any]:
-    return plan.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-def _display_wire(display: Display) -> dict[str, Any]:
-    return display.model_dump(mode="json", by_alias=True, exclude_none=True)
+def _model_wire(model: PlanStatus | Display) -> dict[str, Any]:
+    """The plan or the display as stored (the API server drops their nulls)."""
+    return model.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def _same(value: Any) -> Any:
@@ -95,7 +92,7 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any], Callable[[Any], Any]]] = {
     "cluster": ("cluster", _text, _same),
     "job_name": ("jobName", _text, _same),
     "deadline": ("deadline", _time, iso),
-    "plan": ("plan", PlanStatus.model_validate, _plan_wire),
+    "plan": ("plan", PlanStatus.model_validate, _model_wire),
     "next_transition_time": ("nextTransitionTime", _time, iso),
     "submitted_at": ("submittedAt", _time, iso),
     "running_since": ("runningSince", _time, iso),
@@ -112,7 +109,7 @@ _FIELDS: dict[str, tuple[str, Callable[[Any], Any], Callable[[Any], Any]]] = {
     "avoided_emissions_grams": ("avoidedEmissionsGrams", _number, _same),
     "energy": ("energy", _object, _same),
     "estimate": ("estimate", _object, _same),
-    "display": ("display", Display.model_validate, _display_wire),
+    "display": ("display", Display.model_validate, _model_wire),
     "receipt_posted": ("receiptPosted", _flag, _same),
     "observed_generation": ("observedGeneration", _integer, _same),
 }
@@ -229,8 +226,5 @@ def patch_value(key: str, status: JobStatus, value: Any) -> Any:
     """What a status patch sends for a changed field: its stored form, or for the objects written whole (the plan,
     the display) every field, nulls included, so that the merge patch removes the ones they no longer have (the
     API server drops the nulls of fields that are not nullable: what it stores is `to_wire`'s form)."""
-    if key == "plan" and status.plan is not None:
-        return status.plan.model_dump(mode="json", by_alias=True)
-    if key == "display" and status.display is not None:
-        return status.display.model_dump(mode="json", by_alias=True)
-    return value
+    model = status.plan if key == "plan" else status.display if key == "display" else None
+    return value if model is None else model.model_dump(mode="json", by_alias=True)

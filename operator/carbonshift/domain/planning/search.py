@@ -221,12 +221,8 @@ class ChunkedSearch:
             prev, cur = layers[j - 1], layers[j]
             start = cur[1, 1:]
             np.add(prev[0, :n], c, out=start)
-            if not resumes:
-                pass
-            elif j == 1 and first_start_free:
-                start += rc * 0.0
-            else:
-                start += rc
+            if resumes:
+                start += rc * 0.0 if j == 1 and first_start_free else rc
             if stay is not None:
                 np.add(prev[1, :n], c, out=stay)
                 np.minimum(start, stay, out=start)
