@@ -79,6 +79,18 @@ def already_exists(exc: BaseException) -> bool:
     return isinstance(exc, ApiException) and exc.status == 409 and _status_reason(exc) == "AlreadyExists"
 
 
+def namespace_missing(exc: BaseException) -> bool:
+    """The API server refused because the namespace no longer exists (404 with details.kind "namespaces"), as
+    opposed to a resource it does not serve."""
+    if not isinstance(exc, ApiException) or exc.status != 404:
+        return False
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        return False
+    return isinstance(body, dict) and (body.get("details") or {}).get("kind") == "namespaces"
+
+
 def namespace_terminating(exc: BaseException) -> bool:
     """The API server refused to create something because its namespace is being deleted (403 NamespaceTerminating).
 

@@ -38,6 +38,7 @@ import kopf
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from carbonshift.adapters.kube import namespace_missing, namespace_terminating
 from carbonshift.adapters.workloads.base import Workload, WorkloadError
 from carbonshift.adapters.workloads.client import WorkloadClient
 from carbonshift.adapters.workloads.kinds import TrainJob
@@ -414,6 +415,8 @@ async def track(body: kopf.Body, **_: Any) -> None:
     try:
         name = await ensure_tracking(workload, spec)
     except ApiException as exc:
+        if namespace_missing(exc) or namespace_terminating(exc):
+            return  # its namespace is gone or going, and the workload with it: nothing to track, nothing to retry
         if exc.status not in (400, 403, 422):
             raise
         # Needs an operator to act (CRDs older than the operator, RBAC without create): said once, no retry loop.
