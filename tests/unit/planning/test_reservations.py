@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from carbonshift.domain.planning import Cluster, plan_job
 from carbonshift.domain.planning.model import RunWindow
-from carbonshift.domain.planning.reservations import Reservations
+from carbonshift.domain.planning.reservations import EPOCH, Reservations
 from tests.unit.planning.builders import NOW, ZONE, forecast, job
 
 H = timedelta(hours=1)
@@ -96,3 +96,67 @@ def test_the_second_job_plans_around_the_first_in_the_clean_window() -> None:
         placed.append(plan.windows)
     assert placed[0][0].start == NOW + 3 * H
     assert placed[1][0].start == NOW + 9 * H
+
+
+def naive_free(
+    plans: dict[object, tuple[str, int, list[RunWindow]]], key: object, cluster: str, available: int, now, step, count
+) -> tuple[int, ...]:
+    """The rule written out slot by slot: others' GPUs per 5-minute absolute slot, a planning slot taking the
+    largest use among the absolute slots it touches."""
+    res = timedelta(minutes=5)
+    use: dict[int, int] = {}
+    for other, (where, gpus, windows) in plans.items():
+        if other == key or where != cluster:
+            continue
+        for w in windows:
+            a = math.floor((w.start - EPOCH) / res + 1e-9)
+            b = max(math.ceil((w.end - EPOCH) / res - 1e-9), a + 1)
+            for s in range(a, b):
+                use[s] = use.get(s, 0) + gpus
+    out = []
+    for i in range(count):
+        begin, end = now + i * step, now + (i + 1) * step
+        a = math.floor((begin - EPOCH) / res + 1e-9)
+        b = max(math.ceil((end - EPOCH) / res - 1e-9), a + 1)
+        out.append(max(available - max(use.get(s, 0) for s in range(a, b)), 0))
+    return tuple(out)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 7),  # job key
+            st.sampled_from(["c1", "c2"]),
+            st.integers(0, 6),  # GPUs
+            st.lists(st.tuples(st.integers(-600, 4000), st.integers(1, 900)), min_size=1, max_size=3),  # minutes
+            st.booleans(),  # drop it instead
+        ),
+        min_size=1,
+        max_size=25,
+    ),
+    st.integers(-300, 3000),  # query time, minutes from NOW
+    st.sampled_from([1, 5, 7, 15, 30, 60]),  # planning step, minutes
+    st.integers(1, 120),
+    st.integers(0, 7),
+)
+def test_free_by_slot_is_the_rule_slot_by_slot(
+    ops: list[tuple[int, str, int, list[tuple[int, int]], bool]], at: int, step: int, count: int, key: int
+) -> None:
+    """Whatever the history of plans put, replaced and dropped (spans far apart, so the arrays grow and are cut),
+    and whatever the query grid (misaligned, finer or coarser than 5 minutes), the free GPUs are the rule's."""
+    minute = timedelta(minutes=1)
+    r = Reservations()
+    live: dict[object, tuple[str, int, list[RunWindow]]] = {}
+    for job_key, cluster, gpus, spans, drop in ops:
+        if drop:
+            r.drop(job_key)
+            live.pop(job_key, None)
+            continue
+        windows = [RunWindow(NOW + s * minute, NOW + (s + d) * minute, math.nan) for s, d in sorted(spans)]
+        r.put(job_key, cluster, gpus, windows)
+        live[job_key] = (cluster, gpus, windows)
+    now = NOW + at * minute + timedelta(seconds=17)
+    for cluster in ("c1", "c2"):
+        got = r.free_by_slot(key, cluster, 9, now, step * minute, count)
+        assert got == naive_free(live, key, cluster, 9, now, step * minute, count)
