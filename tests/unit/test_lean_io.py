@@ -1,6 +1,7 @@
 """What the operator skips for speed gives the same answers as what it replaced: kopf's diff-base built without its
-deep copy of every body, and an object's resourceVersion read from a status patch's answer without parsing it all
-(bench/bench_operator.py measures the speed; docs/design/operator.md, "Scale")."""
+deep copy of every body, kopf's progress annotations cleared from an essence without copying it whole, and an
+object's resourceVersion read from a status patch's answer without parsing it all (bench/bench_operator.py measures
+the speed; docs/design/operator.md, "Scale")."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import kopf
 import pytest
 
 from carbonshift.adapters.kube import resource_version
-from carbonshift.handlers.state import LeanDiffBaseStorage
+from carbonshift.handlers.state import LeanDiffBaseStorage, LeanProgressStorage
 
 KOPF_ANNOTATION = "carbonshift.io/last-handled-configuration"
 
@@ -78,6 +79,27 @@ def test_lean_diff_base_is_kopfs_own(extra_fields: Any, meta: dict[str, Any]) ->
     assert raw == before  # the body kopf keeps is not changed
     built["spec"]["duration"] = "2h"  # and the essence shares nothing with it
     assert raw["spec"]["duration"] == "1h"
+
+
+@pytest.mark.parametrize(
+    "essence",
+    [
+        LeanDiffBaseStorage(prefix="carbonshift.io", key="last-handled-configuration").build(body=kopf.Body(body())),
+        kopf.AnnotationsDiffBaseStorage(prefix="carbonshift.io", key="x").build(body=kopf.Body(body(labels={}))),
+        # only kopf's own annotations and no labels: the emptied stanzas go, metadata included
+        {"spec": {"a": 1}, "metadata": {"annotations": {"carbonshift.io/create.handler": "{}"}, "labels": {}}},
+        {"spec": {"a": 1}, "metadata": {"labels": {"team": "ml"}}, "status": {}},  # nothing of kopf's; empty status
+        {"spec": {"a": 1}},
+    ],
+)
+def test_lean_progress_clear_is_kopfs_own(essence: Any) -> None:
+    before = copy.deepcopy(essence)
+    lean = LeanProgressStorage(prefix="carbonshift.io")
+    kopfs = kopf.AnnotationsProgressStorage(prefix="carbonshift.io")
+    cleared = lean.clear(essence=essence)
+    assert cleared == kopfs.clear(essence=copy.deepcopy(essence))
+    assert essence == before  # the essence given is not changed
+    assert not any(k.startswith("carbonshift.io/") for k in cleared.get("metadata", {}).get("annotations", {}))
 
 
 def test_lean_diff_base_stores_and_fetches_as_kopf_does() -> None:

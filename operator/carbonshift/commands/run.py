@@ -39,7 +39,7 @@ from carbonshift.api.durations import parse_duration
 from carbonshift.domain.forecasting import ForecastSpecError, parse_forecast_model
 from carbonshift.handlers.energy import DEFAULT_SCRAPE_SECONDS, SCRAPE_INTERVAL_ENV, build_meter
 from carbonshift.handlers.forecast_store import ForecastStore
-from carbonshift.handlers.state import LeanDiffBaseStorage, OperatorState, Settings, install
+from carbonshift.handlers.state import LeanDiffBaseStorage, LeanProgressStorage, OperatorState, Settings, install
 from carbonshift.metrics import RECONCILE_SECONDS as REGISTRY_RECONCILE
 from carbonshift.metrics import REGISTRY
 
@@ -247,7 +247,7 @@ def build_state(args: argparse.Namespace) -> OperatorState:
 
 def configure_kopf(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Progress and diff-base in annotations: the status belongs to carbonshift's schema alone.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="carbonshift.io")
+    settings.persistence.progress_storage = LeanProgressStorage(prefix="carbonshift.io")  # no deep copy per event
     settings.persistence.diffbase_storage = LeanDiffBaseStorage(  # kopf's, without its deep copy of every body
         prefix="carbonshift.io", key="last-handled-configuration"
     )

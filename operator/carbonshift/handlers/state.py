@@ -239,6 +239,27 @@ class LeanDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
         return super().build(body=kopf.Body(cast(kopf.RawBody, lean)), extra_fields=fields)
 
 
+class LeanProgressStorage(kopf.AnnotationsProgressStorage):
+    """kopf's progress storage in annotations, cleared from an essence without deep-copying it.
+
+    On every watch event kopf clears its own progress annotations from the old and the new essence before
+    diffing them; its `clear` deep-copies each essence first (the spec with its whole workload template, and the
+    diff-base annotation that holds the spec again as JSON). py-spy on the 1,000-job benchmark: 2.6% of the
+    operator's CPU. The essences it clears were built for this one event and are dropped after it, so copying the
+    two dicts `clear` changes (the essence and its metadata; the annotations are replaced, not edited) gives the
+    same result and leaves the input as it was."""
+
+    def clear(self, *, essence: kopf.BodyEssence) -> kopf.BodyEssence:
+        lean = cast(dict[str, Any], dict(essence))
+        if isinstance(lean.get("metadata"), dict):
+            lean["metadata"] = dict(lean["metadata"])
+        annotations = lean.get("metadata", {}).get("annotations", {})
+        keys = {key for key in annotations if self.prefix and key.startswith(f"{self.prefix}/")}
+        self.remove_annotations(cast(kopf.BodyEssence, lean), keys)
+        self.remove_empty_stanzas(cast(kopf.BodyEssence, lean))
+        return cast(kopf.BodyEssence, lean)
+
+
 _state: OperatorState | None = None
 
 
