@@ -63,13 +63,18 @@ class KubeUnavailableError(RuntimeError):
     """The API server kept failing or throttling; try again on the next tick."""
 
 
-def _status_reason(exc: ApiException) -> str | None:
-    """The `reason` of the API server's Status body (AlreadyExists, Conflict, ...), if it sent one."""
+def _status_body(exc: ApiException) -> dict[str, Any]:
+    """The API server's Status body of a refusal, parsed ({} when it sent none or not JSON)."""
     try:
         body = json.loads(exc.body or "{}")
     except (TypeError, ValueError):
-        return None
-    reason = body.get("reason") if isinstance(body, dict) else None
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _status_reason(exc: ApiException) -> str | None:
+    """The `reason` of the API server's Status body (AlreadyExists, Conflict, ...), if it sent one."""
+    reason = _status_body(exc).get("reason")
     return reason if isinstance(reason, str) else None
 
 
@@ -84,11 +89,7 @@ def namespace_missing(exc: BaseException) -> bool:
     opposed to a resource it does not serve."""
     if not isinstance(exc, ApiException) or exc.status != 404:
         return False
-    try:
-        body = json.loads(exc.body or "{}")
-    except (TypeError, ValueError):
-        return False
-    return isinstance(body, dict) and (body.get("details") or {}).get("kind") == "namespaces"
+    return (_status_body(exc).get("details") or {}).get("kind") == "namespaces"
 
 
 def namespace_terminating(exc: BaseException) -> bool:
@@ -97,11 +98,7 @@ def namespace_terminating(exc: BaseException) -> bool:
     Not a permission problem and not worth retrying hard: the namespace's objects, ours included, are about to go."""
     if not isinstance(exc, ApiException) or exc.status != 403:
         return False
-    try:
-        body = json.loads(exc.body or "{}")
-    except (TypeError, ValueError):
-        return False
-    causes = (body.get("details") or {}).get("causes") or [] if isinstance(body, dict) else []
+    causes = (_status_body(exc).get("details") or {}).get("causes") or []
     return any(isinstance(c, dict) and c.get("reason") == "NamespaceTerminating" for c in causes)
 
 
