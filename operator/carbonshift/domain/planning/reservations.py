@@ -59,9 +59,9 @@ class _Usage:
         if self.counts.shape[0] and lo <= a and b <= hi:
             return
         used = np.flatnonzero(self.counts)
-        if used.shape[0]:  # keep the slots in use (and a little before them), cut older empty ones
-            lo = max(lo, lo + int(used[0]) - _KEEP_BEHIND)
-            hi = lo + max(int(used[-1]) + 1 - (lo - self.lo), 0)
+        if used.shape[0]:  # keep the slots in use (and a little before them), cut older empty ones and the empty tail
+            lo = max(self.lo, self.lo + int(used[0]) - _KEEP_BEHIND)
+            hi = self.lo + int(used[-1]) + 1
         else:
             lo, hi = a, a
         new_lo = min(lo, a) - (_GROW if a < lo else 0)
