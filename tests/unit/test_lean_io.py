@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from typing import Any
 
 import kopf
@@ -121,3 +122,26 @@ def test_resource_version_is_the_objects_own() -> None:
     assert resource_version(sent) == "4711"
     assert resource_version(json.dumps(raw, sort_keys=True).encode()) == "4711"  # spaced: parsed in full
     assert resource_version(b"{}") == ""
+
+
+def test_kopfs_watch_stream_decodes_with_orjson_and_reads_the_same() -> None:
+    import inspect
+
+    import kopf._cogs.clients.api as kopf_api
+    import orjson
+
+    from carbonshift.handlers.state import _WatchJson, fast_watch_json
+
+    assert fast_watch_json() and fast_watch_json()  # (twice: the second call finds its own decoder)
+    assert kopf_api.json is _WatchJson
+    assert "json.loads(" in inspect.getsource(kopf_api.stream)  # where kopf reads each watch line
+    line = json.dumps({"type": "MODIFIED", "object": body()})
+    assert _WatchJson.loads(line) == json.loads(line)
+    assert _WatchJson.loads(line.encode()) == json.loads(line)
+    assert _WatchJson.loads('{"n": 9223372036854775807}') == {"n": 2**63 - 1}  # Kubernetes' int64, exact
+    odd = '{"x": NaN}'  # what orjson refuses and the standard library takes: read by the standard library
+    with pytest.raises(orjson.JSONDecodeError):
+        orjson.loads(odd)
+    assert math.isnan(_WatchJson.loads(odd)["x"])
+    with pytest.raises(json.JSONDecodeError):
+        _WatchJson.loads("{not json")

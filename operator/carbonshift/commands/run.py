@@ -39,7 +39,14 @@ from carbonshift.api.durations import parse_duration
 from carbonshift.domain.forecasting import ForecastSpecError, parse_forecast_model
 from carbonshift.handlers.energy import DEFAULT_SCRAPE_SECONDS, SCRAPE_INTERVAL_ENV, build_meter
 from carbonshift.handlers.forecast_store import ForecastStore
-from carbonshift.handlers.state import LeanDiffBaseStorage, LeanProgressStorage, OperatorState, Settings, install
+from carbonshift.handlers.state import (
+    LeanDiffBaseStorage,
+    LeanProgressStorage,
+    OperatorState,
+    Settings,
+    fast_watch_json,
+    install,
+)
 from carbonshift.metrics import RECONCILE_SECONDS as REGISTRY_RECONCILE
 from carbonshift.metrics import REGISTRY
 
@@ -251,6 +258,7 @@ def configure_kopf(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.diffbase_storage = LeanDiffBaseStorage(  # kopf's, without its deep copy of every body
         prefix="carbonshift.io", key="last-handled-configuration"
     )
+    fast_watch_json()  # kopf's watch events decoded by orjson
     settings.posting.level = logging.WARNING  # our own events explain decisions; kopf's would be noise
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 30

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
 import kopf
+import orjson
 import yaml
 from kubernetes import client, config
 
@@ -258,6 +260,33 @@ class LeanProgressStorage(kopf.AnnotationsProgressStorage):
         self.remove_annotations(cast(kopf.BodyEssence, lean), keys)
         self.remove_empty_stanzas(cast(kopf.BodyEssence, lean))
         return cast(kopf.BodyEssence, lean)
+
+
+class _WatchJson:
+    """What kopf's watch stream calls `json.loads` on: each line of the API server's watch, one event with the
+    whole object. py-spy on the 1,000-job benchmark while windows open: 7% of the operator's CPU in the standard
+    library's decoder there; orjson (a maintained C decoder, pinned in pyproject.toml) reads the same line in
+    about half the time (measured on a CarbonAwareJob event of 3.5 KB: 19 -> 10 us), with the same result for
+    what the API server sends (its integers are int64, which orjson reads exactly). A line orjson refuses (e.g.
+    NaN, which the standard library takes) is read by the standard library, so nothing kopf read before is
+    refused now."""
+
+    @staticmethod
+    def loads(text: str | bytes) -> Any:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return json.loads(text)
+
+
+def fast_watch_json() -> bool:
+    """Have kopf's watch stream (kopf._cogs.clients.api.stream, its only use of the `json` module) decode with
+    `_WatchJson`; False, changing nothing, when the kopf installed does not have that module as expected."""
+    module = getattr(getattr(getattr(kopf, "_cogs", None), "clients", None), "api", None)
+    if module is None or getattr(module, "json", None) not in (json, _WatchJson):
+        return False
+    module.json = _WatchJson
+    return True
 
 
 _state: OperatorState | None = None
