@@ -20,6 +20,7 @@ from carbonshift.domain.core import (
     JobNeeds,
     Progress,
     Snapshot,
+    anchored,
     observe,
     reconcile,
     remaining_seconds,
@@ -258,6 +259,70 @@ def test_do_no_harm_runs_at_once_when_the_forecast_has_shown_no_skill() -> None:
     assert first_start(0.6) == START + 6 * HOUR  # its promised gains have come true lately
     assert first_start(0.0) == START  # no shown skill: run at once
     assert first_start(-0.3) == START
+
+
+def test_anchored_moves_each_slot_by_the_error_now_fading_with_lead() -> None:
+    series = trace([300.0, 300.0, 150.0, 150.0, 300.0])
+    latest = {"Z": (START, 100.0)}  # measured 100 where the forecast said 300
+    moved = anchored({"Z": series}, latest, START + 10 * MINUTE, 0.5)["Z"]
+    assert moved is not None
+    np.testing.assert_allclose(moved.values, [100.0, 200.0, 100.0, 125.0, 287.5])  # -200 x 0.5 per hour of lead
+    floor = anchored({"Z": series}, {"Z": (START, 0.0)}, START, 1.0)["Z"]
+    assert floor is not None and floor.values.min() == 0.0  # never below zero
+    same = {"Z": series}
+    assert anchored(same, latest, START, 0.0) is same  # off
+    assert anchored(same, {"Z": (START, 300.0)}, START, 0.93) is same  # right now: unchanged
+    assert anchored(same, {"Other": (START, 100.0)}, START, 0.93) is same  # another zone's measurement
+    assert anchored(same, {"Z": (START - 2 * HOUR, 100.0)}, START, 0.93) is same  # older than the slot before
+    assert anchored(same, {"Z": (START + HOUR, 100.0)}, START, 0.93) is same  # after now: not measured yet
+    earlier = anchored(same, {"Z": (START - HOUR, 100.0)}, START, 0.5)["Z"]  # the slot before the first: its
+    assert earlier is not None  # error is the first slot's, half of it an hour later
+    np.testing.assert_allclose(earlier.values[:2], [200.0, 250.0])
+
+
+def test_a_forecast_already_wrong_now_is_not_bet_on_as_issued() -> None:
+    """Persistence on the day the weather turns (DE, 26 August 2020, in round figures): yesterday's values promise a
+    night far cleaner than the day, the forecast's expected error is 83 g/kWh, and the wind has already come:
+    the measurement now is 110 where the forecast says 320. Anchored to it, the day is cleaner than forecast,
+    the gain of waiting falls within the error, and the job runs at once; without the measurement it waits."""
+    values = [320.0] * 12 + [150.0] * 12 + [320.0] * 24
+    forecast = trace(values)
+    needs = JobNeeds("n", timedelta(hours=9.5), START + 24 * HOUR, False)
+
+    def first_start(latest: dict[str, tuple[datetime, float]]) -> datetime:
+        snapshot = Snapshot(needs, CoreStatus(), Observed(exists=True), START, (CLUSTER,), {"Z": forecast}, 83.0,
+                            latest_actual=latest)  # fmt: skip
+        out = reconcile(snapshot)
+        assert out.plan is not None
+        return out.plan.windows[0].start
+
+    assert first_start({}) > START + 6 * HOUR  # as issued: wait for the night
+    assert first_start({"Z": (START, 300.0)}) > START + 6 * HOUR  # a forecast about right now: still waits
+    assert first_start({"Z": (START, 110.0)}) == START  # anchored: runs at once
+
+
+def test_persistence_on_the_day_the_weather_turns_runs_at_once_in_the_closed_loop() -> None:
+    """The bundled DE 2020 trace, a 9.5 h job submitted at 09:30 on 26 August 2020 with its deadline at 09:00 the
+    next day (scenario II's job ml-2241): persistence promised a night far cleaner than the day, the wind came in
+    the morning instead, and the deferred run emitted 1,860 g against 860 g at once (bench: the one job that put
+    persistence below zero on its DE sample). Anchored to the measurement, it runs at once."""
+    from carbonshift.data import load_bundled_trace
+
+    actual = load_bundled_trace("DE")
+    arrival = datetime(2020, 8, 26, 9, 30, tzinfo=UTC)
+    needs = JobNeeds("ml-2241", timedelta(hours=9.5), datetime(2020, 8, 27, 9, 0, tzinfo=UTC), False)
+    model = PersistenceForecast()
+    skill = SkillEstimate(model, actual)
+    error = ErrorEstimate(model, actual)
+    price = pricer(actual)
+
+    def run(core: CoreSettings) -> LoopResult:
+        return run_job(needs, arrival, actual, model, CLUSTER, price, core, DEFAULT_LOOP, error, skill=skill)
+
+    deferred, anchored_run = run(CoreSettings(anchor_per_hour=0.0)), run(DEFAULT_CORE)
+    assert deferred.windows[0][0] - arrival > 6 * HOUR  # as issued, the bet the bench saw
+    assert anchored_run.windows[0][0] - arrival < 5 * MINUTE
+    assert anchored_run.grams < 0.6 * deferred.grams
 
 
 def test_the_skill_estimate_tells_a_forecast_with_skill_from_one_without() -> None:

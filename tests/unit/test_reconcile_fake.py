@@ -50,6 +50,10 @@ class Trace:
     async def history(self, zone: str, begin: datetime, end: datetime, now: datetime) -> IntensitySeries:
         return self.series
 
+    async def latest(self, zone: str, now: datetime, provider: str) -> tuple[datetime, float] | None:
+        i = self.series.index_of(now)
+        return (self.series.slot_start(i), float(self.series.values[i])) if 0 <= i < len(self.series) else None
+
 
 class FakeKube:
     """The API as the handler uses it: Jobs in a dict, the CarbonAwareJob's status patched in place; every write

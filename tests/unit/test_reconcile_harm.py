@@ -45,6 +45,10 @@ class Source:
         self.histories += 1
         return self.series.window(begin, now + HOUR)
 
+    async def latest(self, zone: str, now: datetime, provider: str) -> tuple[datetime, float] | None:
+        i = self.series.index_of(now)
+        return (self.series.slot_start(i), float(self.series.values[i])) if 0 <= i < len(self.series) else None
+
 
 def operator(monkeypatch: pytest.MonkeyPatch, source: Source, interruptible: bool) -> tuple[OperatorState, FakeKube]:
     monkeypatch.setattr(kopf, "event", lambda *_, **__: None)

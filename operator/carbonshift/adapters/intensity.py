@@ -8,6 +8,7 @@ in which case the planner runs jobs at their latest safe start).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -78,6 +79,24 @@ class ZoneForecasts:
         if chain is None:
             return None
         return (await chain.history(zone, begin, end, now)).series
+
+    async def latest(self, zone: str, now: datetime, provider: str) -> tuple[datetime, float] | None:
+        """The newest measured slot at or before `now` (its start, g/kWh) as `provider` reports it (its current
+        value, cached per slot like every answer); None when another link answered, the answer is stale or holds no
+        value."""
+        chain = self.chain(zone)
+        if chain is None:
+            return None
+        answer = await chain.current(zone, now)
+        series = answer.series
+        if series is None or answer.answered_by != provider or answer.stale or len(series) == 0:
+            return None
+        for i in range(len(series) - 1, -1, -1):
+            start = series.slot_start(i)
+            value = float(series.values[i])
+            if start <= now and math.isfinite(value):
+                return start, value
+        return None
 
     async def aclose(self) -> None:
         for chain in self.chains.values():

@@ -24,6 +24,12 @@ Rules it keeps (docs/design/operator.md, "The decision core"):
   length (`Snapshot.forecast_error_for`, a model that declares its error) their gain per kWh moved is weighed
   against the error for runs that long. Once such a job has committed to a later start, running now (a fresh
   deferral that do no harm declined) replaces the commitment only when it beats it by the commitment threshold.
+- A job's first deferral must also gain on the forecast anchored to the newest measurement
+  (`Snapshot.latest_actual`, the provider's current value; `anchored`: each slot moved by the forecast's error
+  on the measured slot, fading by `anchor_per_hour` for every hour of lead). A forecast already off now, as
+  persistence is on the day the weather turns, is not bet on; a forecast that is right now is unchanged. Only the
+  first decision (no commitment yet): planned on the anchored forecast, or vetoed by it later on, the loop lost
+  more than it gained on flat grids (docs/simulator.md).
 - Each extra chunk must gain more than the forecast's error for the difference it bets on
   (`slot_error_g_per_kwh`), over a minimum chunk's energy, on top of its overhead.
 - Every suspension is announced at least `grace` ahead (the suspend-at annotation), and every chunk runs at least
@@ -156,6 +162,11 @@ class CoreSettings:
     commit: bool = True
     overrun_floor: timedelta = timedelta(minutes=10)
     extend_limit: timedelta = timedelta(minutes=15)  # a committed plan short by up to this is extended at its end
+    # The veto of a first deferral by the forecast anchored to the newest measurement (`anchored`): the share of
+    # the error on the measured slot kept per hour of lead (0: no veto). Fitted, not tuned: the lag regression of
+    # day-ahead persistence errors on the ten bundled traces gives 0.88 to 0.96 per hour (median 0.93); see
+    # docs/simulator.md.
+    anchor_per_hour: float = 0.93
     # Speed (the simulator): a re-plan whose outcome bounds show the commitment is kept is not computed; the same
     # decisions and status, but the plan returned then carries no forecast figures (planned/baseline grams NaN).
     skip_kept_replans: bool = False
@@ -184,6 +195,9 @@ class Snapshot:
     largest_node_gpus: Mapping[str, int | None] = field(default_factory=dict)
     # The EnergyBudgets that select the job and its cap (None: no budget rule, e.g. the simulator).
     budget: BudgetFacts | None = None
+    # The newest measured intensity of each zone (its slot's start, g/kWh): the provider's current value, for the
+    # anchored veto of a first deferral (`anchored`). A zone not named is not checked.
+    latest_actual: Mapping[str, tuple[datetime, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +294,40 @@ def remaining_seconds(progress: Progress, needs: JobNeeds, running: bool) -> flo
 
 
 # -- plans ----------------------------------------------------------------------------------------------------
+
+
+def anchored(
+    forecasts: Mapping[str, IntensitySeries | None],
+    latest: Mapping[str, tuple[datetime, float]],
+    now: datetime,
+    per_hour: float,
+) -> Mapping[str, IntensitySeries | None]:
+    """Each zone's forecast moved toward its newest measurement: every slot by the forecast's error on the measured
+    slot (measured - forecast), times `per_hour` for each hour from the measured slot's start to the slot's start
+    (the measured slot itself by the whole error), and kept at 0 or above. A measurement from after `now`, from
+    before the slot that precedes the forecast's first, or on a slot the forecast has no value for, changes
+    nothing; nor does anything when `per_hour` is 0. The mapping given is returned when nothing changed."""
+    if per_hour <= 0 or not latest:
+        return forecasts
+    out = dict(forecasts)
+    changed = False
+    for zone, series in forecasts.items():
+        seen = latest.get(zone)
+        if series is None or seen is None or len(series) == 0:
+            continue
+        at, measured = seen
+        if at > now or at < series.start - series.resolution or not math.isfinite(measured):
+            continue
+        predicted = series.at(max(at, series.start))
+        error = measured - predicted
+        if not math.isfinite(error) or error == 0.0:
+            continue
+        step_hours = series.resolution.total_seconds() / 3600.0
+        hours = (series.start - at).total_seconds() / 3600.0 + step_hours * np.arange(len(series))
+        values = np.maximum(series.values + error * per_hour ** np.maximum(hours, 0.0), 0.0)
+        out[zone] = replace(series, values=values)
+        changed = True
+    return out if changed else forecasts
 
 
 def forecast_key(forecasts: Mapping[str, IntensitySeries | None]) -> tuple[object, ...]:
@@ -734,8 +782,13 @@ def _replan(
             # this way, did not come true often enough (docs/simulator.md).
             gain *= _run_seconds(job) / moved
             threshold = max(snapshot.forecast_error_for(timedelta(seconds=moved)), 0.0) * settings.harm_factor
-        # A gain above the forecast's expected error, from a forecast that has lately shown skill (when measured).
+        # A gain above the forecast's expected error, from a forecast that has lately shown skill (when measured),
+        # and, for the first deferral, on the forecast anchored to the newest measurement too.
         skilled = skill is None or skill > settings.min_skill
+        if gain > threshold and skilled and commitment is None and snapshot.latest_actual:
+            issued, on_anchored = _issued_gain(fresh, job, snapshot), _anchored_gain(fresh, job, snapshot, settings)
+            if issued > 0 and math.isfinite(on_anchored):  # the gate's gain, in the anchored forecast's proportion
+                gain = min(gain, gain * on_anchored / issued)
         if not (gain > threshold and skilled):
             at_once = _aligned_plan(_run_now(job), clusters, snapshot.forecasts, now, settings.margin)
             if at_once.reason is not Reason.NO_CAPACITY:  # (running now may not fit: others hold the GPUs)
@@ -774,6 +827,33 @@ def _replan(
         # that saves nothing, `deferred_for_capacity_only`, and dropped it).
         fresh = replace(fresh, planned_grams=committed_grams, reason=Reason.OPTIMAL)
     return _committed_plan(kept, fresh, now), kept, False
+
+
+def _block_and_plan_grams(
+    plan: Plan, job: Job, snapshot: Snapshot, forecasts: Mapping[str, IntensitySeries | None]
+) -> tuple[float, float]:
+    """(running the remaining work now, in one block; the plan's windows), priced on `forecasts` (NaN: not covered)."""
+    now = snapshot.now
+    series = forecasts.get(plan.zone or "") if plan.zone else None
+    cluster = next((c for c in snapshot.clusters if c.name == plan.cluster), None)
+    pue = cluster.pue if cluster else 1.0
+    block = windows_grams([(now, now + job.remaining)], series, job.power_kw, pue)
+    return block, windows_grams(_clipped(plan.windows, now), series, job.power_kw, pue)
+
+
+def _issued_gain(plan: Plan, job: Job, snapshot: Snapshot) -> float:
+    block, planned = _block_and_plan_grams(plan, job, snapshot, snapshot.forecasts)
+    return block - planned
+
+
+def _anchored_gain(plan: Plan, job: Job, snapshot: Snapshot, settings: CoreSettings) -> float:
+    """The plan's gain over running now in one block, in grams, on the forecasts anchored to the newest measurement
+    (the issued gain where nothing is anchored)."""
+    forecasts = anchored(snapshot.forecasts, snapshot.latest_actual, snapshot.now, settings.anchor_per_hour)
+    if forecasts is snapshot.forecasts:
+        return _issued_gain(plan, job, snapshot)
+    block, planned = _block_and_plan_grams(plan, job, snapshot, forecasts)
+    return block - planned
 
 
 def _surely_kept(

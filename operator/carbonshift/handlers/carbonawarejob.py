@@ -410,6 +410,13 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     window = needs.deadline - state.settings.margin - tick.now
     skill = shown_skill(dict(zip(zones, trusts, strict=True)), state.forecast_records, tick.now, needs.duration,
                         window, needs.interruptible)  # fmt: skip
+    # ... and how far each forecast is off right now: its provider's current value, for the core's nowcast check.
+    latest: dict[str, tuple[datetime, float]] = {}
+    for zone in zones:
+        who = answered.get(zone)
+        seen = await state.forecasts.latest(zone, tick.now, who) if who is not None else None
+        if seen is not None:
+            latest[zone] = seen
     snapshot = Snapshot(
         job=needs,
         status=before,
@@ -421,6 +428,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
         forecast_error_for=harm.forecast_error_for,
         slot_error_g_per_kwh=harm.slot_error_g_per_kwh,
         forecast_skill=skill,
+        latest_actual=latest,
         watching_since=watching_since,
         pod_gpus=per_pod,
         largest_node_gpus={e.name: e.largest_node_gpus for e in entries},

@@ -41,6 +41,8 @@ class ForecastSource(Protocol):
 
     async def history(self, zone: str, begin: datetime, end: datetime, now: datetime) -> IntensitySeries | None: ...
 
+    async def latest(self, zone: str, now: datetime, provider: str) -> tuple[datetime, float] | None: ...
+
 
 @dataclass
 class Settings:

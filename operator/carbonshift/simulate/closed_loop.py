@@ -414,6 +414,12 @@ def run_job(
             horizon = max(needs.deadline - t, timedelta(0)) + step
             forecast = model.forecast(actual, t, horizon)
             forecast_slot = slot
+        # The provider's current value: the measured slot the pass is in (the oracle's forecast is that already).
+        latest = (
+            {}
+            if model.is_oracle or not 0 <= slot < len(actual)
+            else {cluster.zone: (actual.slot_start(slot), float(actual.values[slot]))}
+        )
         snapshot = Snapshot(
             job=needs,
             status=status,
@@ -426,6 +432,7 @@ def run_job(
             watching_since=arrival,
             slot_error_g_per_kwh=_slot_error(model, actual, error, t, needs.deadline, step),
             forecast_skill=shown,
+            latest_actual=latest,
         )
         out = (core_fn or reconcile)(snapshot, core)
         passes += 1
