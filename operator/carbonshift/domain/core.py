@@ -788,9 +788,7 @@ def _replan(
         # measurement too (an interruptible job re-plans on the next pass anyway: a veto there only delays it).
         skilled = skill is None or skill > settings.min_skill
         if gain > threshold and skilled and commitment is None and not job.interruptible and snapshot.latest_actual:
-            issued, on_anchored = _issued_gain(fresh, job, snapshot), _anchored_gain(fresh, job, snapshot, settings)
-            if issued > 0 and math.isfinite(on_anchored):  # the gate's gain, in the anchored forecast's proportion
-                gain = min(gain, gain * on_anchored / issued)
+            gain = min(gain, gain * _anchored_share(fresh, job, snapshot, settings))
         if not (gain > threshold and skilled):
             at_once = _aligned_plan(_run_now(job), clusters, snapshot.forecasts, now, settings.margin)
             if at_once.reason is not Reason.NO_CAPACITY:  # (running now may not fit: others hold the GPUs)
@@ -831,31 +829,24 @@ def _replan(
     return _committed_plan(kept, fresh, now), kept, False
 
 
-def _block_and_plan_grams(
-    plan: Plan, job: Job, snapshot: Snapshot, forecasts: Mapping[str, IntensitySeries | None]
-) -> tuple[float, float]:
-    """(running the remaining work now, in one block; the plan's windows), priced on `forecasts` (NaN: not covered)."""
+def _anchored_share(plan: Plan, job: Job, snapshot: Snapshot, settings: CoreSettings) -> float:
+    """The plan's gain over running the remaining work now in one block, on the forecasts anchored to the newest
+    measurement, as a share of the same gain on the forecasts as issued (1 where nothing is anchored or either gain
+    is not known, or the issued one is not positive)."""
+    anchored_forecasts = anchored(snapshot.forecasts, snapshot.latest_actual, snapshot.now, settings.anchor_per_hour)
+    if anchored_forecasts is snapshot.forecasts or not plan.zone:
+        return 1.0
     now = snapshot.now
-    series = forecasts.get(plan.zone or "") if plan.zone else None
     cluster = next((c for c in snapshot.clusters if c.name == plan.cluster), None)
     pue = cluster.pue if cluster else 1.0
-    block = windows_grams([(now, now + job.remaining)], series, job.power_kw, pue)
-    return block, windows_grams(_clipped(plan.windows, now), series, job.power_kw, pue)
+    block, windows = [(now, now + job.remaining)], _clipped(plan.windows, now)
 
+    def gain(forecasts: Mapping[str, IntensitySeries | None]) -> float:
+        series = forecasts.get(plan.zone or "")
+        return windows_grams(block, series, job.power_kw, pue) - windows_grams(windows, series, job.power_kw, pue)
 
-def _issued_gain(plan: Plan, job: Job, snapshot: Snapshot) -> float:
-    block, planned = _block_and_plan_grams(plan, job, snapshot, snapshot.forecasts)
-    return block - planned
-
-
-def _anchored_gain(plan: Plan, job: Job, snapshot: Snapshot, settings: CoreSettings) -> float:
-    """The plan's gain over running now in one block, in grams, on the forecasts anchored to the newest measurement
-    (the issued gain where nothing is anchored)."""
-    forecasts = anchored(snapshot.forecasts, snapshot.latest_actual, snapshot.now, settings.anchor_per_hour)
-    if forecasts is snapshot.forecasts:
-        return _issued_gain(plan, job, snapshot)
-    block, planned = _block_and_plan_grams(plan, job, snapshot, forecasts)
-    return block - planned
+    issued, on_anchored = gain(snapshot.forecasts), gain(anchored_forecasts)
+    return on_anchored / issued if issued > 0 and math.isfinite(on_anchored) else 1.0
 
 
 def _surely_kept(
