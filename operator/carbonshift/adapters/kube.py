@@ -34,6 +34,18 @@ API_WORKERS = 16  # concurrent API calls (threads; the official client is synchr
 _EXECUTOR = ThreadPoolExecutor(API_WORKERS, thread_name_prefix="kube")
 
 
+def json_loads(text: str | bytes) -> Any:
+    """JSON as the API server sends it, decoded by orjson (a maintained C decoder, pinned in pyproject.toml): about
+    half the standard library's time on a 3.5 KB CarbonAwareJob (19 -> 10 us), the same result for what the API
+    server sends (its integers are int64, which orjson reads exactly). What orjson refuses (e.g. NaN, which the
+    standard library takes) is read by the standard library, so nothing read before is refused now. Used for our
+    raw API reads and for kopf's watch stream (handlers/state.py, `fast_watch_json`)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def unvalidated(fn: Callable[..., T]) -> Callable[..., T]:
     """A method of the kubernetes client's generated API classes without its argument validation.
 
@@ -262,7 +274,7 @@ class Kube:
         cost more CPU than the request (py-spy), for Jobs as for pod lists. The body is read in the worker thread:
         read lazily on the event loop, one page of a busy API server's pod list stalled every job."""
 
-        body: dict[str, Any] = orjson.loads(await self._bytes(what, fn, *args, **kwargs))  # (see handlers/state.py)
+        body: dict[str, Any] = json_loads(await self._bytes(what, fn, *args, **kwargs))
         return body
 
     async def _bytes(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> bytes:

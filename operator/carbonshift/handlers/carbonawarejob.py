@@ -410,7 +410,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
     window = needs.deadline - state.settings.margin - tick.now
     skill = shown_skill(dict(zip(zones, trusts, strict=True)), state.forecast_records, tick.now, needs.duration,
                         window, needs.interruptible)  # fmt: skip
-    # ... and how far each forecast is off right now: its provider's current value, for the core's nowcast check.
+    # ... and each zone's newest measurement from the provider that answered its forecast (the core's anchored veto).
     latest: dict[str, tuple[datetime, float]] = {}
     for zone in zones:
         who = answered.get(zone)

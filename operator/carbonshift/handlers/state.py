@@ -18,14 +18,13 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
 import kopf
-import orjson
 import yaml
 from kubernetes import client, config
 
 from carbonshift import metrics
 from carbonshift.adapters.clock import Clock
 from carbonshift.adapters.intensity import ZoneForecast
-from carbonshift.adapters.kube import Kube
+from carbonshift.adapters.kube import Kube, json_loads
 from carbonshift.adapters.prometheus import EnergyMeter
 from carbonshift.adapters.workloads.client import WorkloadClient
 from carbonshift.domain.forecast_trust import ForecastRecord, ForecastTrust
@@ -267,18 +266,9 @@ class LeanProgressStorage(kopf.AnnotationsProgressStorage):
 class _WatchJson:
     """What kopf's watch stream calls `json.loads` on: each line of the API server's watch, one event with the
     whole object. py-spy on the 1,000-job benchmark while windows open: 7% of the operator's CPU in the standard
-    library's decoder there; orjson (a maintained C decoder, pinned in pyproject.toml) reads the same line in
-    about half the time (measured on a CarbonAwareJob event of 3.5 KB: 19 -> 10 us), with the same result for
-    what the API server sends (its integers are int64, which orjson reads exactly). A line orjson refuses (e.g.
-    NaN, which the standard library takes) is read by the standard library, so nothing kopf read before is
-    refused now."""
+    library's decoder there; `adapters.kube.json_loads` (orjson, the standard library as its fallback) instead."""
 
-    @staticmethod
-    def loads(text: str | bytes) -> Any:
-        try:
-            return orjson.loads(text)
-        except orjson.JSONDecodeError:
-            return json.loads(text)
+    loads = staticmethod(json_loads)
 
 
 def fast_watch_json() -> bool:
