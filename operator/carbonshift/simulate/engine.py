@@ -252,6 +252,16 @@ def simulate(
     )
 
 
+def _baseline_start(sim: SimJob, settings: Settings) -> datetime:
+    """When running at once (the baseline of every saving) starts the job's pods: at its nominal start (its arrival)
+    in the open loop; in the closed loop, `start_delay` later, as the loop starts every Job's pods: a plain Job
+    created at arrival waits for its pods as long as the one carbonshift creates. (Without the delay, every job the
+    closed loop runs at once was charged 30 s later than its baseline: -0.001 % "lost" on a Nordic year with
+    persistence forecasts by jobs that did exactly what running at once does.)"""
+    closed = settings.loop == "closed" and not settings.paper_quirks
+    return sim.baseline_start + settings.start_delay if closed else sim.baseline_start
+
+
 def _extra(sim: SimJob, settings: Settings, step: timedelta) -> timedelta:
     """The paper's extra slot past the deadline: for jobs planned from their arrival (scenario II), not for
     jobs announced ahead with a nominal start (scenario I), as in the paper's code."""
@@ -347,7 +357,7 @@ def _run_policy(
         extra = _extra(sim, settings, step)
         deadline = sim.deadline + extra
         if policy == "run-now":
-            now = sim.baseline_start
+            now = _baseline_start(sim, settings)
             if extra:
                 # The paper's baseline: the cheaper of starting now or one slot later.
                 job = _job(sim, now + sim.duration + extra, "optimal", settings)
@@ -428,8 +438,9 @@ def _run_closed(
             needs, sim.arrival, actual, model, cluster, price, core, loop, error, core_fn=legacy, skill=skill
         )
         power_kw = job.power_kw
-        baseline_end = sim.baseline_start + sim.duration
-        baseline = price(sim.baseline_start, baseline_end) * power_kw
+        baseline_start = _baseline_start(sim, settings)
+        baseline_end = baseline_start + sim.duration
+        baseline = price(baseline_start, baseline_end) * power_kw
         # A receipt prices the work the operator credited, as if run from submission (accounting.py).
         claimed_end = sim.baseline_start + timedelta(seconds=result.credited_work_seconds)
         claimed = price(sim.baseline_start, claimed_end) * power_kw if not settings.legacy else math.nan
@@ -532,9 +543,10 @@ def _account(sim: SimJob, job: Job, plan: Plan, ledger: _Ledger, settings: Setti
         pays = index > 0 or (job.started and not job.running)
         if pays and job.overhead_kwh > 0:
             grams += job.overhead_kwh * settings.pue * ledger.at(begin)
-    baseline_end = sim.baseline_start + sim.duration
-    baseline = ledger.slot_sum(sim.baseline_start, baseline_end) * power_kw * hours_per_slot * settings.pue
-    finish = windows[-1][1] if windows else sim.baseline_start
+    start = _baseline_start(sim, settings)
+    baseline_end = start + sim.duration
+    baseline = ledger.slot_sum(start, baseline_end) * power_kw * hours_per_slot * settings.pue
+    finish = windows[-1][1] if windows else start
     run_hours = sum((e - b).total_seconds() for b, e in windows) / 3600.0
     return JobOutcome(
         job=sim.name,
@@ -547,4 +559,7 @@ def _account(sim: SimJob, job: Job, plan: Plan, ledger: _Ledger, settings: Setti
         delay_hours=(finish - baseline_end).total_seconds() / 3600.0,
         cycles=plan.cycles,
         slack_hours=(sim.deadline - sim.arrival - sim.duration).total_seconds() / 3600.0,
+        # (running at once in the closed loop misses a job with less slack than its pods take to start, as the
+        # loop does: unmeetable, not a miss)
+        meetable=start == sim.baseline_start or sim.deadline - sim.arrival - sim.duration >= settings.start_delay,
     )
