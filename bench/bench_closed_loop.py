@@ -406,8 +406,7 @@ def _persistence_cell(name: str, offset: int, every: int) -> tuple[str, int, flo
 def persistence_samples(names: list[str], every: int, samples: int, workers: int) -> tuple[str, str, bool]:
     """Do no harm beyond the table's one sample: persistence forecasts on `samples` more samples of each trace (1 job
     in `every` from offsets 1..samples), 60 s, both kinds; the worst saving and the cells below -0.01 % (a job run at
-    once starts 30 s after run-now's, so a few thousandths of a per cent either way are the pod start, not a
-    decision)."""
+    once saves exactly 0: run-now's pods start after the same delay as the loop's)."""
     tasks = [(n, k) for n in names for k in range(1, samples + 1)]
     with ProcessPoolExecutor(max_workers=max(workers, 1)) as pool:
         cells = list(pool.map(_persistence_cell, *zip(*tasks, strict=True), [every] * len(tasks)))
