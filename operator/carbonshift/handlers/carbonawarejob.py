@@ -222,6 +222,7 @@ class Tick:
         self.now = state.clock.now()
         self.events: list[tuple[str, str, str]] = []
         self.histories: dict[str, IntensitySeries | None] = {}  # zones' measured intensity, read once per tick
+        self.written_versions: list[str] = []  # the workload's resourceVersions after this pass's writes
 
     @property
     def conditions(self) -> list[Condition]:
@@ -241,6 +242,16 @@ class Tick:
 
     def event(self, kind: str, reason: str, message: str) -> None:
         self.events.append((kind, reason, message))
+
+    def wrote(self, workload: Workload) -> None:
+        """This pass wrote the workload (the object the server returned): its watch event wakes nobody, if that
+        version is our write alone. A patch that changed nothing returns the object at its current version, which
+        may be someone else's change since this pass read it (the Job controller's, after our suspension): taken
+        for ours, its event, the only one of that change, would be dropped."""
+        version = workload.meta.get("resourceVersion")
+        if version and workload.own_write:
+            self.written_versions.append(str(version))
+            self.state.wrote_workload(self.namespace, self.name, self.written_versions)
 
     async def flush(self) -> None:
         """The one place the typed status becomes the wire form: patched with the fields that changed (None for the
@@ -499,6 +510,7 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
             await tick.flush()  # record the placement before creating anything there
         try:
             workload = await client.create(manifest)
+            tick.wrote(workload)
         except WorkloadError as exc:
             return await report_workload_problem(tick, exc)
         job = workload.obj
@@ -652,6 +664,7 @@ async def act(tick: Tick, decision: Decision, observed: Observed, client: Worklo
         tick.st.phase = Phase.RUNNING
         await tick.flush()  # the chunk's start (it pays the overhead) first, then the Job: a crash between under-counts
         workload = await client.resume(workload)  # run time accrues from when its pods are seen running
+        tick.wrote(workload)
         metrics.TRANSITIONS.labels("resume").inc()
         until = translate.iso(decision.next_transition)
         tick.event("Normal", "Resumed", f"Resumed: {decision.why} (until {until}){replayed_suffix(tick.st.plan)}")
@@ -659,8 +672,10 @@ async def act(tick: Tick, decision: Decision, observed: Observed, client: Worklo
         tick.st.phase = Phase.SUSPENDED
         await tick.flush()  # status first, then the Job: a crash between under-counts
         workload = await client.suspend(workload)
+        tick.wrote(workload)
         metrics.TRANSITIONS.labels("suspend").inc()
         workload = await client.announce(workload, None)
+        tick.wrote(workload)
         next_window = translate.iso(decision.next_transition)
         suffix = replayed_suffix(tick.st.plan)
         tick.event("Normal", "Suspended", f"Suspended: {decision.why}; next window {next_window}{suffix}")
@@ -671,7 +686,7 @@ async def act(tick: Tick, decision: Decision, observed: Observed, client: Worklo
         # The status that announces it (suspendAt, suspendAnnouncedAt) first, then the workload: whoever reads the
         # annotation finds it in status too (e2e saw the pod annotated and status without suspendAt in between).
         await tick.flush()
-        await client.announce(workload, translate.iso(decision.annotate_suspend_at))
+        tick.wrote(await client.announce(workload, translate.iso(decision.annotate_suspend_at)))
         tick.event(
             "Normal", "SuspendPlanned", f"Checkpoint now: suspending at {translate.iso(decision.annotate_suspend_at)}"
         )
@@ -1004,6 +1019,7 @@ async def run_carbonawarejob(
     failures = 0
     while not stopped:
         wake.clear()
+        state.pokes.pop((namespace, name), None)
         try:
             async with state.reconciling:
                 with metrics.RECONCILE_SECONDS.labels("ok").time():
@@ -1030,8 +1046,11 @@ async def run_carbonawarejob(
             await asyncio.sleep(min(2**failures, 30))
             continue
         if nxt is None:
+            state.own_workload_writes.pop((namespace, name), None)
             return  # finished and accounted; the daemon ends (a restarted operator checks once and ends too)
         await caught_up(body, state.written.pop((namespace, name), None))
+        if wake.is_set() and state.only_own_pokes(namespace, name):
+            wake.clear()  # woken only by the events of this pass's own writes to its workload: nothing new
         wait = min(state.settings.tick, max(nxt - state.clock.now(), timedelta(0)))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout=max(state.clock.wall_seconds(wait), 0.05))
@@ -1063,8 +1082,9 @@ async def workload_changed(body: kopf.Body, namespace: str | None, **_: Any) -> 
     owner = (meta.get("labels") or {}).get(LABEL_CAJ) or state.referenced.get(
         (namespace or "", str(body.get("kind") or ""), name), name
     )
-    if owner:
-        state.poke(namespace or "", owner)
+    version = meta.get("resourceVersion")
+    if owner and not state.own_event(namespace or "", owner, version):
+        state.poke(namespace or "", owner, version)
 
 
 def watch_workloads(kinds: list[tuple[str, str, str]]) -> None:

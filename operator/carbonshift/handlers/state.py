@@ -121,6 +121,11 @@ class OperatorState:
     phases: PhaseCounts = field(default_factory=PhaseCounts)  # for the jobs-by-phase gauge
     reservations: Reservations = field(default_factory=Reservations)  # every job's planned GPU use
     written: dict[tuple[str, str], str] = field(default_factory=dict)  # resourceVersion of our last status patch
+    # The resourceVersions of the workload as this operator's last pass for a CarbonAwareJob wrote it (create,
+    # resume, suspend, announce), and those of the workload events that woke its daemon since that pass began: an
+    # event of our own write tells the daemon nothing it does not know (see `own_event` and `only_own_pokes`).
+    own_workload_writes: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    pokes: dict[tuple[str, str], list[str | None]] = field(default_factory=dict)
     # Since when this process has watched each job without a break (the decision core credits run time across a
     # long gap between two passes only when the same process watched throughout).
     watching: dict[tuple[str, str], datetime] = field(default_factory=dict)
@@ -146,10 +151,28 @@ class OperatorState:
     def wake_event(self, namespace: str, name: str) -> asyncio.Event:
         return self.wake.setdefault((namespace, name), asyncio.Event())
 
-    def poke(self, namespace: str, name: str) -> None:
+    def poke(self, namespace: str, name: str, version: str | None = None) -> None:
+        """Wake the CarbonAwareJob's daemon; `version`: the resourceVersion of the workload event that wakes it
+        (None: anything else, e.g. its spec changed)."""
         event = self.wake.get((namespace, name))
         if event is not None:
+            self.pokes.setdefault((namespace, name), []).append(version)
             event.set()
+
+    def own_event(self, namespace: str, name: str, version: str | None) -> bool:
+        """Whether a workload event is our own last write to it (its resourceVersion is one we wrote)."""
+        return version is not None and version in self.own_workload_writes.get((namespace, name), ())
+
+    def wrote_workload(self, namespace: str, name: str, versions: list[str]) -> None:
+        """The resourceVersions this pass wrote the CarbonAwareJob's workload at (replacing the last pass's)."""
+        if versions:
+            self.own_workload_writes[(namespace, name)] = set(versions)
+
+    def only_own_pokes(self, namespace: str, name: str) -> bool:
+        """Whether everything that woke the daemon since its pass began was an event of its own writes (taken: the
+        next pass starts a new list)."""
+        pokes = self.pokes.pop((namespace, name), [])
+        return bool(pokes) and all(self.own_event(namespace, name, v) for v in pokes)
 
     def entries(self) -> list[ClusterEntry]:
         """The clusters jobs may use: the ComputeClusters, or the local cluster when none is defined."""

@@ -120,6 +120,11 @@ class Workload(ABC):
     def __init__(self, obj: dict[str, Any], runtime: dict[str, Any] | None = None) -> None:
         self.obj = obj
         self.runtime = runtime  # TrainJob only: its (Cluster)TrainingRuntime, where its pods come from
+        # Set by the client on the object a write returns: this version is our write alone (a create, or a patch
+        # that changed the object we held and found nobody else's change beside it), so its watch event tells the
+        # writer nothing new. False for a patch that changed nothing (the server answers with the object as it is,
+        # at a version that may be someone else's change) and for an existing object a create found.
+        self.own_write = False
 
     # -- identity ----------------------------------------------------------------------------------------------
     @property
@@ -268,6 +273,46 @@ class Workload(ABC):
 
     def prepare(self, owner: Owner) -> None:  # noqa: B027 - most kinds add nothing
         """Kind-specific additions to a built object (default: none)."""
+
+
+# Set by the API server on every write, whoever made it: not a change anybody asked for.
+_SERVER_WRITTEN = ("resourceVersion", "generation", "managedFields")
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """`target` with a JSON merge patch (RFC 7386) applied, as the API server applies one; `target` is not changed."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def _comparable(node: Any, *, top: bool = True) -> Any:
+    """The object as compared for `patched_alone`: without what the server sets on every write, and without empty
+    maps (the server drops an annotations map whose last key a patch removed)."""
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if top and key == "metadata" and isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k not in _SERVER_WRITTEN}
+        value = _comparable(value, top=False)
+        if value != {}:
+            out[key] = value
+    return out
+
+
+def patched_alone(before: dict[str, Any], patch: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Whether `after`, what the API server answered to a merge patch of `before`, is `before` changed by that
+    patch and by nothing else. False when the patch changed nothing: the server then answers with the object as it
+    is, whose version may be someone else's change made since `before` was read."""
+    expected = _comparable(merge_patch(before, patch))
+    return bool(expected != _comparable(before) and _comparable(after) == expected)
 
 
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:

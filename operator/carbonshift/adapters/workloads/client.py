@@ -12,7 +12,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 
 from carbonshift.adapters.kube import Kube, KubeUnavailableError, already_exists
-from carbonshift.adapters.workloads.base import KindInfo, KindNotInstalled, Workload, selector_string
+from carbonshift.adapters.workloads.base import KindInfo, KindNotInstalled, Workload, patched_alone, selector_string
 from carbonshift.adapters.workloads.kinds import TrainJob
 from carbonshift.adapters.workloads.registry import workload_for
 
@@ -121,7 +121,9 @@ class WorkloadClient:
                 info.plural,
                 manifest,
             )
-            return workload_for(obj)
+            created = workload_for(obj)
+            created.own_write = True  # nobody else's change can precede its creation
+            return created
         except ApiException as exc:
             if not already_exists(exc):
                 await self._not_found(info, exc)
@@ -175,7 +177,8 @@ class WorkloadClient:
                 raise
 
     async def patch(self, workload: Workload, body: dict[str, Any]) -> Workload:
-        """Apply a merge patch to the workload; returns the object the server stored."""
+        """Apply a merge patch to the workload; returns the object the server stored (its `own_write`: whether
+        that is `workload` changed by this patch alone)."""
         info = workload.info
         try:
             obj = await self.kube._raw(
@@ -192,7 +195,9 @@ class WorkloadClient:
         except ApiException as exc:
             await self._not_found(info, exc)
             raise
-        return workload_for(obj)
+        patched = workload_for(obj)
+        patched.own_write = patched_alone(workload.obj, body, obj)
+        return patched
 
     async def runtime_of(self, workload: TrainJob) -> dict[str, Any] | None:
         """A TrainJob's (Cluster)TrainingRuntime (None when it does not exist); pass it to `TrainJob.build` or
