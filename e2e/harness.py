@@ -78,6 +78,27 @@ def wait_until(check: Callable[[], T | None], what: str, timeout: float = 60.0, 
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
+def delete_carbonawarejobs(api: client.ApiClient, timeout: float = 60.0) -> None:
+    """Delete every CarbonAwareJob in the cluster and wait until none is left. Call it while the test's operator
+    still runs: its finalizer deletes each job's workload and lets the job go. An operator stopped first leaves its
+    jobs behind, finalizer and all, their namespace stuck terminating with their pods in it; the next test's
+    operator then adopts them, plans them again on its own clock and reserves their GPUs in the very windows that
+    test expects free (a JobSet planned 8 h out after the lifecycle tests' whole-node job)."""
+    custom = client.CustomObjectsApi(api)
+
+    def left() -> list[dict[str, Any]]:
+        return list(custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"])
+
+    for job in left():
+        meta = job["metadata"]
+        try:
+            custom.delete_namespaced_custom_object(GROUP, VERSION, meta["namespace"], PLURAL, meta["name"])
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+    wait_until(lambda: not left(), "every CarbonAwareJob to be deleted", timeout=timeout)
+
+
 @contextlib.contextmanager
 def measured_energy(api: client.ApiClient) -> Iterator[tuple[DcgmStandIn, PrometheusServer, GpuBinder]]:
     """The DCGM stand-in (started 25 s into the H100 trace: training at about 683 W), the GPU binder and a real
@@ -218,6 +239,7 @@ __all__ = [
     "OperatorProcess",
     "apply_objects",
     "caj_manifest",
+    "delete_carbonawarejobs",
     "ensure_namespace",
     "free_port",
     "measured_energy",

@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from e2e.harness import Cluster, OperatorInstall, OperatorProcess, caj_manifest, wait_until, write_trace
+from e2e.harness import (
+    Cluster,
+    OperatorInstall,
+    OperatorProcess,
+    caj_manifest,
+    delete_carbonawarejobs,
+    wait_until,
+    write_trace,
+)
 
 SPEED = 600.0
 SLOT = timedelta(minutes=15)
@@ -63,8 +71,13 @@ def operator(
     proc.start()
     wait_until(proc.serving, "the operator to start", timeout=30, interval=0.05)
     time.sleep(0.5)  # kopf lists and starts watching right after the metrics endpoint is up
-    yield proc
-    proc.stop()
+    try:
+        yield proc
+        # The test's jobs go while their operator runs, or the next test's operator adopts them (harness.py).
+        proc.assert_alive()
+        delete_carbonawarejobs(api_client)
+    finally:
+        proc.stop()
 
 
 def hours_after(proc: OperatorProcess, text: str) -> float:

@@ -37,6 +37,7 @@ from e2e.harness import (
     OperatorInstall,
     OperatorProcess,
     caj_manifest,
+    delete_carbonawarejobs,
     measured_energy,
     wait_until,
     write_trace,
@@ -100,8 +101,13 @@ def operator(
     proc.start()
     wait_until(proc.serving, "the operator to start", timeout=30, interval=0.05)
     time.sleep(0.5)  # kopf lists and starts watching right after the metrics endpoint is up
-    yield proc
-    proc.stop()
+    try:
+        yield proc
+        # The test's jobs go while their operator runs, or the next test's operator adopts them (harness.py).
+        proc.assert_alive()
+        delete_carbonawarejobs(api_client)
+    finally:
+        proc.stop()
 
 
 def jobset_template(gpus: int = 1) -> dict[str, Any]:
