@@ -38,7 +38,7 @@ from carbonshift_dev.devcluster.testing import (
     load_crd_documents,
     wait_for,
 )
-from e2e.harness import OperatorInstall
+from e2e.harness import OperatorInstall, release_carbonawarejobs
 
 REPO = Path(__file__).resolve().parents[1]
 CRD_DIR = REPO / "crds"
@@ -152,4 +152,5 @@ def installed_crds(api_client: client.ApiClient, operator_install: OperatorInsta
 def namespace(api_client: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
     name = create_namespace(api_client, f"e2e-{request.node.name}")
     yield name
+    release_carbonawarejobs(api_client, name)  # (the test's operator is gone: nobody else would)
     delete_namespace(api_client, name)

@@ -99,6 +99,30 @@ def delete_carbonawarejobs(api: client.ApiClient, timeout: float = 60.0) -> None
     wait_until(lambda: not left(), "every CarbonAwareJob to be deleted", timeout=timeout)
 
 
+def release_carbonawarejobs(api: client.ApiClient, namespace: str) -> None:
+    """After a test, when no operator of that test runs any more: delete the namespace's CarbonAwareJobs and take
+    kopf's finalizer off them, so that the namespace goes and no later test's operator adopts them. (Without this,
+    a job left by a test whose operator stopped first kept its namespace terminating, with its Jobs and pods, and
+    the next operator planned it again and reserved its GPUs; `delete_carbonawarejobs` is the way for a test whose
+    operator still runs, this is the net under every test that uses the `namespace` fixture.)"""
+    custom = client.CustomObjectsApi(api)
+    try:
+        items = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return  # (the CRD is not installed)
+        raise
+    unfinalized = {"metadata": {"finalizers": None}}
+    for job in items:
+        name = job["metadata"]["name"]
+        try:
+            custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, unfinalized)
+        except client.ApiException as exc:
+            if exc.status != 404:  # (gone already: its operator, or the deletion itself, let it go)
+                raise
+
+
 @contextlib.contextmanager
 def measured_energy(api: client.ApiClient) -> Iterator[tuple[DcgmStandIn, PrometheusServer, GpuBinder]]:
     """The DCGM stand-in (started 25 s into the H100 trace: training at about 683 W), the GPU binder and a real
@@ -244,6 +268,7 @@ __all__ = [
     "free_port",
     "measured_energy",
     "operator_kubeconfig",
+    "release_carbonawarejobs",
     "wait_until",
     "write_trace",
 ]
