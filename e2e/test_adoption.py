@@ -332,6 +332,13 @@ def test_an_unlabelled_job_is_created_as_written_and_runs(
 def test_a_labelled_jobset_is_created_suspended_and_its_jobs_are_not_adopted_on_their_own(
     cluster: DevCluster, api: client.ApiClient, operator: OperatorProcess, team: str
 ) -> None:
+    # A budget of 1 Wh a day holds the job (2 h at 700 W) whatever the hour: without it the operator, planning on
+    # the DE trace replayed at the wall clock, resumed the JobSet at once at some hours (18:xx UTC in a CI run), and
+    # its Jobs were unsuspended before this test read them.
+    hold = {"apiVersion": "carbonshift.io/v1alpha1", "kind": "EnergyBudget", "metadata": {"name": "hold"},
+            "spec": {"period": "Daily", "limits": {"energyKWh": 0.001}, "action": "Suspend"}}  # fmt: skip
+    custom = client.CustomObjectsApi(api)
+    custom.create_namespaced_custom_object("carbonshift.io", "v1alpha1", team, "energybudgets", hold)
     code, out = kubectl(cluster, jobset("pretrain", LABELS), team)
     assert code == 0 and "created" in out, out
     stored = read_jobset(api, team, "pretrain")
@@ -347,6 +354,13 @@ def test_a_labelled_jobset_is_created_suspended_and_its_jobs_are_not_adopted_on_
     def child_jobs() -> list[client.V1Job]:
         return list(batch.list_namespaced_job(team, label_selector="jobset.sigs.k8s.io/jobset-name=pretrain").items)
 
+    # The operator has decided (held by the budget) before the Jobs are looked at: nothing of what follows races it.
+    def held() -> bool:
+        status = (caj(api, team, "pretrain") or {}).get("status") or {}
+        conditions = {c["type"]: c["status"] for c in status.get("conditions") or []}
+        return status.get("phase") == "Waiting" and conditions.get("BudgetHeld") == "True"
+
+    wait_until(held, "the tracking job held by the budget, Waiting", timeout=60)
     jobs = wait_until(lambda: len(child_jobs()) == 2 and child_jobs(), "the JobSet's two Jobs", timeout=60)
     assert all(j.spec.suspend for j in jobs)
     assert all("carbonshift.io/managed" not in (j.metadata.labels or {}) for j in jobs)
