@@ -255,8 +255,12 @@ def test_the_image_plans_and_runs_jobs_under_the_chart(
     namespace = create_namespace(api_client, "image-job")
     try:
         k = Cluster(api_client)
-        # A flexible job is planned into a window of the bundled DE trace; an Immediate one runs now, to the end.
-        k.create_caj(namespace, caj_manifest("flexible", duration="2h", max_delay="20h"))
+        # A flexible job waits for a planned window (Threshold at 1 g/kWh, below every slot of the bundled DE trace:
+        # its forced start, whatever the hour; with Optimal on the trace replayed at the wall clock it ran at once at
+        # some hours, and the fresh-clone CI failed at 18:09 UTC); an Immediate one runs now, to the end.
+        flexible = caj_manifest("flexible", duration="2h", max_delay="20h", policy="Threshold")
+        flexible["spec"]["maxIntensity"] = 1
+        k.create_caj(namespace, flexible)
         now = caj_manifest("now", duration="1h", max_delay="20h", policy="Immediate")
         now["spec"]["template"]["spec"]["template"]["metadata"] = {"annotations": {"carbonshift.io/complete": "true"}}
         k.create_caj(namespace, now)
