@@ -361,9 +361,16 @@ def _same_forecasts(old: Mapping[str, IntensitySeries | None], new: Mapping[str,
         shift = int(offset)
         if shift + len(series) > len(before):
             return False
+        if len(series) and not _same_value(float(series.values[0]), float(before.values[shift])):
+            return False  # (most new forecasts differ on their first slot already: no array compare)
         if not np.array_equal(series.values, before.values[shift : shift + len(series)], equal_nan=True):
             return False
     return True
+
+
+def _same_value(a: float, b: float) -> bool:
+    """Equal, or both NaN (np.array_equal's equal_nan for one value)."""
+    return a == b or (a != a and b != b)
 
 
 def _change_bound(
@@ -393,14 +400,13 @@ def _change_bound(
         diff = np.nan_to_num(diff, nan=0.0)
     if not diff.any():
         return 0.0
-    inside = np.zeros(len(series), dtype=bool)
     step = series.resolution
-    for w in commitment.windows:
+    helps = np.maximum(-diff, 0.0)  # outside the committed windows: where it got cheaper
+    for w in commitment.windows:  # inside: where it got dearer
         first = max(math.floor((w.start - series.start) / step), 0)
         last = min(math.ceil((w.end - series.start) / step), len(series))
         if last > first:
-            inside[first:last] = True
-    helps = np.where(inside, np.maximum(diff, 0.0), np.maximum(-diff, 0.0))
+            helps[first:last] = np.maximum(diff[first:last], 0.0)
     return float(np.sum(helps)) * power_kw * pue * step.total_seconds() / 3600.0
 
 
@@ -415,15 +421,18 @@ def windows_grams(
         filled = np.where(np.isnan(values), np.nanmax(values) if not np.isnan(values).all() else np.nan, values)
     else:
         filled = values
-    cumulative = np.concatenate(([0.0], np.cumsum(filled)))
+    n = int(filled.shape[0])
+    cumulative = np.empty(n + 1)
+    cumulative[0] = 0.0
+    np.cumsum(filled, out=cumulative[1:])
     step = forecast.resolution_seconds
-    n = filled.shape[0]
+    start = forecast.start
 
     def position(moment: datetime) -> float:
-        offset = (moment - forecast.start).total_seconds() / step
+        offset = (moment - start).total_seconds() / step
         index = min(max(math.floor(offset), 0), n - 1)
         offset = min(max(offset, 0.0), float(n))
-        return float(cumulative[index] + (offset - index) * filled[index])
+        return float(cumulative[index]) + (offset - index) * float(filled[index])
 
     total = 0.0
     for begin, end in windows:
