@@ -407,7 +407,7 @@ def _change_bound(
         last = min(math.ceil((w.end - series.start) / step), len(series))
         if last > first:
             helps[first:last] = np.maximum(diff[first:last], 0.0)
-    return float(np.sum(helps)) * power_kw * pue * step.total_seconds() / 3600.0
+    return float(np.add.reduce(helps)) * power_kw * pue * step.total_seconds() / 3600.0
 
 
 def windows_grams(
@@ -539,7 +539,13 @@ def _commitment_from(
 
 def _committed_plan(commitment: Commitment, template: Plan, now: datetime) -> Plan:
     windows = tuple(RunWindow(max(w.start, now), w.end, w.mean_g_per_kwh) for w in commitment.windows if w.end > now)
-    return replace(template, windows=windows, cluster=commitment.cluster or template.cluster, zone=commitment.zone)
+    # (Constructed, not dataclasses.replace: this runs on every pass that keeps a commitment.)
+    return Plan(
+        job=template.job, cluster=commitment.cluster or template.cluster, zone=commitment.zone, windows=windows,
+        planned_grams=template.planned_grams, baseline_grams=template.baseline_grams,
+        latest_safe_start=template.latest_safe_start, reason=template.reason, feasible=template.feasible,
+        flags=template.flags, energy_kwh=template.energy_kwh, cycles=template.cycles,
+    )  # fmt: skip
 
 
 def deferred_for_capacity_only(commitment: Commitment | None, now: datetime) -> bool:
@@ -649,7 +655,7 @@ def reconcile(snapshot: Snapshot, settings: CoreSettings = CoreSettings()) -> Ou
         at_risk = AtRisk.NO_CAPACITY
     if math.isnan(status.first_baseline_grams) and math.isfinite(plan.baseline_grams):
         status = replace(status, first_baseline_grams=plan.baseline_grams, first_planned_grams=plan.planned_grams)
-    status = replace(status, progress=progress, commitment=commitment)
+    status = _with_progress(status, progress, commitment)
     create = not observed.exists and plan.cluster is not None and plan.reason is not Reason.NO_CAPACITY
     if create:  # the Job is created suspended in this pass; the decision is taken for it
         snapshot = replace(snapshot, observed=Observed(exists=True, suspended=True))
@@ -657,6 +663,15 @@ def reconcile(snapshot: Snapshot, settings: CoreSettings = CoreSettings()) -> Ou
     if snapshot.budget is not None:
         outcome = _budgeted(outcome, snapshot, snapshot.budget, progress, running, settings)
     return replace(outcome, create=create) if create else outcome
+
+
+def _with_progress(status: CoreStatus, progress: Progress, commitment: Commitment | None) -> CoreStatus:
+    """`replace(status, progress=progress, commitment=commitment)`, constructed (every pass makes one)."""
+    return CoreStatus(
+        progress=progress, commitment=commitment, suspend_at=status.suspend_at, announced_at=status.announced_at,
+        phase=status.phase, first_baseline_grams=status.first_baseline_grams,
+        first_planned_grams=status.first_planned_grams,
+    )  # fmt: skip
 
 
 def _budgeted(
@@ -992,8 +1007,11 @@ def _act(
         return Outcome(resume, suspend, announce, phase, new, plan, wake, why, at_risk, replanned,
                        transition_at=transition)  # fmt: skip
 
-    def settled(phase: Phase) -> CoreStatus:
-        return replace(status, phase=phase, suspend_at=None, announced_at=None)
+    def settled(phase: Phase) -> CoreStatus:  # (constructed, not dataclasses.replace: every pass settles)
+        return CoreStatus(
+            progress=status.progress, commitment=status.commitment, suspend_at=None, announced_at=None, phase=phase,
+            first_baseline_grams=status.first_baseline_grams, first_planned_grams=status.first_planned_grams,
+        )  # fmt: skip
 
     if plan.reason is Reason.NO_CAPACITY and not running:
         return out(False, False, None, Phase.PENDING, settled(Phase.PENDING), None,
