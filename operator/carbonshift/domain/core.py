@@ -752,9 +752,14 @@ def _with_cycle_penalty(job: Job, snapshot: Snapshot, error: float) -> Job:
     if error <= 0 or not job.interruptible:
         return job
     series = next((snapshot.forecasts.get(c.zone) for c in snapshot.clusters), None)
-    if series is None or len(series) == 0 or np.isnan(series.values).all():
+    if series is None or len(series) == 0:
         return job
-    mean = float(np.nanmean(series.values))
+    gaps = np.isnan(series.values)
+    if gaps.all():
+        return job
+    # (With no gap, np.nanmean is np.mean: the same sum and division, computed here without its wrappers.)
+    values = series.values
+    mean = float(np.nanmean(values)) if gaps.any() else float(np.add.reduce(values) / values.shape[0])
     if not mean > 0:
         return job
     chunk_hours = max(job.min_run, timedelta(minutes=15)).total_seconds() / 3600.0
