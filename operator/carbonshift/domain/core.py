@@ -361,9 +361,16 @@ def _same_forecasts(old: Mapping[str, IntensitySeries | None], new: Mapping[str,
         shift = int(offset)
         if shift + len(series) > len(before):
             return False
+        if len(series) and not _same_value(float(series.values[0]), float(before.values[shift])):
+            return False  # (most new forecasts differ on their first slot already: no array compare)
         if not np.array_equal(series.values, before.values[shift : shift + len(series)], equal_nan=True):
             return False
     return True
+
+
+def _same_value(a: float, b: float) -> bool:
+    """Equal, or both NaN (np.array_equal's equal_nan for one value)."""
+    return a == b or (a != a and b != b)
 
 
 def _change_bound(
@@ -393,15 +400,14 @@ def _change_bound(
         diff = np.nan_to_num(diff, nan=0.0)
     if not diff.any():
         return 0.0
-    inside = np.zeros(len(series), dtype=bool)
     step = series.resolution
-    for w in commitment.windows:
+    helps = np.maximum(-diff, 0.0)  # outside the committed windows: where it got cheaper
+    for w in commitment.windows:  # inside: where it got dearer
         first = max(math.floor((w.start - series.start) / step), 0)
         last = min(math.ceil((w.end - series.start) / step), len(series))
         if last > first:
-            inside[first:last] = True
-    helps = np.where(inside, np.maximum(diff, 0.0), np.maximum(-diff, 0.0))
-    return float(np.sum(helps)) * power_kw * pue * step.total_seconds() / 3600.0
+            helps[first:last] = np.maximum(diff[first:last], 0.0)
+    return float(np.add.reduce(helps)) * power_kw * pue * step.total_seconds() / 3600.0
 
 
 def windows_grams(
@@ -415,15 +421,18 @@ def windows_grams(
         filled = np.where(np.isnan(values), np.nanmax(values) if not np.isnan(values).all() else np.nan, values)
     else:
         filled = values
-    cumulative = np.concatenate(([0.0], np.cumsum(filled)))
+    n = int(filled.shape[0])
+    cumulative = np.empty(n + 1)
+    cumulative[0] = 0.0
+    np.cumsum(filled, out=cumulative[1:])
     step = forecast.resolution_seconds
-    n = filled.shape[0]
+    start = forecast.start
 
     def position(moment: datetime) -> float:
-        offset = (moment - forecast.start).total_seconds() / step
+        offset = (moment - start).total_seconds() / step
         index = min(max(math.floor(offset), 0), n - 1)
         offset = min(max(offset, 0.0), float(n))
-        return float(cumulative[index] + (offset - index) * filled[index])
+        return float(cumulative[index]) + (offset - index) * float(filled[index])
 
     total = 0.0
     for begin, end in windows:
@@ -530,7 +539,13 @@ def _commitment_from(
 
 def _committed_plan(commitment: Commitment, template: Plan, now: datetime) -> Plan:
     windows = tuple(RunWindow(max(w.start, now), w.end, w.mean_g_per_kwh) for w in commitment.windows if w.end > now)
-    return replace(template, windows=windows, cluster=commitment.cluster or template.cluster, zone=commitment.zone)
+    # (Constructed, not dataclasses.replace: this runs on every pass that keeps a commitment.)
+    return Plan(
+        job=template.job, cluster=commitment.cluster or template.cluster, zone=commitment.zone, windows=windows,
+        planned_grams=template.planned_grams, baseline_grams=template.baseline_grams,
+        latest_safe_start=template.latest_safe_start, reason=template.reason, feasible=template.feasible,
+        flags=template.flags, energy_kwh=template.energy_kwh, cycles=template.cycles,
+    )  # fmt: skip
 
 
 def deferred_for_capacity_only(commitment: Commitment | None, now: datetime) -> bool:
@@ -640,7 +655,7 @@ def reconcile(snapshot: Snapshot, settings: CoreSettings = CoreSettings()) -> Ou
         at_risk = AtRisk.NO_CAPACITY
     if math.isnan(status.first_baseline_grams) and math.isfinite(plan.baseline_grams):
         status = replace(status, first_baseline_grams=plan.baseline_grams, first_planned_grams=plan.planned_grams)
-    status = replace(status, progress=progress, commitment=commitment)
+    status = _with_progress(status, progress, commitment)
     create = not observed.exists and plan.cluster is not None and plan.reason is not Reason.NO_CAPACITY
     if create:  # the Job is created suspended in this pass; the decision is taken for it
         snapshot = replace(snapshot, observed=Observed(exists=True, suspended=True))
@@ -648,6 +663,15 @@ def reconcile(snapshot: Snapshot, settings: CoreSettings = CoreSettings()) -> Ou
     if snapshot.budget is not None:
         outcome = _budgeted(outcome, snapshot, snapshot.budget, progress, running, settings)
     return replace(outcome, create=create) if create else outcome
+
+
+def _with_progress(status: CoreStatus, progress: Progress, commitment: Commitment | None) -> CoreStatus:
+    """`replace(status, progress=progress, commitment=commitment)`, constructed (every pass makes one)."""
+    return CoreStatus(
+        progress=progress, commitment=commitment, suspend_at=status.suspend_at, announced_at=status.announced_at,
+        phase=status.phase, first_baseline_grams=status.first_baseline_grams,
+        first_planned_grams=status.first_planned_grams,
+    )  # fmt: skip
 
 
 def _budgeted(
@@ -728,9 +752,14 @@ def _with_cycle_penalty(job: Job, snapshot: Snapshot, error: float) -> Job:
     if error <= 0 or not job.interruptible:
         return job
     series = next((snapshot.forecasts.get(c.zone) for c in snapshot.clusters), None)
-    if series is None or len(series) == 0 or np.isnan(series.values).all():
+    if series is None or len(series) == 0:
         return job
-    mean = float(np.nanmean(series.values))
+    gaps = np.isnan(series.values)
+    if gaps.all():
+        return job
+    # (With no gap, np.nanmean is np.mean: the same sum and division, computed here without its wrappers.)
+    values = series.values
+    mean = float(np.nanmean(values)) if gaps.any() else float(np.add.reduce(values) / values.shape[0])
     if not mean > 0:
         return job
     chunk_hours = max(job.min_run, timedelta(minutes=15)).total_seconds() / 3600.0
@@ -983,8 +1012,11 @@ def _act(
         return Outcome(resume, suspend, announce, phase, new, plan, wake, why, at_risk, replanned,
                        transition_at=transition)  # fmt: skip
 
-    def settled(phase: Phase) -> CoreStatus:
-        return replace(status, phase=phase, suspend_at=None, announced_at=None)
+    def settled(phase: Phase) -> CoreStatus:  # (constructed, not dataclasses.replace: every pass settles)
+        return CoreStatus(
+            progress=status.progress, commitment=status.commitment, suspend_at=None, announced_at=None, phase=phase,
+            first_baseline_grams=status.first_baseline_grams, first_planned_grams=status.first_planned_grams,
+        )  # fmt: skip
 
     if plan.reason is Reason.NO_CAPACITY and not running:
         return out(False, False, None, Phase.PENDING, settled(Phase.PENDING), None,

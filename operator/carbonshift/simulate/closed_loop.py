@@ -127,6 +127,8 @@ class ErrorEstimate:
         sums = self.cumulative[lo + span : index + 1] - self.cumulative[lo : index + 1 - span]
         counts = self.counts[lo + span : index + 1] - self.counts[lo : index + 1 - span]
         valid = counts > 0
+        if valid.all():  # (no gap: the same values as the selection below, without copying them; np.mean's sum)
+            return float(np.add.reduce(np.abs(sums / counts)) / sums.shape[0])
         if not valid.any():
             return 0.0
         return float(np.mean(np.abs(sums[valid] / counts[valid])))

@@ -216,24 +216,35 @@ class ChunkedSearch:
         # Resume costs of zero (no overhead energy: most fleets) add nothing: x + 0.0 is x for every value here
         # (all >= 0, or inf), so the add is skipped, one numpy call in six per layer.
         resumes = bool(np.any(rc))
-        stay = np.empty(n) if m == 1 else None
+        if m == 1:
+            # (The same steps as below for m = 1, with each layer's rows taken as views in one pass over the layers
+            # rather than indexed layer by layer: a quarter less time, the same floats.)
+            stay = np.empty(n)
+            before, after = layers[:-1], layers[1:]
+            steps = zip(
+                before[:, 0, :n], before[:, 1, :n], after[:, 1, 1:], after[:, 1, :n], after[:, 0, 1:], strict=True
+            )
+            for j, (suspended, inside, start, run, resting) in enumerate(steps, 1):
+                np.add(suspended, c, out=start)
+                if resumes:
+                    start += rc * 0.0 if j == 1 and first_start_free else rc
+                np.add(inside, c, out=stay)
+                np.minimum(start, stay, out=start)
+                np.minimum.accumulate(run, out=resting)
+            return
         for j in range(1, top + 1):
             prev, cur = layers[j - 1], layers[j]
             start = cur[1, 1:]
             np.add(prev[0, :n], c, out=start)
             if resumes:
                 start += rc * 0.0 if j == 1 and first_start_free else rc
-            if stay is not None:
-                np.add(prev[1, :n], c, out=stay)
-                np.minimum(start, stay, out=start)
-            else:
-                if m > 2:
-                    np.add(prev[1 : m - 1, :n], c, out=cur[2:m, 1:])
-                top_row = cur[m, 1:]
-                np.minimum(prev[m - 1, :n], prev[m, :n], out=top_row)
-                top_row += c
+            if m > 2:
+                np.add(prev[1 : m - 1, :n], c, out=cur[2:m, 1:])
+            top_row = cur[m, 1:]
+            np.minimum(prev[m - 1, :n], prev[m, :n], out=top_row)
+            top_row += c
             np.minimum.accumulate(cur[m, :n], out=cur[0, 1:])
-            if m > 1 and j >= base:
+            if j >= base:
                 shortest = cur[1, :n] if m == 2 else np.min(cur[1:m, :n], axis=0)
                 np.minimum.accumulate(shortest, out=cur[m + 1, 1:])
 
@@ -383,27 +394,30 @@ class ChunkedSearch:
     def _stay_in_top_row(self, j: int, i: int) -> int:
         """How many steps back from state (m, j, i) stay in row m: the number of leading diagonal states
         (m, j - d, i - d) whose value did not come from the row below (the step the scalar back-tracking takes
-        one at a time, with the same comparisons: a value equal to both operands comes from the row below)."""
-        m, layers, c = self.m, self.layers, self.costs
+        one at a time, with the same comparisons: a value equal to both operands comes from the row below).
+
+        The diagonal is one fixed stride apart in the (contiguous) layers, so it is read as a strided slice, from
+        the deepest state (d = length - 1) up to d = 0, with no index arrays."""
+        m, c = self.m, self.costs
         length = min(i, j)
         if length <= 1:
             return 0
-        begin = 0
-        for end in (min(8, length), length):  # most stretches are short: look at a few states first
-            if end <= begin:
-                continue
-            d = np.arange(begin, end)
-            cols = i - d  # the state's slot count; its last slot is cols - 1
-            values = layers[j - d, m, cols]
-            below = layers[j - d - 1, m - 1, cols - 1] + c[cols - 1]
-            if m == 1:
-                pays = np.where((j - d == 1) & self.first_start_free, 0.0, 1.0)
-                below = below + self.rc[cols - 1] * pays
-            hits = np.flatnonzero(below == values)
-            if hits.shape[0]:
-                return begin + int(hits[0])
-            begin = end
-        return length - 1
+        flat = self.layers.reshape(-1)  # (a view: the layers are one contiguous array)
+        width = self.layers.shape[2]
+        stride = self.layers.shape[1] * width + 1  # from (row, j, i) to (row, j + 1, i + 1)
+        deepest = length - 1
+        top = (j * self.layers.shape[1] + m) * width + i  # (m, j, i)
+        low = ((j - 1) * self.layers.shape[1] + m - 1) * width + i - 1  # (m - 1, j - 1, i - 1)
+        values = flat[top - deepest * stride : top + 1 : stride]
+        below = flat[low - deepest * stride : low + 1 : stride] + c[i - length : i]
+        if m == 1:
+            resume = self.rc[i - length : i]
+            if self.first_start_free and j - deepest == 1:  # the first chunk's start (layer 1) pays nothing
+                resume = resume.copy()
+                resume[0] = resume[0] * 0.0
+            below = below + resume
+        hits = np.flatnonzero(below == values)
+        return deepest - int(hits[-1]) if hits.shape[0] else deepest
 
 
 def threshold_runs(

@@ -385,7 +385,7 @@ def _best_block(job: Job, usable: FloatArray, work: float, overhead: float, resu
 def _window_total(usable: FloatArray, start: int, need: float) -> float:
     full = math.floor(need + EPS)
     fraction = max(0.0, need - full)
-    total = float(np.sum(usable[start : start + full]))
+    total = float(np.add.reduce(usable[start : start + full]))
     if fraction > EPS and start + full < usable.shape[0]:
         total += fraction * float(usable[start + full])
     return total
@@ -439,8 +439,8 @@ def _windows(
         full = math.floor(length + EPS)
         fraction = max(0.0, length - full)
         g = grid.g_per_kwh
-        total_g = float(np.sum(g[first : first + full]))
-        chunk_grams = float(np.sum(factor[first : first + full]))
+        total_g = float(np.add.reduce(g[first : first + full]))  # (np.sum without its wrapper)
+        chunk_grams = float(np.add.reduce(factor[first : first + full]))
         if fraction > EPS:
             total_g += fraction * float(g[first + full])
             chunk_grams += fraction * float(factor[first + full])
@@ -516,13 +516,25 @@ def _shifted_overhead(
 
 
 def _span_cost(per_slot: FloatArray, begin: float, end: float) -> float:
-    """The integral of a per-slot value over [begin, end) in slots (fractions of slots charged pro rata)."""
+    """The integral of a per-slot value over [begin, end) in slots (fractions of slots charged pro rata).
+
+    Summed slot by slot from `begin`; a run of whole slots adds each value as it is (1.0 x value), read from one
+    list rather than one array element at a time (the same sums in the same order)."""
     total = 0.0
     position = begin
+    n = per_slot.shape[0]
     while position < end - EPS:
         index = math.floor(position + EPS)
-        if index >= per_slot.shape[0] or index < 0:
+        if index >= n or index < 0:
             return math.inf
+        if position == index and index + 1 <= end:  # whole slots [index, last), each adding 1.0 x its value
+            last = math.floor(min(end, n + 1.0))
+            if last > n:
+                return math.inf
+            for value in per_slot[index:last].tolist():
+                total += value
+            position = float(last)
+            continue
         stop = min(float(index + 1), end)
         total += (stop - position) * float(per_slot[index])
         position = stop
@@ -589,7 +601,7 @@ def optimal_bounds(
     if full >= usable.shape[0] + (1 if units == full else 0):
         return None
     ordered = np.sort(usable)
-    lower = float(np.sum(ordered[:full])) + (units - full) * (float(ordered[full]) if units > full else 0.0)
+    lower = float(np.add.reduce(ordered[:full])) + (units - full) * (float(ordered[full]) if units > full else 0.0)
     if pays:
         lower += float(costs.resume_grams[:horizon].min())
     # Rounding: the windows drop a part of a slot under EPS per chunk; sums in another order differ by ~1e-16.
