@@ -99,6 +99,21 @@ def delete_carbonawarejobs(api: client.ApiClient, timeout: float = 60.0) -> None
     wait_until(lambda: not left(), "every CarbonAwareJob to be deleted", timeout=timeout)
 
 
+@contextlib.contextmanager
+def serving_operator(proc: OperatorProcess, api: client.ApiClient) -> Iterator[OperatorProcess]:
+    """Start a test's operator and wait until kopf watches; at the end delete the test's CarbonAwareJobs while it
+    still runs (`delete_carbonawarejobs`: else the next test's operator adopts them), then stop it."""
+    try:
+        proc.start()
+        wait_until(proc.serving, "the operator to start", timeout=30, interval=0.05)
+        time.sleep(0.5)  # kopf lists and starts watching right after the metrics endpoint is up
+        yield proc
+        proc.assert_alive()
+        delete_carbonawarejobs(api)
+    finally:
+        proc.stop()
+
+
 def release_carbonawarejobs(api: client.ApiClient, namespace: str) -> None:
     """After a test, when no operator of that test runs any more: delete the namespace's CarbonAwareJobs and take
     kopf's finalizer off them, so that the namespace goes and no later test's operator adopts them. (Without this,
@@ -269,6 +284,7 @@ __all__ = [
     "measured_energy",
     "operator_kubeconfig",
     "release_carbonawarejobs",
+    "serving_operator",
     "wait_until",
     "write_trace",
 ]

@@ -21,7 +21,7 @@ from e2e.harness import (
     OperatorInstall,
     OperatorProcess,
     caj_manifest,
-    delete_carbonawarejobs,
+    serving_operator,
     wait_until,
     write_trace,
 )
@@ -68,16 +68,8 @@ def operator(
             "1s",  # tests fill the cluster mid-window; the operator must see it within the window
         ],
     )
-    proc.start()
-    wait_until(proc.serving, "the operator to start", timeout=30, interval=0.05)
-    time.sleep(0.5)  # kopf lists and starts watching right after the metrics endpoint is up
-    try:
-        yield proc
-        # The test's jobs go while their operator runs, or the next test's operator adopts them (harness.py).
-        proc.assert_alive()
-        delete_carbonawarejobs(api_client)
-    finally:
-        proc.stop()
+    with serving_operator(proc, api_client) as running:
+        yield running
 
 
 def hours_after(proc: OperatorProcess, text: str) -> float:

@@ -37,8 +37,8 @@ from e2e.harness import (
     OperatorInstall,
     OperatorProcess,
     caj_manifest,
-    delete_carbonawarejobs,
     measured_energy,
+    serving_operator,
     wait_until,
     write_trace,
 )
@@ -98,16 +98,8 @@ def operator(
     config = operator_install.kubeconfig(tmp_path / "operator.kubeconfig")
     extra = ["--zone", "TEST", "--trace", f"TEST={trace}", "--forecast", "oracle", "--tick", "15m", "--margin", "10m"]
     proc = OperatorProcess(config, tmp_path, speed=SPEED, epoch=epoch, extra=extra)
-    proc.start()
-    wait_until(proc.serving, "the operator to start", timeout=30, interval=0.05)
-    time.sleep(0.5)  # kopf lists and starts watching right after the metrics endpoint is up
-    try:
-        yield proc
-        # The test's jobs go while their operator runs, or the next test's operator adopts them (harness.py).
-        proc.assert_alive()
-        delete_carbonawarejobs(api_client)
-    finally:
-        proc.stop()
+    with serving_operator(proc, api_client) as running:
+        yield running
 
 
 def jobset_template(gpus: int = 1) -> dict[str, Any]:
