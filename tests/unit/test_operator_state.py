@@ -176,6 +176,24 @@ async def test_the_events_of_our_own_workload_writes_wake_nobody() -> None:
     assert not s.only_own_pokes("team", "train")
 
 
+async def test_a_deleted_job_leaves_no_record_of_its_own_writes() -> None:
+    """What the own-events rule keeps per job (the versions its last pass wrote, the pokes since) goes with the job,
+    as its wake event and reservations do: an operator that runs for months keeps nothing of deleted jobs."""
+    from carbonshift.handlers import state as state_module
+    from carbonshift.handlers.carbonawarejob import delete_job
+
+    s = state(Settings(), CountingKube())
+    state_module.install(s)
+    s.wake_event("team", "train")
+    s.wrote_workload("team", "train", ["41"])
+    s.poke("team", "train", "43")
+    assert s.own_workload_writes and s.pokes
+    await delete_job(body={"metadata": {"name": "train", "namespace": "team"}, "spec": {}}, name="train",
+                     namespace="team")  # type: ignore[arg-type]  # fmt: skip
+    assert ("team", "train") not in s.own_workload_writes
+    assert ("team", "train") not in s.pokes
+
+
 class JobApi:
     """The API server as the workload client sees it for one Job: answers each merge patch with the stored object,
     and lets a test play the Job controller writing the Job in between (a new resourceVersion each write)."""

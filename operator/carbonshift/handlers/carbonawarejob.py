@@ -1046,7 +1046,7 @@ async def run_carbonawarejob(
             await asyncio.sleep(min(2**failures, 30))
             continue
         if nxt is None:
-            state.own_workload_writes.pop((namespace, name), None)
+            state.forget_own_writes(namespace, name)
             return  # finished and accounted; the daemon ends (a restarted operator checks once and ends too)
         await caught_up(body, state.written.pop((namespace, name), None))
         if wake.is_set() and state.only_own_pokes(namespace, name):
@@ -1115,6 +1115,7 @@ async def delete_job(body: kopf.Body, name: str, namespace: str | None, **_: Any
         except WorkloadError as exc:
             log.info("nothing to delete for %s/%s: %s", namespace, name, exc)
     state.wake.pop((namespace or "", name), None)
+    state.forget_own_writes(namespace or "", name)
     state.phases.drop(namespace or "", name)
     state.reservations.drop((namespace or "", name))
     state.watching.pop((namespace or "", name), None)

@@ -168,6 +168,11 @@ class OperatorState:
         if versions:
             self.own_workload_writes[(namespace, name)] = set(versions)
 
+    def forget_own_writes(self, namespace: str, name: str) -> None:
+        """Drop what `wrote_workload` and `poke` kept for the job (its daemon ended, or the job was deleted)."""
+        self.own_workload_writes.pop((namespace, name), None)
+        self.pokes.pop((namespace, name), None)
+
     def only_own_pokes(self, namespace: str, name: str) -> bool:
         """Whether everything that woke the daemon since its pass began was an event of its own writes (taken: the
         next pass starts a new list)."""
