@@ -154,3 +154,38 @@ def test_bounds_hold_the_plan_between_them(seed: int) -> None:
     job = Job(name="j", remaining=timedelta(hours=2), deadline=START + timedelta(days=1), interruptible=True)
     assert optimal_bounds(job, cluster, series, START + timedelta(minutes=5), timedelta(0)) is None
     assert optimal_bounds(replace(job, interruptible=False), cluster, series, START, timedelta(0)) is None
+
+
+# Jobs whose skipped ticks were not quiet before: the pass after one whose plan reported no gain over running at once
+# drops the commitment (core.deferred_for_capacity_only) and re-plans, one tick later, not at the next forecast slot.
+QUIET_CASES = [
+    ("GB_2023", "optimal-interruptible", ("ml-0768", "ml-3136")),
+    ("GB_2023", "optimal", ("ml-0032", "ml-0448", "ml-1728")),
+    ("DE", "optimal", ("ml-0928", "ml-2304")),
+]
+
+
+@pytest.mark.parametrize(("zone", "policy", "names"), QUIET_CASES, ids=[f"{c[0]}-{c[1]}" for c in QUIET_CASES])
+def test_the_ticks_the_loop_skips_would_have_decided_nothing(zone: str, policy: str, names: tuple[str, ...]) -> None:
+    """`skip_quiet_ticks` (the default) against a pass at every tick, as the operator makes them: the same windows
+    and emissions, with far fewer passes of the core."""
+    actual = load_bundled_trace(zone)
+    jobs = [job for job in scenario_ii(year=actual.start.year) if job.name in names]
+    assert len(jobs) == len(names)
+    calls = {True: 0, False: 0}
+    real = core_module.reconcile
+
+    def runs(skip: bool) -> list[tuple[Any, ...]]:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            calls[skip] += 1
+            return real(*args, **kwargs)
+
+        settings = Settings(overhead=timedelta(seconds=60), min_run=timedelta(minutes=15),
+                            margin=timedelta(minutes=10), loop="closed", skip_quiet_ticks=skip)  # fmt: skip
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("carbonshift.simulate.closed_loop.reconcile", counted)
+            report = simulate(actual, jobs, ["run-now", policy], [load_forecast_model("realistic")], settings=settings)
+        return [(o.job, o.windows, o.grams) for o in report.result(policy).outcomes]
+
+    assert runs(True) == runs(False)
+    assert calls[True] * 4 < calls[False]

@@ -18,14 +18,22 @@ from carbonshift.domain.core import (
     CoreSettings,
     CoreStatus,
     JobNeeds,
+    Outcome,
     Progress,
     Snapshot,
     anchored,
     observe,
+    recheck_at,
     reconcile,
     remaining_seconds,
 )
-from carbonshift.domain.forecasting import ForecastModel, GaussianForecast, OracleForecast, PersistenceForecast
+from carbonshift.domain.forecasting import (
+    ForecastModel,
+    GaussianForecast,
+    OracleForecast,
+    PersistenceForecast,
+    RealisticForecast,
+)
 from carbonshift.domain.lifecycle import Observed, Phase
 from carbonshift.domain.planning import Cluster
 from carbonshift.domain.series import IntensitySeries
@@ -129,16 +137,23 @@ def test_issue_scenario_meets_its_deadline_with_real_forecasts(model: ForecastMo
     assert min(result.announced_ahead, default=1e9) >= 120
 
 
-def test_skipping_quiet_ticks_gives_the_same_outcome_as_every_tick() -> None:
+@pytest.mark.parametrize("minutes", [30, 15])
+def test_skipping_quiet_ticks_gives_the_same_outcome_as_every_tick(minutes: int) -> None:
+    """The loop visits only the passes where something can change (a new forecast the core will weigh, a planned
+    transition, the workload changing); every other tick, had it been run, would have decided the same. On
+    15-minute forecasts the core weighs them hourly (`recheck_every`), so most slots are skipped too."""
     rng = np.random.default_rng(3)
-    actual = trace(rng.uniform(50, 400, size=24 * 8), resolution=timedelta(minutes=30))
-    for model in (OracleForecast(), PersistenceForecast(), GaussianForecast(0.1, seed=2)):
+    actual = trace(rng.uniform(50, 400, size=24 * 8 * 60 // minutes), resolution=timedelta(minutes=minutes))
+    models = (OracleForecast(), PersistenceForecast(), GaussianForecast(0.1, seed=2), RealisticForecast(seed=4))
+    for model in models:
         arrival = START + timedelta(days=2, minutes=35)
-        needs = JobNeeds("j", 7 * HOUR, arrival + 30 * HOUR, True, 2 * MINUTE, 0.0, 15 * MINUTE, 2 * MINUTE)
-        fast = drive(needs, arrival, actual, model)
-        every = drive(needs, arrival, actual, model, loop=LoopSettings(skip_quiet_ticks=False))
-        assert fast.windows == every.windows, model.name
-        assert fast.passes < every.passes
+        for interruptible in (True, False):
+            needs = JobNeeds("j", 7 * HOUR, arrival + 30 * HOUR, interruptible, 2 * MINUTE, 0.0, 15 * MINUTE,
+                             2 * MINUTE)  # fmt: skip
+            fast = drive(needs, arrival, actual, model)
+            every = drive(needs, arrival, actual, model, loop=LoopSettings(skip_quiet_ticks=False))
+            assert fast.windows == every.windows, (model.name, interruptible)
+            assert fast.passes < every.passes
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -352,24 +367,62 @@ def test_a_committed_window_does_not_move_for_a_small_gain() -> None:
     forecast = OracleForecast().forecast(actual, START, 21 * HOUR)
     first = reconcile(Snapshot(needs, CoreStatus(), Observed(exists=True), START, (CLUSTER,), {"Z": forecast}), core)
     assert first.plan is not None and first.plan.windows[0].start == START + 4 * HOUR
-    # A fresher forecast shows a slightly cheaper window later (2 % better): the plan stays.
+    # A fresher forecast (an hour later: the commitment is re-checked hourly) shows a slightly cheaper window later
+    # (2 % better): the plan stays.
+    later = START + HOUR + 5 * MINUTE
     nudged = actual.values.copy()
     nudged[10:12] = 98.0
-    fresher = OracleForecast().forecast(trace(nudged), START + 5 * MINUTE, 21 * HOUR)
-    again = reconcile(
-        Snapshot(needs, first.status, Observed(exists=True), START + 5 * MINUTE, (CLUSTER,), {"Z": fresher}), core
-    )
+    fresher = OracleForecast().forecast(trace(nudged), later, 20 * HOUR)
+    again = reconcile(Snapshot(needs, first.status, Observed(exists=True), later, (CLUSTER,), {"Z": fresher}), core)
     assert again.plan is not None and again.plan.windows[0].start == START + 4 * HOUR
     assert not again.replanned
     # A much cheaper one (halves the emissions) moves it.
     cheaper = actual.values.copy()
     cheaper[10:12] = 30.0
     moved = reconcile(
-        Snapshot(needs, first.status, Observed(exists=True), START + 5 * MINUTE, (CLUSTER,),
-                 {"Z": OracleForecast().forecast(trace(cheaper), START + 5 * MINUTE, 21 * HOUR)}),
+        Snapshot(needs, first.status, Observed(exists=True), later, (CLUSTER,),
+                 {"Z": OracleForecast().forecast(trace(cheaper), later, 20 * HOUR)}),
         core,
     )  # fmt: skip
     assert moved.plan is not None and moved.plan.windows[0].start == START + 10 * HOUR
+
+
+def test_a_commitment_meets_newer_forecasts_once_per_recheck_interval() -> None:
+    """On 15-minute forecasts, a commitment weighed in the 00:00 slot ignores forecasts issued in the next three
+    slots (even one that halves the emissions), weighs the one issued at 01:00, and, with `recheck_every` 0, the
+    first newer one. What it ignores is only the forecast: a commitment is still acted on at every pass."""
+    quarter = timedelta(minutes=15)
+    actual = trace([300.0] * 16 + [100.0] * 8 + [300.0] * 160, resolution=quarter)
+    needs = JobNeeds("r", 2 * HOUR, START + 20 * HOUR, False)
+    cheaper = actual.values.copy()
+    cheaper[40:48] = 30.0  # 10:00-12:00 at a third of the committed window's intensity
+
+    def at(moment: datetime, values: np.ndarray, status: CoreStatus, core: CoreSettings) -> Outcome:
+        forecast = OracleForecast().forecast(trace(values, resolution=quarter), moment, 19 * HOUR)
+        return reconcile(Snapshot(needs, status, Observed(exists=True), moment, (CLUSTER,), {"Z": forecast}), core)
+
+    hourly = CoreSettings()
+    assert hourly.recheck_every == HOUR
+    first = at(START + 2 * MINUTE, actual.values, CoreStatus(), hourly)
+    assert first.status.commitment is not None and first.status.commitment.checked_at == START
+    assert recheck_at(first.status.commitment, hourly) == START + HOUR
+    for minutes in (17, 32, 47, 57):  # forecasts issued in the 00:15, 00:30 and 00:45 slots
+        kept = at(START + minutes * MINUTE, cheaper, first.status, hourly)
+        assert not kept.replanned and kept.plan is not None
+        assert kept.plan.windows[0].start == START + 4 * HOUR, minutes
+        assert kept.status.commitment is not None and kept.status.commitment.checked_at == START
+    moved = at(START + HOUR + 2 * MINUTE, cheaper, first.status, hourly)
+    assert moved.replanned and moved.plan is not None and moved.plan.windows[0].start == START + 10 * HOUR
+    assert moved.status.commitment is not None and moved.status.commitment.checked_at == START + HOUR
+    # Weighed but kept (the same forecast an hour on): the slot it was weighed in moves on all the same.
+    same = at(START + HOUR + 2 * MINUTE, actual.values, first.status, hourly)
+    assert not same.replanned and same.status.commitment is not None
+    assert same.status.commitment.checked_at == START + HOUR
+    eager = CoreSettings(recheck_every=timedelta(0))
+    first_eager = at(START + 2 * MINUTE, actual.values, CoreStatus(), eager)
+    assert recheck_at(first_eager.status.commitment, eager) is None
+    soon = at(START + 17 * MINUTE, cheaper, first_eager.status, eager)
+    assert soon.plan is not None and soon.plan.windows[0].start == START + 10 * HOUR
 
 
 def test_the_error_estimate_works_for_a_model_without_a_view() -> None:

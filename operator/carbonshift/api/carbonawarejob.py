@@ -307,6 +307,11 @@ class Commitment(ApiModel):
     cluster: str | None = Field(default=None, description="Cluster of the committed plan.")
     zone: str | None = Field(default=None, description="Grid zone of the committed plan.")
     made_at: datetime | None = Field(default=None, description="When the commitment was made.")
+    checked_at: datetime | None = Field(
+        default=None,
+        description="Start of the forecast slot in which the commitment was last weighed against a fresh forecast;"
+        " it is weighed again once the forecast's slots have moved on by the operator's re-check interval.",
+    )
     remaining_seconds: Number = Field(default=0.0, ge=0, description="Run time left when it was made.")
 
 

@@ -99,6 +99,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tick", default=env("CARBONSHIFT_TICK", "5m"), help="re-plan at least this often")
     parser.add_argument("--margin", default=env("CARBONSHIFT_MARGIN", "10m"), help="spare time before deadlines")
     parser.add_argument(
+        "--recheck-every",
+        default=env("CARBONSHIFT_RECHECK_EVERY", "1h"),
+        help="weigh a job's committed plan against newer forecasts at most this often (default 1h; 0: every new "
+        "forecast: 0s)",
+    )
+    parser.add_argument(
         "--capacity-refresh",
         default=env("CARBONSHIFT_CAPACITY_REFRESH", "10s"),
         help="how long a cluster's free-GPU count is reused before it is listed again (wall clock; default 10s)",
@@ -233,6 +239,7 @@ def build_state(args: argparse.Namespace) -> OperatorState:
         pue=args.pue,
         tick=parse_duration(args.tick),
         margin=parse_duration(args.margin),
+        recheck_every=parse_duration(args.recheck_every),
         max_concurrent_reconciles=args.max_concurrent_reconciles,
         capacity_ttl_seconds=parse_duration(args.capacity_refresh).total_seconds(),
         # Traces price receipts only when chosen: --trace given, or no API provider (traces are all it was told).

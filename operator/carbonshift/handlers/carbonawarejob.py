@@ -589,7 +589,9 @@ def core_status(status: CarbonAwareJobStatus | None, now: datetime) -> CoreStatu
 
 
 def core_settings(state: OperatorState) -> CoreSettings:
-    return CoreSettings(tick=state.settings.tick, margin=state.settings.margin)
+    return CoreSettings(
+        tick=state.settings.tick, margin=state.settings.margin, recheck_every=state.settings.recheck_every
+    )
 
 
 def reconcile_around_others(

@@ -51,6 +51,7 @@ class Settings:
     pue: float = 1.2
     tick: timedelta = timedelta(minutes=5)  # re-plan at least this often (planning time)
     margin: timedelta = timedelta(minutes=10)  # spare time kept before every deadline
+    recheck_every: timedelta = timedelta(hours=1)  # a committed plan meets newer forecasts at most this often
     capacity_ttl_seconds: float = 10.0  # how long a cluster's free-GPU count is reused (wall seconds)
     max_concurrent_reconciles: int = 32  # reconciles in flight at once; the others wait their turn
     # Whether a recorded trace may price receipts: only when the operator was started with traces explicitly.

@@ -11,10 +11,15 @@ time the pods ran (overhead included), plus `overhead_kwh` per resume.
 Speed: forecasts of every bundled model change only when the issue time enters a new forecast slot, and the
 core's decision does not change between ticks when neither its inputs nor a planned transition do. With
 `skip_quiet_ticks` (the default) the loop therefore jumps from a decision to the first tick of the next forecast
-slot, the next wake the core asked for, or the next change of the workload (pods starting, the job completing),
-whichever comes first; `tests/unit/test_core.py` checks that this gives the same outcome as calling the core at
-every tick. The engine also sets `CoreSettings.skip_kept_replans` (re-plans proved to keep the commitment are not
-computed; `Settings.fast`), which `tests/simulate/test_closed_loop_skips.py` checks against the plain path.
+slot (or, while the core keeps its commitment without looking at newer forecasts, `CoreSettings.recheck_every`,
+of the first slot it will look again: `core.recheck_at`), the next wake the core asked for, or the next change of
+the workload (pods starting, the job completing), or the pass after one whose commitment the core will drop
+(`deferred_for_capacity_only`), whichever comes first. `tests/unit/test_core.py` and
+`tests/simulate/test_closed_loop_skips.py` check that this gives the same outcome as calling the core at every tick
+(with `recheck_every` 0 the core weighs the forecast at every pass, and a pass within a slot may decide differently
+from the slot's first: the skip is then close, not exact). The engine also sets `CoreSettings.skip_kept_replans`
+(re-plans proved to keep the commitment are not computed; `Settings.fast`), which
+`tests/simulate/test_closed_loop_skips.py` checks against the plain path.
 """
 
 from __future__ import annotations
@@ -28,7 +33,16 @@ from functools import partial
 import numpy as np
 
 from carbonshift.domain import forecast_skill
-from carbonshift.domain.core import CoreSettings, CoreStatus, JobNeeds, Outcome, Snapshot, reconcile
+from carbonshift.domain.core import (
+    CoreSettings,
+    CoreStatus,
+    JobNeeds,
+    Outcome,
+    Snapshot,
+    deferred_for_capacity_only,
+    recheck_at,
+    reconcile,
+)
 from carbonshift.domain.forecasting import ForecastModel
 from carbonshift.domain.lifecycle import Accounting, Observed, Phase, decide, remaining
 from carbonshift.domain.planning import Cluster, Job, plan_job
@@ -463,6 +477,10 @@ def run_job(
         wake = out.next_wake
         if skip and not out.resume and not out.suspend:
             boundary = actual.slot_start(slot + 1)
+            again = recheck_at(out.status.commitment, core)
+            if again is not None and again > boundary:  # (the core keeps its commitment until then, unlooked at)
+                later = actual.index_of(again)
+                boundary = actual.slot_start(later if actual.slot_start(later) >= again else later + 1)
             view = model.exact_view_horizon
             static = view is None or view >= needs.deadline - t + step
             candidates = [] if static and out.plan is not None else [_next_tick_after(t, boundary, loop.tick)]
@@ -472,6 +490,8 @@ def run_job(
                 candidates.append(_next_tick_after(t, work.pods_at, loop.tick))
             if out.announce_suspend_at is not None:
                 candidates.append(t + loop.tick)
+            if deferred_for_capacity_only(out.status.commitment, t + loop.tick):
+                candidates.append(t + loop.tick)  # (the next pass drops the commitment and re-plans: not quiet)
             if candidates:
                 nxt = min(candidates)
             elif static and work.running:

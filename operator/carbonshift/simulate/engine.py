@@ -72,6 +72,7 @@ class Settings:
     start_delay: timedelta = timedelta(seconds=30)
     grace: timedelta = timedelta(minutes=2)
     commit_gain: float = 0.01
+    recheck_every: timedelta = timedelta(hours=1)  # CoreSettings.recheck_every: a commitment meets new forecasts hourly
     do_no_harm: bool = True
     harm_factor: float = 1.5
     skill_gate: bool = True  # closed loop: defer only on a forecast that has shown skill lately (SkillEstimate)
@@ -82,6 +83,8 @@ class Settings:
     # Closed loop speed-ups that change no decision (False: the plain path, kept as the reference the tests compare
     # against): re-plans proved to keep the commitment are not computed (CoreSettings.skip_kept_replans).
     fast: bool = True
+    # Closed loop: visit only the ticks where something can change (False: every tick, the reference).
+    skip_quiet_ticks: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,14 +402,19 @@ def _run_closed(
         tick=settings.tick,
         margin=settings.margin,
         commit_gain=settings.commit_gain,
+        recheck_every=settings.recheck_every,
         do_no_harm=settings.do_no_harm,
         harm_factor=settings.harm_factor,
         min_skill=settings.min_skill,
-        max_unobserved=max(actual.resolution, settings.tick) + settings.tick,
+        # (passes the loop skips are observed in effect: the gap between two passes is at most a slot, or the time
+        # the core keeps a commitment without re-checking it, plus a tick)
+        max_unobserved=max(actual.resolution, settings.recheck_every, settings.tick) + settings.tick,
         start_allowance=settings.start_delay,
         skip_kept_replans=settings.fast,
     )
-    loop = LoopSettings(tick=settings.tick, start_delay=settings.start_delay)
+    loop = LoopSettings(
+        tick=settings.tick, start_delay=settings.start_delay, skip_quiet_ticks=settings.skip_quiet_ticks
+    )
     error = ErrorEstimate(model, actual) if settings.do_no_harm else None
     # Skill is measured for models that do not declare their error (persistence, recorded files, gaussian).
     measured = settings.do_no_harm and settings.skill_gate and expected_error(model, timedelta(0)) is None
