@@ -110,6 +110,7 @@ def test_trace_and_jobs_from_files(capsys: pytest.CaptureFixture[str], tmp_path:
         (["--deadline", "someday"], "unknown deadline rule"),
         (["--forecast", "file:GB_2023"], "not DE"),
         (["--workers", "0"], "--workers must be at least 1"),
+        (["--recheck-minutes", "-5"], "--recheck-minutes must not be negative"),
     ],
 )
 def test_bad_input_gives_one_clear_line_and_exit_2(
@@ -151,6 +152,9 @@ def test_closed_loop_is_the_default_and_says_so_with_its_optimum_and_receipts(
         capsys, *args, "--policies", "run-now,optimal,optimal-interruptible,lowest-window", "--workers", "2"
     )
     assert split["results"] == closed["results"]  # the same figures from two processes
+    # Weighing the commitment against every newer forecast (--recheck-minutes 0, the cadence before 1 h) still works.
+    eager = run_json(capsys, *args, "--policies", "run-now,optimal-interruptible", "--recheck-minutes", "0")
+    assert eager["results"][1]["deadline_misses"] == 0  # type: ignore[index]
 
 
 def test_closed_loop_with_perfect_forecasts_gets_the_optimum(capsys: pytest.CaptureFixture[str]) -> None:

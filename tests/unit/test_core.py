@@ -446,3 +446,30 @@ def test_the_error_estimate_works_for_a_model_without_a_view() -> None:
     plain = ErrorEstimate(PersistenceForecast(), actual).at(START + timedelta(days=9), HOUR)
     derived = ErrorEstimate(OnlyForecasts(), actual).at(START + timedelta(days=9), HOUR)
     assert plain > 0 and derived == pytest.approx(plain)
+
+
+def test_a_commitment_whose_gpus_were_taken_is_weighed_again_within_the_recheck_interval() -> None:
+    """Recheck_every spares weighing the forecast, not the GPUs: when the clusters' free GPUs by slot no longer hold a
+    committed window, the pass weighs the commitment as if there were no interval (the forecast included)."""
+    actual = trace([300.0] * 4 + [100.0] * 2 + [150.0] * 2 + [300.0] * 40)
+    needs = JobNeeds("g", 2 * HOUR, START + 20 * HOUR, False, gpus=4)
+    roomy = Cluster("local", "Z", free_gpus=8, free_gpus_by_slot=(8,) * 24)
+    forecast = OracleForecast().forecast(actual, START, 21 * HOUR)
+    first = reconcile(Snapshot(needs, CoreStatus(), Observed(exists=True), START, (roomy,), {"Z": forecast}))
+    assert first.plan is not None and first.plan.windows[0].start == START + 4 * HOUR
+    later = START + 20 * MINUTE  # within the hour: a newer forecast is not weighed
+    cheaper = actual.values.copy()
+    cheaper[8:10] = 30.0
+    newer = OracleForecast().forecast(trace(cheaper), later, 20 * HOUR)
+    eager = CoreSettings(recheck_every=timedelta(0))
+
+    def at(cluster: Cluster, settings: CoreSettings) -> Outcome:
+        return reconcile(Snapshot(needs, first.status, Observed(exists=True), later, (cluster,), {"Z": newer}), settings)
+
+    kept = at(roomy, DEFAULT_CORE)
+    assert not kept.replanned and kept.plan is not None and kept.plan.windows[0].start == START + 4 * HOUR
+    assert at(roomy, eager).plan.windows[0].start == START + 8 * HOUR  # type: ignore[union-attr]
+    taken = Cluster("local", "Z", free_gpus=8, free_gpus_by_slot=(8,) * 5 + (2,) + (8,) * 18)  # 05:00-06:00 taken
+    weighed, reference = at(taken, DEFAULT_CORE), at(taken, eager)
+    assert weighed.replanned and weighed.plan is not None and weighed.plan.windows[0].start == START + 8 * HOUR
+    assert weighed.plan == reference.plan and weighed.status.commitment == reference.status.commitment

@@ -80,6 +80,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--commit-gain", type=float, default=0.01, help="closed loop: relative gain needed to move a committed plan"
     )
     parser.add_argument(
+        "--recheck-minutes",
+        type=float,
+        default=60.0,
+        help="closed loop: weigh a committed plan against newer forecasts at most this often (default 60, the "
+        "operator's --recheck-every; 0: every new forecast)",
+    )
+    parser.add_argument(
         "--workers", type=int, default=1, help="closed loop: processes to split the jobs across (same results)"
     )
     parser.add_argument("--output", choices=["table", "json", "csv"], default="table")
@@ -178,12 +185,15 @@ def _run(args: argparse.Namespace) -> int:
         start_delay=timedelta(seconds=args.start_delay_seconds),
         grace=timedelta(seconds=args.grace_seconds),
         commit_gain=args.commit_gain,
+        recheck_every=timedelta(minutes=max(args.recheck_minutes, 0.0)),
         workers=args.workers,
     )
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
     if args.tick_minutes <= 0 or args.start_delay_seconds < 0 or args.grace_seconds < 0 or args.commit_gain < 0:
         raise ValueError("--tick-minutes must be positive; start delay, grace and commit gain must not be negative")
+    if args.recheck_minutes < 0:
+        raise ValueError(f"--recheck-minutes must not be negative, got {args.recheck_minutes:g}")
     if args.paper and args.loop == "closed":
         raise ValueError("--paper reproduces the paper's open loop; drop --loop closed")
     if args.overhead_seconds < 0 or args.overhead_kwh < 0 or args.min_run_minutes < 0 or margin_minutes < 0:
