@@ -464,7 +464,9 @@ def test_a_commitment_whose_gpus_were_taken_is_weighed_again_within_the_recheck_
     eager = CoreSettings(recheck_every=timedelta(0))
 
     def at(cluster: Cluster, settings: CoreSettings) -> Outcome:
-        return reconcile(Snapshot(needs, first.status, Observed(exists=True), later, (cluster,), {"Z": newer}), settings)
+        return reconcile(
+            Snapshot(needs, first.status, Observed(exists=True), later, (cluster,), {"Z": newer}), settings
+        )
 
     kept = at(roomy, DEFAULT_CORE)
     assert not kept.replanned and kept.plan is not None and kept.plan.windows[0].start == START + 4 * HOUR

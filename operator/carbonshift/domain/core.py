@@ -721,7 +721,9 @@ def _gpus_free(commitment: Commitment, snapshot: Snapshot, gpus: int) -> bool:
         return False
     by_slot, now = cluster.free_gpus_by_slot, snapshot.now
     if by_slot is None:
-        return cluster.free_gpus is None or cluster.free_gpus >= gpus or not any(w.end > now for w in commitment.windows)
+        return (
+            cluster.free_gpus is None or cluster.free_gpus >= gpus or not any(w.end > now for w in commitment.windows)
+        )
     series = snapshot.forecasts.get(cluster.zone)
     if series is None:
         return False
