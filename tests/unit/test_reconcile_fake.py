@@ -580,3 +580,35 @@ async def test_a_resume_pass_writes_the_status_once_and_before_the_job_runs(
     running = next(c for c in written["conditions"] if c["type"] == "Running")
     assert running["status"] == "True"
     assert parse_time(written["nextTransitionTime"]) == T0 + timedelta(hours=4) - timedelta(minutes=15)
+
+
+async def test_the_operator_weighs_a_newer_forecast_at_the_recheck_interval_and_keeps_the_slot_in_status(
+    cluster: tuple[OperatorState, FakeKube, list[tuple[str, str, str]]],
+) -> None:
+    """The commitment's `checkedAt` (the forecast slot it was last weighed in) survives in the CarbonAwareJob's status,
+    so an operator that reads its state back every pass weighs a newer forecast only an hour (--recheck-every) later:
+    until then the plan reports what the last weighing found."""
+    state, kube, _ = cluster
+    assert state.settings.recheck_every == timedelta(hours=1)
+    await run_pass(state, kube, T0 + timedelta(seconds=7))
+    first = copy.deepcopy(kube.caj["status"])
+    assert first["commitment"]["checkedAt"] == "2026-03-02T00:00:00Z"
+    assert first["commitment"]["windows"][0]["start"] == "2026-03-02T02:00:00Z"
+    trace = cast(Trace, state.forecasts)
+    dirtier = trace.series.values.copy()
+    dirtier[2:4] = 100.0  # the committed 02:00-04:00 window is forecast twice as dirty
+    trace.series = IntensitySeries(ZONE, T0, timedelta(hours=1), dirtier)
+    await run_pass(state, kube, T0 + timedelta(minutes=20, seconds=7))  # within the hour: not weighed
+    kept = kube.caj["status"]
+    assert kept["commitment"] == first["commitment"]
+    assert kept["plan"]["plannedEmissionsGrams"] == first["plan"]["plannedEmissionsGrams"]
+    await run_pass(state, kube, T0 + timedelta(hours=1, seconds=7))  # the next hour's forecast slot: weighed
+    weighed = kube.caj["status"]
+    assert weighed["commitment"]["checkedAt"] == "2026-03-02T01:00:00Z"
+    assert weighed["plan"]["plannedEmissionsGrams"] > first["plan"]["plannedEmissionsGrams"] * 1.3
+    state.settings.recheck_every = timedelta(0)  # --recheck-every 0s: every pass weighs the forecast
+    trace.series = IntensitySeries(ZONE, T0, timedelta(hours=1), np.array(INTENSITY))
+    await run_pass(state, kube, T0 + timedelta(hours=1, minutes=5, seconds=7))
+    assert kube.caj["status"]["plan"]["plannedEmissionsGrams"] == pytest.approx(
+        first["plan"]["plannedEmissionsGrams"], rel=0.05
+    )
