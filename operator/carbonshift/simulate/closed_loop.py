@@ -481,8 +481,10 @@ def run_job(
             if again is not None and again > boundary:  # (the core keeps its commitment until then, unlooked at)
                 later = actual.index_of(again)
                 boundary = actual.slot_start(later if actual.slot_start(later) >= again else later + 1)
-            view = model.exact_view_horizon
-            static = view is None or view >= needs.deadline - t + step
+            # Only a forecast that never changes (the oracle's) makes the slot boundaries quiet. One exact for a day
+            # (persistence) is not enough: the commitment may rest on an older issue that reached further ahead, and
+            # the pass that weighs today's against it can re-plan (2-12 jobs in 211 differed on GB 2023).
+            static = model.exact_view_horizon is None
             candidates = [] if static and out.plan is not None else [_next_tick_after(t, boundary, loop.tick)]
             if out.transition_at is not None:
                 candidates.append(max(out.transition_at, t + timedelta(seconds=1)))
