@@ -101,8 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--recheck-every",
         default=env("CARBONSHIFT_RECHECK_EVERY", "1h"),
-        help="weigh a job's committed plan against newer forecasts at most this often (default 1h; 0: every new "
-        "forecast: 0s)",
+        help="weigh a job's committed plan against newer forecasts at most this often (default 1h; 0s: at every pass)",
     )
     parser.add_argument(
         "--capacity-refresh",

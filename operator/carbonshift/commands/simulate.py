@@ -84,7 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=60.0,
         help="closed loop: weigh a committed plan against newer forecasts at most this often (default 60, the "
-        "operator's --recheck-every; 0: every new forecast)",
+        "operator's --recheck-every; 0: at every pass)",
     )
     parser.add_argument(
         "--workers", type=int, default=1, help="closed loop: processes to split the jobs across (same results)"
@@ -185,7 +185,7 @@ def _run(args: argparse.Namespace) -> int:
         start_delay=timedelta(seconds=args.start_delay_seconds),
         grace=timedelta(seconds=args.grace_seconds),
         commit_gain=args.commit_gain,
-        recheck_every=timedelta(minutes=max(args.recheck_minutes, 0.0)),
+        recheck_every=timedelta(minutes=args.recheck_minutes),
         workers=args.workers,
     )
     if args.workers < 1:

@@ -647,12 +647,13 @@ def reconcile(snapshot: Snapshot, settings: CoreSettings = CoreSettings()) -> Ou
     )
     # (A commitment whose GPUs others have since reserved is re-planned, whatever the forecast says.)
     fits = held is not None and _gpus_free(held, snapshot, job.gpus)
+    issue = issue_slot(snapshot.forecasts, held.zone, now) if held is not None else None
     keep = held is not None and (
         (running and not needs.interruptible)  # it runs to completion whatever a re-plan would say
-        or (fits and _recently_checked(held, snapshot, settings))
+        or (fits and _recently_checked(held, issue, settings))
     )
     if held is not None and not keep:  # the forecast is weighed against the commitment (the same one: kept)
-        held = replace(held, checked_at=issue_slot(snapshot.forecasts, held.zone, now))
+        held = replace(held, checked_at=issue)
         keep = fits and (
             held.forecast_key == key
             or _same_forecasts(held.forecasts, snapshot.forecasts)
@@ -689,26 +690,28 @@ def reconcile(snapshot: Snapshot, settings: CoreSettings = CoreSettings()) -> Ou
     return replace(outcome, create=create) if create else outcome
 
 
-def issue_slot(forecasts: Mapping[str, IntensitySeries | None], zone: str | None, now: datetime) -> datetime | None:
-    """The start of the slot holding `now` on the grid of the zone's forecast (of the first zone's when `zone` has
-    none): the issue a forecast read at `now` belongs to. None without a forecast."""
-    series = forecasts.get(zone) if zone else None
-    if series is None:
-        series = next((f for _, f in sorted(forecasts.items()) if f is not None), None)
-    if series is None:
-        return None
+def slot_holding(series: IntensitySeries, now: datetime) -> datetime:
+    """The start of the slot of `series`' grid that holds `now` (before the series' start too): where the aligned
+    plans start, and the issue a forecast read at `now` belongs to."""
     step = series.resolution
     return series.start + step * math.floor((now - series.start) / step)
 
 
-def _recently_checked(commitment: Commitment, snapshot: Snapshot, settings: CoreSettings) -> bool:
+def issue_slot(forecasts: Mapping[str, IntensitySeries | None], zone: str | None, now: datetime) -> datetime | None:
+    """`slot_holding` on the zone's forecast (the first zone's when `zone` has none); None without a forecast."""
+    series = forecasts.get(zone) if zone else None
+    if series is None:
+        series = next((f for _, f in sorted(forecasts.items()) if f is not None), None)
+    return slot_holding(series, now) if series is not None else None
+
+
+def _recently_checked(commitment: Commitment, issue: datetime | None, settings: CoreSettings) -> bool:
     """Whether the commitment was weighed against the forecast of an issue less than `settings.recheck_every`
-    before this pass's."""
+    before this pass's (`issue`)."""
     checked = commitment.checked_at
-    if checked is None or settings.recheck_every <= timedelta(0):
+    if checked is None or issue is None or settings.recheck_every <= timedelta(0):
         return False
-    issue = issue_slot(snapshot.forecasts, commitment.zone, snapshot.now)
-    return issue is not None and issue - checked < settings.recheck_every
+    return issue - checked < settings.recheck_every
 
 
 def _gpus_free(commitment: Commitment, snapshot: Snapshot, gpus: int) -> bool:
@@ -727,8 +730,7 @@ def _gpus_free(commitment: Commitment, snapshot: Snapshot, gpus: int) -> bool:
     series = snapshot.forecasts.get(cluster.zone)
     if series is None:
         return False
-    step = series.resolution
-    start = series.start + step * math.floor((now - series.start) / step)
+    step, start = series.resolution, slot_holding(series, now)
     for w in commitment.windows:
         if w.end <= now:
             continue
@@ -989,8 +991,7 @@ def _surely_kept(
     series = snapshot.forecasts.get(cluster.zone)
     if series is None or len(series) == 0 or job.deadline - settings.margin <= now:
         return None
-    step = series.resolution
-    aligned = series.start + step * math.floor((now - series.start) / step)
+    aligned = slot_holding(series, now)
     elapsed = now - aligned
     if aligned < series.start or elapsed < timedelta(0):
         return None
@@ -1036,8 +1037,7 @@ def _aligned_plan(
     series = next((forecasts.get(c.zone) for c in clusters if forecasts.get(c.zone) is not None), None)
     if series is None or len(series) == 0 or job.remaining <= timedelta(0):
         return plan_job(job, clusters, forecasts, now, margin)
-    step = series.resolution
-    aligned = series.start + step * math.floor((now - series.start) / step)
+    aligned = slot_holding(series, now)
     elapsed = now - aligned
     if elapsed <= timedelta(0) or aligned < series.start or job.deadline - margin <= now:
         return plan_job(job, clusters, forecasts, now, margin)
