@@ -55,8 +55,8 @@ def caj(name: str, labels: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def energy_status(kwh: float, grams: float, start: datetime) -> dict[str, Any]:
-    chunk = {"start": iso(start), "end": iso(start + timedelta(minutes=10)), "kWh": kwh, "emissionsGrams": grams}
+def energy_status(kwh: float, grams: float, start: datetime, minutes: float = 10) -> dict[str, Any]:
+    chunk = {"start": iso(start), "end": iso(start + timedelta(minutes=minutes)), "kWh": kwh, "emissionsGrams": grams}
     return {
         "energyKWh": kwh,
         "energySource": "dcgm",
@@ -65,14 +65,24 @@ def energy_status(kwh: float, grams: float, start: datetime) -> dict[str, Any]:
     }
 
 
+RUN = timedelta(seconds=30)  # the recorded run's length: short, so that one fits soon after midnight
+MIDNIGHT_MARGIN = timedelta(minutes=3)  # the test's checks must all see the same Daily period
+
+
 def run_start_today() -> tuple[datetime, datetime]:
-    """(now, the start of a 10-minute run that ended before now, inside today's Daily period). In the first minutes
-    after midnight (UTC) no such run exists yet: wait until one does, rather than record usage in the future."""
+    """(now, the start of a short run that ended before now, inside today's Daily period, with the rest of the test
+    inside that period too). The budget handlers run on the wall clock, so near midnight (UTC) wait until the period
+    that holds both exists: a run ended before now (never usage in the future) and MIDNIGHT_MARGIN before the period
+    ends. The wait is at most MIDNIGHT_MARGIN + 1.5 RUN (the old wait, up to 11 minutes, ran past the test timeout
+    when CI reached this test just after midnight)."""
     now = datetime.now(UTC)
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    if now - today < timedelta(minutes=11):
-        time.sleep((today + timedelta(minutes=11) - now).total_seconds())
-        now = datetime.now(UTC)
+    if now - today < RUN * 1.5:
+        time.sleep((today + RUN * 1.5 - now).total_seconds())
+    elif today + timedelta(days=1) - now < MIDNIGHT_MARGIN:
+        time.sleep((today + timedelta(days=1) + RUN * 1.5 - now).total_seconds())
+    now = datetime.now(UTC)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     return now, max(now - timedelta(hours=1), today)
 
 
@@ -104,6 +114,7 @@ def budget_operator(kubeconfig: Path, namespace: str, tmp_path: Path) -> Iterato
     operator.kill()
 
 
+@pytest.mark.timeout(300 + (MIDNIGHT_MARGIN + RUN * 2).total_seconds())
 def test_budget_status_follows_the_jobs_receipts_and_survives_restarts(
     api_client: client.ApiClient, namespace: str, installed_crds: Any, budget_operator: BudgetOperator
 ) -> None:
@@ -114,7 +125,7 @@ def test_budget_status_follows_the_jobs_receipts_and_survives_restarts(
     usage["other"] = (5.0, 2000.0, {"team": "b"})  # not selected by the budget
     for name, (kwh, grams, labels) in usage.items():
         custom.create_namespaced_custom_object(GROUP, VERSION, namespace, "carbonawarejobs", caj(name, labels))
-        body = {"status": energy_status(kwh, grams, run_start)}
+        body = {"status": energy_status(kwh, grams, run_start, RUN.total_seconds() / 60)}
         custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "carbonawarejobs", name, body)
     budget = {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -160,7 +171,7 @@ def test_budget_status_follows_the_jobs_receipts_and_survives_restarts(
 
     # A job's receipt changes (e.g. a corrected reading): the budget follows, and is no longer exceeded.
     budget_operator.kill()
-    body = {"status": energy_status(0.3, 120.0, run_start)}
+    body = {"status": energy_status(0.3, 120.0, run_start, RUN.total_seconds() / 60)}
     custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, "carbonawarejobs", "train-b", body)
     budget_operator.start()
 
