@@ -90,16 +90,11 @@ JOBS = [
     _job("pretrain", "12h", "30h", 8, interruptible=True, checkpoint=CHECKPOINT),
     _job("eval-threshold", "2h", "24h", 2, interruptible=True, policy="Threshold", maxIntensity=150),
     _job("hotfix", "1h", "3h", 1, policy="Immediate"),
-    # Starts at once; its team's daily budget runs out after about an hour, so it waits for the next day.
-    _job(
-        "sandbox-sweep",
-        "3h",
-        "30h",
-        2,
-        interruptible=True,
-        policy="Immediate",
-        checkpoint=CHECKPOINT,
-        labels={"team": "sandbox"},
+    # Two sandbox jobs, 0.64 kWh each, and their team's 1 kWh daily EnergyBudget: the first is admitted at once, the
+    # second is held at admission (BudgetHeld, with what is left and until when) and runs when the next day begins.
+    *(
+        _job(name, "1h", "30h", 1, policy="Immediate", labels={"team": "sandbox"})
+        for name in ("sandbox-sweep-a", "sandbox-sweep-b")
     ),
 ]
 BUDGET = {
@@ -292,16 +287,18 @@ async def _demo(args: argparse.Namespace) -> int:
         items = list_jobs(custom)
         report = await _report(items, workload, epoch, operator.planning_now(), args.out_dir)
         console.print(_receipts(items))
-        for item in items:
-            held = [
-                e.message
-                for e in core.list_namespaced_event(
-                    NAMESPACE, field_selector=f"involvedObject.name={item['metadata']['name']}"
-                ).items
-                if e.reason == "BudgetExhausted"
-            ]
-            if held:
-                console.print(f"[yellow]{item['metadata']['name']}[/]: {held[0]}")
+        for item in items:  # the budget's first word on a job (its first Event), and its word now (the condition)
+            name = item["metadata"]["name"]
+            first = next((e.message for e in sorted(core.list_namespaced_event(
+                NAMESPACE, field_selector=f"involvedObject.name={name}").items,
+                key=lambda e: e.first_timestamp or e.event_time or datetime.min.replace(tzinfo=UTC))
+                if e.reason == "BudgetExhausted"), None)  # fmt: skip
+            conditions = (item.get("status") or {}).get("conditions") or []
+            now_held = [c["message"] for c in conditions if c["type"] == "BudgetHeld" and c["status"] == "True"]
+            if now_held:
+                console.print(f"[yellow]{name}[/] is held: {now_held[0]}")
+            elif first:
+                console.print(f"[yellow]{name}[/] was held, then admitted: {first}")
         totals = report["totals"]
         console.print(
             f"\n[bold]All jobs:[/] {totals['energy_kwh']:.1f} kWh, {totals['emissions_kg']:.2f} kgCO2e; "

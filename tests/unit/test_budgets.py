@@ -256,6 +256,26 @@ def test_a_projection_across_midnight_is_checked_against_both_periods() -> None:
     assert admit(candidate("y", hours=1, start=late), [(s, ledger)], None, NOW, g_per_kwh=1.0).admitted
 
 
+def test_a_projection_larger_than_the_whole_limit_says_waiting_will_not_make_room() -> None:
+    """A job whose own projection in one period is more than the limit is not told it fits tomorrow: no other job's
+    finishing makes room for it (the demo's sandbox job said "does not fit ... until tomorrow" day after day)."""
+    daily = spec(kwh=1.0)
+    answer = admit(candidate("big", hours=3), [(daily, Ledger())], None, NOW, g_per_kwh=1.0)
+    assert not answer.admitted and answer.hold is not None
+    assert answer.hold.reason == (
+        "EnergyBudget ml/team: its projected 3.000 kWh in the period from 2026-03-18T00:00:00Z is more than the "
+        "budget's whole limit of 1 kWh a period: it is held until the limit is raised or a later plan spreads it "
+        "over several periods"
+    )
+    # One that fits the limit but not what others left is told how much is left, as before.
+    ledger = admit(candidate("a", hours=0.5), [(daily, Ledger())], None, NOW, g_per_kwh=1.0).ledgers["ml/team"]
+    small = admit(candidate("b", hours=0.75), [(daily, ledger)], None, NOW, g_per_kwh=1.0)
+    assert small.hold is not None and "does not fit the 0.500 kWh left of 1 in the period" in small.hold.reason
+    rolling = spec(period="8h", rolling=timedelta(hours=8), kwh=1.0)
+    held = admit(candidate("r", hours=2), [(rolling, Ledger())], None, NOW, g_per_kwh=1.0).hold
+    assert held is not None and "is more than the budget's whole limit of 1 kWh per 8h window" in held.reason
+
+
 def test_rolling_windows_count_reservations_where_they_fall() -> None:
     window = timedelta(hours=8)
     s = spec(period="8h", rolling=window, kwh=2.0)

@@ -75,7 +75,14 @@ def test_a_start_that_does_not_fit_the_budget_is_held_at_admission_and_no_chunk_
     assert held.budget is not None and held.budget.hold is not None
     assert held.budget.admission is not None and not held.budget.admission.admitted
     assert held.budget.hold.until == MIDNIGHT and held.transition_at == MIDNIGHT
-    assert "team/cap" in held.why and "does not fit" in held.why and held.why == held.budget.message
+    assert (
+        held.why
+        == held.budget.message
+        == (
+            "held by EnergyBudget team/cap: its projected 0.700 kWh does not fit the 0.500 kWh left of 1 in the period "
+            "from 2024-03-04T00:00:00Z (used and admitted: 0.500); until 2024-03-05T00:00:00Z"
+        )
+    )  # the budget named once (it was twice)
     assert held.status.progress.chunk_started_at is None and held.status.progress.resumes == 0
     # The deadline is 3 days away: the hold ends before the latest safe start.
     assert not held.budget.deadline_at_risk

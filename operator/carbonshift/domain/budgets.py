@@ -508,6 +508,11 @@ def shortfall(spec: BudgetSpec, others: list[UsageChunk], own: list[UsageChunk],
             if limit is not None and total > limit * (1 + EPSILON) + EPSILON:
                 left = max(limit - (total - own_part), 0.0)
                 when = f"the period from {_text(begin)}" if spec.rolling is None else f"the window ending {_text(end)}"
+                if own_part > limit * (1 + EPSILON) + EPSILON:  # waiting for others to finish cannot make room
+                    per = "a period" if spec.rolling is None else f"per {spec.period} window"
+                    return (f"its projected {own_part:.3f} {unit} in {when} is more than the budget's whole limit of "
+                            f"{limit:g} {unit} {per}: it is held until the limit is raised or a later plan spreads "
+                            "it over several periods")  # fmt: skip
                 return (f"its projected {own_part:.3f} {unit} does not fit the {left:.3f} {unit} left of {limit:g} "
                         f"in {when} (used and admitted: {total - own_part:.3f})")  # fmt: skip
     return None
@@ -716,6 +721,6 @@ def verdict(
     if hold is None:
         return BudgetVerdict(None, answer, notes)
     until = _text(hold.until) if hold.until else "the grid is below the budget's intensity limit"
-    message = f"held by EnergyBudget {hold.budget}: {hold.reason}; until {until}"
+    message = f"held by {hold.reason}; until {until}"  # (the reason names its budget or cap)
     at_risk = hold.until is None or hold.until > latest_safe_start
     return BudgetVerdict(hold, answer, notes, at_risk, message)
