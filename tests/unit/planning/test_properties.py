@@ -10,7 +10,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from carbonshift.domain.planning import Cluster, Job, Policy, plan_fleet_greedy, plan_fleet_milp, plan_job
+from carbonshift.domain.planning import Cluster, Job, Policy, Reason, plan_fleet_greedy, plan_fleet_milp, plan_job
 from tests.unit.planning.builders import NOW, SLOT, ZONE, cluster, forecast
 
 MAX_SLOTS = 48
@@ -82,6 +82,38 @@ def test_interruptible_with_zero_overhead_is_never_worse(job: Job, values: list[
     assert (
         plan_job(free, [cluster()], f, NOW).planned_grams <= plan_job(rigid, [cluster()], f, NOW).planned_grams + 1e-6
     )
+
+
+@given(
+    values=st.lists(st.floats(min_value=20, max_value=800), min_size=12, max_size=12),
+    minutes=st.integers(1, 12 * 12),
+    spare=st.integers(0, 12 * 12),
+)
+@settings(max_examples=400, deadline=None)
+def test_a_block_that_cannot_be_interrupted_is_the_cheapest_at_any_start(
+    values: list[float], minutes: int, spare: int
+) -> None:
+    """On slot-wise constant intensities (hourly here), the Optimal block is the cheapest of every start on a 5-minute
+    grid, which holds every start and every end on a boundary and the latest start (where the cheapest block lies):
+    exact, not only the cheapest of the blocks that start on a boundary and end in the whole slots before the
+    deadline."""
+    hour, step = timedelta(hours=1), timedelta(minutes=5)
+    assume((minutes + spare) * step <= 12 * hour)
+    length = minutes * step
+    rigid = Job(name="j", remaining=length, deadline=NOW + length + spare * step, watts_per_gpu=1000.0)
+    p = plan_job(rigid, [cluster()], {ZONE: forecast(values, step=hour)}, NOW)
+    per_step = np.repeat(np.asarray(values), 12) / 12.0  # grams per 5 minutes at 1 kW
+
+    def cost(first: int) -> float:
+        return float(per_step[first : first + minutes].sum())
+
+    best = min(cost(first) for first in range(spare + 1))
+    # (Without a whole slot before the deadline there is nothing to search: it runs now, at the same cost.)
+    assert p.reason is Reason.OPTIMAL or (p.reason is Reason.LATEST_SAFE_START and spare < 12)
+    assert p.planned_grams == pytest.approx(best, rel=1e-9, abs=1e-6)
+    (window,) = p.windows
+    assert window.end - window.start == length and window.end <= rigid.deadline
+    assert cost(round((window.start - NOW) / step)) == pytest.approx(p.planned_grams, rel=1e-9, abs=1e-6)
 
 
 def _execute(job: Job, base: np.ndarray, seed: int, tick: timedelta) -> tuple[Job, object]:

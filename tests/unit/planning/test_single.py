@@ -105,6 +105,26 @@ def test_sub_slot_overhead_extends_a_chunk_at_its_end_when_that_is_cheaper() -> 
     assert p.windows[-1].end == NOW + 16 * hour + overhead
 
 
+def test_a_block_of_whole_slots_and_a_part_may_start_inside_a_slot_to_end_on_a_boundary() -> None:
+    # 2.5 h on hourly slots. Started on a boundary the best block is 04:00-06:30 (150 + 100 + 100/2 = 300 g) or
+    # 05:00-07:30 (100 + 100 + 500/2 = 450 g); ending on one, 04:30-07:00 costs 150/2 + 100 + 100 = 275 g.
+    hour = timedelta(hours=1)
+    values = np.full(12, 300.0)
+    values[4:8] = [150.0, 100.0, 100.0, 500.0]
+    for builder in (job().hours(2.5), job().hours(2.5).interruptible(overhead=timedelta(seconds=16))):
+        p = plan(builder, forecast(values, step=hour))
+        assert [(w.start, w.end) for w in p.windows] == [(NOW + 4.5 * hour, NOW + 7 * hour)]
+        assert p.planned_grams == pytest.approx(275.0)
+        assert p.windows[0].mean_g_per_kwh == pytest.approx(110.0)
+        assert p.energy_kwh == pytest.approx(2.5) and p.cycles == 0
+    # Where a boundary start is cheaper it stays (the dear slot is the first one).
+    values[4] = 500.0
+    values[7] = 150.0
+    p = plan(job().hours(2.5), forecast(values, step=hour))
+    assert [(w.start, w.end) for w in p.windows] == [(NOW + 5 * hour, NOW + 7.5 * hour)]
+    assert p.planned_grams == pytest.approx(275.0)
+
+
 def test_a_plan_made_inside_a_slot_uses_the_forecasts_own_slots() -> None:
     # Hourly forecast, planned at 00:30: a grid from now mixes 01:00-02:00 (400) with the clean 02:00-03:00
     # (100) into 250-g slots; on the forecast's own slots the job runs exactly in the clean hour.
@@ -118,6 +138,19 @@ def test_a_plan_made_inside_a_slot_uses_the_forecasts_own_slots() -> None:
         assert p.planned_grams == pytest.approx(100.0)
         assert p.baseline_grams == pytest.approx(400.0)
         assert p.energy_kwh == pytest.approx(1.0)
+
+
+def test_a_block_planned_inside_a_slot_is_searched_on_the_forecasts_own_slots_without_padding() -> None:
+    # Hourly forecast, planned at 00:30, a 1 h block: the clean hour is 02:00-03:00 (100), 03:00-04:00 is dear.
+    # The grid from now blurs it (01:30-02:30 costs 250); padding the work by the half hour gone and trimming it
+    # afterwards picks the cheapest 1.5 h block, 01:00-02:30 (450), trimmed to 01:00-02:00 (400). Planned from the
+    # next boundary with the job as it is, the block is exact.
+    hour = timedelta(hours=1)
+    values = np.full(24, 400.0)
+    values[2], values[3] = 100.0, 1000.0
+    p = plan(job().hours(1), forecast(values, step=hour), now=NOW + hour / 2)
+    assert [(w.start, w.end) for w in p.windows] == [(NOW + 2 * hour, NOW + 3 * hour)]
+    assert p.planned_grams == pytest.approx(100.0) and p.baseline_grams == pytest.approx(400.0)
 
 
 def test_threshold_runs_when_clean_and_is_forced_before_the_deadline() -> None:

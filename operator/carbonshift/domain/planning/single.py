@@ -95,6 +95,18 @@ def _plan_on_boundaries(
     elapsed = now - aligned
     if elapsed <= timedelta(0) or aligned < forecast.start:
         return plan
+    if not job.interruptible and not job.running and not job.started:
+        # One block: from now (the plan above), or from a later boundary, planned exactly on the forecast's own slots
+        # (padding the work would charge a block that starts later for the part gone, at its end).
+        later = _plan_on(job, cluster, forecast, aligned + step, margin)
+        if (
+            later.reason is Reason.OPTIMAL
+            and later.windows
+            and math.isfinite(later.planned_grams)
+            and later.planned_grams < plan.planned_grams - EPS * max(1.0, abs(plan.planned_grams))
+        ):
+            return replace(later, baseline_grams=plan.baseline_grams, latest_safe_start=plan.latest_safe_start)
+        return plan
     power = job.power_kw * cluster.pue
     padded = _plan_on(replace(job, remaining=job.remaining + elapsed), cluster, forecast, aligned, margin)
     if padded.reason is not Reason.OPTIMAL or not padded.windows or not math.isfinite(padded.planned_grams):
@@ -248,6 +260,7 @@ def _plan_on(job: Job, cluster: Cluster, forecast: IntensitySeries | None, now: 
     searches: dict[str, ChunkedSearch] = {}  # the chunked search, shared with the sub-slot overhead variant
     if reason is None:
         selection, reason = _search(job, costs, work, overhead, flags, searches)
+    searched = reason is Reason.OPTIMAL  # (also when the whole slots before the deadline hold no block)
     if selection is None:
         # Run now: forced by the latest safe start, best effort, Immediate, or a grid too tight to search.
         if not math.isfinite(baseline):
@@ -261,6 +274,12 @@ def _plan_on(job: Job, cluster: Cluster, forecast: IntensitySeries | None, now: 
         shifted = _shifted_overhead(job, costs, work, overhead, searches)
         if shifted is not None and shifted[1] < planned - EPS * max(1.0, abs(planned)):
             windows, planned, energy, cycles = shifted
+    if searched and not job.running and not job.started:  # (a first block pays no overhead)
+        limit = (job.deadline - margin - grid.now).total_seconds() / res
+        ending = _sub_slot_block(job, costs, work, limit)
+        if ending is not None and ending[1] < planned - EPS * max(1.0, abs(planned)):
+            windows, planned, energy = ending
+            cycles, reason = 0, Reason.OPTIMAL
     return Plan(
         job=job.name,
         cluster=cluster.name,
@@ -380,6 +399,50 @@ def _best_block(job: Job, usable: FloatArray, work: float, overhead: float, resu
     start = int(np.flatnonzero(totals <= best + 1e-9 * max(1.0, abs(best)))[0])
     pays = _pays_first(job, start)
     return Selection(tuple(range(start, start + whole_slots(work + (overhead if pays else 0.0)))), int(pays))
+
+
+def _sub_slot_block(
+    job: Job, costs: _Costs, work: float, limit: float
+) -> tuple[tuple[RunWindow, ...], float, float] | None:
+    """The cheapest single block of `work` slots that `_best_block` does not try, or None: those that start part-way
+    into a slot and *end* on a slot boundary, and, when `limit` (deadline - margin, in slots from the grid's start)
+    is not a boundary, those that end in the part-slot before it (from a boundary, and the latest). `_best_block`
+    starts blocks on boundaries within the whole slots before `limit`. On slot-wise constant costs a block's cost
+    is piecewise linear in its start, so its minimum is where its start or its end is on a boundary, or at the
+    latest start: with both searches every start is covered. (For a job that has not started: the block pays no
+    overhead; charged the used parts of its first and last slots.)"""
+    per_slot = costs.grams_per_slot
+    usable = per_slot[: costs.horizon]
+    full = math.floor(work + EPS)
+    fraction = work - full
+    best, begin = math.inf, -1.0
+    n = usable.shape[0]
+    if EPS < fraction < 1.0 - EPS and n >= full + 1:
+        following = window_costs(usable, float(full))[1:] if full > 0 else np.zeros(n)  # whole slots s+1 .. s+full
+        starts = min(n - full, following.shape[0])
+        if starts > 0:
+            totals = fraction * usable[:starts] + following[:starts]
+            totals = np.where(np.isfinite(totals), totals, np.inf)
+            if np.isfinite(totals).any():
+                best = float(np.min(totals))
+                first = int(np.flatnonzero(totals <= best + 1e-9 * max(1.0, abs(best)))[0])
+                begin = first + 1.0 - fraction
+    latest = limit - work
+    if latest >= 0 and abs(limit - round(limit)) > EPS and math.ceil(limit - EPS) <= per_slot.shape[0]:
+        # Blocks that end in the part-slot before `limit`: from a boundary, and the latest one.
+        candidates = [
+            float(b) for b in range(max(math.ceil(costs.horizon - work - EPS), 0), math.floor(latest + EPS) + 1)
+        ]
+        for start in [*candidates, latest]:
+            cost = _span_cost(per_slot, start, start + work)
+            if math.isfinite(cost) and (not math.isfinite(best) or cost < best - 1e-9 * max(1.0, abs(best))):
+                best, begin = cost, start
+    if not math.isfinite(best) or begin < 0:
+        return None
+    grid = costs.grid
+    mean = _span_cost(grid.g_per_kwh, begin, begin + work) / work
+    window = RunWindow(start=grid.slot_start(begin), end=grid.slot_start(begin + work), mean_g_per_kwh=mean)
+    return (window,), best, job.power_kw * work * grid.hours_per_slot
 
 
 def _window_total(usable: FloatArray, start: int, need: float) -> float:
@@ -598,12 +661,17 @@ def optimal_bounds(
     pays = job.started and not job.running
     units = work + overhead if pays else work
     full = math.floor(units)
-    if full >= usable.shape[0] + (1 if units == full else 0):
+    # (The plan may also use the part-slot before deadline - margin, `_sub_slot_block`: counted whole, still a bound.)
+    reach = math.ceil((job.deadline - margin - now).total_seconds() / res - EPS)
+    pool = costs.grams_per_slot[: max(horizon, min(reach, costs.grams_per_slot.shape[0]))]
+    if not (np.isfinite(pool).all() and float(pool.min()) >= 0.0):
         return None
-    ordered = np.sort(usable)
+    if full >= pool.shape[0] + (1 if units == full else 0):
+        return None
+    ordered = np.sort(pool)
     lower = float(np.add.reduce(ordered[:full])) + (units - full) * (float(ordered[full]) if units > full else 0.0)
     if pays:
         lower += float(costs.resume_grams[:horizon].min())
     # Rounding: the windows drop a part of a slot under EPS per chunk; sums in another order differ by ~1e-16.
-    lower -= 1e-9 * max(1.0, abs(lower)) + 2.0 * EPS * usable.shape[0] * float(ordered[-1])
+    lower -= 1e-9 * max(1.0, abs(lower)) + 2.0 * EPS * pool.shape[0] * float(ordered[-1])
     return OptimalBounds(baseline_grams=baseline, lower_grams=lower, upper_grams=upper)
