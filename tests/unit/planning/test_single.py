@@ -140,19 +140,6 @@ def test_a_plan_made_inside_a_slot_uses_the_forecasts_own_slots() -> None:
         assert p.energy_kwh == pytest.approx(1.0)
 
 
-def test_a_block_planned_inside_a_slot_is_searched_on_the_forecasts_own_slots_without_padding() -> None:
-    # Hourly forecast, planned at 00:30, a 1 h block: the clean hour is 02:00-03:00 (100), 03:00-04:00 is dear.
-    # The grid from now blurs it (01:30-02:30 costs 250); padding the work by the half hour gone and trimming it
-    # afterwards picks the cheapest 1.5 h block, 01:00-02:30 (450), trimmed to 01:00-02:00 (400). Planned from the
-    # next boundary with the job as it is, the block is exact.
-    hour = timedelta(hours=1)
-    values = np.full(24, 400.0)
-    values[2], values[3] = 100.0, 1000.0
-    p = plan(job().hours(1), forecast(values, step=hour), now=NOW + hour / 2)
-    assert [(w.start, w.end) for w in p.windows] == [(NOW + 2 * hour, NOW + 3 * hour)]
-    assert p.planned_grams == pytest.approx(100.0) and p.baseline_grams == pytest.approx(400.0)
-
-
 def test_threshold_runs_when_clean_and_is_forced_before_the_deadline() -> None:
     p = plan(job().hours(2).threshold(150).interruptible())
     assert p.reason is Reason.THRESHOLD

@@ -95,18 +95,6 @@ def _plan_on_boundaries(
     elapsed = now - aligned
     if elapsed <= timedelta(0) or aligned < forecast.start:
         return plan
-    if not job.interruptible and not job.running and not job.started:
-        # One block: from now (the plan above), or from a later boundary, planned exactly on the forecast's own slots
-        # (padding the work would charge a block that starts later for the part gone, at its end).
-        later = _plan_on(job, cluster, forecast, aligned + step, margin)
-        if (
-            later.reason is Reason.OPTIMAL
-            and later.windows
-            and math.isfinite(later.planned_grams)
-            and later.planned_grams < plan.planned_grams - EPS * max(1.0, abs(plan.planned_grams))
-        ):
-            return replace(later, baseline_grams=plan.baseline_grams, latest_safe_start=plan.latest_safe_start)
-        return plan
     power = job.power_kw * cluster.pue
     padded = _plan_on(replace(job, remaining=job.remaining + elapsed), cluster, forecast, aligned, margin)
     if padded.reason is not Reason.OPTIMAL or not padded.windows or not math.isfinite(padded.planned_grams):
