@@ -289,16 +289,16 @@ async def _demo(args: argparse.Namespace) -> int:
         console.print(_receipts(items))
         for item in items:  # the budget's first word on a job (its first Event), and its word now (the condition)
             name = item["metadata"]["name"]
-            first = next((e.message for e in sorted(core.list_namespaced_event(
-                NAMESPACE, field_selector=f"involvedObject.name={name}").items,
-                key=lambda e: e.first_timestamp or e.event_time or datetime.min.replace(tzinfo=UTC))
-                if e.reason == "BudgetExhausted"), None)  # fmt: skip
+            events = core.list_namespaced_event(NAMESPACE, field_selector=f"involvedObject.name={name}").items
+            holds = [e for e in events if e.reason == "BudgetExhausted"]
+            first = min(holds, key=lambda e: e.first_timestamp or e.event_time or datetime.min.replace(tzinfo=UTC),
+                        default=None)  # fmt: skip
             conditions = (item.get("status") or {}).get("conditions") or []
             now_held = [c["message"] for c in conditions if c["type"] == "BudgetHeld" and c["status"] == "True"]
             if now_held:
                 console.print(f"[yellow]{name}[/] is held: {now_held[0]}")
-            elif first:
-                console.print(f"[yellow]{name}[/] was held, then admitted: {first}")
+            elif first is not None:
+                console.print(f"[yellow]{name}[/] was held, then admitted: {first.message}")
         totals = report["totals"]
         console.print(
             f"\n[bold]All jobs:[/] {totals['energy_kwh']:.1f} kWh, {totals['emissions_kg']:.2f} kgCO2e; "

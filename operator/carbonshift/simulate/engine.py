@@ -540,9 +540,11 @@ def _or_from_next_boundary(
     was beaten by the closed loop's (1.009 of it, session 12)."""
     if job.interruptible or job.policy is not Policy.OPTIMAL or plan.reason is not Reason.OPTIMAL or not len(forecast):
         return plan
-    step = forecast.resolution
-    boundary = forecast.start + step * math.ceil((now - forecast.start) / step)
-    if boundary <= now or boundary >= job.deadline - margin:
+    from carbonshift.domain.core import slot_holding  # (the core's arithmetic; imported here as _run_closed does)
+
+    holding = slot_holding(forecast, now)
+    boundary = holding + forecast.resolution
+    if holding == now or boundary >= job.deadline - margin:
         return plan
     later = plan_job(job, [cluster], {cluster.zone: forecast}, boundary, margin)
     if later.reason is Reason.OPTIMAL and later.windows and later.planned_grams < plan.planned_grams - 1e-9:

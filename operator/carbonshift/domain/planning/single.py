@@ -406,15 +406,14 @@ def _sub_slot_block(
     best, begin = math.inf, -1.0
     n = usable.shape[0]
     if EPS < fraction < 1.0 - EPS and n >= full + 1:
-        following = window_costs(usable, float(full))[1:] if full > 0 else np.zeros(n)  # whole slots s+1 .. s+full
-        starts = min(n - full, following.shape[0])
-        if starts > 0:
-            totals = fraction * usable[:starts] + following[:starts]
-            totals = np.where(np.isfinite(totals), totals, np.inf)
-            if np.isfinite(totals).any():
-                best = float(np.min(totals))
-                first = int(np.flatnonzero(totals <= best + 1e-9 * max(1.0, abs(best)))[0])
-                begin = first + 1.0 - fraction
+        # Start in slot s (its last `fraction`), then the whole slots s+1 .. s+full: n - full starts.
+        following = window_costs(usable, float(full))[1:] if full > 0 else np.zeros(n)
+        totals = fraction * usable[: n - full] + following
+        totals = np.where(np.isfinite(totals), totals, np.inf)
+        if np.isfinite(totals).any():
+            best = float(np.min(totals))
+            first = int(np.flatnonzero(totals <= best + 1e-9 * max(1.0, abs(best)))[0])
+            begin = first + 1.0 - fraction
     latest = limit - work
     if latest >= 0 and abs(limit - round(limit)) > EPS and math.ceil(limit - EPS) <= per_slot.shape[0]:
         # Blocks that end in the part-slot before `limit`: from a boundary, and the latest one.
