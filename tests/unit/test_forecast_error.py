@@ -14,10 +14,13 @@ from carbonshift.domain.forecast_error import (
     GB_2023,
     CalibrationError,
     ErrorParams,
+    anomaly_autocorrelation,
     ar1,
     calibrate,
     climatological_sigma,
+    draw_field,
     fit_lead_profile,
+    fit_news_phi,
     fit_short_lead,
     fit_tau,
     mean_growth,
@@ -97,6 +100,40 @@ def test_climatological_sigma_is_the_spread_around_month_and_time_of_day_means()
     assert climatological_sigma(noisy) == pytest.approx(20.0 / 200.0, rel=0.05)
 
 
+@pytest.mark.parametrize(("step", "phi_news"), [(HALF, 0.99), (HOUR, 0.95), (timedelta(minutes=15), 0.98)])
+def test_news_smoothness_is_recovered_from_an_anomaly_of_known_correlation(step: timedelta, phi_news: float) -> None:
+    """A daily shape plus an AR(1) anomaly of known correlation per 30 minutes: the fit finds it (with no lead-0
+    error, the model's infinite-lead error is the news alone)."""
+    n = int(timedelta(days=365) / step)
+    per_slot = phi_news ** (step / HALF)
+    anomaly = 30.0 * ar1(np.random.default_rng(5).standard_normal((1, n)), per_slot)[0]
+    slots_per_day = int(timedelta(days=1) / step)
+    shape = 200.0 + 60.0 * np.sin(2 * np.pi * np.arange(n) / slots_per_day)
+    actual = IntensitySeries(zone="XX", start=START, resolution=step, values=shape + anomaly)
+    tau = timedelta(days=10_000)  # (rho ~ 1: the news' own drift in target time does not blur the fit)
+    fitted = fit_news_phi(actual, 0.0, 0.5, 0.15, tau)
+    # (the month x time-of-day means take a little of a slow anomaly with them: the fit is slightly low)
+    assert fitted == pytest.approx(phi_news, abs=0.006)
+    with pytest.raises(CalibrationError, match="infinite lead"):
+        fit_news_phi(actual, 0.0, 0.5, 0.0, tau)
+    with pytest.raises(CalibrationError, match="does not vary"):
+        fit_news_phi(constant(200.0, 24 * 60, HOUR), 0.0, 0.5, 0.1, tau)
+
+
+def test_the_models_long_lead_errors_are_as_smooth_as_gb_2023s_anomaly() -> None:
+    """The fit's point: the error of a forecast at a long lead moves between neighbouring target slots as the
+    actuals' deviation from their time-of-day means does (0.93 4 h apart on GB 2023), where the lead-0 error's
+    correlation (phi, 0.74 per 30 minutes, 0.09 4 h apart) would make it flicker from slot to slot."""
+    gb = load_bundled_forecast_vs_actual("GB_2023").actual
+    measured = anomaly_autocorrelation(gb)
+    field = draw_field(GB_2023, 20_000, HALF, seed=2)
+    far = np.vstack([field.errors(issue, issue + 1_000, issue + 1_100) for issue in range(0, 18_000, 400)])
+    for lag in (1, 4, 8, 16):  # 30 minutes .. 8 h apart
+        drawn = np.corrcoef(far[:, :-lag].ravel(), far[:, lag:].ravel())[0, 1]
+        assert drawn == pytest.approx(measured[lag - 1], abs=0.05)
+    assert GB_2023.phi**8 < 0.1 < 0.85 < GB_2023.news_phi**8
+
+
 def test_calibration_on_the_bundled_neso_file_gives_the_documented_numbers() -> None:
     recorded = load_bundled_forecast_vs_actual("GB_2023")
     result = calibrate(recorded.forecast, recorded.actual)
@@ -114,6 +151,7 @@ def test_calibration_on_the_bundled_neso_file_gives_the_documented_numbers() -> 
     assert fitted.sigma_inf == pytest.approx(GB_2023.sigma_inf, abs=1e-4)
     assert fitted.phi == pytest.approx(GB_2023.phi, abs=1e-4)
     assert fitted.tau / HOUR == pytest.approx(GB_2023.tau / HOUR, abs=0.01)
+    assert fitted.phi_news == pytest.approx(GB_2023.phi_news, abs=1e-4)
     table = {h: round(GB_2023.sigma(timedelta(hours=h)), 3) for h in (0, 1, 6, 12, 24, 48)}
     assert table == {0: 0.094, 1: 0.102, 6: 0.135, 12: 0.165, 24: 0.208, 48: 0.263}
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 
 from carbonshift.data import load_bundled_forecast_vs_actual, load_bundled_trace, load_forecast_model
-from carbonshift.domain.forecast_error import GB_2023, climatological_sigma
+from carbonshift.domain.forecast_error import GB_2023, climatological_sigma, fit_news_phi
 from carbonshift.domain.forecasting import (
     ForecastError,
     ForecastModel,
@@ -377,7 +378,10 @@ def test_realistic_keeps_the_fits_skill_against_each_zones_climatology() -> None
     assert model.params_for(gb).sigma_inf == pytest.approx(GB_2023.sigma_inf, rel=1e-3)
     ratio = climatological_sigma(pjm) / GB_2023.sigma_inf
     assert 0.1 < ratio < 0.25
-    assert model.params_for(pjm) == GB_2023.scaled(ratio)
+    # scaled, and as smooth in target time as PJM's own anomaly (the fit's smoothness is GB's)
+    own = fit_news_phi(pjm, GB_2023.sigma0, GB_2023.phi, GB_2023.sigma_inf, GB_2023.tau)
+    assert model.params_for(pjm) == replace(GB_2023.scaled(ratio), phi_news=own)
+    assert 0.98 < own < 0.99 < GB_2023.news_phi
     assert model.params_for(pjm).sigma(timedelta(hours=480)) < climatological_sigma(pjm)  # better than climatology
     # the draws follow: PJM's forecast errors (relative to its mean) are `ratio` times those of the unscaled fit
     issues = range(0, len(pjm) - 48, 37)

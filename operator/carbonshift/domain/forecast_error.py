@@ -10,8 +10,9 @@ mean intensity m (the forecast is ``actual[s] + m * e(t, s)``, clipped at 0):
 * ``G_i`` - r independent AR(1) processes in issue time (unit variance, rho per slot = exp(-slot / 2 tau)).
   The bracket is the news about slot s that arrives between t and s: its variance 1 - exp(-L / tau)
   grows like a random walk at short leads and saturates at long ones.
-* ``H_i`` - r independent unit-variance AR(1) loadings in target time (phi per 30 minutes): how strongly
-  a piece of news moves each target slot, so that neighbouring slots err together.
+* ``H_i`` - r independent unit-variance AR(1) loadings in target time (`phi_news` per 30 minutes): how
+  strongly a piece of news moves each target slot, so that neighbouring slots err together, as smoothly as the
+  actuals' anomaly around their time-of-day means (the error the forecast tends to at an infinite lead).
 
 Hence (exactly, in expectation over the loadings) the error's standard deviation at lead L is
 
@@ -29,7 +30,8 @@ forecast-vs-actual file holds NESO's *latest* forecast for each half-hour (a sho
 season and the time of day (the spread of the actuals around their month x half-hour-of-day means);
 `tau` is then the one value that makes the error averaged over leads 0-48 h equal the RMS error of
 NESO's published national forecasts over all leads, measured by the carbon-intensity-forecast-tracking
-project (`NESO_ALL_LEADS_RMS_G_PER_KWH`). The result is `GB_2023`.
+project (`NESO_ALL_LEADS_RMS_G_PER_KWH`); `phi_news` makes the infinite-lead error as smooth in target time as
+the actuals' anomaly (`fit_news_phi`). The result is `GB_2023`.
 
 Everything here is pure numpy: no I/O (the caller passes the series).
 """
@@ -37,7 +39,7 @@ Everything here is pure numpy: no I/O (the caller passes the series).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 import numpy as np
@@ -46,6 +48,7 @@ from carbonshift.domain.series import FloatArray, IntensitySeries
 
 HALF_HOUR = timedelta(minutes=30)
 ANCHOR_SPAN = timedelta(hours=48)
+NEWS_FIT_SPAN = timedelta(hours=12)  # the lags over which the news correlation is fitted
 
 # RMS error (gCO2/kWh) of NESO's national forecasts as published, all leads pooled, from the
 # carbon-intensity-forecast-tracking project (github.com/nmpowell/carbon-intensity-forecast-tracking, MIT),
@@ -65,14 +68,16 @@ class ErrorParams:
     """Parameters of the error model; sigmas are fractions of the trace's mean intensity.
 
     `sigma0`: error std at lead 0; `sigma_inf`: std at infinite lead (climatology); `tau`: e-folding time
-    of the variance growth; `phi`: correlation of errors of neighbouring target slots 30 minutes apart;
-    `factors`: rank of the news process (r)."""
+    of the variance growth; `phi`: correlation of the lead-0 errors of neighbouring target slots 30 minutes
+    apart; `factors`: rank of the news process (r); `phi_news`: the same correlation for the news still to
+    come (the loadings H), None for `phi`."""
 
     sigma0: float
     sigma_inf: float
     tau: timedelta
     phi: float
     factors: int = 16
+    phi_news: float | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.sigma0) and math.isfinite(self.sigma_inf) and 0 <= self.sigma0 <= self.sigma_inf):
@@ -83,6 +88,13 @@ class ErrorParams:
             raise ValueError(f"phi must be in [0, 1), got {self.phi}")
         if self.factors < 1:
             raise ValueError(f"factors must be at least 1, got {self.factors}")
+        if self.phi_news is not None and not 0 <= self.phi_news < 1:
+            raise ValueError(f"phi_news must be in [0, 1), got {self.phi_news}")
+
+    @property
+    def news_phi(self) -> float:
+        """Correlation per 30 minutes of the news about neighbouring target slots (`phi_news`, else `phi`)."""
+        return self.phi if self.phi_news is None else self.phi_news
 
     @property
     def news_sigma(self) -> float:
@@ -93,7 +105,7 @@ class ErrorParams:
         """The same model with every error multiplied by `factor` (>= 0)."""
         if not math.isfinite(factor) or factor < 0:
             raise ValueError(f"error scale must be a finite number >= 0, got {factor}")
-        return ErrorParams(self.sigma0 * factor, self.sigma_inf * factor, self.tau, self.phi, self.factors)
+        return replace(self, sigma0=self.sigma0 * factor, sigma_inf=self.sigma_inf * factor)
 
     def _growth(self, lead: timedelta) -> float:
         hours = max(lead.total_seconds(), 0.0) / 3600.0
@@ -104,26 +116,32 @@ class ErrorParams:
         return math.sqrt(self.sigma0**2 + self.news_sigma**2 * self._growth(lead))
 
     def phi_over(self, apart: timedelta) -> float:
-        """Correlation of same-issue errors of two target slots `apart` from each other."""
+        """Correlation of the lead-0 errors of two target slots `apart` from each other."""
         return float(self.phi ** (abs(apart.total_seconds()) / HALF_HOUR.total_seconds()))
+
+    def news_phi_over(self, apart: timedelta) -> float:
+        """Correlation of the loadings of two target slots `apart` from each other (how alike news moves them)."""
+        return float(self.news_phi ** (abs(apart.total_seconds()) / HALF_HOUR.total_seconds()))
 
     def difference_sigma(self, lead_a: timedelta, lead_b: timedelta) -> float:
         """Expected std of the error of a *difference* between two slots of one forecast (fraction of the
         mean intensity): what a forecast difference must exceed before it means anything.
 
-        Var(e_a - e_b) = sigma(a)^2 + sigma(b)^2 - 2 cov, with cov = phi^|b-a| (sigma0^2 +
-        S^2 rho^|b-a| (1 - e^-min/tau)) for the two leads' common news (rho^|b-a| = e^-|b-a|/2tau)."""
+        Var(e_a - e_b) = sigma(a)^2 + sigma(b)^2 - 2 cov, with cov = phi^|b-a| sigma0^2 +
+        phi_news^|b-a| S^2 rho^|b-a| (1 - e^-min/tau) for the two leads' common news (rho^|b-a| = e^-|b-a|/2tau)."""
         near, far = sorted((max(lead_a, timedelta(0)), max(lead_b, timedelta(0))))
         apart = far - near
         rho = math.exp(-apart.total_seconds() / (2.0 * self.tau.total_seconds()))
-        common = self.sigma0**2 + self.news_sigma**2 * rho * self._growth(near)
-        variance = self.sigma(near) ** 2 + self.sigma(far) ** 2 - 2.0 * self.phi_over(apart) * common
+        common = self.phi_over(apart) * self.sigma0**2 + self.news_phi_over(apart) * (
+            self.news_sigma**2 * rho * self._growth(near)
+        )
+        variance = self.sigma(near) ** 2 + self.sigma(far) ** 2 - 2.0 * common
         return math.sqrt(max(variance, 0.0))
 
 
 # Fitted by `calibrate` on the bundled GB_2023 forecast-vs-actual file (tests/unit/test_forecast_error.py
 # checks that it still gives these numbers); see docs/reproduction.md, "Forecast error model".
-GB_2023 = ErrorParams(sigma0=0.09381, sigma_inf=0.3847, tau=timedelta(hours=84.49), phi=0.7354)
+GB_2023 = ErrorParams(sigma0=0.09381, sigma_inf=0.3847, tau=timedelta(hours=84.49), phi=0.7354, phi_news=0.9940)
 
 
 # -- generation --------------------------------------------------------------------------------------------
@@ -194,7 +212,7 @@ def draw_field(params: ErrorParams, length: int, resolution: timedelta, seed: in
     rho = math.exp(-step / (2.0 * params.tau.total_seconds()))
     raw = rng.standard_normal((2 * r + 1, length))
     e0 = ar1(raw[:1], phi_slot)[0] * params.sigma0
-    loadings = ar1(raw[1 : r + 1], phi_slot)
+    loadings = ar1(raw[1 : r + 1], params.news_phi ** (step / HALF_HOUR.total_seconds()))
     news = ar1(raw[r + 1 :], rho)
     return ErrorField(e0=e0, loadings=loadings, news=news, rho=rho, news_scale=params.news_sigma / math.sqrt(r))
 
@@ -249,9 +267,9 @@ def fit_short_lead(forecast: IntensitySeries, actual: IntensitySeries) -> ShortL
     )
 
 
-def climatological_sigma(actual: IntensitySeries) -> float:
-    """Std of the actuals around their month x slot-of-day means, relative to the mean: the error of a
-    forecast that knows only the season and the time of day (the model's infinite-lead error)."""
+def _anomaly(actual: IntensitySeries) -> tuple[FloatArray, float]:
+    """The actuals minus their month x slot-of-day means (NaN where unknown), and the mean of the actuals: the
+    error of a forecast that knows only the season and the time of day."""
     values = actual.values
     known = np.isfinite(values)
     if np.count_nonzero(known) < 2:
@@ -265,8 +283,60 @@ def climatological_sigma(actual: IntensitySeries) -> float:
     groups, inverse = np.unique(keys[known], return_inverse=True)
     sums = np.bincount(inverse, weights=values[known], minlength=len(groups))
     counts = np.bincount(inverse, minlength=len(groups))
-    anomaly = values[known] - (sums / counts)[inverse]
-    return float(np.std(anomaly) / np.mean(values[known]))
+    anomaly = np.full(len(values), np.nan)
+    anomaly[known] = values[known] - (sums / counts)[inverse]
+    return anomaly, float(np.mean(values[known]))
+
+
+def climatological_sigma(actual: IntensitySeries) -> float:
+    """Std of the actuals around their month x slot-of-day means, relative to the mean: the error of a
+    forecast that knows only the season and the time of day (the model's infinite-lead error)."""
+    anomaly, mean = _anomaly(actual)
+    return float(np.nanstd(anomaly) / mean)
+
+
+def anomaly_autocorrelation(actual: IntensitySeries, span: timedelta = NEWS_FIT_SPAN) -> FloatArray:
+    """Correlation of the actuals' anomalies (`_anomaly`) `k` slots apart, for k = 1 .. span / resolution
+    (pairs where both are known)."""
+    anomaly, _ = _anomaly(actual)
+    lags = max(1, int(span / actual.resolution))
+    out = np.empty(lags)
+    for k in range(1, lags + 1):
+        a, b = anomaly[:-k], anomaly[k:]
+        both = np.isfinite(a) & np.isfinite(b)
+        if np.count_nonzero(both) < 3:
+            raise CalibrationError(f"too few anomaly pairs {k} slots apart to measure their correlation")
+        x, y = a[both], b[both]
+        out[k - 1] = np.corrcoef(x, y)[0, 1] if np.std(x) > 0 and np.std(y) > 0 else np.nan
+    return out
+
+
+def fit_news_phi(
+    actual: IntensitySeries,
+    sigma0: float,
+    phi: float,
+    sigma_inf: float,
+    tau: timedelta,
+    span: timedelta = NEWS_FIT_SPAN,
+) -> float:
+    """The loadings' correlation per 30 minutes (`ErrorParams.phi_news`) that makes the model's infinite-lead
+    error as smooth in target time as the error of the forecast it tends to, the actuals' anomaly around
+    their month x time-of-day means: least squares over lags of one slot to `span` between the anomaly's
+    autocorrelation and the model's, (sigma0^2 phi^k + S^2 (phi_news rho)^k) / sigma_inf^2."""
+    if not (sigma_inf > 0 and math.isfinite(sigma_inf)):
+        raise CalibrationError("no error at infinite lead: nothing to correlate")
+    measured = anomaly_autocorrelation(actual, span)
+    if not np.all(np.isfinite(measured)):
+        raise CalibrationError("the actuals' anomaly does not vary: its correlation is undefined")
+    k = np.arange(1, len(measured) + 1, dtype=np.float64)
+    per_slot = actual.resolution / HALF_HOUR
+    rho = math.exp(-actual.resolution.total_seconds() / (2.0 * tau.total_seconds()))
+    lead0 = (sigma0 / sigma_inf) ** 2 * (phi**per_slot) ** k
+    news_share = 1.0 - (sigma0 / sigma_inf) ** 2
+    grid = 1.0 - np.exp(np.linspace(math.log(0.5), math.log(1e-5), 4001))  # 0.5 .. 0.99999 per slot
+    model = lead0[None, :] + news_share * (grid[:, None] * rho) ** k[None, :]
+    best = float(grid[int(np.argmin(np.sum((model - measured[None, :]) ** 2, axis=1)))])
+    return float(best ** (1.0 / per_slot))
 
 
 def mean_growth(tau: timedelta, span: timedelta) -> float:
@@ -362,10 +432,14 @@ def calibrate(
     factors: int = 16,
 ) -> Calibration:
     """Calibrate the model: sigma0 and phi from the recorded (short-lead) forecast, sigma_inf from the
-    actuals' spread around their month x time-of-day means, tau from the all-leads RMS anchor."""
+    actuals' spread around their month x time-of-day means, tau from the all-leads RMS anchor, phi_news from
+    that spread's autocorrelation (`fit_news_phi`)."""
     short = fit_short_lead(forecast, actual)
     sigma_inf = climatological_sigma(actual)
     anchor = all_leads_rms_g_per_kwh / short.mean_g_per_kwh
     tau = fit_tau(short.sigma, sigma_inf, anchor, span)
-    params = ErrorParams(sigma0=short.sigma, sigma_inf=sigma_inf, tau=tau, phi=short.phi, factors=factors)
+    phi_news = fit_news_phi(actual, short.sigma, short.phi, sigma_inf, tau)
+    params = ErrorParams(
+        sigma0=short.sigma, sigma_inf=sigma_inf, tau=tau, phi=short.phi, factors=factors, phi_news=phi_news
+    )
     return Calibration(short_lead=short, sigma_inf=sigma_inf, anchor_rms=anchor, params=params)

@@ -41,8 +41,10 @@ in progress), which equals `forecast` for the issue slot only (`exact_view_horiz
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol, runtime_checkable
 
@@ -55,6 +57,7 @@ from carbonshift.domain.forecast_error import (
     ErrorParams,
     climatological_sigma,
     draw_field,
+    fit_news_phi,
 )
 from carbonshift.domain.series import (
     FloatArray,
@@ -333,6 +336,9 @@ class RealisticForecast(_ViewModel):
         except CalibrationError:
             return self.params
         params = self.params.scaled(spread / self.fit_sigma_inf) if math.isfinite(spread) else self.params
+        fit = self.params
+        with contextlib.suppress(CalibrationError):  # the zone's own smoothness of the news (the fit's is GB's)
+            params = replace(params, phi_news=fit_news_phi(actual, fit.sigma0, fit.phi, fit.sigma_inf, fit.tau))
         if len(self._zone_params) >= _VIEW_CACHE_SIZE:
             self._zone_params.pop(next(iter(self._zone_params)))
         self._zone_params[id(actual)] = (actual, params)
