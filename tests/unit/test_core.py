@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from carbonshift.api.carbonawarejob import CarbonAwareJobStatus
 from carbonshift.domain.core import (
     AtRisk,
     CoreSettings,
@@ -37,6 +38,7 @@ from carbonshift.domain.forecasting import (
 from carbonshift.domain.lifecycle import Observed, Phase
 from carbonshift.domain.planning import Cluster
 from carbonshift.domain.series import IntensitySeries
+from carbonshift.handlers.translate import core_status, core_status_wire
 from carbonshift.simulate.closed_loop import (
     ErrorEstimate,
     LegacyLoop,
@@ -475,3 +477,39 @@ def test_a_commitment_whose_gpus_were_taken_is_weighed_again_within_the_recheck_
     weighed, reference = at(taken, DEFAULT_CORE), at(taken, eager)
     assert weighed.replanned and weighed.plan is not None and weighed.plan.windows[0].start == START + 8 * HOUR
     assert weighed.plan == reference.plan and weighed.status.commitment == reference.status.commitment
+
+
+def test_a_commitment_that_waits_for_gpus_others_held_is_weighed_again_when_they_are_freed() -> None:
+    """Planned while another job held the GPUs of the two cleanest-looking hours, a job commits to 04:00 (200
+    g/kWh, cleaner than running at once at 300, so it is a carbon plan, not a wait for capacity only). Ten minutes
+    later the other job is gone: the same forecast, within the recheck interval, but the job could now run at 01:00
+    (100 g/kWh), so the commitment is weighed again and moves there. With the GPUs still held it is kept, unweighed.
+    The operator keeps `fits_from` in the status: read back from it, the commitment behaves the same."""
+    actual = trace([300.0, 100.0, 300.0, 300.0, 200.0] + [300.0] * 43)
+    needs = JobNeeds("w", HOUR, START + 20 * HOUR, False, gpus=4)
+    busy = Cluster("local", "Z", free_gpus=8, free_gpus_by_slot=(0, 0) + (8,) * 22)
+    forecast = OracleForecast().forecast(actual, START, 21 * HOUR)
+    first = reconcile(Snapshot(needs, CoreStatus(), Observed(exists=True), START, (busy,), {"Z": forecast}))
+    assert first.plan is not None and first.plan.windows[0].start == START + 4 * HOUR
+    commitment = first.status.commitment
+    assert commitment is not None and commitment.fits_from == START + 2 * HOUR  # the first slot with room
+    later = START + 10 * MINUTE
+
+    def at(cluster: Cluster) -> Outcome:
+        return reconcile(Snapshot(needs, first.status, Observed(exists=True), later, (cluster,), {"Z": forecast}))
+
+    still = at(busy)
+    assert not still.replanned and still.plan is not None and still.plan.windows[0].start == START + 4 * HOUR
+
+    def freed_cluster() -> Cluster:
+        return Cluster("local", "Z", free_gpus=8, free_gpus_by_slot=(8,) * 24)
+
+    freed = at(freed_cluster())
+    assert freed.replanned and freed.plan is not None and freed.plan.windows[0].start == START + HOUR
+    # through the CarbonAwareJob's status, as the operator reads the commitment back on its next pass
+    wire = CarbonAwareJobStatus.model_validate(core_status_wire(first.status))
+    assert wire.commitment is not None and wire.commitment.fits_from == START + 2 * HOUR
+    read_back = core_status(wire, later)
+    again = reconcile(Snapshot(needs, read_back, Observed(exists=True), later, (freed_cluster(),), {"Z": forecast}))
+    assert again.replanned and again.plan is not None and again.plan.windows[0].start == START + HOUR
+    assert freed.status.commitment is not None and freed.status.commitment.fits_from == START

@@ -313,6 +313,11 @@ class Commitment(ApiModel):
         " it is weighed again once the forecast's slots have moved on by the operator's re-check interval.",
     )
     remaining_seconds: Number = Field(default=0.0, ge=0, description="Run time left when it was made.")
+    fits_from: datetime | None = Field(
+        default=None,
+        description="When the commitment was last weighed, the first forecast slot before its next start in which a"
+        " cluster had the job's GPUs free; GPUs freed earlier than that have it weighed again at once.",
+    )
 
 
 class Display(ApiModel):

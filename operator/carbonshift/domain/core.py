@@ -142,6 +142,11 @@ class Commitment:
     # does not depend on when the passes fall. Kept in the CarbonAwareJob's status (commitment.checkedAt).
     # None: the next pass weighs it.
     checked_at: datetime | None = None
+    # When the commitment was last weighed, the first forecast slot from then to its next start in which some
+    # cluster had the job's GPUs free (its next start where none had; None: not known). GPUs freed earlier than
+    # that since let the job start earlier than it was planned to: the next pass weighs it again (`_room_grew`).
+    # Kept in the status (commitment.fitsFrom).
+    fits_from: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -648,16 +653,22 @@ def reconcile(snapshot: Snapshot, settings: CoreSettings = CoreSettings()) -> Ou
     # (A commitment whose GPUs others have since reserved is re-planned, whatever the forecast says.)
     fits = held is not None and _gpus_free(held, snapshot, job.gpus)
     issue = issue_slot(snapshot.forecasts, held.zone, now) if held is not None else None
+    # (One that waits while GPUs it could not have when planned have since been freed is weighed again too.)
+    roomier = held is not None and _room_grew(held, snapshot, job.gpus)
     keep = held is not None and (
         (running and not needs.interruptible)  # it runs to completion whatever a re-plan would say
-        or (fits and _recently_checked(held, issue, settings))
+        or (fits and not roomier and _recently_checked(held, issue, settings))
     )
     if held is not None and not keep:  # the forecast is weighed against the commitment (the same one: kept)
         held = replace(held, checked_at=issue)
-        keep = fits and (
-            held.forecast_key == key
-            or _same_forecasts(held.forecasts, snapshot.forecasts)
-            or _change_too_small(held, snapshot, job, settings)
+        keep = (
+            fits
+            and not roomier
+            and (
+                held.forecast_key == key
+                or _same_forecasts(held.forecasts, snapshot.forecasts)
+                or _change_too_small(held, snapshot, job, settings)
+            )
         )
     if held is not None:
         commitment = held
@@ -673,7 +684,12 @@ def reconcile(snapshot: Snapshot, settings: CoreSettings = CoreSettings()) -> Ou
     else:
         plan, commitment, replanned = _replan(snapshot, job, commitment, key, running, progress, settings, overhead)
         if commitment is not None:  # the gain this plan reports (a commitment kept unplanned keeps the last one)
-            commitment = replace(commitment, planned_grams=plan.planned_grams, run_now_grams=plan.baseline_grams)
+            commitment = replace(
+                commitment,
+                planned_grams=plan.planned_grams,
+                run_now_grams=plan.baseline_grams,
+                fits_from=_first_fit(commitment, snapshot, job.gpus),
+            )
     if plan.reason in (Reason.INFEASIBLE_DEADLINE, Reason.DEADLINE_PASSED) and at_risk is None:
         at_risk = AtRisk.INFEASIBLE if plan.reason is Reason.INFEASIBLE_DEADLINE else AtRisk.DEADLINE_PASSED
     if plan.reason is Reason.NO_CAPACITY and at_risk is None:
@@ -741,6 +757,47 @@ def _gpus_free(commitment: Commitment, snapshot: Snapshot, gpus: int) -> bool:
             if free is not None and free < gpus:
                 return False
     return True
+
+
+def _free_at(cluster: Cluster, start: datetime, step: timedelta, slot: datetime) -> int | None:
+    """The cluster's free GPUs in the forecast slot starting at `slot`, on a grid of `step` from `start` (None:
+    unlimited)."""
+    by_slot = cluster.free_gpus_by_slot
+    i = round((slot - start) / step)
+    return by_slot[i] if by_slot is not None and 0 <= i < len(by_slot) else cluster.free_gpus
+
+
+def _first_fit(commitment: Commitment, snapshot: Snapshot, gpus: int, until: datetime | None = None) -> datetime | None:
+    """The start of the first forecast slot, from the one holding now up to the commitment's next start (or
+    `until`), in which some cluster has `gpus` GPUs free; that start where none has; None without a next start
+    (`Commitment.fits_from`)."""
+    now = snapshot.now
+    until = until or _next_start(commitment, now)
+    if until is None:
+        return None
+    first = until
+    for cluster in snapshot.clusters:
+        series = snapshot.forecasts.get(cluster.zone)
+        if series is None:
+            continue
+        step = series.resolution
+        start = slot = slot_holding(series, now)
+        while slot < first:
+            free = _free_at(cluster, start, step, slot)
+            if free is None or free >= gpus:
+                first = slot
+                break
+            slot += step
+    return first
+
+
+def _room_grew(commitment: Commitment, snapshot: Snapshot, gpus: int) -> bool:
+    """Whether a waiting job's GPUs are now free in a slot before the first in which they were free when its
+    commitment was last weighed (`fits_from`): it could start earlier than it was planned to."""
+    before = commitment.fits_from
+    if before is None or _next_start(commitment, snapshot.now) is None:
+        return False
+    return _first_fit(commitment, snapshot, gpus, until=before) < before  # type: ignore[operator]
 
 
 def recheck_at(commitment: Commitment | None, settings: CoreSettings) -> datetime | None:
@@ -1067,7 +1124,8 @@ def _current_end(plan: Plan, now: datetime) -> datetime | None:
     return next((w.end for w in plan.windows if w.start <= now < w.end), None)
 
 
-def _next_start(plan: Plan, now: datetime) -> datetime | None:
+def _next_start(plan: Plan | Commitment, now: datetime) -> datetime | None:
+    """The start of the next window (in time order) that has not begun (None: none)."""
     return next((w.start for w in plan.windows if w.start > now), None)
 
 

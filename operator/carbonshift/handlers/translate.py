@@ -163,7 +163,14 @@ def core_status(status: CarbonAwareJobStatus, now: datetime) -> CoreStatus:
             RunWindow(w.start, w.end, w.g_per_kwh if w.g_per_kwh is not None else math.nan) for w in c.windows
         )
         commitment = Commitment(
-            windows, c.cluster, c.zone, c.made_at or now, (), c.remaining_seconds, checked_at=c.checked_at
+            windows,
+            c.cluster,
+            c.zone,
+            c.made_at or now,
+            (),
+            c.remaining_seconds,
+            checked_at=c.checked_at,
+            fits_from=c.fits_from,
         )
     phase = Phase(status.phase) if status.phase else Phase.PENDING
     return CoreStatus(
@@ -206,6 +213,7 @@ def core_status_wire(core: CoreStatus) -> dict[str, Any]:
             "madeAt": c.made_at.isoformat().replace("+00:00", "Z"),
             "checkedAt": c.checked_at.isoformat().replace("+00:00", "Z") if c.checked_at is not None else None,
             "remainingSeconds": round(max(c.remaining_at_plan, 0.0), 3),
+            "fitsFrom": c.fits_from.isoformat().replace("+00:00", "Z") if c.fits_from is not None else None,
         }
     return {
         "progress": progress,
