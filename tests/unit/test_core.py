@@ -37,6 +37,7 @@ from carbonshift.domain.forecasting import (
 )
 from carbonshift.domain.lifecycle import Observed, Phase
 from carbonshift.domain.planning import Cluster
+from carbonshift.domain.planning.model import Flag
 from carbonshift.domain.series import IntensitySeries
 from carbonshift.handlers.translate import core_status, core_status_wire
 from carbonshift.simulate.closed_loop import (
@@ -318,6 +319,38 @@ def test_a_forecast_already_wrong_now_is_not_bet_on_as_issued() -> None:
     assert first_start({"Z": (START, 110.0)}) == START  # anchored: runs at once
 
 
+def test_a_first_deferral_taken_without_a_measurement_is_flagged_unanchored_while_it_stands() -> None:
+    """The veto above needs the provider's current value. Without one, the bet no later re-plan takes back is made
+    unchecked, and the plan says so (flag `unanchored`, in status.plan.flags and the Planned event), on the passes
+    that keep the commitment too, also after the status is read back. Checked against a measurement, or made on a
+    forecast that cannot err, or for a job that can be interrupted, it is not flagged."""
+    values = [320.0] * 12 + [150.0] * 12 + [320.0] * 24
+    forecast = trace(values)
+    needs = JobNeeds("n", timedelta(hours=9.5), START + 24 * HOUR, False)
+
+    def first(latest: dict[str, tuple[datetime, float]], error: float = 83.0, job: JobNeeds = needs) -> Outcome:
+        snapshot = Snapshot(job, CoreStatus(), Observed(exists=True), START, (CLUSTER,), {"Z": forecast}, error,
+                            latest_actual=latest)  # fmt: skip
+        return reconcile(snapshot)
+
+    unchecked = first({})
+    assert unchecked.plan is not None and unchecked.plan.windows[0].start > START + 6 * HOUR
+    assert Flag.UNANCHORED in unchecked.plan.flags
+    checked = first({"Z": (START, 300.0)})
+    assert checked.plan is not None and checked.plan.windows[0].start > START + 6 * HOUR
+    assert Flag.UNANCHORED not in checked.plan.flags
+    assert first({}, error=0.0).plan.flags == frozenset()  # type: ignore[union-attr]
+    interruptible = JobNeeds("i", timedelta(hours=9.5), START + 24 * HOUR, True)
+    assert Flag.UNANCHORED not in first({}, job=interruptible).plan.flags  # type: ignore[union-attr]
+    # kept on the next pass, from the status as the operator reads it back
+    later = START + 10 * MINUTE
+    read_back = core_status(CarbonAwareJobStatus.model_validate(core_status_wire(unchecked.status)), later)
+    kept = reconcile(
+        Snapshot(needs, read_back, Observed(exists=True), later, (CLUSTER,), {"Z": forecast}, 83.0, latest_actual={})
+    )
+    assert not kept.replanned and kept.plan is not None and Flag.UNANCHORED in kept.plan.flags
+
+
 def test_persistence_on_the_day_the_weather_turns_runs_at_once_in_the_closed_loop() -> None:
     """The bundled DE 2020 trace, a 9.5 h job submitted at 09:30 on 26 August 2020 with its deadline at 09:00 the
     next day (scenario II's job ml-2241): persistence promised a night far cleaner than the day, the wind came in
@@ -512,4 +545,4 @@ def test_a_commitment_that_waits_for_gpus_others_held_is_weighed_again_when_they
     read_back = core_status(wire, later)
     again = reconcile(Snapshot(needs, read_back, Observed(exists=True), later, (freed_cluster(),), {"Z": forecast}))
     assert again.replanned and again.plan is not None and again.plan.windows[0].start == START + HOUR
-    assert freed.status.commitment is not None and freed.status.commitment.fits_from == START
+    assert freed.status.commitment is not None and freed.status.commitment.fits_from is None  # room from now on

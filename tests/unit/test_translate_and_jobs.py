@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
 from carbonshift.adapters.clock import Clock
 from carbonshift.api import CarbonAwareJob, parse_manifest
-from carbonshift.api.carbonawarejob import CarbonAwareJobStatus
+from carbonshift.api.carbonawarejob import CarbonAwareJobStatus, PlanFlag
 from carbonshift.api.jobs import LABEL_CAJ, build_job, gpus_per_pod, gpus_requested, owned_by
-from carbonshift.domain.planning.model import Plan, Reason, RunWindow
+from carbonshift.domain.planning.model import Flag, Plan, Reason, RunWindow
 from carbonshift.handlers import translate
 from tests.catalogue import load_examples
 
@@ -69,6 +69,24 @@ def test_status_fields_from_a_plan_are_accepted_by_the_status_model() -> None:
     parsed = CarbonAwareJobStatus.model_validate(status)
     assert parsed.plan is not None and parsed.plan.windows[0].g_per_kwh == pytest.approx(112.4)
     assert status["plan"]["windows"][0]["start"] == "2030-03-01T03:00:00Z"
+
+
+def test_the_plans_flags_reach_the_status_and_the_event_text() -> None:
+    """A plan's flags (facts about its inputs) are in status.plan.flags and said in the Planned event; the CRD's
+    list of flags is the planner's."""
+    assert set(get_args(PlanFlag)) == {str(flag) for flag in Flag}
+    windows = (RunWindow(NOW + timedelta(hours=3), NOW + timedelta(hours=5), 112.4),)
+    flags = frozenset({Flag.UNANCHORED, Flag.PARTIAL_FORECAST})
+    plan = Plan("j", "local", "DE", windows, 1000.0, 42000.0, NOW + timedelta(hours=10), Reason.OPTIMAL, flags=flags)
+    status = translate.plan_status(plan, "trace:DE_2020", "average", NOW)
+    assert status["flags"] == ["partial-forecast", "unanchored"]
+    parsed = CarbonAwareJobStatus.model_validate({"plan": status})
+    assert parsed.plan is not None and parsed.plan.flags == ["partial-forecast", "unanchored"]
+    text = translate.plan_summary(plan, 388.0, NOW)
+    assert text.startswith("Deferred to 2030-03-01T03:00:00Z: forecast 112 g/kWh vs 388 now, saves about 41.0 kg")
+    assert "dearest value" in text and "no current measurement" in text
+    plain = Plan("j", "local", "DE", windows, 1000.0, 42000.0, NOW + timedelta(hours=10), Reason.OPTIMAL)
+    assert translate.plan_status(plain, None, None, NOW)["flags"] is None  # (removes an earlier plan's flags)
 
 
 def test_event_text_explains_the_deferral_in_numbers() -> None:

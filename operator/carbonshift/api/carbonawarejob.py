@@ -269,6 +269,10 @@ class PlannedWindow(ApiModel):
     )
 
 
+# The planner's flags (domain/planning/model.py `Flag`; tests/unit/test_translate_and_jobs.py keeps the two equal).
+PlanFlag = Literal["partial-forecast", "no-forecast", "forced", "best-effort", "unanchored"]
+
+
 class PlanStatus(ApiModel):
     """The plan in force: where and when the job runs, and what the forecast said."""
 
@@ -284,6 +288,13 @@ class PlanStatus(ApiModel):
         default=None, description="Latest start that still meets the deadline with overheads and margin."
     )
     computed_at: datetime | None = Field(default=None, description="When the plan was computed.")
+    flags: list[PlanFlag] | None = Field(
+        default=None,
+        description="Facts about the plan's inputs: partial-forecast (slots before the deadline without a forecast,"
+        " counted at the dearest value forecast), no-forecast (none at all), forced (run time forced by the latest"
+        " safe start), best-effort (the deadline cannot be met), unanchored (a deferral no later re-plan can take"
+        " back, taken without the provider's current measurement to check the forecast against).",
+    )
 
 
 class Progress(ApiModel):
@@ -313,6 +324,9 @@ class Commitment(ApiModel):
         " it is weighed again once the forecast's slots have moved on by the operator's re-check interval.",
     )
     remaining_seconds: Number = Field(default=0.0, ge=0, description="Run time left when it was made.")
+    flags: list[PlanFlag] | None = Field(
+        default=None, description="The flags of the plan the commitment was made from (see plan.flags)."
+    )
     fits_from: datetime | None = Field(
         default=None,
         description="When the commitment was last weighed, the first forecast slot before its next start in which a"

@@ -58,7 +58,7 @@ import numpy as np
 from carbonshift.domain.budgets import BudgetFacts, BudgetVerdict
 from carbonshift.domain.budgets import verdict as budget_verdict
 from carbonshift.domain.lifecycle import Observed, Phase
-from carbonshift.domain.planning.model import Cluster, Job, Plan, Policy, Reason, RunWindow
+from carbonshift.domain.planning.model import Cluster, Flag, Job, Plan, Policy, Reason, RunWindow
 from carbonshift.domain.planning.single import optimal_bounds, plan_job
 from carbonshift.domain.series import IntensitySeries
 
@@ -147,6 +147,9 @@ class Commitment:
     # that since let the job start earlier than it was planned to: the next pass weighs it again (`_room_grew`).
     # Kept in the status (commitment.fitsFrom).
     fits_from: datetime | None = None
+    # The plan's flags when it was made (partial forecast, forced, unanchored...): a kept plan still reports them.
+    # Kept in the status (commitment.flags).
+    flags: frozenset[Flag] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -554,7 +557,10 @@ def _commitment_from(
     forecasts: Mapping[str, IntensitySeries | None],
 ) -> Commitment:
     checked = issue_slot(forecasts, plan.zone, now)
-    return Commitment(plan.windows, plan.cluster, plan.zone, now, key, remaining, dict(forecasts), checked_at=checked)
+    return Commitment(
+        plan.windows, plan.cluster, plan.zone, now, key, remaining, dict(forecasts), checked_at=checked,
+        flags=plan.flags,
+    )  # fmt: skip
 
 
 def _committed_plan(commitment: Commitment, template: Plan, now: datetime) -> Plan:
@@ -564,7 +570,7 @@ def _committed_plan(commitment: Commitment, template: Plan, now: datetime) -> Pl
         job=template.job, cluster=commitment.cluster or template.cluster, zone=commitment.zone, windows=windows,
         planned_grams=template.planned_grams, baseline_grams=template.baseline_grams,
         latest_safe_start=template.latest_safe_start, reason=template.reason, feasible=template.feasible,
-        flags=template.flags, energy_kwh=template.energy_kwh, cycles=template.cycles,
+        flags=template.flags | commitment.flags, energy_kwh=template.energy_kwh, cycles=template.cycles,
     )  # fmt: skip
 
 
@@ -688,7 +694,7 @@ def reconcile(snapshot: Snapshot, settings: CoreSettings = CoreSettings()) -> Ou
                 commitment,
                 planned_grams=plan.planned_grams,
                 run_now_grams=plan.baseline_grams,
-                fits_from=_first_fit(commitment, snapshot, job.gpus),
+                fits_from=_fits_from(commitment, snapshot, job.gpus),
             )
     if plan.reason in (Reason.INFEASIBLE_DEADLINE, Reason.DEADLINE_PASSED) and at_risk is None:
         at_risk = AtRisk.INFEASIBLE if plan.reason is Reason.INFEASIBLE_DEADLINE else AtRisk.DEADLINE_PASSED
@@ -788,6 +794,15 @@ def _first_fit(commitment: Commitment, snapshot: Snapshot, gpus: int, until: dat
                 first = slot
                 break
             slot += step
+    return first
+
+
+def _fits_from(commitment: Commitment, snapshot: Snapshot, gpus: int) -> datetime | None:
+    """What `Commitment.fits_from` records: `_first_fit`, or None where the GPUs are free from the slot holding now
+    (no earlier room can appear, and the status does not change from one slot to the next)."""
+    first = _first_fit(commitment, snapshot, gpus)
+    if first is None or first <= snapshot.now:
+        return None
     return first
 
 
@@ -958,8 +973,14 @@ def _replan(
         # and, for the first deferral of a job that cannot be interrupted, on the forecast anchored to the newest
         # measurement too (an interruptible job re-plans on the next pass anyway: a veto there only delays it).
         skilled = skill is None or skill > settings.min_skill
-        if gain > threshold and skilled and commitment is None and not job.interruptible and snapshot.latest_actual:
+        first_bet = gain > threshold and skilled and commitment is None and not job.interruptible
+        if first_bet and snapshot.latest_actual:
             gain = min(gain, gain * _anchored_share(fresh, job, snapshot, settings))
+        unchecked = (fresh.zone or "") not in snapshot.latest_actual and snapshot.forecast_error_g_per_kwh > 0
+        if first_bet and gain > threshold and unchecked:
+            # (Said next to the plan: a bet no later re-plan takes back, made without the check that the forecast
+            # is right now.)
+            fresh = replace(fresh, flags=fresh.flags | {Flag.UNANCHORED})
         if not (gain > threshold and skilled):
             at_once = _aligned_plan(_run_now(job), clusters, snapshot.forecasts, now, settings.margin)
             if at_once.reason is not Reason.NO_CAPACITY:  # (running now may not fit: others hold the GPUs)

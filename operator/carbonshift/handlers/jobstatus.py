@@ -28,7 +28,7 @@ from collections.abc import Callable, Collection, Mapping
 from datetime import datetime
 from typing import Any
 
-from carbonshift.api.carbonawarejob import Display, EnergySource, PlanStatus
+from carbonshift.api.carbonawarejob import Commitment, Display, EnergySource, PlanStatus
 from carbonshift.api.conditions import Condition
 from carbonshift.api.jobs import parse_time
 from carbonshift.domain.lifecycle import Phase
@@ -226,5 +226,10 @@ def patch_value(key: str, status: JobStatus, value: Any) -> Any:
     """What a status patch sends for a changed field: its stored form, or for the objects written whole (the plan,
     the display) every field, nulls included, so that the merge patch removes the ones they no longer have (the
     API server drops the nulls of fields that are not nullable: what it stores is `to_wire`'s form)."""
+    if key == "commitment" and isinstance(value, dict):  # written whole too, from the core's wire form
+        return {**dict.fromkeys(_COMMITMENT_KEYS), **value}
     model = status.plan if key == "plan" else status.display if key == "display" else None
     return value if model is None else model.model_dump(mode="json", by_alias=True)
+
+
+_COMMITMENT_KEYS = tuple(field.alias or name for name, field in Commitment.model_fields.items())

@@ -21,7 +21,7 @@ from carbonshift.api.carbonawarejob import Progress as ProgressStatus
 from carbonshift.api.durations import parse_duration
 from carbonshift.domain.core import Commitment, CoreStatus, JobNeeds, Progress
 from carbonshift.domain.lifecycle import Phase
-from carbonshift.domain.planning.model import Plan, Policy, Reason, RunWindow
+from carbonshift.domain.planning.model import Flag, Plan, Policy, Reason, RunWindow
 
 
 def effective_deadline(spec: CarbonAwareJobSpec, submitted_at: datetime) -> datetime:
@@ -69,7 +69,16 @@ def plan_status(plan: Plan, provider: str | None, signal: str | None, now: datet
         "runNowEmissionsGrams": finite(plan.baseline_grams),
         "latestSafeStart": iso(plan.latest_safe_start),
         "computedAt": iso(now),
+        "flags": sorted(str(flag) for flag in plan.flags) or None,
     }
+
+
+FLAG_NOTES: dict[Flag, str] = {
+    Flag.PARTIAL_FORECAST: "the forecast does not cover every slot before the deadline: those are counted at the"
+    " dearest value it holds",
+    Flag.FORCED: "some run time is forced by the latest safe start, above the threshold",
+    Flag.UNANCHORED: "the provider gave no current measurement, so this deferral was not checked against one",
+}
 
 
 def plan_summary(plan: Plan, now_g_per_kwh: float | None, now: datetime) -> str:
@@ -94,12 +103,13 @@ def plan_summary(plan: Plan, now_g_per_kwh: float | None, now: datetime) -> str:
         )
     first = plan.windows[0]
     saved = plan.baseline_grams - plan.planned_grams
+    notes = "".join(f"; {FLAG_NOTES[flag]}" for flag in sorted(plan.flags) if flag in FLAG_NOTES)
     now_text = f"{now_g_per_kwh:.0f}" if now_g_per_kwh is not None and math.isfinite(now_g_per_kwh) else "unknown"
     chunks = f" ({len(plan.windows)} windows)" if len(plan.windows) > 1 else ""
     head = "Running now" if first.start <= now else f"Deferred to {iso(first.start)}"
     return (
         f"{head}{chunks}: forecast {first.mean_g_per_kwh:.0f} g/kWh vs {now_text} now, "
-        f"saves about {kg(saved)} ({plan.reason}, cluster {plan.cluster})"
+        f"saves about {kg(saved)} ({plan.reason}, cluster {plan.cluster}){notes}"
     )
 
 
@@ -171,6 +181,7 @@ def core_status(status: CarbonAwareJobStatus, now: datetime) -> CoreStatus:
             c.remaining_seconds,
             checked_at=c.checked_at,
             fits_from=c.fits_from,
+            flags=frozenset(Flag(flag) for flag in c.flags or ()),
         )
     phase = Phase(status.phase) if status.phase else Phase.PENDING
     return CoreStatus(
@@ -214,7 +225,11 @@ def core_status_wire(core: CoreStatus) -> dict[str, Any]:
             "checkedAt": c.checked_at.isoformat().replace("+00:00", "Z") if c.checked_at is not None else None,
             "remainingSeconds": round(max(c.remaining_at_plan, 0.0), 3),
             "fitsFrom": c.fits_from.isoformat().replace("+00:00", "Z") if c.fits_from is not None else None,
+            "flags": sorted(str(flag) for flag in c.flags),
         }
+        # As stored: no nulls or empty lists (a pass that changes nothing then sends nothing; the status patch
+        # sends nulls for the fields left out, `jobstatus.patch_value`).
+        commitment = {k: v for k, v in commitment.items() if v is not None and v != []}
     return {
         "progress": progress,
         "commitment": commitment,

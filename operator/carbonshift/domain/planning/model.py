@@ -50,6 +50,9 @@ class Flag(StrEnum):
     NO_FORECAST = "no-forecast"  # the forecast held no value at all before the deadline
     FORCED = "forced"  # some run time was forced by the latest safe start (threshold policy)
     BEST_EFFORT = "best-effort"  # the deadline cannot be met; the job runs as soon as possible
+    # the first deferral of a job that cannot be interrupted was taken without the provider's current measurement
+    # to check the forecast against (the core's anchored veto, domain/core.py), none being available
+    UNANCHORED = "unanchored"
 
 
 @dataclass(frozen=True, slots=True)
