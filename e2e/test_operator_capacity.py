@@ -72,7 +72,6 @@ def test_a_job_waiting_behind_another_jobs_gpus_takes_them_when_they_are_freed(
         assert fits_from is not None and fits_from >= epoch + 4 * HOUR, commitment  # no room before the hog ends
 
         k.custom.delete_namespaced_custom_object("carbonshift.io", "v1alpha1", namespace, "carbonawarejobs", "hog")
-        deleted_at = proc.planning_now()
 
         def in_clean_hours() -> datetime | None:
             s = planned_start()
@@ -80,7 +79,6 @@ def test_a_job_waiting_behind_another_jobs_gpus_takes_them_when_they_are_freed(
 
         moved = wait_until(in_clean_hours, "the waiter to move into the clean hours", timeout=40)
         assert moved < epoch + 3 * HOUR
-        assert proc.planning_now() - deleted_at < 2 * HOUR  # well inside the day-long re-check interval
         # and it runs there: its Job resumed within the clean hours
         wait_until(lambda: k.status(namespace, "waiter").get("phase") == "Running", "the waiter to run", timeout=90)
         assert epoch + HOUR <= proc.planning_now() < epoch + 3 * HOUR
