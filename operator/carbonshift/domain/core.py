@@ -759,51 +759,47 @@ def _gpus_free(commitment: Commitment, snapshot: Snapshot, gpus: int) -> bool:
         first = max(math.floor((max(w.start, now) - start) / step), 0)
         last = math.ceil((w.end - start) / step)
         for i in range(first, last):
-            free = by_slot[i] if i < len(by_slot) else cluster.free_gpus
+            free = _free_in(cluster, i)
             if free is not None and free < gpus:
                 return False
     return True
 
 
-def _free_at(cluster: Cluster, start: datetime, step: timedelta, slot: datetime) -> int | None:
-    """The cluster's free GPUs in the forecast slot starting at `slot`, on a grid of `step` from `start` (None:
-    unlimited)."""
+def _free_in(cluster: Cluster, i: int) -> int | None:
+    """The cluster's free GPUs in slot `i` of the grid that starts at the forecast slot holding now: by slot where
+    the snapshot says, else its free count (None: unlimited)."""
     by_slot = cluster.free_gpus_by_slot
-    i = round((slot - start) / step)
     return by_slot[i] if by_slot is not None and 0 <= i < len(by_slot) else cluster.free_gpus
 
 
-def _first_fit(commitment: Commitment, snapshot: Snapshot, gpus: int, until: datetime | None = None) -> datetime | None:
-    """The start of the first forecast slot, from the one holding now up to the commitment's next start (or
-    `until`), in which some cluster has `gpus` GPUs free; that start where none has; None without a next start
-    (`Commitment.fits_from`)."""
-    now = snapshot.now
-    until = until or _next_start(commitment, now)
-    if until is None:
-        return None
-    first = until
+def _first_fit(snapshot: Snapshot, gpus: int, until: datetime) -> datetime:
+    """The start of the first forecast slot, from the one holding now and before `until`, in which some cluster has
+    `gpus` GPUs free; `until` where none has."""
+    now, first = snapshot.now, until
     for cluster in snapshot.clusters:
         series = snapshot.forecasts.get(cluster.zone)
         if series is None:
             continue
-        step = series.resolution
-        start = slot = slot_holding(series, now)
-        while slot < first:
-            free = _free_at(cluster, start, step, slot)
+        step, start = series.resolution, slot_holding(series, now)
+        i = 0
+        while start + i * step < first:
+            free = _free_in(cluster, i)
             if free is None or free >= gpus:
-                first = slot
+                first = start + i * step
                 break
-            slot += step
+            i += 1
     return first
 
 
 def _fits_from(commitment: Commitment, snapshot: Snapshot, gpus: int) -> datetime | None:
-    """What `Commitment.fits_from` records: `_first_fit`, or None where the GPUs are free from the slot holding now
-    (no earlier room can appear, and the status does not change from one slot to the next)."""
-    first = _first_fit(commitment, snapshot, gpus)
-    if first is None or first <= snapshot.now:
+    """What `Commitment.fits_from` records: `_first_fit` up to the commitment's next start, or None without one or
+    where the GPUs are free from the slot holding now (no earlier room can appear, and the status does not change
+    from one slot to the next)."""
+    until = _next_start(commitment, snapshot.now)
+    if until is None:
         return None
-    return first
+    first = _first_fit(snapshot, gpus, until)
+    return first if first > snapshot.now else None
 
 
 def _room_grew(commitment: Commitment, snapshot: Snapshot, gpus: int) -> bool:
@@ -812,7 +808,7 @@ def _room_grew(commitment: Commitment, snapshot: Snapshot, gpus: int) -> bool:
     before = commitment.fits_from
     if before is None or _next_start(commitment, snapshot.now) is None:
         return False
-    return _first_fit(commitment, snapshot, gpus, until=before) < before  # type: ignore[operator]
+    return _first_fit(snapshot, gpus, before) < before
 
 
 def recheck_at(commitment: Commitment | None, settings: CoreSettings) -> datetime | None:
