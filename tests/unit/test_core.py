@@ -422,6 +422,41 @@ def test_a_committed_window_does_not_move_for_a_small_gain() -> None:
     assert moved.plan is not None and moved.plan.windows[0].start == START + 10 * HOUR
 
 
+def test_an_interruptible_commitment_is_not_given_up_for_a_gain_that_narrowed_within_the_error() -> None:
+    """An interruptible job committed to a clean window. An hour on, a fresher forecast shows the window less clean:
+    its gain over running now (40 g/kWh) is within the error (1.5 x 50), so do no harm would not start that bet.
+    It does not end the bet either: the committed window is kept while running now is not forecast cheaper, and
+    the forecast declares its error or has shown skill (`CoreSettings.keep_skill`). Running now is what follows
+    when running now is forecast cheaper, or the forecast's recent gains did not come true."""
+    actual = trace([300.0] * 4 + [100.0] * 4 + [300.0] * 40)
+    needs = JobNeeds("k", 2 * HOUR, START + 20 * HOUR, True)
+    error = 50.0
+
+    def at(moment: datetime, values: list[float], status: CoreStatus, skill: float | None = None) -> Outcome:
+        forecast = OracleForecast().forecast(trace(values), moment, 19 * HOUR)
+        snapshot = Snapshot(needs, status, Observed(exists=True), moment, (CLUSTER,), {"Z": forecast}, error,
+                            forecast_skill=skill)  # fmt: skip
+        return reconcile(snapshot)
+
+    first = at(START + 2 * MINUTE, list(actual.values), CoreStatus())
+    assert first.plan is not None and first.plan.windows[0].start == START + 4 * HOUR
+    later = START + HOUR + 2 * MINUTE  # the hourly re-check
+    narrowed = [300.0] * 4 + [260.0] * 4 + [300.0] * 40
+    kept = at(later, narrowed, first.status)
+    assert kept.plan is not None and kept.plan.windows[0].start == START + 4 * HOUR
+    assert not kept.resume and kept.status.commitment is not None
+    assert kept.status.commitment.windows == first.status.commitment.windows  # type: ignore[union-attr]
+    assert at(later, narrowed, first.status, skill=0.8).plan.windows[0].start == START + 4 * HOUR  # type: ignore[union-attr]
+    # A forecast that has not shown enough skill: do no harm's answer stands, run now.
+    unskilled = at(later, narrowed, first.status, skill=0.3)
+    assert unskilled.resume and unskilled.plan is not None and unskilled.plan.windows[0].start <= later
+    # The best deferral now a later window, within the error, and running now forecast cheaper than the committed
+    # window (by less than the error too): run now.
+    turned = [300.0] + [250.0] * 3 + [280.0] * 4 + [300.0] * 2 + [220.0] * 2 + [300.0] * 36
+    now_cheaper = at(later, turned, first.status)
+    assert now_cheaper.resume and now_cheaper.plan is not None and now_cheaper.plan.windows[0].start <= later
+
+
 def test_a_commitment_meets_newer_forecasts_once_per_recheck_interval() -> None:
     """On 15-minute forecasts, a commitment weighed in the 00:00 slot ignores forecasts issued in the next three
     slots (even one that halves the emissions), weighs the one issued at 01:00, and, with `recheck_every` 0, the
