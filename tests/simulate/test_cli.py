@@ -155,6 +155,18 @@ def test_closed_loop_is_the_default_and_says_so_with_its_optimum_and_receipts(
     # Weighing the commitment against every newer forecast (--recheck-minutes 0, the cadence before 1 h) still works.
     eager = run_json(capsys, *args, "--policies", "run-now,optimal-interruptible", "--recheck-minutes", "0")
     assert eager["results"][1]["deadline_misses"] == 0  # type: ignore[index]
+    assert closed["settings"]["gate_as_provider"] is False  # type: ignore[index]
+
+
+def test_gate_as_provider_gates_a_declared_forecast_on_its_skill(capsys: pytest.CaptureFixture[str]) -> None:
+    """--gate-as-provider: the realistic forecast gated on its measured skill, as the operator gates a provider's
+    forecast; said in the output, and it decides differently (here it runs more jobs at once: less saved)."""
+    args = ["--zone", "BPAT_2022", "--limit", "160", "--overhead-seconds", "60", "--policies", "run-now,optimal"]
+    trusted = run_json(capsys, *args)
+    gated = run_json(capsys, *args, "--gate-as-provider")
+    assert gated["settings"]["gate_as_provider"] is True  # type: ignore[index]
+    saved = [r["results"][1]["saved_pct_vs_run_now"] for r in (trusted, gated)]  # type: ignore[index]
+    assert saved[1] < saved[0]
 
 
 def test_closed_loop_with_perfect_forecasts_gets_the_optimum(capsys: pytest.CaptureFixture[str]) -> None:

@@ -426,7 +426,7 @@ def test_an_interruptible_commitment_is_not_given_up_for_a_gain_that_narrowed_wi
     """An interruptible job committed to a clean window. An hour on, a fresher forecast shows the window less clean:
     its gain over running now (40 g/kWh) is within the error (1.5 x 50), so do no harm would not start that bet.
     It does not end the bet either: the committed window is kept while running now is not forecast cheaper, and
-    the forecast declares its error or has shown skill (`CoreSettings.keep_skill`). Running now is what follows
+    the forecast declares its error or has shown skill (`CoreSettings.trusted_skill`). Running now is what follows
     when running now is forecast cheaper, or the forecast's recent gains did not come true."""
     actual = trace([300.0] * 4 + [100.0] * 4 + [300.0] * 40)
     needs = JobNeeds("k", 2 * HOUR, START + 20 * HOUR, True)

@@ -97,11 +97,11 @@ def test_do_no_harm_weighs_a_block_s_later_start_by_the_hours_it_moves() -> None
         asked.append(length)
         return 30.0 if length <= 3 * HOUR else 10.0
 
-    def first_start(error_by_length: bool, interruptible: bool = False) -> datetime:
+    def first_start(error_by_length: bool, interruptible: bool = False, skill: float | None = None) -> datetime:
         snapshot = Snapshot(
             replace(job, interruptible=interruptible), CoreStatus(), Observed(exists=True), START, (CLUSTER,),
             {"Z": forecast}, forecast_error_g_per_kwh=10.0,
-            forecast_error_for=error_for if error_by_length else None,
+            forecast_error_for=error_for if error_by_length else None, forecast_skill=skill,
         )  # fmt: skip
         out = reconcile(snapshot)
         assert out.plan is not None
@@ -110,6 +110,10 @@ def test_do_no_harm_weighs_a_block_s_later_start_by_the_hours_it_moves() -> None
     assert first_start(error_by_length=True) == START + 2 * HOUR
     assert asked == [2 * HOUR]  # the error for runs as long as the moved hours
     assert first_start(error_by_length=False) == START  # the whole run's error alone: within it, run now
+    # A forecast whose skill is measured (a provider's, persistence): the moved hours are weighed only once it has
+    # shown more than `CoreSettings.trusted_skill` (0.5) of its promised gains come true; below, the whole run's.
+    assert first_start(error_by_length=True, skill=0.8) == START + 2 * HOUR
+    assert first_start(error_by_length=True, skill=0.4) == START
     # An interruptible job keeps the whole run's rule (its plan may move many pieces of the run).
     assert first_start(error_by_length=True, interruptible=True) == START
     # With a moved gain within the moved hours' error, it runs now: the rule still gates.

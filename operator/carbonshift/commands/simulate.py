@@ -87,6 +87,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "operator's --recheck-every; 0: at every pass)",
     )
     parser.add_argument(
+        "--gate-as-provider",
+        action="store_true",
+        help="closed loop: gate a forecast that declares its error (realistic) on its measured skill too, as the "
+        "operator gates every provider's forecast (what a user whose provider is that good gets)",
+    )
+    parser.add_argument(
         "--workers", type=int, default=1, help="closed loop: processes to split the jobs across (same results)"
     )
     parser.add_argument("--output", choices=["table", "json", "csv"], default="table")
@@ -187,6 +193,7 @@ def _run(args: argparse.Namespace) -> int:
         commit_gain=args.commit_gain,
         recheck_every=timedelta(minutes=args.recheck_minutes),
         workers=args.workers,
+        gate_declared=args.gate_as_provider,
     )
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")

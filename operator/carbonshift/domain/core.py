@@ -23,13 +23,14 @@ Rules it keeps (docs/design/operator.md, "The decision core"):
   share of its promised gains that came true in a backtest of its own recent forecasts, counted low), only from a
   forecast that has shown skill; otherwise the job runs now (a poor forecast degrades to running at once). A later
   start of a job that cannot be interrupted bets only on the hours it moves: with the forecast's error by run
-  length (`Snapshot.forecast_error_for`, a model that declares its error) their gain per kWh moved is weighed
-  against the error for runs that long. Once such a job has committed to a later start, running now (a fresh
-  deferral that do no harm declined) replaces the commitment only when it beats it by the commitment threshold.
-  An interruptible job with committed windows gives them up for a declined deferral only when running now is
-  forecast to emit less than they would, or when the forecast has not shown skill (`keep_skill`): a gain too small
-  to start a bet on is not evidence against a bet already made, and abandoning it at the first hourly re-check
-  whose gain dips within the error cost 0.014 of the optimum (docs/simulator.md, session 14).
+  length (`Snapshot.forecast_error_for`) and a forecast that declares its error or has shown skill
+  (`trusted_skill`), their gain per kWh moved is weighed against the error for runs that long. Once such a job
+  has committed to a later start, running now (a fresh deferral that do no harm declined) replaces the commitment
+  only when it beats it by the commitment threshold. An interruptible job with committed windows gives them up
+  for a declined deferral only when running now is forecast to emit less than they would, or when the forecast
+  has not shown skill (`trusted_skill`): a gain too small to start a bet on is not evidence against a bet already
+  made, and ending it at the first hourly re-check whose gain dipped within the error cost 0.014 of the optimum
+  (docs/simulator.md, session 14).
 - The first deferral of a job that cannot be interrupted (a bet a later re-plan cannot take back once the job
   starts) must also gain on the forecast anchored to the newest measurement
   (`Snapshot.latest_actual`, the provider's current value; `anchored`: each slot moved by the forecast's error
@@ -197,12 +198,14 @@ class CoreSettings:
     # at every pass. Measured (docs/simulator.md, "Re-checking a commitment"): on the ten bundled traces, hourly
     # saved the same as weighing every 15-minute forecast (within 0.002 of the optimum), with a third of the CPU.
     recheck_every: timedelta = timedelta(hours=1)
-    # An interruptible job's committed windows survive a fresh deferral that do no harm declined (the gain within
-    # the error) unless running now is forecast cheaper than them, for a forecast that declares its error or has
-    # shown more than this skill (`Snapshot.forecast_skill`); otherwise the job runs now as do no harm said.
-    # Measured with persistence (docs/simulator.md, session 14): 0.3, 0.5 and 0.7 all keep every trace at or above
-    # running at once; with no skill bar GB 2023 fell to -0.12 %.
-    keep_skill: float = 0.5
+    # A forecast whose measured skill (`Snapshot.forecast_skill`: the share of its promised gains that came true
+    # lately, counted low) is above this is trusted as one that declares its error: a later start of a job that
+    # cannot be interrupted is weighed on the hours it moves (`harm_on_moved`), and an interruptible job's
+    # committed windows survive a deferral that do no harm declined for its gain (`_replan`). Measured with
+    # persistence and with realistic forecasts gated as the operator gates a provider's (docs/simulator.md,
+    # session 14): 0.3, 0.5 and 0.7 all keep every trace at or above running at once; with no bar GB 2023 fell to
+    # -0.13 % (persistence, interruptible).
+    trusted_skill: float = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -889,9 +892,9 @@ def _change_too_small(commitment: Commitment, snapshot: Snapshot, job: Job, sett
     """Whether the forecast changed too little since the commitment for any re-plan to beat it by the threshold
     (then re-planning is skipped: less work). Nearly the same answer: where do no harm declines the fresh deferral,
     a re-plan could still end an interruptible job's windows (running now forecast cheaper by less than the
-    threshold, or a forecast without shown skill, `keep_skill`), which the skip leaves to the next re-check.
+    threshold, or a forecast without shown skill, `trusted_skill`), which the skip leaves to the next re-check.
     Measured on realistic forecasts: 0.870 of the optimum with the skip against 0.869 without (session 14; before
-    `keep_skill`, 0.856 against 0.834, docs/simulator.md)."""
+    `trusted_skill`, 0.856 against 0.834, docs/simulator.md)."""
     cluster = next((c for c in snapshot.clusters if c.name == commitment.cluster), None)
     pue = cluster.pue if cluster else 1.0
     bound = _change_bound(commitment, snapshot.forecasts, job.power_kw, pue)
@@ -970,13 +973,13 @@ def _replan(
             settings.harm_on_moved
             and not job.interruptible
             and snapshot.forecast_error_for is not None
-            and skill is None
+            and _trusted(skill, settings)
             and 0 < moved < _run_seconds(job)
         ):
             # A later start of one block bets only on the hours it moves (the rest of the run is the same either
             # way): their forecast difference per kWh moved, against the forecast's error for runs of that length.
-            # Only for a forecast whose error is modelled (its skill is not measured): persistence's gains, scored
-            # this way, did not come true often enough (docs/simulator.md).
+            # Only for a forecast whose error is modelled or that has shown skill (`trusted_skill`): persistence's
+            # gains, scored this way without that bar, did not come true often enough (docs/simulator.md).
             gain *= _run_seconds(job) / moved
             threshold = max(snapshot.forecast_error_for(timedelta(seconds=moved)), 0.0) * settings.harm_factor
         # A gain above the forecast's expected error, from a forecast that has lately shown skill (when measured),
@@ -1010,14 +1013,14 @@ def _replan(
     # planned start). An interruptible job's committed windows are kept the same way against a deferral declined
     # for its gain (not for the forecast's skill), but only while the fresh forecast does not put running now below
     # them (`needed` is 0: any forecast gain of running now ends them) and only from a forecast that declares its
-    # error or has shown skill (`keep_skill`); otherwise the declined plan stands, as do no harm asks. Without this,
+    # error or has shown skill (`trusted_skill`); otherwise the declined plan stands, as do no harm asks. Without this,
     # each hourly re-check was a new chance for a gain that narrows as the good hours come near to dip within the
     # error and end a bet half made (docs/simulator.md, session 14).
     keeps_windows = (
         declined
         and job.interruptible
         and fresh.reason is Reason.WITHIN_ERROR
-        and (snapshot.forecast_skill is None or snapshot.forecast_skill > settings.keep_skill)
+        and _trusted(snapshot.forecast_skill, settings)
     )
     comparable = (
         fresh.reason in (Reason.OPTIMAL, Reason.THRESHOLD) or (declined and not job.interruptible) or keeps_windows
@@ -1042,6 +1045,12 @@ def _replan(
         # that saves nothing, `deferred_for_capacity_only`, and dropped it).
         fresh = replace(fresh, planned_grams=committed_grams, reason=Reason.OPTIMAL)
     return _committed_plan(kept, fresh, now), kept, False
+
+
+def _trusted(skill: float | None, settings: CoreSettings) -> bool:
+    """Whether the forecast is trusted as one that declares its error: its skill is not measured (a model that
+    declares its error), or it has shown more than `trusted_skill`."""
+    return skill is None or skill > settings.trusted_skill
 
 
 def _anchored_share(plan: Plan, job: Job, snapshot: Snapshot, settings: CoreSettings) -> float:

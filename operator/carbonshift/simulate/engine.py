@@ -77,6 +77,10 @@ class Settings:
     harm_factor: float = 1.5
     skill_gate: bool = True  # closed loop: defer only on a forecast that has shown skill lately (SkillEstimate)
     skill_z: float = 1.0  # the skill is counted this many standard errors low
+    # Closed loop: measure the skill of a model that declares its error too (realistic), as the operator does for
+    # every provider's forecast (no provider declares its error: carbonshift.domain.forecast_trust). False: such a
+    # model is trusted on its declared error alone.
+    gate_declared: bool = False
     min_skill: float = 0.0
     legacy: bool = False  # closed loop with the decisions from before the core (to measure what it fixed)
     workers: int = 1  # closed loop: processes the jobs are split across (each job's loop is independent)
@@ -418,8 +422,10 @@ def _run_closed(
         tick=settings.tick, start_delay=settings.start_delay, skip_quiet_ticks=settings.skip_quiet_ticks
     )
     error = ErrorEstimate(model, actual) if settings.do_no_harm else None
-    # Skill is measured for models that do not declare their error (persistence, recorded files, gaussian).
-    measured = settings.do_no_harm and settings.skill_gate and expected_error(model, timedelta(0)) is None
+    # Skill is measured for models that do not declare their error (persistence, recorded files, gaussian), and
+    # for every model with `gate_declared` (as the operator gates a provider's forecast).
+    undeclared = settings.gate_declared or expected_error(model, timedelta(0)) is None
+    measured = settings.do_no_harm and settings.skill_gate and undeclared
     skill = SkillEstimate(model, actual, z=settings.skill_z) if measured else None
     hours_per_slot = ledger.step / 3600.0
 

@@ -52,6 +52,7 @@ def to_json(report: Report) -> dict[str, Any]:
             "grace_seconds": s.grace.total_seconds(),
             "commit_gain": s.commit_gain,
             "do_no_harm": s.do_no_harm,
+            "gate_as_provider": s.gate_declared,
         },
         "results": [
             {
