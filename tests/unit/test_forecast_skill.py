@@ -55,16 +55,17 @@ def slots(span: timedelta, step: timedelta) -> int:
 def by_hand(
     model: ForecastModel, actual: IntensitySeries, moment: datetime, length: timedelta, window: timedelta, cut: bool
 ) -> tuple[float, float, int]:
-    """(skill, spread, samples) from the documented formula in plain Python: the 28 issues every 6 h from the
-    trace's start whose rounded window ended by `moment`; for each, the planner's choice on the forecast (cut: the
-    cheapest slots, stable on ties; else the cheapest start of one block) and its gains on forecast and actuals."""
+    """(skill, spread, samples) from the documented formula in plain Python: the 84 issues (three weeks) every 6 h
+    from the trace's start whose rounded window ended by `moment`; for each, the planner's choice on the forecast
+    (cut: the cheapest slots, stable on ties; else the cheapest start of one block) and its gains on forecast and
+    actuals; the slope counted 1.25 standard errors low."""
     step = actual.resolution
     n_len, n_win = slots(length, step), slots(window, step)
     if n_len >= n_win:
         return 1.0, 0.0, 0
     last = math.floor((moment - step * n_win - actual.start) / STRIDE)
     pairs: list[tuple[float, float]] = []
-    for k in range(max(last - 27, 0), last + 1):
+    for k in range(max(last - 83, 0), last + 1):
         at = actual.start + STRIDE * k
         first = actual.index_of(at)
         f = [float(x) for x in model.forecast(actual, at, step * n_win).values[:n_win]]
@@ -90,7 +91,7 @@ def by_hand(
     energy = sum(g * g for g, _ in pairs)
     slope = sum(r * g for g, r in pairs) / energy
     var = sum((r - slope * g) ** 2 for g, r in pairs) / (len(pairs) - 1)
-    return slope - math.sqrt(var / energy), math.sqrt(var), len(pairs)
+    return slope - 1.25 * math.sqrt(var / energy), math.sqrt(var), len(pairs)
 
 
 @pytest.mark.parametrize("spec", ["persistence", "realistic"])
@@ -107,13 +108,13 @@ def test_the_shared_backtest_is_the_documented_formula_and_what_the_simulator_us
         moment = actual.start + timedelta(days=days, hours=13, minutes=20)
         for length, window, cut in SHAPES:
             skill, spread, count = by_hand(model, actual, moment, length, window, cut)
-            assert count >= 20  # a week's issues, scored
+            assert count >= 20  # three weeks' issues (fewer near the trace's start), scored
             assert estimate.at(moment, length, window, cut) == pytest.approx((skill, spread), rel=1e-9, abs=1e-9)
             # The pure function on the same issues (as the operator would pass its records), on whole forecasts.
             n_win = slots(window, step)
             last = math.floor((moment - step * n_win - actual.start) / STRIDE)
             issues = []
-            for k in range(last - 27, last + 1):
+            for k in range(max(last - 83, 0), last + 1):
                 at = actual.start + STRIDE * k
                 first = actual.index_of(at)
                 issues.append((model.forecast(actual, at, 3 * step * n_win).values, actual.values[first:]))
@@ -155,15 +156,15 @@ def test_a_record_of_persistence_forecasts_shows_the_skill_the_simulator_measure
     actual: IntensitySeries = request.getfixturevalue(trace)
     model = PersistenceForecast()
     moment = actual.start + timedelta(days=60, hours=13, minutes=20)
-    begin = actual.start + timedelta(days=49)  # (a boundary: passes 7 s after each)
+    begin = actual.start + timedelta(days=35)  # (a boundary: passes 7 s after each; three weeks and more before)
     record = fed(actual, begin, moment, lambda now: model.forecast(actual, now, 72 * HOUR))
     estimate = SkillEstimate(model, actual)
     for length, window, cut in SHAPES:
         expected, _ = estimate.at(moment, length, window, cut)
         assert math.isfinite(expected) and expected != 1.0
         assert record.skill(moment, length, window, cut) == pytest.approx(expected, rel=1e-9, abs=1e-9)
-    # Bounded: at most 41 issues (a week, the 72 h horizon and a stride), of 72 h each.
-    assert len(record._issued) <= 41
+    # Bounded: at most 97 issues (three weeks, the 72 h horizon and a stride), of 72 h each.
+    assert len(record._issued) <= 97
     assert all(v.shape[0] <= int(72 * HOUR / actual.resolution) for _, _, v in record._issued.values())
 
 
@@ -181,7 +182,7 @@ def test_under_four_scored_issues_there_is_no_skill_and_only_ended_windows_count
         for at in (begin + STRIDE * k for k in range(4))
     ]
     assert four == pytest.approx(forecast_skill.backtest(issues, 3 * HOUR, 12 * HOUR, HOUR, False)[0])
-    assert four != SkillEstimate(model, no).at(ended, 3 * HOUR, 12 * HOUR, False)[0]  # (that one saw 28 issues)
+    assert four != SkillEstimate(model, no).at(ended, 3 * HOUR, 12 * HOUR, False)[0]  # (that one saw 84 issues)
     assert ForecastRecord().skill(ended, 3 * HOUR, 12 * HOUR, False) is None  # nothing recorded
 
 

@@ -170,3 +170,30 @@ async def test_a_damaged_config_map_or_a_refused_write_never_stops_a_reconcile(
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "HTTP 403" in warnings[0].getMessage()  # once, then at debug level
     assert any(r.levelno == logging.DEBUG and "HTTP 403" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_record_too_large_for_a_config_map_is_kept_with_its_newest_issues(
+    gb: IntensitySeries, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ConfigMap holds 1 MiB; three weeks of 5-minute forecasts come near it. Beyond `MAX_BYTES` the store writes
+    the newest issued forecasts that fit (said once in the log), and a restart reads them back and backtests on
+    them. Here the limit is lowered so that a 10-day record of 30-minute forecasts exceeds it."""
+    import carbonshift.handlers.forecast_store as forecast_store
+
+    record, now = persistence_record(gb)
+    whole = json.dumps(record.to_wire(), separators=(",", ":"))
+    monkeypatch.setattr(forecast_store, "MAX_BYTES", len(whole) // 2)
+    kube = FakeKube()
+    store = ForecastStore(kube, "ns")  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO):
+        await store.save("GB", record)
+        record.revision += 1
+        await store.save("GB", record)
+    written = kube.maps[("ns", config_map_name("GB"))][KEY]
+    assert len(written.encode()) <= len(whole) // 2
+    issued = [item["at"] for item in json.loads(written)["issued"]]
+    every = [item["at"] for item in record.to_wire()["issued"]]
+    assert 0 < len(issued) < len(every) and issued == every[-len(issued) :]  # the newest ones, in order
+    assert sum("keeping the newest" in r.getMessage() for r in caplog.records) == 1  # said once
+    back = await ForecastStore(kube, "ns").record({}, "GB", now)  # type: ignore[arg-type]
+    assert back.skill(now, *SHAPES[0]) is not None

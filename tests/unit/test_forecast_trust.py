@@ -138,9 +138,9 @@ def test_a_week_of_recorded_forecasts_replaces_the_prior_with_their_measured_err
     inputs = trust.inputs(now, 3 * HOUR, now + 12 * HOUR)
     assert inputs.slot_error_g_per_kwh == pytest.approx(measured.at(now, gb.resolution))
     # Bounded: the day-ahead forecasts of `keep` (8 days) and of the rest of today; the actuals as far back as the
-    # shown skill's oldest issue reads (a week, the 72 h horizon and a stride: 10.25 days); at most 41 issues.
+    # shown skill's oldest issue reads (three weeks, the 72 h horizon and a stride: 24.25 days); at most 97 issues.
     slots = int(timedelta(days=8) / gb.resolution)
     assert len(record._forecast) <= slots + int(timedelta(days=1) / gb.resolution)
-    assert record.issues_kept == timedelta(days=10, hours=6)
+    assert record.issues_kept == timedelta(days=24, hours=6)
     assert len(record._actual) <= int(record.issues_kept / gb.resolution) + 1
-    assert len(record._issued) <= 41
+    assert len(record._issued) <= 97

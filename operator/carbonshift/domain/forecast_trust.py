@@ -241,8 +241,9 @@ class ForecastRecord:
       no whole view: its forecasts issued at each midnight for the day ahead); one value per slot, kept `keep`.
     * Issued (for the shown skill, `skill`): at each 6-hour issue boundary (`forecast_skill.STRIDE`, on the UTC
       clock), the first forecast seen at or after it, from the slot holding the moment it was seen, up to
-      `horizon` of values: the forecasts the simulator's `SkillEstimate` backtests. Kept for a week, a horizon and
-      a stride (the oldest issue a week's backtest of the longest window reads): at most 41 issues of 72 h.
+      `horizon` of values: the forecasts the simulator's `SkillEstimate` backtests. Kept for the backtest's span
+      (`forecast_skill.HISTORY`, three weeks), a horizon and a stride (the oldest issue its backtest of the longest
+      window reads): at most 97 issues of 72 h.
     * Actuals come from the histories the operator reads; kept as long as either needs them."""
 
     def __init__(
@@ -369,8 +370,9 @@ class ForecastRecord:
     def to_wire(self) -> dict[str, Any]:
         """The record as JSON-ready data (what the operator keeps in a ConfigMap, handlers/forecast_store.py):
         times as Unix seconds, intensities rounded to 0.001 g/kWh (finer than any provider publishes). At most a
-        week and a few days of values per kind, 41 issued forecasts of 72 h: about 100 KiB of JSON on 30-minute
-        slots."""
+        week and a few days of day-ahead values, three weeks and a few days of actuals and issued forecasts (about
+        100 of 72 h): about 110 KiB of JSON on 30-minute slots, 58 KiB on hourly ones, 800 KiB on 5-minute ones
+        (the store keeps only the newest issues beyond 900 KiB)."""
         return {
             "version": WIRE_VERSION,
             "days": sorted(_epoch(d) for d in self._days),

@@ -7,6 +7,11 @@ the skill gate was off until four windows had ended again. Now each zone's recor
 `carbonshift-forecasts-<zone>-<hash>` whenever it records a forecast (a new 6-hour issue or day-ahead forecast: a
 few times a day), and read back the first time the zone is needed after a start.
 
+A ConfigMap holds at most 1 MiB. Three weeks of issued forecasts (the skill's backtest since session 14) fit
+easily on 30-minute or hourly slots (about 100 KiB and 50 KiB), but on a provider's 5-minute slots (WattTime)
+they come near it; a record whose JSON would exceed `MAX_BYTES` is written with only the newest issues that fit
+(the backtest read back then spans less, and the skill is counted lower for it), said once in the log.
+
 Failures never stop a reconcile: a ConfigMap that cannot be read (another version, damaged) or an API error on
 reading is logged and the record starts afresh; a write that fails is logged (a warning the first time, then at
 debug level) and made again at the next recorded forecast.
@@ -29,6 +34,7 @@ from carbonshift.domain.forecast_trust import ForecastRecord
 log = logging.getLogger(__name__)
 
 PREFIX = "carbonshift-forecasts-"
+MAX_BYTES = 900 * 1024  # under a ConfigMap's 1 MiB, with room for its metadata
 KEY = "record.json"
 LABELS = {"app.kubernetes.io/part-of": "carbonshift", "carbonshift.io/forecast-record": "true"}
 
@@ -49,6 +55,7 @@ class ForecastStore:
     namespace: str
     saved: dict[str, int] = field(default_factory=dict)  # zone -> the record's revision last written (or read)
     _warned: bool = field(default=False, repr=False)
+    _trimmed: set[str] = field(default_factory=set, repr=False)  # zones whose record was written trimmed (logged)
 
     async def record(self, records: dict[str, ForecastRecord], zone: str, now: datetime) -> ForecastRecord:
         """The zone's record: the one in memory, else the one kept in its ConfigMap, else a new one."""
@@ -78,7 +85,7 @@ class ForecastStore:
             return
         self.saved[zone] = record.revision  # (before the write: passes running beside this one do not write it too)
         name = config_map_name(zone)
-        text = json.dumps(record.to_wire(), separators=(",", ":"), allow_nan=False)
+        text = self._fitting(zone, record)
         labels = {**LABELS, "carbonshift.io/zone-hash": name.rsplit("-", 1)[1]}
         try:
             await self.kube.write_config_map(self.namespace, name, {KEY: text}, labels)
@@ -88,6 +95,25 @@ class ForecastStore:
             log.log(level, "zone %s: could not keep the recorded forecasts in ConfigMap %s/%s (%s); they are kept "
                     "in memory and written again at the next recorded forecast", zone, self.namespace, name,
                     _why(exc))  # fmt: skip
+
+    def _fitting(self, zone: str, record: ForecastRecord) -> str:
+        """The record's JSON, with only the newest issued forecasts where all of them would exceed `MAX_BYTES`."""
+        wire = record.to_wire()
+        text = _dumps(wire)
+        issued = wire["issued"]
+        total = len(issued)
+        while len(text.encode()) > MAX_BYTES and issued:
+            issued = issued[max(len(issued) // 8, 1) :]  # (oldest first: drop the oldest eighth)
+            text = _dumps({**wire, "issued": issued})
+        if len(issued) < total and zone not in self._trimmed:
+            self._trimmed.add(zone)
+            log.info("zone %s: the recorded forecasts exceed what a ConfigMap holds; keeping the newest %d of %d "
+                     "issued forecasts across restarts (all of them in memory)", zone, len(issued), total)  # fmt: skip
+        return text
+
+
+def _dumps(wire: dict[str, object]) -> str:
+    return json.dumps(wire, separators=(",", ":"), allow_nan=False)
 
 
 def _why(exc: BaseException) -> str:

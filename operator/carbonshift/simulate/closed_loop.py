@@ -166,9 +166,9 @@ class SkillEstimate:
         model: ForecastModel,
         actual: IntensitySeries,
         *,
-        history: timedelta = WEEK,
-        stride: timedelta = timedelta(hours=6),
-        z: float = 1.0,
+        history: timedelta = forecast_skill.HISTORY,
+        stride: timedelta = forecast_skill.STRIDE,
+        z: float = forecast_skill.Z,
     ) -> None:
         self.model = model
         self.actual = actual

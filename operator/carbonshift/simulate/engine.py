@@ -32,6 +32,7 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from carbonshift.domain import forecast_skill
 from carbonshift.domain.forecasting import ForecastModel, OracleForecast, expected_error
 from carbonshift.domain.planning import Cluster, Job, Plan, Policy, Reason, plan_job
 from carbonshift.domain.series import FloatArray, IntensitySeries
@@ -76,7 +77,7 @@ class Settings:
     do_no_harm: bool = True
     harm_factor: float = 1.5
     skill_gate: bool = True  # closed loop: defer only on a forecast that has shown skill lately (SkillEstimate)
-    skill_z: float = 1.0  # the skill is counted this many standard errors low
+    skill_z: float = forecast_skill.Z  # the skill is counted this many standard errors low
     # Closed loop: measure the skill of a model that declares its error too (realistic), as the operator does for
     # every provider's forecast (no provider declares its error: carbonshift.domain.forecast_trust). False: such a
     # model is trusted on its declared error alone.
