@@ -114,8 +114,9 @@ def test_do_no_harm_weighs_a_block_s_later_start_by_the_hours_it_moves() -> None
     # shown more than `CoreSettings.trusted_skill` (0.5) of its promised gains come true; below, the whole run's.
     assert first_start(error_by_length=True, skill=0.8) == START + 2 * HOUR
     assert first_start(error_by_length=True, skill=0.4) == START
-    # An interruptible job keeps the whole run's rule (its plan may move many pieces of the run).
-    assert first_start(error_by_length=True, interruptible=True) == START
+    # An interruptible job's plan is weighed the same way (session 14; the whole run's rule before): it waits too.
+    assert first_start(error_by_length=True, interruptible=True) == START + 2 * HOUR
+    assert first_start(error_by_length=False, interruptible=True) == START
     # With a moved gain within the moved hours' error, it runs now: the rule still gates.
     values_flat = values.copy()
     values_flat[:2] = 115.0  # moving 2 h gains 15 g/kWh moved: within 1.5 x 30

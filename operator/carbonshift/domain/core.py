@@ -21,10 +21,11 @@ Rules it keeps (docs/design/operator.md, "The decision core"):
 - Do no harm: a plan that defers or suspends is taken only when its forecast gain per kWh over running now exceeds
   the forecast's expected error and, when the forecast's recent skill is measured (`Snapshot.forecast_skill`: the
   share of its promised gains that came true in a backtest of its own recent forecasts, counted low), only from a
-  forecast that has shown skill; otherwise the job runs now (a poor forecast degrades to running at once). A later
-  start of a job that cannot be interrupted bets only on the hours it moves: with the forecast's error by run
-  length (`Snapshot.forecast_error_for`) and a forecast that declares its error or has shown skill
-  (`trusted_skill`), their gain per kWh moved is weighed against the error for runs that long. Once such a job
+  forecast that has shown skill; otherwise the job runs now (a poor forecast degrades to running at once). A plan
+  bets only on the run time it moves out of running now's block (a later start of one block, or the chunks an
+  interruptible job moves): with the forecast's error by run length (`Snapshot.forecast_error_for`) and a
+  forecast that declares its error or has shown skill (`trusted_skill`), their gain per kWh moved is weighed
+  against the error for runs that long (for interruptible jobs since session 14). Once such a job
   has committed to a later start, running now (a fresh deferral that do no harm declined) replaces the commitment
   only when it beats it by the commitment threshold. An interruptible job with committed windows gives them up
   for a declined deferral only when running now is forecast to emit less than they would, or when the forecast
@@ -179,7 +180,7 @@ class CoreSettings:
     harm_factor: float = 1.5  # defer only for a forecast gain above this many times the forecast's expected error
     chunk_factor: float = 1.5  # an extra chunk must gain this many times the error of the difference it bets on
     min_skill: float = 0.0  # with a measured skill (Snapshot.forecast_skill): defer only above this
-    # Do no harm for a block that cannot be interrupted: the gain per kWh moved against the error for the moved length.
+    # Do no harm weighs the run time a plan moves: the gain per kWh moved against the error for the moved length.
     harm_on_moved: bool = True
     commit: bool = True
     overrun_floor: timedelta = timedelta(minutes=10)
@@ -199,9 +200,9 @@ class CoreSettings:
     # saved the same as weighing every 15-minute forecast (within 0.002 of the optimum), with a third of the CPU.
     recheck_every: timedelta = timedelta(hours=1)
     # A forecast whose measured skill (`Snapshot.forecast_skill`: the share of its promised gains that came true
-    # lately, counted low) is above this is trusted as one that declares its error: a later start of a job that
-    # cannot be interrupted is weighed on the hours it moves (`harm_on_moved`), and an interruptible job's
-    # committed windows survive a deferral that do no harm declined for its gain (`_replan`). Measured with
+    # lately, counted low) is above this is trusted as one that declares its error: a plan is weighed on the run
+    # time it moves (`harm_on_moved`), and an interruptible job's committed windows survive a deferral that do no
+    # harm declined for its gain (`_replan`). Measured with
     # persistence and with realistic forecasts gated as the operator gates a provider's (docs/simulator.md,
     # session 14): 0.3, 0.5 and 0.7 all keep every trace at or above running at once; with no bar GB 2023 fell to
     # -0.13 % (persistence, interruptible).
@@ -971,13 +972,14 @@ def _replan(
         moved = _moved_seconds(fresh, now, job)
         if (
             settings.harm_on_moved
-            and not job.interruptible
             and snapshot.forecast_error_for is not None
             and _trusted(skill, settings)
             and 0 < moved < _run_seconds(job)
         ):
-            # A later start of one block bets only on the hours it moves (the rest of the run is the same either
-            # way): their forecast difference per kWh moved, against the forecast's error for runs of that length.
+            # A plan bets only on the run time it moves out of running now's block (the rest of the run is the same
+            # either way): their forecast difference per kWh moved, against the forecast's error for runs of that
+            # length. For an interruptible job's scattered chunks, the error of one run as long as all of them is
+            # the cautious side (a contiguous run's error averages out least).
             # Only for a forecast whose error is modelled or that has shown skill (`trusted_skill`): persistence's
             # gains, scored this way without that bar, did not come true often enough (docs/simulator.md).
             gain *= _run_seconds(job) / moved
