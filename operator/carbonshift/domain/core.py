@@ -25,13 +25,13 @@ Rules it keeps (docs/design/operator.md, "The decision core"):
   bets only on the run time it moves out of running now's block (a later start of one block, or the chunks an
   interruptible job moves): with the forecast's error by run length (`Snapshot.forecast_error_for`) and a
   forecast that declares its error or has shown skill (`trusted_skill`), their gain per kWh moved is weighed
-  against the error for runs that long (for interruptible jobs since session 14). Once such a job
-  has committed to a later start, running now (a fresh deferral that do no harm declined) replaces the commitment
-  only when it beats it by the commitment threshold. An interruptible job with committed windows gives them up
-  for a declined deferral only when running now is forecast to emit less than they would, or when the forecast
-  has not shown skill (`trusted_skill`): a gain too small to start a bet on is not evidence against a bet already
-  made, and ending it at the first hourly re-check whose gain dipped within the error cost 0.014 of the optimum
-  (docs/simulator.md, session 14).
+  against the error for runs that long (for interruptible jobs since session 14). Once a job that cannot be
+  interrupted has committed to a later start, running now (a fresh deferral that do no harm declined) replaces
+  the commitment only when it beats it by the commitment threshold. An interruptible job with committed windows
+  gives them up for a declined deferral only when running now is forecast to emit less than they would, or when
+  the forecast has not shown skill (`trusted_skill`): a gain too small to start a bet on is not evidence against a
+  bet already made, and ending it at the first hourly re-check whose gain dipped within the error cost 0.014 of
+  the optimum (docs/simulator.md, session 14).
 - The first deferral of a job that cannot be interrupted (a bet a later re-plan cannot take back once the job
   starts) must also gain on the forecast anchored to the newest measurement
   (`Snapshot.latest_actual`, the provider's current value; `anchored`: each slot moved by the forecast's error
@@ -202,10 +202,9 @@ class CoreSettings:
     # A forecast whose measured skill (`Snapshot.forecast_skill`: the share of its promised gains that came true
     # lately, counted low) is above this is trusted as one that declares its error: a plan is weighed on the run
     # time it moves (`harm_on_moved`), and an interruptible job's committed windows survive a deferral that do no
-    # harm declined for its gain (`_replan`). Measured with
-    # persistence and with realistic forecasts gated as the operator gates a provider's (docs/simulator.md,
-    # session 14): 0.3, 0.5 and 0.7 all keep every trace at or above running at once; with no bar GB 2023 fell to
-    # -0.13 % (persistence, interruptible).
+    # harm declined for its gain (`_replan`). Measured with persistence and with realistic forecasts gated as the
+    # operator gates a provider's (docs/simulator.md, session 14): 0.3, 0.5 and 0.7 all keep every trace at or
+    # above running at once; with no bar GB 2023 fell to -0.13 % (persistence, interruptible).
     trusted_skill: float = 0.5
 
 

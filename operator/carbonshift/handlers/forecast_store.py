@@ -8,9 +8,10 @@ the skill gate was off until four windows had ended again. Now each zone's recor
 few times a day), and read back the first time the zone is needed after a start.
 
 A ConfigMap holds at most 1 MiB. Three weeks of issued forecasts (the skill's backtest since session 14) fit
-easily on 30-minute or hourly slots (about 100 KiB and 50 KiB), but on a provider's 5-minute slots (WattTime)
-they come near it; a record whose JSON would exceed `MAX_BYTES` is written with only the newest issues that fit
-(the backtest read back then spans less, and the skill is counted lower for it), said once in the log.
+easily on 30-minute or hourly slots (about 110 KiB and 58 KiB), but on a provider's 5-minute slots (WattTime,
+about 800 KiB) they come near it; a record whose JSON would exceed `MAX_BYTES` is written with only the newest
+issues that fit (the backtest read back then spans less, and the skill is counted lower for it), said once in
+the log.
 
 Failures never stop a reconcile: a ConfigMap that cannot be read (another version, damaged) or an API error on
 reading is logged and the record starts afresh; a write that fails is logged (a warning the first time, then at
