@@ -21,6 +21,7 @@ import yaml
 from carbonshift.adapters.carbon.config import api_provider_from_env
 from carbonshift.api import rbac
 from carbonshift.commands import run as run_command
+from carbonshift.domain.forecasting import ForecastSpecError, parse_forecast_model
 from carbonshift.handlers.energy import PROMETHEUS_URL_ENV, meter_from_env
 from tests.chart.helm import (
     CHART,
@@ -403,6 +404,28 @@ def test_everything_switched_on_renders_flags_the_operator_accepts() -> None:
 def test_schema_refuses_unknown_and_malformed_values(values: dict[str, Any], complaint: str) -> None:
     with pytest.raises(HelmError, match=rf"(?s)values don't meet the specifications of the schema.*{complaint}"):
         render_chart(values)
+
+
+@pytest.mark.parametrize(
+    ("spec", "admitted"),
+    [
+        ("persistence", True), ("realistic", True), ("realistic:0.5", True), ("realistic:2x", True),
+        ("gaussian:0.05", True), ("gaussian:5%", True), ("oracle", True),
+        ("realistic:fast", False), ("realistic:", False), ("gaussian", False), ("persistence:1", False),
+        ("weather", False),
+    ],
+)  # fmt: skip
+def test_schema_admits_the_forecast_models_the_operator_parses_and_no_others(spec: str, admitted: bool) -> None:
+    # `helm install --set operator.forecast=...` must fail where the operator would refuse to start, and pass every
+    # model it runs (the realistic model was refused by the chart while the operator ran it).
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    pattern = schema["properties"]["operator"]["properties"]["forecast"]["pattern"]
+    assert bool(re.search(pattern, spec)) is admitted
+    if admitted:
+        parse_forecast_model(spec)
+    else:
+        with pytest.raises(ForecastSpecError):
+            parse_forecast_model(spec)
 
 
 def test_schema_is_strict_everywhere_and_describes_every_value() -> None:

@@ -94,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--forecast",
         default=env("CARBONSHIFT_FORECAST", "persistence"),
-        help="forecast model for traces: persistence, gaussian:E, oracle, file:PATH",
+        help="forecast model for traces: persistence, realistic[:K], gaussian:E, oracle, file:PATH",
     )
     parser.add_argument("--tick", default=env("CARBONSHIFT_TICK", "5m"), help="re-plan at least this often")
     parser.add_argument("--margin", default=env("CARBONSHIFT_MARGIN", "10m"), help="spare time before deadlines")
