@@ -263,14 +263,6 @@ def sensitivity(every: int, forecast: str) -> None:
         print(f"{label:32s} " + " ".join(cells))
 
 
-def _shares(name: str, spec: str, every: int) -> tuple[float, float]:
-    actual = load(name)
-    jobs = scenario_ii(year=actual.start.year)[::every]
-    results = simulate(actual, jobs, POLICIES, [model(spec)], settings=settings(60.0, "closed")).results
-    ci, cn = by(results, "optimal-interruptible"), by(results, "optimal")
-    return ratio(ci.saved_pct_vs_run_now, ci.optimum_saved_pct), ratio(cn.saved_pct_vs_run_now, cn.optimum_saved_pct)
-
-
 def forecast_needed(names: list[str], every: int, scales: list[float], workers: int) -> None:
     """The same closed loop (60 s, every trace) on better forecasts than the realistic model: its errors scaled by
     each K (realistic:K) and the paper's white noise of 5 % of the mean (gaussian:0.05). Where the savings targets'
@@ -278,15 +270,16 @@ def forecast_needed(names: list[str], every: int, scales: list[float], workers: 
     specs = [f"realistic:{k:g}" for k in scales] + ["gaussian:0.05"]
     tasks = [(n, s) for s in specs for n in names]
     with ProcessPoolExecutor(max_workers=max(workers, 1)) as pool:
-        shares = list(pool.map(_shares, *zip(*tasks, strict=True), [every] * len(tasks)))
+        traces_, specs_ = zip(*tasks, strict=True)
+        cells = list(pool.map(_closed_cell, traces_, specs_, [0] * len(tasks), [every] * len(tasks)))
     print(
         f"\nthe forecast the savings targets need (closed loop, 60 s, 1 job in {every}, {len(names)} traces; the"
         " table's realistic run is K = 1): share of the optimum, interruptible / non-interruptible"
     )
     for spec in specs:
-        got = [s for (_, t), s in zip(tasks, shares, strict=True) if t == spec]
-        ints = [i for i, _ in got if not math.isnan(i)]
-        nonints = [n for _, n in got if not math.isnan(n)]
+        got = [c for (_, t), c in zip(tasks, cells, strict=True) if t == spec]
+        ints = [i for i in (ratio(c[0], c[1]) for c in got) if not math.isnan(i)]
+        nonints = [n for n in (ratio(c[2], c[3]) for c in got) if not math.isnan(n)]
         meets = statistics.mean(ints) >= 0.92 and statistics.mean(nonints) >= 0.95
         label = "the paper's white noise, 5 %" if spec.startswith("gaussian") else spec
         print(
@@ -442,12 +435,14 @@ def summarise(rows: list[Row]) -> list[tuple[str, str, bool]]:
     ]  # fmt: skip
 
 
-def _persistence_cell(name: str, offset: int, every: int) -> tuple[str, int, float, float]:
+def _closed_cell(name: str, spec: str, offset: int, every: int) -> tuple[float, float, float, float]:
+    """One trace's sample (1 job in `every` from `offset`) in the closed loop, 60 s, on forecast `spec`: saved % and
+    the same-kind optimum's, interruptible then non-interruptible."""
     actual = load(name)
     jobs = scenario_ii(year=actual.start.year)[offset::every]
-    results = simulate(actual, jobs, POLICIES, [model("persistence")], settings=settings(60.0, "closed")).results
+    results = simulate(actual, jobs, POLICIES, [model(spec)], settings=settings(60.0, "closed")).results
     ci, cn = by(results, "optimal-interruptible"), by(results, "optimal")
-    return Path(name).stem, offset, ci.saved_pct_vs_run_now, cn.saved_pct_vs_run_now
+    return ci.saved_pct_vs_run_now, ci.optimum_saved_pct, cn.saved_pct_vs_run_now, cn.optimum_saved_pct
 
 
 def persistence_samples(names: list[str], every: int, samples: int, workers: int) -> tuple[str, str, bool]:
@@ -456,8 +451,10 @@ def persistence_samples(names: list[str], every: int, samples: int, workers: int
     once saves exactly 0: run-now's pods start after the same delay as the loop's)."""
     tasks = [(n, k) for n in names for k in range(1, samples + 1)]
     with ProcessPoolExecutor(max_workers=max(workers, 1)) as pool:
-        cells = list(pool.map(_persistence_cell, *zip(*tasks, strict=True), [every] * len(tasks)))
-    rows = [(saved, f"{trace} +{offset} {kind}") for trace, offset, si, sn in cells
+        traces_, offsets = zip(*tasks, strict=True)
+        cells = list(pool.map(_closed_cell, traces_, ["persistence"] * len(tasks), offsets, [every] * len(tasks)))
+    rows = [(saved, f"{Path(trace).stem} +{offset} {kind}")
+            for (trace, offset), (si, _, sn, _) in zip(tasks, cells, strict=True)
             for saved, kind in ((si, "int"), (sn, "non-int"))]  # fmt: skip
     worst = min(rows)
     below = [label for saved, label in rows if saved < -0.01]
