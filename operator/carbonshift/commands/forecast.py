@@ -88,9 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--forecast",
         default="persistence",
         metavar="MODEL",
-        help="trace forecast model: persistence (default), oracle, gaussian:E, file:PATH",
+        help="trace forecast model: persistence (default), realistic[:K], oracle, gaussian:E, file:PATH",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the gaussian forecast model (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of a random forecast model (default 0)")
     parser.add_argument("--base-url", help="override the API provider's base URL")
     parser.add_argument("--output", choices=("table", "json", "csv"), default="table")
 
