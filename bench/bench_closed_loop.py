@@ -251,15 +251,8 @@ def sensitivity(every: int, forecast: str) -> None:
     for label, spec, harm in runs:
         cells = []
         for name in ("DE_2020", "GB_2023", "NO_2022", "PJM_2022"):
-            actual = load(name)
-            jobs = scenario_ii(year=actual.start.year)[::every]
-            chosen = replace(settings(60.0, "closed"), do_no_harm=harm)
-            results = simulate(actual, jobs, POLICIES, [model(spec)], settings=chosen).results
-            ci, cn = by(results, "optimal-interruptible"), by(results, "optimal")
-            cells.append(
-                f"{fmt(ratio(ci.saved_pct_vs_run_now, ci.optimum_saved_pct)):>8s} /"
-                f" {fmt(ratio(cn.saved_pct_vs_run_now, cn.optimum_saved_pct)):>6s}"
-            )
+            int_saved, int_opt, nonint_saved, nonint_opt = _closed_cell(name, spec, 0, every, do_no_harm=harm)
+            cells.append(f"{fmt(ratio(int_saved, int_opt)):>8s} / {fmt(ratio(nonint_saved, nonint_opt)):>6s}")
         print(f"{label:32s} " + " ".join(cells))
 
 
@@ -435,12 +428,15 @@ def summarise(rows: list[Row]) -> list[tuple[str, str, bool]]:
     ]  # fmt: skip
 
 
-def _closed_cell(name: str, spec: str, offset: int, every: int) -> tuple[float, float, float, float]:
+def _closed_cell(
+    name: str, spec: str, offset: int, every: int, do_no_harm: bool = True
+) -> tuple[float, float, float, float]:
     """One trace's sample (1 job in `every` from `offset`) in the closed loop, 60 s, on forecast `spec`: saved % and
     the same-kind optimum's, interruptible then non-interruptible."""
     actual = load(name)
     jobs = scenario_ii(year=actual.start.year)[offset::every]
-    results = simulate(actual, jobs, POLICIES, [model(spec)], settings=settings(60.0, "closed")).results
+    chosen = replace(settings(60.0, "closed"), do_no_harm=do_no_harm)
+    results = simulate(actual, jobs, POLICIES, [model(spec)], settings=chosen).results
     ci, cn = by(results, "optimal-interruptible"), by(results, "optimal")
     return ci.saved_pct_vs_run_now, ci.optimum_saved_pct, cn.saved_pct_vs_run_now, cn.optimum_saved_pct
 

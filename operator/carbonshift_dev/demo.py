@@ -248,8 +248,9 @@ async def _demo(args: argparse.Namespace) -> int:
 
         def table() -> Table:
             now = operator.planning_now()
-            clock = f"planning time {now:%a %H:%M} UTC  (x{args.speed:.0f}"
-            view = Table(title=f"{clock}; forecast: {DEMO_FORECAST_LABEL})")
+            view = Table(
+                title=f"planning time {now:%a %H:%M} UTC  (x{args.speed:.0f}; forecast: {DEMO_FORECAST_LABEL})"
+            )
             for column in columns:
                 view.add_column(column)
             for item in list_jobs(custom):
