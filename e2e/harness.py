@@ -67,7 +67,15 @@ class OperatorInstall:
         return path
 
 
-def wait_until(check: Callable[[], T | None], what: str, timeout: float = 60.0, interval: float = 0.2) -> T:
+def wait_until(
+    check: Callable[[], T | None],
+    what: str,
+    timeout: float = 60.0,
+    interval: float = 0.2,
+    explain: Callable[[], object] | None = None,
+) -> T:
+    """`check()` until it is truthy; on timeout, fail with its last answer and what `explain()` says then (the
+    state a failed wait saw, so that a CI failure tells why)."""
     deadline = time.monotonic() + timeout
     last: T | None = None
     while time.monotonic() < deadline:
@@ -75,7 +83,8 @@ def wait_until(check: Callable[[], T | None], what: str, timeout: float = 60.0, 
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+    seen = f"; seen: {explain()!r}" if explain is not None else ""
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r}){seen}")
 
 
 def delete_carbonawarejobs(api: client.ApiClient, timeout: float = 60.0) -> None:

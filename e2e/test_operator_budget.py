@@ -346,3 +346,42 @@ def test_a_jobs_own_cap_holds_it_when_its_projection_exceeds_the_cap(
         proc.assert_alive()
     finally:
         proc.stop()
+
+
+def test_raising_a_budget_that_holds_a_job_starts_it_at_once_not_at_its_next_pass(
+    api_client: client.ApiClient,
+    operator_install: OperatorInstall,
+    installed_crds: object,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """A job held by its budget waits for the budget's next period (midnight), with a pass due at most every tick
+    (one hour here, on the wall clock). The platform team raises the budget: the budget's event wakes the jobs it
+    selects, and the job starts within seconds. Before, it waited for its next pass."""
+    k = Cluster(api_client)
+    epoch = datetime.now(UTC).replace(microsecond=0)
+    trace = write_trace(tmp_path / "flat.csv", epoch - timedelta(hours=2), [300.0] * 48, timedelta(hours=1))
+    config = operator_install.kubeconfig(tmp_path / "operator.kubeconfig")
+    extra = ["--zone", "TEST", "--trace", f"TEST={trace}", "--forecast", "oracle", "--tick", "1h", "--margin", "5m"]
+    proc = OperatorProcess(config, tmp_path, speed=1.0, epoch=epoch, extra=extra)
+    budget = {"apiVersion": "carbonshift.io/v1alpha1", "kind": "EnergyBudget", "metadata": {"name": "tight"},
+              "spec": {"period": "Daily", "limits": {"energyKWh": 0.001}, "action": "Suspend",
+                       "selector": {"matchLabels": {"team": "a"}}}}  # fmt: skip
+    job = caj_manifest("held", duration="1h", max_delay="20h")
+    job["metadata"]["labels"] = {"team": "a"}
+    try:
+        proc.start()
+        wait_until(proc.serving, "the operator to start", timeout=30, interval=0.05)
+        k.custom.create_namespaced_custom_object("carbonshift.io", "v1alpha1", namespace, "energybudgets", budget)
+        k.create_caj(namespace, job)
+        held = wait_until(lambda: condition(k.status(namespace, "held"), "BudgetHeld"), "the job held", timeout=30)
+        assert f"{namespace}/tight" in held["message"], held
+        assert k.status(namespace, "held")["phase"] == "Waiting" and k.running_pods(namespace, "held") == []
+        raised = {"spec": {"limits": {"energyKWh": 10.0}}}
+        k.custom.patch_namespaced_custom_object("carbonshift.io", "v1alpha1", namespace, "energybudgets", "tight",
+                                                raised)  # fmt: skip
+        wait_until(lambda: k.running_pods(namespace, "held"), "the job running once its budget is raised", timeout=30)
+        assert condition(k.status(namespace, "held"), "BudgetHeld") is None
+        proc.assert_alive()
+    finally:
+        proc.stop()

@@ -22,6 +22,7 @@ from carbonshift.adapters.workloads.client import WorkloadClient
 from carbonshift.api.jobs import ANNOTATION_SUSPEND_AT, parse_time
 from carbonshift.domain.series import IntensitySeries
 from carbonshift.handlers import carbonawarejob as handler
+from carbonshift.handlers import state as handler_state
 from carbonshift.handlers.state import LOCAL, OperatorState, Settings
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
@@ -68,6 +69,10 @@ class FakeKube:
         self.writes: list[tuple[datetime, str, Any]] = []
         self.version = 0
         self.kueue = False
+        self.budgets: list[dict[str, Any]] = []  # the EnergyBudgets the API lists (the watch's mirror is apart)
+
+    async def list_energy_budgets(self, namespace: str) -> list[dict[str, Any]]:
+        return [b for b in self.budgets if b["metadata"].get("namespace", namespace) == namespace]
 
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         job = self.jobs.get((namespace, name))
@@ -541,6 +546,68 @@ async def test_a_start_the_budget_cannot_hold_is_held_waiting_and_the_deadline_s
     assert [e[1] for e in events].count("BudgetExhausted") == 2, "\n".join(str(e) for e in events)
     assert state.reservations.free_by_slot(("x", "y"), LOCAL, 16, T0 + timedelta(hours=3), timedelta(minutes=5),
                                            12) == (16,) * 12  # fmt: skip
+
+
+async def test_a_budget_the_watch_has_not_delivered_yet_still_holds_the_start(
+    cluster: tuple[OperatorState, FakeKube, list[tuple[str, str, str]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A budget applied together with the job (one `kubectl apply -f`) is in the API before the job's first pass
+    but not yet in the watch's mirror (a CI run saw this): the pass about to resume lists the namespace's budgets,
+    finds it, and decides again with it. Held, never resumed; without the listing the job started unbudgeted."""
+    from carbonshift.handlers import energybudget as eb
+
+    state, kube, _ = cluster
+    budget_cluster(cluster, monkeypatch, 1.0)
+    key = ("team", "cap")
+    kube.budgets = [eb.MIRROR.bodies.pop(key)]
+    del eb.MIRROR.budgets[key]  # the watch has not delivered it
+
+    async def read(key: tuple[str, str]) -> dict[str, Any]:
+        body = copy.deepcopy(next(b for b in kube.budgets if b["metadata"]["name"] == key[1]))
+        eb.MIRROR.bodies[key] = body
+        return body
+
+    monkeypatch.setattr(eb, "_read", read)
+    t = T0 + timedelta(seconds=7)
+    while t < T0 + timedelta(hours=3):
+        await run_pass(state, kube, t)
+        t += timedelta(minutes=5)
+    assert not any(k == "resume" for _, k, _ in kube.writes), kube.writes
+    conditions = {c["type"]: c for c in kube.caj["status"]["conditions"]}
+    assert conditions["BudgetHeld"]["status"] == "True" and "team/cap" in conditions["BudgetHeld"]["message"]
+    assert kube.caj["status"]["phase"] == "Waiting"
+
+
+async def test_a_budget_created_changed_or_deleted_wakes_the_jobs_it_selects_and_its_status_writes_do_not(
+    cluster: tuple[OperatorState, FakeKube, list[tuple[str, str, str]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A waiting job's next pass may be hours away (its window): a new budget holds it now, a deleted one frees it
+    now. The budget's own status writes (every 30 s) wake nobody."""
+    from carbonshift.domain.budgets import JobUsage
+    from carbonshift.handlers import energybudget as eb
+
+    state, _, _ = cluster
+    monkeypatch.setattr(eb, "MIRROR", eb.Mirror({}, {}))
+    monkeypatch.setattr(handler_state, "_state", state)
+    for name, labels in (("a-job", {"team": "a"}), ("b-job", {"team": "b"})):
+        eb.MIRROR.jobs[("team", name)] = eb.JobInfo(f"{name}-uid", labels, JobUsage("team", name, {}, ()), False)
+    woken = {name: state.wake_event("team", name) for name in ("a-job", "b-job")}
+    spec = {"period": "Daily", "limits": {"energyKWh": 1.0}, "action": "Suspend",
+            "selector": {"matchLabels": {"team": "a"}}}  # fmt: skip
+    body = {"metadata": {"namespace": "team", "name": "cap", "resourceVersion": "1"}, "spec": spec}
+
+    async def event(type: str, body: dict[str, Any]) -> list[str]:
+        for flag in woken.values():
+            flag.clear()
+        await eb.budget_event(type, cast(kopf.Body, body), "cap", "team")
+        return [name for name, flag in woken.items() if flag.is_set()]
+
+    assert await event("ADDED", body) == ["a-job"]
+    assert await event("MODIFIED", {**body, "status": {"usedEnergyKWh": 0.5}}) == []  # its status only
+    assert await event("MODIFIED", {**body, "spec": {**spec, "limits": {"energyKWh": 2.0}}}) == ["a-job"]
+    moved = {**spec, "selector": {"matchLabels": {"team": "b"}}}
+    assert await event("MODIFIED", {**body, "spec": moved}) == ["a-job", "b-job"]  # released and newly held
+    assert await event("DELETED", {**body, "spec": moved}) == ["b-job"]
 
 
 async def test_the_chunk_a_resume_begins_is_in_status_before_the_job_is_resumed(

@@ -353,3 +353,9 @@ class Kube:
             "list computeclusters", self.custom.list_cluster_custom_object, GROUP, VERSION, "computeclusters"
         )
         return list(found.get("items") or [])
+
+    async def list_energy_budgets(self, namespace: str) -> list[dict[str, Any]]:
+        found = await self._raw(
+            "list energybudgets", self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, "energybudgets"
+        )
+        return list(found.get("items") or [])

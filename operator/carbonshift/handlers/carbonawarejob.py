@@ -91,7 +91,7 @@ from carbonshift.handlers.energy import (
     receipt_message,
     update_energy,
 )
-from carbonshift.handlers.energybudget import decide_and_record, job_cap, job_usage, selecting
+from carbonshift.handlers.energybudget import decide_and_record, job_cap, job_usage, selecting, selecting_listed
 from carbonshift.handlers.jobstatus import JobStatus, patch_value, second
 from carbonshift.handlers.state import LOCAL, OperatorState, current
 
@@ -463,9 +463,14 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
             seen = dataclasses.replace(snapshot, budget=dataclasses.replace(facts, budgets=tuple(budgets)))
             return reconcile_around_others(state, key, seen, available, settings)
 
-    outcome = await decide_and_record(
-        selecting(tick.namespace, labels), uid, decide, lambda o: o.budget.admission if o.budget else None
-    )
+    chosen = selecting(tick.namespace, labels)
+    outcome = await decide_and_record(chosen, uid, decide, lambda o: o.budget.admission if o.budget else None)
+    if outcome.resume:
+        # About to start a chunk: the budgets as the API lists them now, in case the watch has not delivered one
+        # applied together with the job (it would start unbudgeted). One LIST per start, not per pass.
+        listed = selecting_listed(tick.namespace, labels, await state.local.list_energy_budgets(tick.namespace))
+        if [key for key, _ in listed] != [key for key, _ in chosen]:
+            outcome = await decide_and_record(listed, uid, decide, lambda o: o.budget.admission if o.budget else None)
     if outcome.at_risk == AtRisk.NO_NODE_FITS:  # the core's node fit: no allowed cluster has a node large enough
         tick.condition(ConditionType.DEADLINE_AT_RISK, True, Reason.NOT_ENOUGH_GPUS, outcome.why, event="Warning")
         tick.st.phase = Phase.PENDING
