@@ -209,9 +209,21 @@ LABELS = {
 }
 
 
+def hold_every_start(api: client.ApiClient, namespace: str) -> None:
+    """An EnergyBudget of 1 Wh a day in `namespace`: every start of a labelled workload there (2 h at 700 W) is held,
+    whatever the hour. The operator plans on the DE trace replayed at the wall clock: at some hours it would resume
+    a new workload at once (18:xx UTC in a CI run), and a test that reads "suspended, no pods" would race it."""
+    hold = {"apiVersion": "carbonshift.io/v1alpha1", "kind": "EnergyBudget", "metadata": {"name": "hold"},
+            "spec": {"period": "Daily", "limits": {"energyKWh": 0.001}, "action": "Suspend"}}  # fmt: skip
+    client.CustomObjectsApi(api).create_namespaced_custom_object(
+        "carbonshift.io", "v1alpha1", namespace, "energybudgets", hold
+    )
+
+
 def test_a_labelled_job_from_a_user_without_carbonawarejob_rights_is_created_suspended_and_marked(
     cluster: DevCluster, api: client.ApiClient, operator: OperatorProcess, team: str
 ) -> None:
+    hold_every_start(api, team)
     assert can_i(cluster, "create", "jobs", team)
     assert not can_i(cluster, "create", "carbonawarejobs", team)
     code, out = kubectl(cluster, job("finetune", LABELS), team)
@@ -332,14 +344,9 @@ def test_an_unlabelled_job_is_created_as_written_and_runs(
 def test_a_labelled_jobset_is_created_suspended_and_its_jobs_are_not_adopted_on_their_own(
     cluster: DevCluster, api: client.ApiClient, operator: OperatorProcess, team: str
 ) -> None:
-    # A budget of 1 Wh a day holds every start of the job (2 h at 700 W) whatever the hour: without it the operator,
-    # planning on the DE trace replayed at the wall clock, resumed the JobSet at once at some hours (18:xx UTC in a
-    # CI run), and its Jobs were unsuspended before this test read them. (At other hours the plan defers the job:
-    # Waiting for a window, and the budget, not exceeded, holds nothing until that window opens.)
-    hold = {"apiVersion": "carbonshift.io/v1alpha1", "kind": "EnergyBudget", "metadata": {"name": "hold"},
-            "spec": {"period": "Daily", "limits": {"energyKWh": 0.001}, "action": "Suspend"}}  # fmt: skip
-    custom = client.CustomObjectsApi(api)
-    custom.create_namespaced_custom_object("carbonshift.io", "v1alpha1", team, "energybudgets", hold)
+    # Without the budget the JobSet's Jobs were unsuspended before this test read them, at some hours. (At other
+    # hours the plan defers the job: Waiting for a window, and the budget, not exceeded, holds nothing until then.)
+    hold_every_start(api, team)
     code, out = kubectl(cluster, jobset("pretrain", LABELS), team)
     assert code == 0 and "created" in out, out
     stored = read_jobset(api, team, "pretrain")
