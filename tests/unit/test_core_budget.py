@@ -101,6 +101,53 @@ def test_a_hold_that_outlasts_the_latest_safe_start_puts_the_deadline_at_risk() 
     assert "until the grid is below the budget's intensity limit" in defer.why
 
 
+# 300 g/kWh but 50 from 20:00 to 22:00 today: a 1 h job planned at 10:00 waits for 20:00.
+DIP = IntensitySeries("Z", DAY, HOUR, np.array([300.0] * 20 + [50.0] * 2 + [300.0] * (24 * 5 - 22)))
+
+
+def deferred(job: JobNeeds, facts: BudgetFacts | None, now: datetime = NOW) -> Outcome:
+    return reconcile(Snapshot(job, CoreStatus(), Observed(exists=True), now, (CLUSTER,), {"Z": DIP}, budget=facts))
+
+
+def test_a_waiting_job_that_a_limit_can_never_admit_is_held_now_not_when_its_window_opens() -> None:
+    """A Suspend budget whose limit the job's planned run alone exceeds, or a Suspend cap its plan exceeds: the
+    admission at its window (20:00) is sure to hold it, whatever the other jobs do. Said at 10:00: BudgetHeld,
+    DeadlineAtRisk (nothing but a raised limit frees it), and its planned GPUs left to the others. A hold that
+    depends on the others' use is still decided only at the window."""
+    job = needs()  # 0.7 kWh
+    others = deferred(job, BudgetFacts("uid-1", ((budget(1.0), used_by_others(0.5)),)))
+    assert not others.resume and others.phase is Phase.WAITING and others.transition_at == DAY + 20 * HOUR
+    assert others.budget is not None and others.budget.hold is None and not others.budget_held
+
+    never = deferred(job, BudgetFacts("uid-1", ((budget(0.5), Ledger()),)))
+    assert not never.resume and never.phase is Phase.WAITING and never.budget_held
+    assert never.budget is not None and never.budget.hold is not None and never.budget.hold.until_raised
+    assert never.budget.admission is None  # no start asked: nothing to record
+    assert never.transition_at is None and never.budget.deadline_at_risk
+    words = (
+        "held by EnergyBudget team/cap: its projected 0.700 kWh in the period from 2024-03-04T00:00:00Z is more "
+        "than the budget's whole limit of 0.5 kWh a period: it is held until the limit is raised or a later plan "
+        "spreads it over several periods"
+    )
+    assert never.why == words
+    # At 20:00 the admission holds it in the same words (the condition and its Event are not said again).
+    window = deferred(job, BudgetFacts("uid-1", ((budget(0.5), Ledger()),)), now=DAY + 20 * HOUR)
+    assert window.budget is not None and window.budget.admission is not None
+    assert not window.budget.admission.admitted and window.why == words
+
+    for action in ("Notify", "Defer"):  # neither holds a start for sure: Notify never, Defer on a clean grid
+        loose = deferred(job, BudgetFacts("uid-1", ((budget(0.5, action), Ledger()),)))
+        assert loose.budget is not None and loose.budget.hold is None, action
+        assert loose.transition_at == DAY + 20 * HOUR
+
+    capped = deferred(job, BudgetFacts("uid-1", (), Cap(0.5, None, "Suspend")))
+    assert capped.budget is not None and capped.budget.hold is not None and capped.budget_held
+    assert capped.why == "held by cap of CarbonAwareJob train: projected 0.700 kWh exceeds its cap of 0.5 kWh; " \
+                         "raise spec.cap to let it run"  # fmt: skip
+    within = deferred(job, BudgetFacts("uid-1", (), Cap(1.0, None, "Suspend")))
+    assert within.budget is not None and within.budget.hold is None
+
+
 def test_a_running_interruptible_job_is_suspended_at_once_when_its_budget_is_used_up() -> None:
     exhausted = BudgetFacts("uid-1", ((budget(), used_by_others(1.2)),))
     calm = running(needs(), BudgetFacts("uid-1", ((budget(), used_by_others(0.2)),)))

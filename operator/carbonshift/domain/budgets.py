@@ -82,8 +82,9 @@ class Hold:
 
     budget: str  # namespace/name of the EnergyBudget
     reason: str
-    until: datetime | None  # None: until the intensity condition changes (Defer)
+    until: datetime | None  # None: until the intensity condition changes (Defer), or until the limit is raised
     suspend_running: bool
+    until_raised: bool = False  # held until the budget's limit or the job's cap is raised (time does not free it)
 
 
 def period_bounds(period: str, rolling: timedelta | None, now: datetime) -> tuple[datetime, datetime]:
@@ -635,7 +636,28 @@ def _cap_hold(cap: Cap, verdict: str, g_per_kwh: float | None, job: str, *, runn
         if limit is not None and g_per_kwh is not None and math.isfinite(g_per_kwh) and g_per_kwh < limit:
             return None
         return Hold(f"cap of {job}", f"cap of {job}: {verdict}; runs only below {limit:g} g/kWh", None, running)
-    return Hold(f"cap of {job}", f"cap of {job}: {verdict}; raise spec.cap to let it run", None, running)
+    return Hold(f"cap of {job}", f"cap of {job}: {verdict}; raise spec.cap to let it run", None, running, True)
+
+
+def sure_holds(facts: BudgetFacts, projection: tuple[UsageChunk, ...], job: str, now: datetime) -> list[Hold]:
+    """The holds a job that waits for its planned windows will meet when they open, whatever the other jobs do: a
+    Suspend budget whose limit its planned run alone exceeds within one period (or rolling window), and a Suspend
+    cap that its use so far plus its plan exceeds. Said now, not hours later at the window: the user (and the
+    DeadlineAtRisk alert) learn at once that the job cannot run until a limit is raised."""
+    holds = []
+    for spec, _ledger in facts.budgets:
+        if spec.action != "Suspend":
+            continue
+        why = shortfall(spec, [], [], projection, now)  # nothing of the others', nor of its own past use
+        if why is not None:
+            budget = f"{spec.namespace}/{spec.name}"
+            holds.append(Hold(budget, f"EnergyBudget {budget}: {why}", None, False, True))
+    if facts.cap is not None and facts.cap.action == "Suspend":
+        verdict = cap_check(facts.cap, list(facts.used), projection)
+        if verdict is not None:
+            hold = _cap_hold(facts.cap, verdict, None, f"CarbonAwareJob {job}", running=False, interruptible=False)
+            holds += [hold] if hold is not None else []
+    return holds
 
 
 def _longest(holds: list[Hold]) -> Hold:
@@ -703,7 +725,8 @@ def verdict(
     if resuming:
         answer = admit(Candidate(facts.uid, job, facts.used, ahead), list(facts.budgets), facts.cap, now,
                        g_per_kwh=g_per_kwh)  # fmt: skip
-        hold = answer.hold
+        # Held: the same words as while it waited, when a limit holds it whatever time brings (`sure_holds`).
+        hold = _longest([answer.hold, *sure_holds(facts, ahead, job, now)]) if answer.hold is not None else None
     else:
         holds = []
         for spec, ledger in facts.budgets:
@@ -716,11 +739,16 @@ def verdict(
                                interruptible=interruptible)  # fmt: skip
             if held is not None:
                 holds.append(held)
+        if not running:
+            holds += sure_holds(facts, ahead, job, now)
         hold = _longest(holds) if holds else None
     notes = answer.notes if answer is not None else ()
     if hold is None:
         return BudgetVerdict(None, answer, notes)
-    until = _text(hold.until) if hold.until else "the grid is below the budget's intensity limit"
-    message = f"held by {hold.reason}; until {until}"  # (the reason names its budget or cap)
+    if hold.until is not None:
+        until = f"; until {_text(hold.until)}"
+    else:  # a raised limit frees it (its reason says so), or a cleaner grid (Defer)
+        until = "" if hold.until_raised else "; until the grid is below the budget's intensity limit"
+    message = f"held by {hold.reason}{until}"  # (the reason names its budget or cap)
     at_risk = hold.until is None or hold.until > latest_safe_start
     return BudgetVerdict(hold, answer, notes, at_risk, message)

@@ -885,7 +885,8 @@ def _budgeted(
         status = replace(status, progress=progress)
     status = replace(status, phase=phase, suspend_at=None, announced_at=None)
     return replace(outcome, resume=False, suspend=running, announce_suspend_at=None, phase=phase, status=status,
-                   transition_at=hold.until, why=said.message, budget=said, budget_held=outcome.resume)  # fmt: skip
+                   transition_at=hold.until, why=said.message, budget=said,
+                   budget_held=outcome.resume or hold.until_raised)  # fmt: skip
 
 
 def _change_too_small(commitment: Commitment, snapshot: Snapshot, job: Job, settings: CoreSettings) -> bool:

@@ -233,11 +233,18 @@ class Tick:
         self.st.conditions = conditions
 
     # -- reporting -------------------------------------------------------------------------------------------
-    def condition(self, type_: str, status: bool, reason: str, message: str, *, event: str | None = None) -> None:
+    def condition(
+        self, type_: str, status: bool, reason: str, message: str, *, event: str | None = None, again: bool = True
+    ) -> None:
+        """Set a condition; with `event`, say it in an Event when it turns true, and (`again`) when its words change
+        while true. `again=False` for words that carry figures that move a little from pass to pass (a budget's
+        projection, clipped to now): the condition shows them, the Event is said once."""
+        before = next((c for c in self.conditions if c.type == type_), None)
         self.conditions, changed = set_condition(
             self.conditions, type_, status, reason, message, self.now, self.generation
         )
-        if changed and status and event:
+        was_said = before is not None and before.status == "True" and before.reason == reason
+        if changed and status and event and (again or not was_said):
             self.events.append((event, reason, message))
 
     def event(self, kind: str, reason: str, message: str) -> None:
@@ -661,7 +668,8 @@ def report_budget(tick: Tick, verdict: BudgetVerdict) -> None:
     if verdict.hold is None:
         tick.condition(ConditionType.BUDGET_HELD, False, Reason.WITHIN_BUDGET, "no EnergyBudget holds this job")
         return
-    tick.condition(ConditionType.BUDGET_HELD, True, Reason.BUDGET_EXHAUSTED, verdict.message, event="Warning")
+    tick.condition(ConditionType.BUDGET_HELD, True, Reason.BUDGET_EXHAUSTED, verdict.message, event="Warning",
+                   again=False)  # fmt: skip
 
 
 async def act(tick: Tick, decision: Decision, observed: Observed, client: WorkloadClient, workload: Workload) -> None:
@@ -934,7 +942,7 @@ def report_plan(
     if budget is not None and budget.deadline_at_risk:  # the budget wins over the deadline, and says so
         tick.condition(
             ConditionType.DEADLINE_AT_RISK, True, Reason.BUDGET_EXHAUSTED,
-            f"the deadline cannot be kept while {budget.message}", event="Warning",
+            f"the deadline cannot be kept while {budget.message}", event="Warning", again=False,
         )  # fmt: skip
     elif at_risk == Reason.OVERRUN:
         message = (
