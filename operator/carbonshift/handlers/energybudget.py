@@ -325,8 +325,8 @@ def selecting_listed(
 ) -> list[tuple[tuple[str, str], BudgetSpec]]:
     """`selecting`, on the namespace's EnergyBudgets as the API lists them now (`listed`) rather than as the watch
     has delivered them so far. A pass about to start a chunk asks this: a budget applied together with the job (one
-    `kubectl apply -f` of both) could reach the mirror after the job's first pass, which then started the job
-    unbudgeted (e2e/test_adoption.py saw it once in CI). A budget whose spec does not parse is left out, as the
+    `kubectl apply -f` of both) can reach the mirror after the job's first pass (a watch that is reconnecting, a
+    busy operator), which then started the job unbudgeted. A budget whose spec does not parse is left out, as the
     watch leaves it out."""
     found = []
     for body in listed:
