@@ -554,8 +554,9 @@ async def test_a_budget_the_watch_has_not_delivered_yet_still_holds_the_start(
     cluster: tuple[OperatorState, FakeKube, list[tuple[str, str, str]]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A budget applied together with the job (one `kubectl apply -f`) is in the API before the job's first pass
-    but not yet in the watch's mirror (a watch reconnecting, a busy operator): the pass about to resume lists the namespace's budgets,
-    finds it, and decides again with it. Held, never resumed; without the listing the job started unbudgeted."""
+    but not yet in the watch's mirror (a watch reconnecting, a busy operator): the pass about to resume lists the
+    namespace's budgets, finds it, and decides again with it. Held, never resumed; without the listing the job
+    started unbudgeted."""
     from carbonshift.handlers import energybudget as eb
 
     state, kube, _ = cluster
