@@ -30,6 +30,16 @@ def condition(status: dict[str, object], type_: str) -> dict[str, str] | None:
     return next((c for c in conditions if c["type"] == type_ and c["status"] == "True"), None)
 
 
+def flat_grid_operator(install: OperatorInstall, tmp_path: Path, *, speed: float, tick: str = "5m") -> OperatorProcess:
+    """The operator (not started) on a flat 300 g/kWh trace from two hours ago, its planning clock from now at
+    `speed`, with an oracle forecast: every plan runs at once, so what holds a job is its budget or cap."""
+    epoch = datetime.now(UTC).replace(microsecond=0)
+    trace = write_trace(tmp_path / "flat.csv", epoch - timedelta(hours=2), [300.0] * 48, timedelta(hours=1))
+    config = install.kubeconfig(tmp_path / "operator.kubeconfig")
+    extra = ["--zone", "TEST", "--trace", f"TEST={trace}", "--forecast", "oracle", "--tick", tick, "--margin", "5m"]
+    return OperatorProcess(config, tmp_path, speed=speed, epoch=epoch, extra=extra)
+
+
 def test_suspend_budget_stops_a_job_holds_new_ones_and_releases_them_next_period(
     api_client: client.ApiClient,
     operator_install: OperatorInstall,
@@ -280,11 +290,7 @@ def test_the_estimate_counts_the_gpus_of_the_pods_that_run_not_every_gpu_of_the_
         return not [p for p in pods if p.status.phase in ("Running", "Pending")]
 
     wait_until(node_free, f"node {hostname} free of earlier tests' pods", timeout=60)
-    epoch = datetime.now(UTC).replace(microsecond=0)
-    trace = write_trace(tmp_path / "flat.csv", epoch - timedelta(hours=2), [300.0] * 48, timedelta(hours=1))
-    config = operator_install.kubeconfig(tmp_path / "operator.kubeconfig")
-    extra = ["--zone", "TEST", "--trace", f"TEST={trace}", "--forecast", "oracle", "--tick", "5m", "--margin", "5m"]
-    proc = OperatorProcess(config, tmp_path, speed=60.0, epoch=epoch, extra=extra)
+    proc = flat_grid_operator(operator_install, tmp_path, speed=60.0)
     job = caj_manifest("pinned", duration="4h", max_delay="20h", gpus=per_pod)
     job["spec"]["template"]["spec"].update(parallelism=2, completions=2)
     job["spec"]["template"]["spec"]["template"]["spec"]["nodeSelector"] = {"kubernetes.io/hostname": hostname}
@@ -324,11 +330,7 @@ def test_a_jobs_own_cap_holds_it_when_its_projection_exceeds_the_cap(
     """spec.cap, projected ahead: a 1 h job on one GPU (0.683 kWh) with a 0.5 kWh cap is not started, and says why;
     the same job with a 1 kWh cap runs; a Notify cap lets it run and says so in an Event."""
     k = Cluster(api_client)
-    epoch = datetime.now(UTC).replace(microsecond=0)
-    trace = write_trace(tmp_path / "flat.csv", epoch - timedelta(hours=2), [300.0] * 48, timedelta(hours=1))
-    config = operator_install.kubeconfig(tmp_path / "operator.kubeconfig")
-    extra = ["--zone", "TEST", "--trace", f"TEST={trace}", "--forecast", "oracle", "--tick", "5m", "--margin", "5m"]
-    proc = OperatorProcess(config, tmp_path, speed=60.0, epoch=epoch, extra=extra)
+    proc = flat_grid_operator(operator_install, tmp_path, speed=60.0)
     caps = {"capped": {"energyKWh": 0.5}, "within": {"energyKWh": 1.0}, "noted": {"energyKWh": 0.5, "action": "Notify"}}
     try:
         proc.start()
@@ -359,11 +361,7 @@ def test_raising_a_budget_that_holds_a_job_starts_it_at_once_not_at_its_next_pas
     (one hour here, on the wall clock). The platform team raises the budget: the budget's event wakes the jobs it
     selects, and the job starts within seconds. Before, it waited for its next pass."""
     k = Cluster(api_client)
-    epoch = datetime.now(UTC).replace(microsecond=0)
-    trace = write_trace(tmp_path / "flat.csv", epoch - timedelta(hours=2), [300.0] * 48, timedelta(hours=1))
-    config = operator_install.kubeconfig(tmp_path / "operator.kubeconfig")
-    extra = ["--zone", "TEST", "--trace", f"TEST={trace}", "--forecast", "oracle", "--tick", "1h", "--margin", "5m"]
-    proc = OperatorProcess(config, tmp_path, speed=1.0, epoch=epoch, extra=extra)
+    proc = flat_grid_operator(operator_install, tmp_path, speed=1.0, tick="1h")
     budget = {"apiVersion": "carbonshift.io/v1alpha1", "kind": "EnergyBudget", "metadata": {"name": "tight"},
               "spec": {"period": "Daily", "limits": {"energyKWh": 0.001}, "action": "Suspend",
                        "selector": {"matchLabels": {"team": "a"}}}}  # fmt: skip

@@ -63,7 +63,7 @@ from carbonshift.domain.accounting import (
     wall_to_utc,
     work_from_annotations,
 )
-from carbonshift.domain.budgets import BudgetFacts, BudgetSpec, BudgetVerdict, Ledger
+from carbonshift.domain.budgets import Admission, BudgetFacts, BudgetSpec, BudgetVerdict, Ledger
 from carbonshift.domain.core import AtRisk, CoreSettings, CoreStatus, Outcome, Snapshot, pods_rate
 from carbonshift.domain.core import observe as core_observe
 from carbonshift.domain.core import reconcile as core_reconcile
@@ -470,14 +470,17 @@ async def reconcile(state: OperatorState, body: dict[str, Any]) -> datetime | No
             seen = dataclasses.replace(snapshot, budget=dataclasses.replace(facts, budgets=tuple(budgets)))
             return reconcile_around_others(state, key, seen, available, settings)
 
+    def admission_of(o: Outcome) -> Admission | None:
+        return o.budget.admission if o.budget else None
+
     chosen = selecting(tick.namespace, labels)
-    outcome = await decide_and_record(chosen, uid, decide, lambda o: o.budget.admission if o.budget else None)
+    outcome = await decide_and_record(chosen, uid, decide, admission_of)
     if outcome.resume:
         # About to start a chunk: the budgets as the API lists them now, in case the watch has not delivered one
         # applied together with the job (it would start unbudgeted). One LIST per start, not per pass.
         listed = selecting_listed(tick.namespace, labels, await state.local.list_energy_budgets(tick.namespace))
         if [key for key, _ in listed] != [key for key, _ in chosen]:
-            outcome = await decide_and_record(listed, uid, decide, lambda o: o.budget.admission if o.budget else None)
+            outcome = await decide_and_record(listed, uid, decide, admission_of)
     if outcome.at_risk == AtRisk.NO_NODE_FITS:  # the core's node fit: no allowed cluster has a node large enough
         tick.condition(ConditionType.DEADLINE_AT_RISK, True, Reason.NOT_ENOUGH_GPUS, outcome.why, event="Warning")
         tick.st.phase = Phase.PENDING

@@ -21,6 +21,7 @@ held), deciding again on a conflicting write. Times are planning times (the oper
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import os
@@ -312,10 +313,15 @@ async def update_budget(
 
 
 # -- admission: the hook of the CarbonAwareJob reconcile ----------------------------------------------------------
-def selecting(namespace: str, labels: dict[str, str]) -> list[tuple[tuple[str, str], BudgetSpec]]:
+def selecting(
+    namespace: str,
+    labels: dict[str, str],
+    budgets: dict[tuple[str, str], tuple[BudgetSpec, LabelSelector]] | None = None,
+) -> list[tuple[tuple[str, str], BudgetSpec]]:
+    """The namespace's budgets (`budgets`, by default the watch's mirror) that select `labels`, in key order."""
     return [
         (key, spec)
-        for key, (spec, selector) in sorted(MIRROR.budgets.items())
+        for key, (spec, selector) in sorted((MIRROR.budgets if budgets is None else budgets).items())
         if key[0] == namespace and selector.matches(labels)
     ]
 
@@ -328,16 +334,12 @@ def selecting_listed(
     `kubectl apply -f` of both) can reach the mirror after the job's first pass (a watch that is reconnecting, a
     busy operator), which then started the job unbudgeted. A budget whose spec does not parse is left out, as the
     watch leaves it out."""
-    found = []
+    parsed = {}
     for body in listed:
         name = str((body.get("metadata") or {}).get("name") or "")
-        try:
-            spec, selector = budget_spec(namespace, name, dict(body.get("spec") or {}))
-        except ValueError:
-            continue
-        if selector.matches(labels):
-            found.append(((namespace, name), spec))
-    return sorted(found, key=lambda pair: pair[0])
+        with contextlib.suppress(ValueError):
+            parsed[(namespace, name)] = budget_spec(namespace, name, dict(body.get("spec") or {}))
+    return selecting(namespace, labels, parsed)
 
 
 def _poke_selected(namespace: str, selectors: list[LabelSelector]) -> None:
